@@ -1,0 +1,211 @@
+/* The per-core event loop: one pinned thread per core, each with its own
+ * io_uring. The only module that includes <liburing.h> or starts threads;
+ * everything above talks to sockets, files, timers and other cores through
+ * this header (ARCHITECTURE.md "A core is a store", "The env seam").
+ *
+ * Threading: unless a function says otherwise it must be called on the core
+ * that owns the reactor passed to it (the "current core"), i.e. from a
+ * callback that the reactor invoked. Objects created on a core are used and
+ * freed on that core.
+ *
+ * Ownership words: an operation "borrows X until cb fires": the caller keeps
+ * X (buffer, iovec array, struct tkv_io) alive and untouched until its
+ * completion callback has run; the kernel may be reading or writing it.
+ *
+ * Loop turn order (Seastar's poller order, Redis's before-sleep barrier):
+ *   1. drain incoming cross-core rings (run posted functions);
+ *   2. reap io_uring completions (run I/O callbacks);
+ *   3. run deferred tasks;
+ *   4. fire expired timers;
+ *   5. before-sleep hooks, in registration order (the raft log flushes its
+ *      group commit here, BEFORE anything that depends on it is sent);
+ *   6. submit queued SQEs and wait for a completion, a timer or a wake-up
+ *      (never sleeping through a message posted by another core).
+ */
+#ifndef TKV_REACTOR_H
+#define TKV_REACTOR_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include "tkv/common.h"
+
+struct tkv_reactor;       /* one core's loop; opaque */
+struct tkv_reactor_group; /* all cores of the process; opaque */
+
+#define TKV_CORE_NONE UINT32_MAX
+
+/* ---- group lifecycle (called from the main thread) ---- */
+
+struct tkv_reactor_config {
+    uint32_t n_cores;       /* number of shard threads, >= 1 */
+    bool pin;               /* pin core k to CPU k % online CPUs */
+    uint32_t uring_entries; /* SQ size per core; 0 = default (256) */
+    uint32_t xcore_ring_size; /* slots per ordered core pair; 0 = default (1024), power of two */
+};
+
+/* Runs on core `core` inside its thread, before its first loop turn: create
+ * listeners, sessions, per-core state. A negative return stops the whole
+ * group; tkv_reactor_group_wait() then returns that error. */
+typedef int (*tkv_core_init_fn)(struct tkv_reactor *r, uint32_t core, void *arg);
+/* Runs on core `core` after its loop has stopped and every operation of the
+ * core has completed or been cancelled: free per-core state here. */
+typedef void (*tkv_core_fini_fn)(struct tkv_reactor *r, uint32_t core, void *arg);
+
+/* Start cfg->n_cores threads. Returns 0 and the group in *group_out, or
+ * -errno / TKV_EINVAL (io_uring unavailable yields the kernel's -ENOSYS or
+ * -EPERM so tests can skip). */
+int tkv_reactor_group_start(const struct tkv_reactor_config *cfg, tkv_core_init_fn init,
+                            tkv_core_fini_fn fini, void *arg,
+                            struct tkv_reactor_group **group_out);
+
+/* Ask every core to stop (orderly shutdown, see tkv_reactor_on_stop). Safe
+ * from any thread and from a signal-handling thread; idempotent. */
+void tkv_reactor_group_stop(struct tkv_reactor_group *g);
+
+/* Join all cores and free the group. Returns 0, or the first error an init
+ * callback returned. */
+int tkv_reactor_group_wait(struct tkv_reactor_group *g);
+
+/* Convenience for main(): block SIGINT and SIGTERM in the calling thread
+ * (call BEFORE tkv_reactor_group_start so cores inherit the mask), then
+ * later wait for one of them or for the group to stop by itself, stop the
+ * group and join it. Returns what tkv_reactor_group_wait returns. */
+void tkv_reactor_block_signals(void);
+int tkv_reactor_group_run_until_signal(struct tkv_reactor_group *g);
+
+uint32_t tkv_reactor_group_cores(const struct tkv_reactor_group *g);
+
+/* ---- the current core ---- */
+
+/* The core running the calling thread, or TKV_CORE_NONE off the cores. */
+uint32_t tkv_core_self(void);
+struct tkv_reactor *tkv_reactor_self(void);
+uint32_t tkv_reactor_core_id(const struct tkv_reactor *r);
+uint32_t tkv_reactor_n_cores(const struct tkv_reactor *r);
+/* True once an orderly stop has begun on this core. */
+bool tkv_reactor_stopping(const struct tkv_reactor *r);
+
+/* Monotonic time in nanoseconds, read once per loop turn (cheap). */
+uint64_t tkv_now_ns(const struct tkv_reactor *r);
+
+/* ---- tasks, hooks and shutdown ---- */
+
+typedef void (*tkv_task_fn)(void *arg);
+
+/* Run fn(arg) on this core during the next loop turn (step 3). Never fails
+ * (allocates with tkv_xmalloc when the internal queue must grow). */
+void tkv_reactor_defer(struct tkv_reactor *r, tkv_task_fn fn, void *arg);
+
+/* Register a hook run at step 5 of every loop turn. */
+void tkv_reactor_on_before_sleep(struct tkv_reactor *r, tkv_task_fn fn, void *arg);
+
+/* Register a hook run once when an orderly stop begins on this core (close
+ * listeners, send GOAWAY, cancel long-lived operations). The loop then keeps
+ * running until no operation is in flight, cancelling whatever is left after
+ * a grace period (2 s), and finally calls the group's fini. */
+void tkv_reactor_on_stop(struct tkv_reactor *r, tkv_task_fn fn, void *arg);
+
+/* ---- timers (one-shot; re-arm from the callback for periodic work) ---- */
+
+struct tkv_timer;
+typedef void (*tkv_timer_fn)(struct tkv_timer *t);
+
+struct tkv_timer {
+    tkv_timer_fn fn;
+    void *data;
+    /* private to the reactor */
+    uint64_t deadline_ns;
+    size_t heap_index; /* SIZE_MAX when not armed */
+};
+
+void tkv_timer_init(struct tkv_timer *t, tkv_timer_fn fn, void *data);
+/* Arm (or re-arm) t to fire after delay_ns. The reactor borrows t until it
+ * fires or is stopped. */
+void tkv_timer_start(struct tkv_reactor *r, struct tkv_timer *t, uint64_t delay_ns);
+void tkv_timer_stop(struct tkv_reactor *r, struct tkv_timer *t);
+bool tkv_timer_armed(const struct tkv_timer *t);
+
+/* ---- I/O operations ----
+ *
+ * Each operation takes a caller-owned struct tkv_io, which the reactor
+ * borrows until io->cb fires exactly once with the result: >= 0 on success
+ * (bytes, or the new fd for accept), -errno on failure, -ECANCELED when
+ * cancelled. Submission never fails: SQEs are queued and submitted at the
+ * end of the turn (a full SQ is flushed early). One struct tkv_io carries
+ * one operation at a time. */
+struct tkv_io;
+typedef void (*tkv_io_fn)(struct tkv_io *io, int res);
+
+struct tkv_io {
+    tkv_io_fn cb;
+    void *data;
+    /* private to the reactor */
+    int op;
+    int fd;
+    const void *buf;
+    size_t len, done;
+    uint64_t off;
+    struct iovec *iov;
+    int iovcnt;
+    uint32_t flags;
+};
+
+void tkv_io_init(struct tkv_io *io, tkv_io_fn cb, void *data);
+bool tkv_io_pending(const struct tkv_io *io);
+
+/* Accept one connection on listen_fd (non-blocking, close-on-exec fd). */
+void tkv_reactor_accept(struct tkv_reactor *r, struct tkv_io *io, int listen_fd);
+/* Receive up to len bytes; 0 means the peer closed. */
+void tkv_reactor_recv(struct tkv_reactor *r, struct tkv_io *io, int fd, void *buf, size_t len);
+/* Send ALL len bytes (the reactor resubmits short sends); res = len or -errno. */
+void tkv_reactor_send(struct tkv_reactor *r, struct tkv_io *io, int fd, const void *buf,
+                      size_t len);
+/* Connect a non-blocking socket (client side). */
+void tkv_reactor_connect(struct tkv_reactor *r, struct tkv_io *io, int fd,
+                         const struct sockaddr *addr, uint32_t addrlen);
+/* Write ALL iov bytes at offset off (short writes resubmitted); res = total
+ * or -errno. */
+void tkv_reactor_writev(struct tkv_reactor *r, struct tkv_io *io, int fd, struct iovec *iov,
+                        int iovcnt, uint64_t off);
+/* fsync (datasync=false) or fdatasync (datasync=true). */
+void tkv_reactor_fsync(struct tkv_reactor *r, struct tkv_io *io, int fd, bool datasync);
+/* Linked write-then-fdatasync in one submission (IOSQE_IO_LINK): cb fires
+ * once, after the sync, with the bytes written, or the first error. A short
+ * write is reported as -EIO (the caller treats it as fatal). */
+void tkv_reactor_write_sync(struct tkv_reactor *r, struct tkv_io *io, int fd, struct iovec *iov,
+                            int iovcnt, uint64_t off);
+void tkv_reactor_read(struct tkv_reactor *r, struct tkv_io *io, int fd, void *buf, size_t len,
+                      uint64_t off);
+void tkv_reactor_close(struct tkv_reactor *r, struct tkv_io *io, int fd);
+/* Cancel a pending operation; its cb still fires (with -ECANCELED or with
+ * the result if it had already completed). No-op if io is not pending. */
+void tkv_reactor_cancel(struct tkv_reactor *r, struct tkv_io *io);
+
+/* ---- sockets (synchronous set-up helpers, any thread) ---- */
+
+/* Create a non-blocking listening TCP socket on host:port ("127.0.0.1",
+ * "0.0.0.0", "::"); port 0 picks a free port, reported in *port_out when
+ * not NULL. reuseport=true lets every core listen on the same port and the
+ * kernel spread connections over them. Returns the fd or -errno. */
+int tkv_reactor_listen_tcp(const char *host, uint16_t port, bool reuseport, int backlog,
+                           uint16_t *port_out);
+/* Parse "host:port" (IPv4, [IPv6]:port, or ":port" = all interfaces). */
+int tkv_reactor_parse_hostport(const char *s, char *host_out, size_t host_cap,
+                               uint16_t *port_out);
+
+/* ---- cross-core messages ----
+ *
+ * One single-producer/single-consumer ring (Concurrency Kit ck_ring) per
+ * ordered pair of cores, plus a wake-up of the target loop. fn(arg) runs on
+ * core `to`. The rule "messages return home": whoever allocates arg frees
+ * it, so the target replies by posting back to the sender. Posting never
+ * fails and never blocks: when the ring is full the message waits in a
+ * local overflow queue flushed on later turns. Posting to oneself equals
+ * tkv_reactor_defer. */
+void tkv_reactor_post(struct tkv_reactor *r, uint32_t to, tkv_task_fn fn, void *arg);
+
+#endif
