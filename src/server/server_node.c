@@ -1,0 +1,208 @@
+/* Start-up and shutdown of the standalone node: engine once, then one
+ * reactor core per server.cores, each with its engine session and a gRPC
+ * listener on the shared server.addr port (SO_REUSEPORT spreads
+ * connections over the cores). */
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <unistd.h>
+
+#include "server_private.h"
+#include "tkv/err.h"
+#include "tkv/log.h"
+#include "tkv/mem.h"
+#include "tkv/reactor.h"
+
+static atomic_uint n_listening;
+
+static int core_init(struct tkv_reactor *r, uint32_t core, void *arg)
+{
+    struct server_node *node = arg;
+    struct server_core *c = &node->cores[core];
+    struct tkv_rpc_method methods[SERVER_N_METHODS];
+    struct tkv_rpc_server_config rcfg = {
+        .max_recv_msg = node->cfg.server.max_grpc_recv_msg_len,
+        .max_send_msg = node->cfg.server.max_grpc_send_msg_len,
+    };
+    size_t n_methods;
+    int rv;
+
+    c->core = core;
+    c->max_send_msg = rcfg.max_send_msg ? rcfg.max_send_msg : TKV_RPC_DEFAULT_MAX_MSG;
+    rv = tkv_engine_session_open(node->engine, &c->session);
+    if (rv) {
+        TKV_LOG_ERROR("cannot open an engine session", TKV_LF_U64("core", core), TKV_LF_ERR(rv));
+        return rv;
+    }
+    server_methods(c, methods, &n_methods);
+    rv = tkv_rpc_server_new(&rcfg, methods, n_methods, &c->rpc);
+    if (rv) {
+        TKV_LOG_ERROR("cannot create the gRPC server", TKV_LF_U64("core", core), TKV_LF_ERR(rv));
+        return rv;
+    }
+    rv = tkv_rpc_server_listen(c->rpc, r, node->host, node->port, NULL);
+    if (rv) {
+        TKV_LOG_ERROR("cannot listen", TKV_LF_STR("host", node->host), TKV_LF_U64("port", node->port),
+                      TKV_LF_U64("core", core), TKV_LF_ERR(rv));
+        return rv;
+    }
+    TKV_LOG_DEBUG("core listening", TKV_LF_U64("core", core), TKV_LF_U64("port", node->port));
+    if (atomic_fetch_add(&n_listening, 1) + 1 == node->cfg.server.cores)
+        TKV_LOG_INFO("tinykv-server is serving", TKV_LF_STR("host", node->host),
+                     TKV_LF_U64("port", node->port), TKV_LF_U64("cores", node->cfg.server.cores),
+                     TKV_LF_STR("mode", "standalone"));
+    return 0;
+}
+
+static void core_fini(struct tkv_reactor *r, uint32_t core, void *arg)
+{
+    struct server_node *node = arg;
+    struct server_core *c = &node->cores[core];
+    (void)r;
+    if (c->rpc) {
+        tkv_rpc_server_free(c->rpc);
+        c->rpc = NULL;
+    }
+    tkv_engine_session_close(c->session);
+    c->session = NULL;
+}
+
+/* Port 0 means "any free port", but every core must listen on the same
+ * one. Reserve it here with a bound, never-listening SO_REUSEPORT socket
+ * (it receives no connections) that stays open while the cores run. */
+static int reserve_port(const char *host, uint16_t *port_out)
+{
+    struct sockaddr_storage ss = {0};
+    socklen_t len;
+    int one = 1, fd, family = strchr(host, ':') ? AF_INET6 : AF_INET;
+
+    fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0)
+        goto fail;
+    if (family == AF_INET6) {
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+        a->sin6_family = AF_INET6;
+        if (*host && inet_pton(AF_INET6, host, &a->sin6_addr) != 1) {
+            errno = EINVAL;
+            goto fail;
+        }
+        len = sizeof(*a);
+    } else {
+        struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+        a->sin_family = AF_INET;
+        if (*host && inet_pton(AF_INET, host, &a->sin_addr) != 1) {
+            errno = EINVAL;
+            goto fail;
+        }
+        len = sizeof(*a);
+    }
+    if (bind(fd, (struct sockaddr *)&ss, len) < 0 || getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
+        goto fail;
+    *port_out = ntohs(family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                         : ((struct sockaddr_in *)&ss)->sin_port);
+    return fd;
+fail:
+    one = -errno;
+    close(fd);
+    return one;
+}
+
+/* mkdir -p for the data dir (the engine creates only one level). */
+static int mkdir_p(const char *path)
+{
+    char buf[TKV_CONFIG_PATH_MAX];
+    size_t n = strlen(path);
+    if (n == 0 || n >= sizeof(buf))
+        return TKV_EINVAL;
+    memcpy(buf, path, n + 1);
+    for (size_t i = 1; i <= n; i++) {
+        if (buf[i] != '/' && buf[i] != '\0')
+            continue;
+        char saved = buf[i];
+        buf[i] = '\0';
+        if (mkdir(buf, 0755) < 0 && errno != EEXIST)
+            return -errno;
+        buf[i] = saved;
+    }
+    return 0;
+}
+
+int server_node_run(struct server_node *node)
+{
+    struct tkv_server_config *cfg = &node->cfg;
+    struct tkv_reactor_group *group = NULL;
+    char kv_dir[TKV_CONFIG_PATH_MAX + 8];
+    int rv, port_fd = -1, code = 1;
+
+    rv = tkv_config_split_addr(cfg->server.addr, node->host, sizeof(node->host), &node->port);
+    if (rv) {
+        TKV_LOG_ERROR("bad server.addr", TKV_LF_STR("addr", cfg->server.addr), TKV_LF_ERR(rv));
+        return 1;
+    }
+    if (node->host[0] == '\0')
+        snprintf(node->host, sizeof(node->host), "0.0.0.0"); /* ":port": every interface, as TinyKV */
+    if (node->port == 0) {
+        port_fd = reserve_port(node->host, &node->port);
+        if (port_fd < 0) {
+            TKV_LOG_ERROR("cannot pick a free port", TKV_LF_STR("host", node->host), TKV_LF_ERR(port_fd));
+            return 1;
+        }
+    }
+
+    TKV_LOG_INFO("welcome to tinykv-server", TKV_LF_STR("version", TKV_VERSION),
+                 TKV_LF_STR("git_hash", TKV_GIT_HASH), TKV_LF_STR("addr", cfg->server.addr),
+                 TKV_LF_U64("port", node->port), TKV_LF_STR("data_dir", cfg->storage.data_dir),
+                 TKV_LF_U64("cores", cfg->server.cores), TKV_LF_STR("mode", "standalone"));
+    if (cfg->pd.n_endpoints > 0)
+        TKV_LOG_WARN("scheduler endpoints are configured but cluster mode (Raft) is not built yet; "
+                     "serving the standalone Raw API",
+                     TKV_LF_STR("pd", cfg->pd.endpoints[0]));
+
+    rv = mkdir_p(cfg->storage.data_dir);
+    if (rv) {
+        TKV_LOG_ERROR("cannot create the data dir", TKV_LF_STR("path", cfg->storage.data_dir),
+                      TKV_LF_ERR(rv));
+        goto out;
+    }
+    /* Same layout as TinyKV's -path: the KV data lives in <data-dir>/kv. */
+    snprintf(kv_dir, sizeof(kv_dir), "%s/kv", cfg->storage.data_dir);
+    struct tkv_engine_opts eopts = {.kind = TKV_ENGINE_WT, .path = kv_dir, .sync = true};
+    rv = tkv_engine_open(&eopts, &node->engine);
+    if (rv) {
+        TKV_LOG_ERROR("cannot open the storage engine", TKV_LF_STR("path", kv_dir), TKV_LF_ERR(rv));
+        goto out;
+    }
+
+    node->cores = tkv_xcalloc(cfg->server.cores, sizeof(*node->cores));
+    struct tkv_reactor_config rcfg = {.n_cores = cfg->server.cores, .pin = true};
+    tkv_reactor_block_signals();
+    atomic_store(&n_listening, 0);
+    rv = tkv_reactor_group_start(&rcfg, core_init, core_fini, node, &group);
+    if (rv) {
+        TKV_LOG_ERROR("cannot start the reactor cores", TKV_LF_ERR(rv));
+        goto out;
+    }
+    rv = tkv_reactor_group_run_until_signal(group);
+    if (rv) {
+        TKV_LOG_ERROR("tinykv-server stopped on an error", TKV_LF_ERR(rv));
+        goto out;
+    }
+    code = 0;
+out:
+    tkv_engine_close(node->engine); /* final checkpoint: a clean stop is durable */
+    node->engine = NULL;
+    tkv_free(node->cores);
+    node->cores = NULL;
+    if (port_fd >= 0)
+        close(port_fd);
+    if (code == 0)
+        TKV_LOG_INFO("tinykv-server stopped");
+    return code;
+}

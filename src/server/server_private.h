@@ -1,0 +1,47 @@
+/* Internals of the standalone tinykv-server: per-core state, the Raw KV
+ * handlers and the node start-up sequence (see README.md). */
+#ifndef TKV_SERVER_PRIVATE_H
+#define TKV_SERVER_PRIVATE_H
+
+#include <stdint.h>
+
+#include "tkv/config.h"
+#include "tkv/engine.h"
+#include "tkv/rpc.h"
+
+struct tkv_reactor;
+
+/* One core of the standalone node: its engine session and its gRPC server
+ * (a listener on the shared server.addr port, SO_REUSEPORT). Owned and used
+ * by that core only; created by the core's init, freed by its fini. */
+struct server_core {
+    uint32_t core;
+    struct tkv_engine_session *session;
+    struct tkv_rpc_server *rpc;
+    uint64_t max_send_msg;
+};
+
+/* The node: everything main() sets up before the cores start. Read-only
+ * once the cores run. */
+struct server_node {
+    struct tkv_server_config cfg;
+    struct tkv_engine *engine;
+    char host[TKV_CONFIG_ADDR_MAX];
+    uint16_t port; /* resolved (never 0 once the node runs) */
+    struct server_core *cores; /* cfg.server.cores entries */
+};
+
+/* The tinykvpb.TinyKv method table: Raw{Get,Put,Delete,Scan} served, every
+ * other method answers UNIMPLEMENTED. data of each method = the core.
+ * Fills methods[0..n) (n_out = count, at most SERVER_N_METHODS). */
+#define SERVER_N_METHODS 14
+void server_methods(struct server_core *core, struct tkv_rpc_method *methods, size_t *n_out);
+
+/* Run the node until SIGINT/SIGTERM. Returns the process exit code
+ * (0 clean stop, 1 start-up or runtime failure). Main thread. */
+int server_node_run(struct server_node *node);
+
+/* Version block for -V/--version (static string). */
+const char *server_version_text(void);
+
+#endif
