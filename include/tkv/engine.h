@@ -30,7 +30,9 @@
  *   core (ARCHITECTURE.md "A core is a store").
  *
  * Keys and values are arbitrary bytes, ordered by memcmp (shorter key first
- * on a common prefix). Empty keys and empty values are allowed. */
+ * on a common prefix). Values may be empty; keys may not (WiredTiger refuses
+ * empty keys, and TiKV rejects them at its API too): writing an empty key is
+ * TKV_EINVAL, reading one is TKV_ENOTFOUND. Empty bounds mean "unbounded". */
 
 /* Column families. META is internal (applied index, store ident, region
  * state): it is never reachable from a client-supplied CF name. */
@@ -165,8 +167,8 @@ void tkv_engine_batch_close(struct tkv_engine_batch *b);
 void tkv_engine_batch_clear(struct tkv_engine_batch *b);
 
 /* Append an operation (copies key/value). Ops apply in order, so a later op
- * on the same key wins. Errors: TKV_ECF, TKV_ETOOBIG (key or value over the
- * limits); on error the batch is unchanged. */
+ * on the same key wins. Errors: TKV_ECF, TKV_EINVAL (empty key), TKV_ETOOBIG
+ * (key or value over the limits); on error the batch is unchanged. */
 int tkv_engine_batch_put(struct tkv_engine_batch *b, enum tkv_cf cf, struct tkv_slice key,
                          struct tkv_slice value);
 /* Deleting an absent key is not an error. */
@@ -187,7 +189,8 @@ int tkv_engine_batch_delete_range(struct tkv_engine_batch *b, enum tkv_cf cf,
  * -errno. Owner thread of s. */
 int tkv_engine_write(struct tkv_engine_session *s, const struct tkv_engine_batch *b);
 
-/* One-op conveniences, same semantics as a one-op batch (no copy). */
+/* One-op conveniences, same semantics and errors as a one-op batch (no
+ * copy). */
 int tkv_engine_put(struct tkv_engine_session *s, enum tkv_cf cf, struct tkv_slice key,
                    struct tkv_slice value);
 int tkv_engine_delete(struct tkv_engine_session *s, enum tkv_cf cf, struct tkv_slice key);
