@@ -45,6 +45,7 @@ void fx_open(enum tkv_engine_kind kind, bool sync)
 
 void fx_reopen(void)
 {
+    /* also starts a closed fixture (fx.s and fx.e NULL) */
     tkv_engine_session_close(fx.s);
     tkv_engine_close(fx.e);
     fx.s = NULL;
