@@ -47,8 +47,8 @@ static int core_init(struct tkv_reactor *r, uint32_t core, void *arg)
     }
     rv = tkv_rpc_server_listen(c->rpc, r, node->host, node->port, NULL);
     if (rv) {
-        TKV_LOG_ERROR("cannot listen", TKV_LF_STR("host", node->host), TKV_LF_U64("port", node->port),
-                      TKV_LF_U64("core", core), TKV_LF_ERR(rv));
+        TKV_LOG_ERROR("cannot listen", TKV_LF_STR("host", node->host),
+                      TKV_LF_U64("port", node->port), TKV_LF_U64("core", core), TKV_LF_ERR(rv));
         return rv;
     }
     TKV_LOG_DEBUG("core listening", TKV_LF_U64("core", core), TKV_LF_U64("port", node->port));
@@ -103,7 +103,8 @@ static int reserve_port(const char *host, uint16_t *port_out)
         }
         len = sizeof(*a);
     }
-    if (bind(fd, (struct sockaddr *)&ss, len) < 0 || getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
+    if (bind(fd, (struct sockaddr *)&ss, len) < 0 ||
+        getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
         goto fail;
     *port_out = ntohs(family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
                                          : ((struct sockaddr_in *)&ss)->sin_port);
@@ -147,11 +148,13 @@ int server_node_run(struct server_node *node)
         return 1;
     }
     if (node->host[0] == '\0')
-        snprintf(node->host, sizeof(node->host), "0.0.0.0"); /* ":port": every interface, as TinyKV */
+        snprintf(node->host, sizeof(node->host),
+                 "0.0.0.0"); /* ":port": every interface, as TinyKV */
     if (node->port == 0) {
         port_fd = reserve_port(node->host, &node->port);
         if (port_fd < 0) {
-            TKV_LOG_ERROR("cannot pick a free port", TKV_LF_STR("host", node->host), TKV_LF_ERR(port_fd));
+            TKV_LOG_ERROR("cannot pick a free port", TKV_LF_STR("host", node->host),
+                          TKV_LF_ERR(port_fd));
             return 1;
         }
     }

@@ -27,7 +27,7 @@ struct server_node {
     struct tkv_server_config cfg;
     struct tkv_engine *engine;
     char host[TKV_CONFIG_ADDR_MAX];
-    uint16_t port; /* resolved (never 0 once the node runs) */
+    uint16_t port;             /* resolved (never 0 once the node runs) */
     struct server_core *cores; /* cfg.server.cores entries */
 };
 

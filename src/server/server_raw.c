@@ -50,14 +50,16 @@ static bool decode(struct tkv_rpc_call *call, enum tkv_server_raw_kind kind, str
         return true;
     char text[200];
     snprintf(text, sizeof(text), "cannot decode %s: %s", tkv_server_raw_req_name(kind), why);
-    TKV_LOG_DEBUG("bad request", TKV_LF_STR("path", tkv_rpc_call_path(call)), TKV_LF_STR("why", why));
+    TKV_LOG_DEBUG("bad request", TKV_LF_STR("path", tkv_rpc_call_path(call)),
+                  TKV_LF_STR("why", why));
     tkv_rpc_call_finish(call, TKV_GRPC_INVALID_ARGUMENT, text);
     return false;
 }
 
 /* The error string of a client error: "<what>: <text>", with the cf name
  * for unknown column families. */
-static struct tkv_slice client_error(char *buf, size_t cap, int rv, const struct tkv_server_raw_req *req)
+static struct tkv_slice client_error(char *buf, size_t cap, int rv,
+                                     const struct tkv_server_raw_req *req)
 {
     int n;
     if (rv == TKV_ECF)
@@ -88,8 +90,7 @@ static void on_raw_get(struct tkv_rpc_call *call, struct tkv_slice msg)
     else if (is_client_error(rv))
         tkv_server_raw_get_resp_encode(&out, client_error(ebuf, sizeof(ebuf), rv, &req),
                                        TKV_SLICE(NULL, 0), false);
-    else
-        {
+    else {
         finish_engine_error(call, rv, "RawGet");
         return;
     }
@@ -98,7 +99,8 @@ static void on_raw_get(struct tkv_rpc_call *call, struct tkv_slice msg)
 
 /* Shared by RawPut and RawDelete: in sync mode tkv_engine_write returns only
  * once the write is durable, so the reply is sent after that. */
-static void raw_write(struct tkv_rpc_call *call, struct tkv_slice msg, enum tkv_server_raw_kind kind)
+static void raw_write(struct tkv_rpc_call *call, struct tkv_slice msg,
+                      enum tkv_server_raw_kind kind)
 {
     struct server_core *core = tkv_rpc_call_method_data(call);
     struct tkv_server_raw_req req;
@@ -120,8 +122,7 @@ static void raw_write(struct tkv_rpc_call *call, struct tkv_slice msg, enum tkv_
         tkv_server_raw_write_resp_encode(&out, TKV_SLICE(NULL, 0));
     else if (is_client_error(rv))
         tkv_server_raw_write_resp_encode(&out, client_error(ebuf, sizeof(ebuf), rv, &req));
-    else
-        {
+    else {
         finish_engine_error(call, rv, kind == TKV_SERVER_RAW_PUT ? "RawPut" : "RawDelete");
         return;
     }
@@ -184,31 +185,32 @@ static void on_raw_scan(struct tkv_rpc_call *call, struct tkv_slice msg)
     if (rv != 0) {
         tkv_server_raw_scan_resp_error(&out, client_error(ebuf, sizeof(ebuf), rv, &req));
         {
-        reply(call, &out);
-        return;
-    }
+            reply(call, &out);
+            return;
+        }
     }
     if (req.limit == 0) /* limit 0 returns nothing (TINYKV-API.md 2.3) */
-        {
+    {
         reply(call, &out);
         return;
     }
     rv = scan(core, cf, req.key, req.limit, core->max_send_msg, &out);
     if (rv == TKV_ETOOBIG) {
         tkv_server_pbuf_free(&out);
-        snprintf(ebuf, sizeof(ebuf), "RawScan response would exceed %llu bytes; use a smaller limit",
+        snprintf(ebuf, sizeof(ebuf),
+                 "RawScan response would exceed %llu bytes; use a smaller limit",
                  (unsigned long long)core->max_send_msg);
         {
-        tkv_rpc_call_finish(call, TKV_GRPC_RESOURCE_EXHAUSTED, ebuf);
-        return;
-    }
+            tkv_rpc_call_finish(call, TKV_GRPC_RESOURCE_EXHAUSTED, ebuf);
+            return;
+        }
     }
     if (rv != 0) {
         tkv_server_pbuf_free(&out);
         {
-        finish_engine_error(call, rv, "RawScan");
-        return;
-    }
+            finish_engine_error(call, rv, "RawScan");
+            return;
+        }
     }
     reply(call, &out);
 }
@@ -258,8 +260,8 @@ void server_methods(struct server_core *core, struct tkv_rpc_method *methods, si
         methods[i] = (struct tkv_rpc_method){
             .path = method_table[i].path,
             .kind = method_table[i].kind,
-            .on_message = method_table[i].on_message ? method_table[i].on_message
-                                                     : on_unimplemented_message,
+            .on_message =
+                method_table[i].on_message ? method_table[i].on_message : on_unimplemented_message,
             /* A streaming call with no message at all ends here. */
             .on_half_close = method_table[i].kind == TKV_RPC_CLIENT_STREAM ? unimplemented : NULL,
             .on_cancel = NULL, /* every handler finishes synchronously */

@@ -67,7 +67,8 @@ static void finish_task(void *arg)
     tkv_reactor_group_stop(call.group);
 }
 
-static void on_reply(void *user, enum tkv_grpc_status status, const char *message, struct tkv_slice resp)
+static void on_reply(void *user, enum tkv_grpc_status status, const char *message,
+                     struct tkv_slice resp)
 {
     (void)user;
     call.done = true;
@@ -90,8 +91,8 @@ static int core_init(struct tkv_reactor *r, uint32_t core, void *arg)
     (void)arg;
     int rv = tkv_rpc_client_connect(r, call.host, call.port, NULL, &call.client);
     if (rv == 0)
-        rv = tkv_rpc_client_unary(call.client, call.path, call.req.ptr, call.req.len, call.timeout_ns,
-                                  on_reply, NULL);
+        rv = tkv_rpc_client_unary(call.client, call.path, call.req.ptr, call.req.len,
+                                  call.timeout_ns, on_reply, NULL);
     if (rv) {
         call.connect_rv = rv;
         tkv_reactor_defer(r, finish_task, NULL);
@@ -132,10 +133,10 @@ static const char *method_name(enum tkv_server_raw_kind kind)
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"host", required_argument, NULL, 'h'}, {"cf", required_argument, NULL, 'c'},
-        {"hex", no_argument, NULL, 'x'},        {"limit", required_argument, NULL, 'l'},
+        {"host", required_argument, NULL, 'h'},    {"cf", required_argument, NULL, 'c'},
+        {"hex", no_argument, NULL, 'x'},           {"limit", required_argument, NULL, 'l'},
         {"timeout", required_argument, NULL, 't'}, {"version", no_argument, NULL, 'V'},
-        {"help", no_argument, NULL, 'H'},       {NULL, 0, NULL, 0},
+        {"help", no_argument, NULL, 'H'},          {NULL, 0, NULL, 0},
     };
     const char *host = "127.0.0.1:20160", *cf = "";
     bool hex = false;
@@ -199,13 +200,16 @@ int main(int argc, char **argv)
     uint8_t *key = NULL, *value = NULL;
     size_t key_len = 0, value_len = 0;
     if (tools_parse_bytes(args[2], hex, &key, &key_len))
-        return usage_error(hex ? "key: expected hex digits" : "key: bad escape (use \\\\ or \\xHH)");
+        return usage_error(hex ? "key: expected hex digits"
+                               : "key: bad escape (use \\\\ or \\xHH)");
     if (want_args == 2 && tools_parse_bytes(args[3], hex, &value, &value_len)) {
         free(key);
-        return usage_error(hex ? "value: expected hex digits" : "value: bad escape (use \\\\ or \\xHH)");
+        return usage_error(hex ? "value: expected hex digits"
+                               : "value: bad escape (use \\\\ or \\xHH)");
     }
 
-    if (tkv_reactor_parse_hostport(host, call.host, sizeof(call.host), &call.port) || call.port == 0) {
+    if (tkv_reactor_parse_hostport(host, call.host, sizeof(call.host), &call.port) ||
+        call.port == 0) {
         free(key);
         free(value);
         return usage_error("--host: expected host:port");

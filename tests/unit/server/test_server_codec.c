@@ -17,8 +17,9 @@ static bool slice_eq(struct tkv_slice s, const char *lit, size_t n)
 
 /* python3: RawGetRequest(context=Context(region_id=7, region_epoch=RegionEpoch(
  * conf_ver=1, version=2), peer=Peer(id=3, store_id=4), term=9), key=b'k1', cf='lock') */
-static const char py_get[] = "\x0a\x10\x08\x07\x12\x04\x08\x01\x10\x02\x1a\x04\x08\x03\x10\x04\x28\x09"
-                             "\x12\x02\x6b\x31\x1a\x04\x6c\x6f\x63\x6b";
+static const char py_get[] =
+    "\x0a\x10\x08\x07\x12\x04\x08\x01\x10\x02\x1a\x04\x08\x03\x10\x04\x28\x09"
+    "\x12\x02\x6b\x31\x1a\x04\x6c\x6f\x63\x6b";
 /* RawPutRequest(key=b'\x00\xff', value=b'vvv', cf='write') */
 static const char py_put[] = "\x12\x02\x00\xff\x1a\x03\x76\x76\x76\x22\x05\x77\x72\x69\x74\x65";
 /* RawScanRequest(start_key=b'a', limit=300, cf='') */
@@ -80,7 +81,10 @@ Test(codec, skips_unknown_fields_of_every_wire_type)
 
 Test(codec, last_occurrence_wins)
 {
-    static const char msg[] = "\x12\x01" "a" "\x12\x01" "b";
+    static const char msg[] = "\x12\x01"
+                              "a"
+                              "\x12\x01"
+                              "b";
     struct tkv_server_raw_req r;
     const char *why = NULL;
     cr_assert_eq(tkv_server_raw_req_decode(TKV_SERVER_RAW_GET, S(msg), &r, &why), 0);
@@ -95,7 +99,9 @@ Test(codec, rejects_malformed_input)
         const char *what;
     } bad[] = {
         {"\x12\xff\xff\xff\xff\x0f", 6, "length past the end"},
-        {"\x12\x05" "ab", 4, "truncated bytes"},
+        {"\x12\x05"
+         "ab",
+         4, "truncated bytes"},
         {"\x0a\x03\x08", 3, "truncated context"},
         {"\x0a\x02\x12\x05", 4, "context.region_epoch runs past the end"},
         {"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff", 11, "over-long tag varint"},
@@ -110,15 +116,16 @@ Test(codec, rejects_malformed_input)
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         struct tkv_server_raw_req r;
         const char *why = NULL;
-        int rv = tkv_server_raw_req_decode(TKV_SERVER_RAW_GET, TKV_SLICE(bad[i].bytes, bad[i].len), &r,
-                                           &why);
+        int rv = tkv_server_raw_req_decode(TKV_SERVER_RAW_GET, TKV_SLICE(bad[i].bytes, bad[i].len),
+                                           &r, &why);
         cr_assert_eq(rv, TKV_EPROTO, "%s: accepted", bad[i].what);
         cr_assert(why && *why, "%s: no reason given", bad[i].what);
     }
     /* limit with a length-delimited wire type */
     struct tkv_server_raw_req r;
     const char *why = NULL;
-    cr_assert_eq(tkv_server_raw_req_decode(TKV_SERVER_RAW_SCAN, S("\x1a\x01x"), &r, &why), TKV_EPROTO);
+    cr_assert_eq(tkv_server_raw_req_decode(TKV_SERVER_RAW_SCAN, S("\x1a\x01x"), &r, &why),
+                 TKV_EPROTO);
 }
 
 Test(codec, empty_message_is_all_defaults)
@@ -164,7 +171,8 @@ Test(codec, scan_response_matches_python_and_decodes)
 
     struct tkv_server_raw_resp r;
     const char *why = NULL;
-    cr_assert_eq(tkv_server_raw_resp_decode(TKV_SERVER_RAW_SCAN, TKV_SLICE(b.ptr, b.len), &r, &why), 0);
+    cr_assert_eq(tkv_server_raw_resp_decode(TKV_SERVER_RAW_SCAN, TKV_SLICE(b.ptr, b.len), &r, &why),
+                 0);
     cr_assert_eq(r.n_kvs, 2);
     size_t pos = 0;
     struct tkv_slice k, v;
@@ -187,7 +195,8 @@ Test(codec, get_response_encode_decode)
     tkv_server_raw_get_resp_encode(&b, S("unknown column family"), S("val"), false);
     struct tkv_server_raw_resp r;
     const char *why = NULL;
-    cr_assert_eq(tkv_server_raw_resp_decode(TKV_SERVER_RAW_GET, TKV_SLICE(b.ptr, b.len), &r, &why), 0);
+    cr_assert_eq(tkv_server_raw_resp_decode(TKV_SERVER_RAW_GET, TKV_SLICE(b.ptr, b.len), &r, &why),
+                 0);
     cr_assert(SEQ(r.error, "unknown column family"));
     cr_assert(SEQ(r.value, "val"));
     cr_assert(!r.not_found && !r.has_region_error);
@@ -211,7 +220,8 @@ Test(codec, large_fields_use_multibyte_lengths)
     struct tkv_server_pbuf b = {0};
     const char *why = NULL;
     tkv_server_raw_req_encode(TKV_SERVER_RAW_PUT, &in, &b);
-    cr_assert_eq(tkv_server_raw_req_decode(TKV_SERVER_RAW_PUT, TKV_SLICE(b.ptr, b.len), &out, &why), 0);
+    cr_assert_eq(tkv_server_raw_req_decode(TKV_SERVER_RAW_PUT, TKV_SLICE(b.ptr, b.len), &out, &why),
+                 0);
     cr_assert_eq(out.value.len, sizeof(big));
     cr_assert_eq(memcmp(out.value.ptr, big, sizeof(big)), 0);
     tkv_server_pbuf_free(&b);
