@@ -1,0 +1,619 @@
+/* The gRPC engine tested in memory: a server engine and a client engine
+ * wired to each other through byte buffers, with a fake clock. */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rpc_echo.h"
+#include "rpc_int.h"
+#include "tkv/err.h"
+
+struct pair {
+    struct tkv_rpc_server *srv;
+    struct rpc_conn *sc;
+    struct tkv_rpc_client *cl;
+    uint64_t now;
+    size_t chunk; /* feed received bytes in pieces this big (0 = whole) */
+    bool server_failed, client_failed;
+};
+
+static struct pair P;
+
+static uint64_t fake_now(void *arg)
+{
+    return ((struct pair *)arg)->now;
+}
+static void no_want(void *arg)
+{
+    (void)arg;
+}
+static void mem_close(void *arg)
+{
+    struct pair *p = arg;
+    rpc_client_destroy(p->cl);
+    p->cl = NULL;
+}
+static const struct rpc_transport mem_tp = {no_want, fake_now, mem_close};
+
+static void teardown(void);
+
+static void setup_cfg(const struct tkv_rpc_server_config *cfg)
+{
+    teardown(); /* criterion runs the suite's init before a test's own init */
+    memset(&P, 0, sizeof(P));
+    P.now = 1000000000ull;
+    echo_reset();
+    cr_assert_eq(tkv_rpc_server_new(cfg, echo_methods, echo_n_methods, &P.srv), 0);
+    P.sc = rpc_conn_new_server(P.srv, &mem_tp, &P);
+    P.cl = rpc_client_new(NULL, "test", &mem_tp, &P);
+}
+
+static void setup(void)
+{
+    setup_cfg(NULL);
+}
+
+static void teardown(void)
+{
+    /* idempotent: criterion may run both the suite's and the test's fini */
+    if (P.cl)
+        tkv_rpc_client_close(P.cl);
+    P.cl = NULL;
+    if (P.sc)
+        rpc_conn_free(P.sc);
+    P.sc = NULL;
+    echo_release(TKV_GRPC_CANCELLED);
+    tkv_rpc_server_free(P.srv);
+    P.srv = NULL;
+}
+
+static bool move(struct rpc_conn *from, struct rpc_conn *to, bool *to_failed)
+{
+    const uint8_t *p;
+    size_t n;
+    if (rpc_conn_pull(from, &p, &n) != 0 || n == 0)
+        return false;
+    size_t step = P.chunk ? P.chunk : n;
+    for (size_t off = 0; off < n && !*to_failed; off += step)
+        if (rpc_conn_recv(to, p + off, TKV_MIN(step, n - off)) != 0)
+            *to_failed = true;
+    rpc_conn_sent(from);
+    return true;
+}
+
+static void pump(void)
+{
+    for (int i = 0; i < 100000; i++) {
+        bool moved = false;
+        if (P.cl && !P.server_failed)
+            moved |= move(rpc_client_conn(P.cl), P.sc, &P.server_failed);
+        if (P.cl && !P.client_failed)
+            moved |= move(P.sc, rpc_client_conn(P.cl), &P.client_failed);
+        if (!moved)
+            return;
+    }
+    cr_assert_fail("pump did not quiesce");
+}
+
+/* ---- unary completion capture ---- */
+struct result {
+    bool done;
+    int status;
+    char msg[256];
+    uint8_t *resp;
+    size_t len;
+    int calls;
+};
+
+static void unary_cb(void *user, enum tkv_grpc_status st, const char *message, struct tkv_slice resp)
+{
+    struct result *r = user;
+    r->calls++;
+    r->done = true;
+    r->status = st;
+    snprintf(r->msg, sizeof(r->msg), "%s", message);
+    free(r->resp);
+    r->resp = malloc(resp.len + 1);
+    memcpy(r->resp, resp.ptr ? resp.ptr : (const uint8_t *)"", resp.len);
+    r->resp[resp.len] = 0;
+    r->len = resp.len;
+}
+
+static void unary(const char *path, const void *req, size_t len, uint64_t tmo, struct result *r)
+{
+    memset(r, 0, sizeof(*r));
+    cr_assert_eq(tkv_rpc_client_unary(P.cl, path, req, len, tmo, unary_cb, r), 0);
+}
+
+/* ---- streaming capture ---- */
+struct sresult {
+    bool done;
+    int status;
+    char msg[256];
+    int n;
+    char *all; /* messages joined by '|' */
+    size_t len;
+};
+
+static void s_msg(struct tkv_rpc_ccall *c, void *user, struct tkv_slice m)
+{
+    (void)c;
+    struct sresult *r = user;
+    r->all = realloc(r->all, r->len + m.len + 2);
+    memcpy(r->all + r->len, m.ptr, m.len);
+    r->len += m.len;
+    r->all[r->len++] = '|';
+    r->all[r->len] = 0;
+    r->n++;
+}
+static void s_done(struct tkv_rpc_ccall *c, void *user, enum tkv_grpc_status st, const char *m)
+{
+    (void)c;
+    struct sresult *r = user;
+    cr_assert(!r->done, "on_done fired twice");
+    r->done = true;
+    r->status = st;
+    snprintf(r->msg, sizeof(r->msg), "%s", m);
+}
+static const struct tkv_rpc_stream_cbs scbs = {s_msg, s_done};
+
+TestSuite(rpc_mem, .init = setup, .fini = teardown);
+
+Test(rpc_mem, unary_echo_and_empty)
+{
+    struct result a, b;
+    unary("/test.Echo/Unary", "hello", 5, 0, &a);
+    unary("/test.Echo/Unary", "", 0, 0, &b);
+    pump();
+    cr_assert(a.done && b.done);
+    cr_assert_eq(a.status, TKV_GRPC_OK, "status %d %s", a.status, a.msg);
+    cr_assert_eq(a.len, 5);
+    cr_assert_str_eq((char *)a.resp, "hello");
+    cr_assert_eq(b.status, TKV_GRPC_OK);
+    cr_assert_eq(b.len, 0);
+    cr_assert_eq(a.calls, 1);
+    cr_assert_eq(tkv_rpc_server_calls(P.srv, TKV_GRPC_OK), 2);
+    free(a.resp);
+    free(b.resp);
+}
+
+Test(rpc_mem, status_and_percent_encoded_message)
+{
+    struct result a;
+    unary("/test.Echo/Unary", "fail", 4, 0, &a);
+    pump();
+    cr_assert(a.done);
+    cr_assert_eq(a.status, TKV_GRPC_INVALID_ARGUMENT);
+    cr_assert_str_eq(a.msg, echo_fail_message);
+    cr_assert_eq(a.len, 0);
+    cr_assert_eq(tkv_rpc_server_calls(P.srv, TKV_GRPC_INVALID_ARGUMENT), 1);
+    free(a.resp);
+}
+
+Test(rpc_mem, unknown_method_unimplemented)
+{
+    struct result a, b;
+    unary("/test.Echo/Nope", "x", 1, 0, &a);
+    unary("/test.Echo/Unary", "still", 5, 0, &b);
+    pump();
+    cr_assert_eq(a.status, TKV_GRPC_UNIMPLEMENTED, "status %d", a.status);
+    cr_assert(strstr(a.msg, "/test.Echo/Nope") != NULL, "message: %s", a.msg);
+    cr_assert_eq(b.status, TKV_GRPC_OK);
+    cr_assert_str_eq((char *)b.resp, "still");
+    free(a.resp);
+    free(b.resp);
+}
+
+Test(rpc_mem, client_stream)
+{
+    struct sresult r = {0};
+    struct tkv_rpc_ccall *c;
+    char expect[2000] = "";
+    cr_assert_eq(tkv_rpc_client_start(P.cl, "/test.Echo/ClientStream", 0, &scbs, &r, &c), 0);
+    for (int i = 0; i < 100; i++) {
+        char m[16];
+        int n = snprintf(m, sizeof(m), "%d,", i);
+        strcat(expect, m);
+        cr_assert_eq(tkv_rpc_ccall_send(c, m, (size_t)n), 0);
+        if (i % 10 == 0)
+            pump();
+    }
+    pump();
+    cr_assert(!r.done);
+    tkv_rpc_ccall_close_send(c);
+    pump();
+    cr_assert(r.done);
+    cr_assert_eq(r.status, TKV_GRPC_OK, "%d %s", r.status, r.msg);
+    cr_assert_eq(r.n, 1);
+    cr_assert_eq(r.len, strlen(expect) + 1);
+    cr_assert_eq(memcmp(r.all, expect, strlen(expect)), 0);
+    cr_assert_eq(atomic_load(&echo_stats.messages), 100);
+    free(r.all);
+}
+
+Test(rpc_mem, server_stream)
+{
+    struct sresult r = {0};
+    struct tkv_rpc_ccall *c;
+    cr_assert_eq(tkv_rpc_client_start(P.cl, "/test.Echo/ServerStream", 0, &scbs, &r, &c), 0);
+    cr_assert_eq(tkv_rpc_ccall_send(c, "50", 2), 0);
+    tkv_rpc_ccall_close_send(c);
+    pump();
+    cr_assert(r.done);
+    cr_assert_eq(r.status, TKV_GRPC_OK);
+    cr_assert_eq(r.n, 50);
+    cr_assert(strncmp(r.all, "msg-0|msg-1|msg-2|", 18) == 0, "%s", r.all);
+    cr_assert(strstr(r.all, "|msg-49|") != NULL);
+    free(r.all);
+}
+
+Test(rpc_mem, server_stream_zero_messages)
+{
+    struct sresult r = {0};
+    struct tkv_rpc_ccall *c;
+    cr_assert_eq(tkv_rpc_client_start(P.cl, "/test.Echo/ServerStream", 0, &scbs, &r, &c), 0);
+    cr_assert_eq(tkv_rpc_ccall_send(c, "0", 1), 0);
+    tkv_rpc_ccall_close_send(c);
+    pump();
+    cr_assert(r.done);
+    cr_assert_eq(r.status, TKV_GRPC_OK);
+    cr_assert_eq(r.n, 0);
+}
+
+Test(rpc_mem, bidi_interleaved)
+{
+    struct sresult r = {0};
+    struct tkv_rpc_ccall *c;
+    cr_assert_eq(tkv_rpc_client_start(P.cl, "/test.Echo/Bidi", 0, &scbs, &r, &c), 0);
+    for (int i = 0; i < 10; i++) {
+        char m[16];
+        int n = snprintf(m, sizeof(m), "b%d", i);
+        cr_assert_eq(tkv_rpc_ccall_send(c, m, (size_t)n), 0);
+        pump();
+        cr_assert_eq(r.n, i + 1, "echo %d not received before the next send", i);
+    }
+    tkv_rpc_ccall_close_send(c);
+    pump();
+    cr_assert(r.done);
+    cr_assert_eq(r.status, TKV_GRPC_OK);
+    cr_assert(strncmp(r.all, "b0|b1|b2|", 9) == 0);
+    free(r.all);
+}
+
+Test(rpc_mem, bidi_server_finishes_first)
+{
+    struct sresult r = {0};
+    struct tkv_rpc_ccall *c;
+    cr_assert_eq(tkv_rpc_client_start(P.cl, "/test.Echo/Bidi", 0, &scbs, &r, &c), 0);
+    tkv_rpc_ccall_send(c, "a", 1);
+    tkv_rpc_ccall_send(c, "end", 3);
+    pump();
+    cr_assert(r.done);
+    cr_assert_eq(r.status, TKV_GRPC_OK);
+    cr_assert_eq(r.n, 1);
+    cr_assert_eq(P.sc->n_calls, 0, "server stream not closed");
+    free(r.all);
+}
+
+Test(rpc_mem, big_message_split_over_frames_and_reads)
+{
+    size_t n = 1u << 20;
+    uint8_t *big = malloc(n);
+    for (size_t i = 0; i < n; i++)
+        big[i] = (uint8_t)(i * 131 + 7);
+    struct result a;
+    P.chunk = 1000; /* reads of 1000 bytes: headers and frames split anywhere */
+    unary("/test.Echo/Unary", big, n, 0, &a);
+    pump();
+    cr_assert(a.done);
+    cr_assert_eq(a.status, TKV_GRPC_OK, "%d %s", a.status, a.msg);
+    cr_assert_eq(a.len, n);
+    cr_assert_eq(memcmp(a.resp, big, n), 0);
+    cr_assert_eq(P.sc->buffered, 0);
+    free(a.resp);
+    free(big);
+}
+
+Test(rpc_mem, many_messages_in_one_frame_and_byte_reads)
+{
+    struct sresult r = {0};
+    struct tkv_rpc_ccall *c;
+    cr_assert_eq(tkv_rpc_client_start(P.cl, "/test.Echo/Bidi", 0, &scbs, &r, &c), 0);
+    /* queued before any pull: all 200 messages go out in one or two DATA frames */
+    for (int i = 0; i < 200; i++)
+        cr_assert_eq(tkv_rpc_ccall_send(c, "xy", 2), 0);
+    tkv_rpc_ccall_close_send(c);
+    P.chunk = 1;
+    pump();
+    cr_assert(r.done);
+    cr_assert_eq(r.status, TKV_GRPC_OK);
+    cr_assert_eq(r.n, 200);
+    cr_assert_eq(atomic_load(&echo_stats.messages), 200);
+    free(r.all);
+}
+
+static void limit_setup(void)
+{
+    struct tkv_rpc_server_config cfg = {.max_recv_msg = 256 * 1024};
+    setup_cfg(&cfg);
+}
+
+Test(rpc_mem, message_at_and_over_limit, .init = limit_setup, .fini = teardown)
+{
+    size_t lim = 256 * 1024;
+    uint8_t *big = calloc(1, lim + 1);
+    struct result a, b, c;
+    unary("/test.Echo/Unary", big, lim, 0, &a);
+    unary("/test.Echo/Unary", big, lim + 1, 0, &b);
+    pump();
+    cr_assert_eq(a.status, TKV_GRPC_OK, "%d %s", a.status, a.msg);
+    cr_assert_eq(a.len, lim);
+    cr_assert_eq(b.status, TKV_GRPC_RESOURCE_EXHAUSTED, "%d %s", b.status, b.msg);
+    cr_assert_eq(P.sc->buffered, 0);
+    cr_assert_eq(P.sc->n_calls, 0);
+    /* the connection still works */
+    unary("/test.Echo/Unary", "ok", 2, 0, &c);
+    pump();
+    cr_assert_eq(c.status, TKV_GRPC_OK);
+    cr_assert_eq(tkv_rpc_server_calls(P.srv, TKV_GRPC_RESOURCE_EXHAUSTED), 1);
+    free(a.resp);
+    free(b.resp);
+    free(c.resp);
+    free(big);
+}
+
+Test(rpc_mem, oversize_is_rejected_before_the_body_arrives, .init = limit_setup, .fini = teardown)
+{
+    /* announce 200 MiB but send only the header: the server answers at once */
+    struct sresult r = {0};
+    struct tkv_rpc_ccall *c;
+    cr_assert_eq(tkv_rpc_client_start(P.cl, "/test.Echo/ClientStream", 0, &scbs, &r, &c), 0);
+    uint8_t hdr[5] = {0, 0x0c, 0x80, 0, 0};
+    rpc_buf_append(&c->s.q, hdr, 5);
+    P.sc->queued += 0; /* raw bytes bypass the queue accounting on purpose */
+    rpc_conn_kick(c->s.conn);
+    c->s.conn->queued += 5;
+    rpc_call_notify(&c->s);
+    pump();
+    cr_assert(r.done);
+    cr_assert_eq(r.status, TKV_GRPC_RESOURCE_EXHAUSTED, "%d %s", r.status, r.msg);
+    cr_assert_eq(P.sc->buffered, 0);
+}
+
+Test(rpc_mem, compressed_flag_unimplemented)
+{
+    struct sresult r = {0};
+    struct tkv_rpc_ccall *c;
+    cr_assert_eq(tkv_rpc_client_start(P.cl, "/test.Echo/Bidi", 0, &scbs, &r, &c), 0);
+    cr_assert_eq(tkv_rpc_ccall_send(c, "zz", 2), 0);
+    c->s.q.p[c->s.q.len - 7] = 1; /* set the compressed flag */
+    pump();
+    cr_assert(r.done);
+    cr_assert_eq(r.status, TKV_GRPC_UNIMPLEMENTED, "%d %s", r.status, r.msg);
+    cr_assert_eq(atomic_load(&echo_stats.messages), 0);
+}
+
+Test(rpc_mem, unary_with_two_messages_internal)
+{
+    struct sresult r = {0};
+    struct tkv_rpc_ccall *c;
+    cr_assert_eq(tkv_rpc_client_start(P.cl, "/test.Echo/Unary", 0, &scbs, &r, &c), 0);
+    tkv_rpc_ccall_send(c, "a", 1);
+    tkv_rpc_ccall_send(c, "b", 1);
+    tkv_rpc_ccall_close_send(c);
+    pump();
+    cr_assert(r.done);
+    cr_assert_eq(r.status, TKV_GRPC_INTERNAL, "%d %s", r.status, r.msg);
+    cr_assert_eq(atomic_load(&echo_stats.messages), 0);
+}
+
+Test(rpc_mem, unary_without_message_internal)
+{
+    struct sresult r = {0};
+    struct tkv_rpc_ccall *c;
+    cr_assert_eq(tkv_rpc_client_start(P.cl, "/test.Echo/Unary", 0, &scbs, &r, &c), 0);
+    tkv_rpc_ccall_close_send(c);
+    pump();
+    cr_assert(r.done);
+    cr_assert_eq(r.status, TKV_GRPC_INTERNAL, "%d %s", r.status, r.msg);
+}
+
+Test(rpc_mem, server_deadline_from_grpc_timeout)
+{
+    struct result a, b;
+    unary("/test.Echo/Unary", "hold", 4, 100000000ull /* 100 ms */, &a);
+    unary("/test.Echo/Unary", "hold", 4, 0, &b);
+    pump();
+    cr_assert(!a.done);
+    cr_assert_eq(atomic_load(&echo_stats.held), 2);
+    uint64_t dl = rpc_conn_next_deadline(P.sc);
+    cr_assert(dl >= P.now + 100000000ull && dl <= P.now + 100001000ull, "deadline %llu",
+              (unsigned long long)dl);
+    P.now += 50000000ull;
+    rpc_conn_expire(P.sc, P.now);
+    pump();
+    cr_assert(!a.done, "expired too early");
+    P.now += 60000000ull;
+    /* only the server expires: the client deadline is left alone */
+    rpc_conn_expire(P.sc, P.now);
+    pump();
+    cr_assert(a.done);
+    cr_assert_eq(a.status, TKV_GRPC_DEADLINE_EXCEEDED, "%d %s", a.status, a.msg);
+    cr_assert_eq(atomic_load(&echo_stats.cancel_why[TKV_GRPC_DEADLINE_EXCEEDED]), 1);
+    cr_assert_eq(atomic_load(&echo_stats.held), 1);
+    cr_assert(!b.done);
+    tkv_rpc_client_close(P.cl); /* b completes now, while it is in scope */
+    P.cl = NULL;
+    cr_assert(b.done);
+    cr_assert_eq(b.status, TKV_GRPC_CANCELLED);
+    free(a.resp);
+    free(b.resp);
+}
+
+Test(rpc_mem, client_deadline_resets_stream)
+{
+    struct result a;
+    unary("/test.Echo/Unary", "hold", 4, 1000000ull, &a);
+    pump();
+    P.now += 2000000ull;
+    rpc_conn_expire(rpc_client_conn(P.cl), P.now);
+    cr_assert(a.done);
+    cr_assert_eq(a.status, TKV_GRPC_DEADLINE_EXCEEDED);
+    pump();
+    cr_assert_eq(atomic_load(&echo_stats.cancel_why[TKV_GRPC_CANCELLED]), 1,
+                 "the handler did not hear about the reset");
+    cr_assert_eq(atomic_load(&echo_stats.held), 0);
+    free(a.resp);
+}
+
+Test(rpc_mem, cancellation_reaches_handler)
+{
+    struct sresult r = {0};
+    struct tkv_rpc_ccall *c;
+    cr_assert_eq(tkv_rpc_client_start(P.cl, "/test.Echo/ClientStream", 0, &scbs, &r, &c), 0);
+    tkv_rpc_ccall_send(c, "partial", 7);
+    pump();
+    cr_assert_eq(atomic_load(&echo_stats.messages), 1);
+    tkv_rpc_ccall_cancel(c);
+    pump();
+    cr_assert(!r.done, "on_done must not fire after cancel");
+    cr_assert_eq(atomic_load(&echo_stats.cancels), 1);
+    cr_assert_eq(atomic_load(&echo_stats.cancel_why[TKV_GRPC_CANCELLED]), 1);
+    cr_assert_eq(P.sc->n_calls, 0);
+    cr_assert_eq(rpc_client_conn(P.cl)->n_calls, 0);
+}
+
+Test(rpc_mem, async_reply_later)
+{
+    struct result a;
+    unary("/test.Echo/Unary", "async:later", 11, 0, &a);
+    pump();
+    cr_assert(!a.done);
+    cr_assert_eq(echo_release(TKV_GRPC_OK), 1);
+    pump();
+    cr_assert(a.done);
+    cr_assert_eq(a.status, TKV_GRPC_OK);
+    cr_assert_str_eq((char *)a.resp, "later");
+    free(a.resp);
+}
+
+Test(rpc_mem, many_concurrent_streams)
+{
+    enum { N = 3000 }; /* more than the 1024 concurrent streams the server allows */
+    static struct result rs[N];
+    char req[N][16];
+    for (int i = 0; i < N; i++) {
+        int n = snprintf(req[i], sizeof(req[i]), "r%d", i);
+        unary("/test.Echo/Unary", req[i], (size_t)n, 0, &rs[i]);
+    }
+    pump();
+    for (int i = 0; i < N; i++) {
+        cr_assert(rs[i].done, "call %d not done", i);
+        cr_assert_eq(rs[i].status, TKV_GRPC_OK, "call %d: %d %s", i, rs[i].status, rs[i].msg);
+        cr_assert_str_eq((char *)rs[i].resp, req[i]);
+        free(rs[i].resp);
+    }
+    cr_assert_eq(tkv_rpc_server_calls(P.srv, TKV_GRPC_OK), N);
+}
+
+Test(rpc_mem, connection_loss_fails_calls_and_cancels_handlers)
+{
+    struct result a;
+    struct sresult r = {0};
+    struct tkv_rpc_ccall *c;
+    unary("/test.Echo/Unary", "hold", 4, 0, &a);
+    cr_assert_eq(tkv_rpc_client_start(P.cl, "/test.Echo/Bidi", 0, &scbs, &r, &c), 0);
+    tkv_rpc_ccall_send(c, "x", 1);
+    pump();
+    rpc_conn_free(P.sc);
+    P.sc = NULL;
+    cr_assert_eq(atomic_load(&echo_stats.cancel_why[TKV_GRPC_UNAVAILABLE]), 2);
+    rpc_conn_abort(rpc_client_conn(P.cl), TKV_GRPC_UNAVAILABLE, "connection lost");
+    cr_assert(a.done && r.done);
+    cr_assert_eq(a.status, TKV_GRPC_UNAVAILABLE);
+    cr_assert_eq(r.status, TKV_GRPC_UNAVAILABLE);
+    cr_assert(!tkv_rpc_client_usable(P.cl));
+    cr_assert_eq(tkv_rpc_client_unary(P.cl, "/test.Echo/Unary", "x", 1, 0, unary_cb, &a),
+                 TKV_ECLOSED);
+    free(a.resp);
+    free(r.all);
+}
+
+Test(rpc_mem, goaway_lets_inflight_finish)
+{
+    struct result a;
+    unary("/test.Echo/Unary", "async:inflight", 14, 0, &a);
+    pump();
+    rpc_conn_shutdown(P.sc);
+    pump();
+    cr_assert(!tkv_rpc_client_usable(P.cl), "client did not see GOAWAY");
+    cr_assert(!rpc_conn_done(P.sc), "server closes before the in-flight call finished");
+    echo_release(TKV_GRPC_OK);
+    pump();
+    cr_assert_eq(a.status, TKV_GRPC_OK);
+    cr_assert_str_eq((char *)a.resp, "inflight");
+    cr_assert(rpc_conn_done(P.sc), "server does not want to close after GOAWAY + last call");
+    free(a.resp);
+}
+
+Test(rpc_mem, garbage_fails_the_connection)
+{
+    cr_assert_neq(rpc_conn_recv(P.sc, (const uint8_t *)"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 27), 0);
+    cr_assert(rpc_conn_done(P.sc));
+}
+
+Test(rpc_util, grpc_timeout_parse_and_format)
+{
+    uint64_t ns;
+    cr_assert_eq(rpc_parse_timeout("100m", 4, &ns), 0);
+    cr_assert_eq(ns, 100000000ull);
+    cr_assert_eq(rpc_parse_timeout("1H", 2, &ns), 0);
+    cr_assert_eq(ns, 3600000000000ull);
+    cr_assert_eq(rpc_parse_timeout("2M", 2, &ns), 0);
+    cr_assert_eq(ns, 120000000000ull);
+    cr_assert_eq(rpc_parse_timeout("3S", 2, &ns), 0);
+    cr_assert_eq(ns, 3000000000ull);
+    cr_assert_eq(rpc_parse_timeout("7u", 2, &ns), 0);
+    cr_assert_eq(ns, 7000ull);
+    cr_assert_eq(rpc_parse_timeout("9n", 2, &ns), 0);
+    cr_assert_eq(ns, 9ull);
+    cr_assert_eq(rpc_parse_timeout("99999999H", 9, &ns), 0);
+    cr_assert_eq(rpc_parse_timeout("123456789S", 10, &ns), TKV_EINVAL);
+    cr_assert_eq(rpc_parse_timeout("10x", 3, &ns), TKV_EINVAL);
+    cr_assert_eq(rpc_parse_timeout("m", 1, &ns), TKV_EINVAL);
+    cr_assert_eq(rpc_parse_timeout("1-m", 3, &ns), TKV_EINVAL);
+    char buf[16];
+    rpc_format_timeout(1500, buf);
+    cr_assert_str_eq(buf, "1500n");
+    rpc_format_timeout(100000000000ull, buf);
+    cr_assert_str_eq(buf, "100000m");
+    rpc_format_timeout(3600ull * 1000000000ull * 24 * 365, buf);
+    cr_assert_eq(rpc_parse_timeout(buf, strlen(buf), &ns), 0);
+    cr_assert(ns >= 3600ull * 1000000000ull * 24 * 365);
+}
+
+Test(rpc_util, percent_coding)
+{
+    char *e = rpc_percent_encode("a b%\xc3\xbc\n");
+    cr_assert_str_eq(e, "a b%25%C3%BC%0A");
+    char *d = rpc_percent_decode(e, strlen(e));
+    cr_assert_str_eq(d, "a b%\xc3\xbc\n");
+    free(e);
+    free(d);
+    d = rpc_percent_decode("100%", 4);
+    cr_assert_str_eq(d, "100%");
+    free(d);
+    d = rpc_percent_decode("%zz%4", 5);
+    cr_assert_str_eq(d, "%zz%4");
+    free(d);
+    cr_assert_str_eq(tkv_grpc_status_name(TKV_GRPC_UNIMPLEMENTED), "UNIMPLEMENTED");
+    cr_assert_str_eq(tkv_grpc_status_name(99), "UNKNOWN_STATUS");
+}
+
+Test(rpc_util, method_table_rejects_duplicates)
+{
+    struct tkv_rpc_server *srv;
+    struct tkv_rpc_method m[2] = {echo_methods[0], echo_methods[0]};
+    cr_assert_eq(tkv_rpc_server_new(NULL, m, 2, &srv), TKV_EINVAL);
+}
