@@ -79,6 +79,10 @@ int tkv_reactor_group_run_until_signal(struct tkv_reactor_group *g);
 
 uint32_t tkv_reactor_group_cores(const struct tkv_reactor_group *g);
 
+/* The group r belongs to (e.g. to call tkv_reactor_group_stop from a core on
+ * a fatal error). Any thread. */
+struct tkv_reactor_group *tkv_reactor_group_of(const struct tkv_reactor *r);
+
 /* ---- the current core ---- */
 
 /* The core running the calling thread, or TKV_CORE_NONE off the cores. */

@@ -1,0 +1,361 @@
+/* Core threads: creation, CPU pinning, signal masks, the thread-local
+ * current core, and the group's start / stop / wait / signal handling. */
+#include <errno.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include "reactor_private.h"
+#include "tkv/err.h"
+#include "tkv/log.h"
+#include "tkv/mem.h"
+
+_Thread_local struct tkv_reactor *reactor_tls;
+
+uint32_t tkv_core_self(void)
+{
+    return reactor_tls ? reactor_tls->core : TKV_CORE_NONE;
+}
+
+struct tkv_reactor *tkv_reactor_self(void)
+{
+    return reactor_tls;
+}
+
+uint32_t tkv_reactor_group_cores(const struct tkv_reactor_group *g)
+{
+    return g->n;
+}
+
+struct tkv_reactor_group *tkv_reactor_group_of(const struct tkv_reactor *r)
+{
+    return r->g;
+}
+
+/* Pin core k to the k-th CPU of the process's allowed set (modulo its
+ * size), so containers with a restricted cpuset still spread cores. */
+static void pin_self(uint32_t core)
+{
+    cpu_set_t allowed, one;
+    if (sched_getaffinity(0, sizeof(allowed), &allowed) != 0)
+        return;
+    int n = CPU_COUNT(&allowed);
+    if (n <= 0)
+        return;
+    int want = (int)(core % (uint32_t)n), seen = 0;
+    for (int cpu = 0; cpu < CPU_SETSIZE; cpu++) {
+        if (!CPU_ISSET(cpu, &allowed))
+            continue;
+        if (seen++ == want) {
+            CPU_ZERO(&one);
+            CPU_SET(cpu, &one);
+            int rv = pthread_setaffinity_np(pthread_self(), sizeof(one), &one);
+            if (rv != 0)
+                TKV_LOG_WARN("cannot pin core", TKV_LF_U64("core", core),
+                             TKV_LF_U64("cpu", (uint64_t)cpu), TKV_LF_ERR(-rv));
+            return;
+        }
+    }
+}
+
+/* Asynchronous signals are for the main thread (run_until_signal); core
+ * threads block them so the kernel never interrupts a loop turn with one. */
+static void block_async_signals(sigset_t *old)
+{
+    sigset_t all;
+    sigfillset(&all);
+    sigdelset(&all, SIGSEGV);
+    sigdelset(&all, SIGBUS);
+    sigdelset(&all, SIGFPE);
+    sigdelset(&all, SIGILL);
+    sigdelset(&all, SIGABRT);
+    sigdelset(&all, SIGTRAP);
+    pthread_sigmask(SIG_BLOCK, &all, old);
+}
+
+static void reactor_destroy(struct tkv_reactor *r)
+{
+    if (r == NULL)
+        return;
+    reactor_uring_exit(r);
+    reactor_wake_close(r);
+    reactor_taskq_free(&r->deferred);
+    reactor_taskq_free(&r->on_stop);
+    tkv_free(r->before_sleep);
+    tkv_free(r->heap);
+    if (r->overflow != NULL)
+        for (uint32_t i = 0; i < r->n_cores; i++)
+            reactor_taskq_free(&r->overflow[i]);
+    tkv_free(r->overflow);
+    tkv_free(r->wake_owed);
+    free(r); /* aligned_alloc'ed for its cache-line members */
+}
+
+/* Cancel the armed wake read and wait for its CQE, so the kernel is done
+ * with r->wake_buf before r is freed. */
+static void quiesce_internal(struct tkv_reactor *r)
+{
+    if (r->wake_armed) {
+        struct io_uring_sqe *sqe = reactor_sqe(r);
+        io_uring_prep_cancel64(sqe, UD_WAKE, 0);
+        io_uring_sqe_set_data64(sqe, UD_CANCEL);
+        r->intern_inflight++;
+        r->wake_armed = false;
+    }
+    while (r->intern_inflight > 0 || r->user_inflight > 0) {
+        struct io_uring_cqe *cqe;
+        int rv = io_uring_submit_and_wait(&r->ring, 1);
+        if (rv < 0 && rv != -EINTR && rv != -EAGAIN && rv != -EBUSY)
+            break;
+        unsigned head, n = 0;
+        io_uring_for_each_cqe(&r->ring, head, cqe)
+        {
+            n++;
+            if (cqe->user_data == UD_CANCEL || cqe->user_data == UD_WAKE)
+                r->intern_inflight--;
+            else
+                r->user_inflight--; /* unreachable: the loop left with none */
+        }
+        io_uring_cq_advance(&r->ring, n);
+    }
+}
+
+static void *core_main(void *p)
+{
+    struct tkv_reactor *r = p;
+    struct tkv_reactor_group *g = r->g;
+
+    reactor_tls = r;
+    if (g->cfg.pin)
+        pin_self(r->core);
+    r->setup_rv = reactor_uring_init(r, g->cfg.uring_entries ? g->cfg.uring_entries : 256);
+    if (r->setup_rv == 0)
+        r->setup_rv = reactor_wake_init(r);
+
+    /* all rings exist before any init runs, since init may post */
+    pthread_mutex_lock(&g->mu);
+    g->n_ready++;
+    pthread_cond_broadcast(&g->cv);
+    while (g->go == 0)
+        pthread_cond_wait(&g->cv, &g->mu);
+    int go = g->go;
+    pthread_mutex_unlock(&g->mu);
+    if (go < 0)
+        return NULL;
+
+    r->now_ns = reactor_clock_ns();
+    reactor_wake_arm(r);
+    int rv = g->init ? g->init(r, r->core, g->arg) : 0;
+    if (rv < 0) {
+        int zero = 0;
+        atomic_compare_exchange_strong(&g->first_err, &zero, rv);
+        TKV_LOG_ERROR("core init failed", TKV_LF_U64("core", r->core), TKV_LF_ERR(rv));
+        /* "fully fails": its hooks belong to state init has torn down */
+        reactor_taskq_free(&r->on_stop);
+        r->n_before_sleep = 0;
+        tkv_reactor_group_stop(g);
+    } else {
+        r->init_ok = true;
+    }
+    reactor_loop_run(r);
+    if (r->init_ok && g->fini)
+        g->fini(r, r->core, g->arg);
+    quiesce_internal(r);
+    reactor_tls = NULL;
+    return NULL;
+}
+
+int tkv_reactor_group_start(const struct tkv_reactor_config *cfg, tkv_core_init_fn init,
+                            tkv_core_fini_fn fini, void *arg,
+                            struct tkv_reactor_group **group_out)
+{
+    int rv = 0;
+    if (cfg == NULL || cfg->n_cores == 0 || cfg->n_cores > 1024 || group_out == NULL)
+        return TKV_EINVAL;
+    uint32_t slots = cfg->xcore_ring_size ? cfg->xcore_ring_size : 1024;
+    if (slots < 2 || (slots & (slots - 1)) != 0 || slots > (1u << 24))
+        return TKV_EINVAL;
+    if (cfg->uring_entries > 32768)
+        return TKV_EINVAL;
+
+    struct tkv_reactor_group *g = tkv_calloc(1, sizeof(*g));
+    if (g == NULL)
+        return TKV_ENOMEM;
+    g->n = cfg->n_cores;
+    g->cfg = *cfg;
+    g->init = init;
+    g->fini = fini;
+    g->arg = arg;
+    g->stop_fd = -1;
+    pthread_mutex_init(&g->mu, NULL);
+    pthread_cond_init(&g->cv, NULL);
+    atomic_init(&g->stop, 0);
+    atomic_init(&g->first_err, 0);
+    atomic_init(&g->n_idle, 0);
+
+    g->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (g->stop_fd < 0) {
+        rv = -errno;
+        goto err;
+    }
+    g->cores = tkv_calloc(g->n, sizeof(*g->cores));
+    if (g->cores == NULL) {
+        rv = TKV_ENOMEM;
+        goto err;
+    }
+    TKV_ERR(reactor_rings_init(g, slots));
+    for (uint32_t i = 0; i < g->n; i++) {
+        struct tkv_reactor *r = aligned_alloc(REACTOR_CACHELINE, sizeof(*r));
+        if (r == NULL) {
+            rv = TKV_ENOMEM;
+            goto err;
+        }
+        memset(r, 0, sizeof(*r));
+        r->g = g;
+        r->core = i;
+        r->n_cores = g->n;
+        r->wake_fd = -1;
+        atomic_init(&r->sleeping, 0);
+        g->cores[i] = r;
+        r->overflow = tkv_calloc(g->n, sizeof(*r->overflow));
+        r->wake_owed = tkv_calloc(g->n, 1);
+        if (r->overflow == NULL || r->wake_owed == NULL) {
+            rv = TKV_ENOMEM;
+            goto err;
+        }
+    }
+
+    sigset_t old;
+    block_async_signals(&old);
+    for (uint32_t i = 0; i < g->n; i++) {
+        int prv = pthread_create(&g->cores[i]->thread, NULL, core_main, g->cores[i]);
+        if (prv != 0) {
+            rv = -prv;
+            break;
+        }
+        g->cores[i]->thread_started = true;
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+
+    /* wait for every started thread's ring, then release or abort them */
+    uint32_t started = 0;
+    for (uint32_t i = 0; i < g->n; i++)
+        started += g->cores[i]->thread_started;
+    pthread_mutex_lock(&g->mu);
+    while (g->n_ready < started)
+        pthread_cond_wait(&g->cv, &g->mu);
+    for (uint32_t i = 0; i < g->n && rv == 0; i++)
+        if (g->cores[i]->setup_rv < 0)
+            rv = g->cores[i]->setup_rv;
+    g->go = rv == 0 ? 1 : -1;
+    pthread_cond_broadcast(&g->cv);
+    pthread_mutex_unlock(&g->mu);
+    if (rv < 0)
+        goto err;
+
+    *group_out = g;
+    return 0;
+
+err:
+    if (g->cores != NULL) {
+        for (uint32_t i = 0; i < g->n; i++)
+            if (g->cores[i] != NULL && g->cores[i]->thread_started)
+                pthread_join(g->cores[i]->thread, NULL);
+        for (uint32_t i = 0; i < g->n; i++)
+            reactor_destroy(g->cores[i]);
+    }
+    tkv_free(g->cores);
+    reactor_rings_free(g);
+    if (g->stop_fd >= 0)
+        close(g->stop_fd);
+    pthread_mutex_destroy(&g->mu);
+    pthread_cond_destroy(&g->cv);
+    tkv_free(g);
+    return rv;
+}
+
+void tkv_reactor_group_stop(struct tkv_reactor_group *g)
+{
+    if (atomic_exchange(&g->stop, 1) != 0)
+        return;
+    for (uint32_t i = 0; i < g->n; i++)
+        reactor_wake_kick(g->cores[i]);
+    uint64_t one = 1;
+    ssize_t n = write(g->stop_fd, &one, sizeof(one));
+    (void)n; /* EAGAIN only when already signalled */
+}
+
+int tkv_reactor_group_wait(struct tkv_reactor_group *g)
+{
+    for (uint32_t i = 0; i < g->n; i++)
+        pthread_join(g->cores[i]->thread, NULL);
+    size_t left = reactor_rings_leftover(g);
+    size_t over = 0;
+    for (uint32_t i = 0; i < g->n; i++)
+        over += g->cores[i]->overflow_total;
+    if (left + over > 0)
+        TKV_LOG_WARN("cross-core messages dropped at shutdown", TKV_LF_U64("in_rings", left),
+                     TKV_LF_U64("in_overflow", over));
+    int rv = atomic_load(&g->first_err);
+    for (uint32_t i = 0; i < g->n; i++)
+        reactor_destroy(g->cores[i]);
+    tkv_free(g->cores);
+    reactor_rings_free(g);
+    close(g->stop_fd);
+    pthread_mutex_destroy(&g->mu);
+    pthread_cond_destroy(&g->cv);
+    tkv_free(g);
+    return rv;
+}
+
+static void stop_signals(sigset_t *set)
+{
+    sigemptyset(set);
+    sigaddset(set, SIGINT);
+    sigaddset(set, SIGTERM);
+}
+
+void tkv_reactor_block_signals(void)
+{
+    sigset_t set;
+    stop_signals(&set);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+}
+
+int tkv_reactor_group_run_until_signal(struct tkv_reactor_group *g)
+{
+    sigset_t set;
+    stop_signals(&set);
+    int sfd = signalfd(-1, &set, SFD_CLOEXEC);
+    if (sfd < 0) {
+        TKV_LOG_ERROR("signalfd failed; stopping", TKV_LF_ERR(-errno));
+        tkv_reactor_group_stop(g);
+        return tkv_reactor_group_wait(g);
+    }
+    struct pollfd fds[2] = {{.fd = sfd, .events = POLLIN}, {.fd = g->stop_fd, .events = POLLIN}};
+    for (;;) {
+        int n = poll(fds, 2, -1);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            TKV_LOG_ERROR("poll failed; stopping", TKV_LF_ERR(-errno));
+            break;
+        }
+        if (fds[0].revents & POLLIN) {
+            struct signalfd_siginfo si;
+            if (read(sfd, &si, sizeof(si)) == (ssize_t)sizeof(si))
+                TKV_LOG_INFO("signal received, stopping", TKV_LF_U64("signal", si.ssi_signo));
+            break;
+        }
+        if (fds[1].revents & POLLIN)
+            break;
+    }
+    close(sfd);
+    tkv_reactor_group_stop(g);
+    return tkv_reactor_group_wait(g);
+}

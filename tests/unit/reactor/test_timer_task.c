@@ -1,0 +1,174 @@
+/* Timers (ordering, re-arm, stop, restart), defer, before-sleep hooks and
+ * the loop's turn order, on a single real core. */
+#include "reactor_harness.h"
+
+struct tstate {
+    struct tkv_reactor *r;
+    struct tkv_timer t[8];
+    int order[16];
+    int n_order;
+    uint64_t start_ns, fired_ns[8];
+    int periodic_left, periodic_fired;
+    int n_events;
+    char log[64];
+    int n_log;
+};
+
+static struct tstate ts;
+
+static void record(struct tkv_timer *t)
+{
+    int id = (int)(intptr_t)t->data;
+    ts.order[ts.n_order++] = id;
+    ts.fired_ns[id] = h_mono_ns();
+    CHECK(!tkv_timer_armed(t), "timer %d still armed inside its callback", id);
+}
+
+static void finish(struct tkv_timer *t)
+{
+    (void)t;
+    tkv_reactor_group_stop(tkv_reactor_group_of(ts.r));
+}
+
+static int order_init(struct tkv_reactor *r, uint32_t core, void *arg)
+{
+    (void)core;
+    (void)arg;
+    ts.r = r;
+    ts.start_ns = h_mono_ns();
+    static const uint64_t delays[] = {30 * MS, 10 * MS, 20 * MS, 0};
+    for (int i = 0; i < 4; i++) {
+        tkv_timer_init(&ts.t[i], record, (void *)(intptr_t)i);
+        tkv_timer_start(r, &ts.t[i], delays[i]);
+        CHECK(tkv_timer_armed(&ts.t[i]), "timer %d not armed after start", i);
+    }
+    tkv_timer_init(&ts.t[7], finish, NULL);
+    tkv_timer_start(r, &ts.t[7], 60 * MS);
+    return 0;
+}
+
+Test(reactor_timer, fire_in_deadline_order, .timeout = 10)
+{
+    cr_assert_eq(h_run(1, 0, order_init, NULL, NULL), 0);
+    cr_assert_eq(ts.n_order, 4, "fired %d timers, want 4", ts.n_order);
+    static const int want[] = {3, 1, 2, 0};
+    static const uint64_t min_ms[] = {30, 10, 20, 0};
+    for (int i = 0; i < 4; i++)
+        cr_assert_eq(ts.order[i], want[i], "position %d: timer %d, want %d", i, ts.order[i],
+                     want[i]);
+    for (int i = 0; i < 4; i++)
+        cr_assert_geq(ts.fired_ns[i] - ts.start_ns, min_ms[i] ? min_ms[i] * MS - MS : 0,
+                      "timer %d fired after %llu ns, before its %llu ms delay", i,
+                      (unsigned long long)(ts.fired_ns[i] - ts.start_ns),
+                      (unsigned long long)min_ms[i]);
+}
+
+static void periodic(struct tkv_timer *t)
+{
+    ts.periodic_fired++;
+    if (--ts.periodic_left > 0)
+        tkv_timer_start(ts.r, t, 2 * MS);
+    else
+        tkv_reactor_group_stop(tkv_reactor_group_of(ts.r));
+}
+
+static void must_not_fire(struct tkv_timer *t)
+{
+    CHECK(false, "stopped timer %d fired", (int)(intptr_t)t->data);
+}
+
+static void restarted(struct tkv_timer *t)
+{
+    (void)t;
+    ts.fired_ns[5] = h_mono_ns();
+    ts.n_events++;
+}
+
+static int rearm_init(struct tkv_reactor *r, uint32_t core, void *arg)
+{
+    (void)core;
+    (void)arg;
+    ts.r = r;
+    ts.start_ns = h_mono_ns();
+    ts.periodic_left = 5;
+    tkv_timer_init(&ts.t[0], periodic, NULL);
+    tkv_timer_start(r, &ts.t[0], 2 * MS);
+
+    tkv_timer_init(&ts.t[1], must_not_fire, (void *)(intptr_t)1);
+    tkv_timer_start(r, &ts.t[1], 1 * MS);
+    tkv_timer_stop(r, &ts.t[1]);
+    CHECK(!tkv_timer_armed(&ts.t[1]), "timer armed after stop");
+    tkv_timer_stop(r, &ts.t[1]); /* stopping an idle timer is a no-op */
+
+    /* restarting an armed timer moves its deadline; it fires once */
+    tkv_timer_init(&ts.t[5], restarted, NULL);
+    tkv_timer_start(r, &ts.t[5], 1 * MS);
+    tkv_timer_start(r, &ts.t[5], 8 * MS);
+    return 0;
+}
+
+Test(reactor_timer, rearm_stop_restart, .timeout = 10)
+{
+    cr_assert_eq(h_run(1, 0, rearm_init, NULL, NULL), 0);
+    cr_assert_eq(ts.periodic_fired, 5, "periodic timer fired %d times, want 5",
+                 ts.periodic_fired);
+    cr_assert_eq(ts.n_events, 1, "restarted timer fired %d times, want 1", ts.n_events);
+    cr_assert_geq(ts.fired_ns[5] - ts.start_ns, 7 * MS, "restarted timer kept its old deadline");
+}
+
+/* ---- defer, before-sleep, turn order ---- */
+
+static void note(void *arg)
+{
+    ts.log[ts.n_log++] = (char)(intptr_t)arg;
+}
+
+static void self_requeue(void *arg)
+{
+    (void)arg;
+    ts.log[ts.n_log++] = 'R';
+    if (ts.n_events++ < 2)
+        tkv_reactor_defer(ts.r, self_requeue, NULL);
+}
+
+static void before_sleep(void *arg)
+{
+    (void)arg;
+    ts.log[ts.n_log++] = '|';
+    if (ts.n_events == 3)
+        tkv_reactor_group_stop(tkv_reactor_group_of(ts.r));
+}
+
+static void timer_note(struct tkv_timer *t)
+{
+    note(t->data);
+}
+
+static int defer_init(struct tkv_reactor *r, uint32_t core, void *arg)
+{
+    (void)core;
+    (void)arg;
+    ts.r = r;
+    CHECK(tkv_reactor_self() == r, "tkv_reactor_self() is not the running core");
+    CHECK(tkv_core_self() == 0, "tkv_core_self() = %u", tkv_core_self());
+    CHECK(tkv_reactor_n_cores(r) == 1, "n_cores");
+    tkv_reactor_defer(r, note, (void *)(intptr_t)'a');
+    tkv_reactor_defer(r, note, (void *)(intptr_t)'b');
+    tkv_reactor_defer(r, self_requeue, NULL);
+    tkv_reactor_defer(r, note, (void *)(intptr_t)'c');
+    tkv_timer_init(&ts.t[0], timer_note, (void *)(intptr_t)'T');
+    tkv_timer_start(r, &ts.t[0], 0);
+    tkv_reactor_on_before_sleep(r, before_sleep, NULL);
+    return 0;
+}
+
+Test(reactor_task, defer_fifo_and_turn_order, .timeout = 10)
+{
+    cr_assert_eq(tkv_core_self(), TKV_CORE_NONE);
+    cr_assert_null(tkv_reactor_self());
+    cr_assert_eq(h_run(1, 0, defer_init, NULL, NULL), 0);
+    ts.log[ts.n_log] = '\0';
+    /* turn 1: deferred a b R c, then the due timer T, then the hook; the
+     * re-deferred R runs one per turn, never inside the turn that queued it */
+    cr_assert(strncmp(ts.log, "abRcT|R|R|", 10) == 0, "turn order log: %s", ts.log);
+}
