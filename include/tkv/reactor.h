@@ -96,6 +96,20 @@ bool tkv_reactor_stopping(const struct tkv_reactor *r);
 /* Monotonic time in nanoseconds, read once per loop turn (cheap). */
 uint64_t tkv_now_ns(const struct tkv_reactor *r);
 
+/* Counters of one core since it started (metrics, tests, benchmarks).
+ * Call on r's core, or after the group stopped. */
+struct tkv_reactor_stats {
+    uint64_t turns;          /* loop turns */
+    uint64_t sleeps;         /* waits that blocked in the kernel */
+    uint64_t cqes;           /* completions reaped */
+    uint64_t resubmits;      /* short sends/writes continued */
+    uint64_t posts;          /* cross-core messages posted by this core */
+    uint64_t posts_overflowed; /* of which waited in the overflow queue */
+    uint64_t wakeups_sent;   /* eventfd writes to sleeping cores */
+    uint64_t msgs_run;       /* cross-core messages run on this core */
+};
+void tkv_reactor_get_stats(const struct tkv_reactor *r, struct tkv_reactor_stats *out);
+
 /* ---- tasks, hooks and shutdown ---- */
 
 typedef void (*tkv_task_fn)(void *arg);

@@ -87,6 +87,11 @@ bool tkv_reactor_stopping(const struct tkv_reactor *r)
     return r->stopping;
 }
 
+void tkv_reactor_get_stats(const struct tkv_reactor *r, struct tkv_reactor_stats *out)
+{
+    *out = r->st;
+}
+
 uint64_t tkv_now_ns(const struct tkv_reactor *r)
 {
     return r->now_ns;
@@ -169,6 +174,7 @@ static void submit_and_wait(struct tkv_reactor *r)
 
     struct io_uring_cqe *cqe;
     int rv;
+    r->st.sleeps++;
     if (deadline == UINT64_MAX) {
         rv = io_uring_submit_and_wait_timeout(&r->ring, &cqe, 1, NULL, NULL);
     } else {
@@ -189,11 +195,12 @@ void reactor_loop_run(struct tkv_reactor *r)
     struct tkv_reactor_group *g = r->g;
     for (;;) {
         r->now_ns = reactor_clock_ns();
+        r->st.turns++;
         if (TKV_UNLIKELY(!r->stopping && atomic_load_explicit(&g->stop, memory_order_acquire)))
             begin_stop(r);
 
-        reactor_rings_drain(r);     /* 1 */
-        reactor_uring_reap(r);      /* 2 */
+        r->st.msgs_run += reactor_rings_drain(r); /* 1 */
+        r->st.cqes += reactor_uring_reap(r);      /* 2 */
         run_deferred(r);            /* 3 */
         reactor_timers_fire(r);     /* 4 */
         for (size_t i = 0; i < r->n_before_sleep; i++) /* 5 */

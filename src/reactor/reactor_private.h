@@ -108,6 +108,8 @@ struct tkv_reactor {
     bool init_ok;
     uint64_t cancel_at_ns;
 
+    struct tkv_reactor_stats st;
+
     pthread_t thread;
     bool thread_started;
     int setup_rv; /* ring/eventfd creation result, reported to group_start */
@@ -169,7 +171,7 @@ void reactor_wake_complete(struct tkv_reactor *r, int res);
 /* Unconditional kick (stop requests). Any thread. */
 void reactor_wake_kick(struct tkv_reactor *r);
 /* Producer side after publishing into r's ring: wake r if it sleeps. */
-void reactor_wake_if_sleeping(struct tkv_reactor *r);
+bool reactor_wake_if_sleeping(struct tkv_reactor *r);
 /* Consumer side: announce sleep and re-check; false = do not sleep. */
 bool reactor_wake_prepare_sleep(struct tkv_reactor *r);
 void reactor_wake_end_sleep(struct tkv_reactor *r);

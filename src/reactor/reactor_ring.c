@@ -112,10 +112,12 @@ void tkv_reactor_post(struct tkv_reactor *r, uint32_t to, tkv_task_fn fn, void *
         tkv_reactor_defer(r, fn, arg);
         return;
     }
+    r->st.posts++;
     /* order per pair: nothing may overtake what already waits in overflow */
     if (TKV_UNLIKELY(r->overflow[to].len > 0) && !flush_overflow(r, to)) {
         reactor_taskq_push(&r->overflow[to], fn, arg);
         r->overflow_total++;
+        r->st.posts_overflowed++;
         return;
     }
     struct reactor_xring *x = xring(r->g, r->core, to);
@@ -123,6 +125,7 @@ void tkv_reactor_post(struct tkv_reactor *r, uint32_t to, tkv_task_fn fn, void *
     if (TKV_UNLIKELY(!ck_ring_enqueue_spsc_reactor_task(&x->ring, x->slots, &t))) {
         reactor_taskq_push(&r->overflow[to], fn, arg);
         r->overflow_total++;
+        r->st.posts_overflowed++;
     }
     owe_wake(r, to);
 }
@@ -141,7 +144,7 @@ void reactor_rings_flush(struct tkv_reactor *r)
     for (uint32_t to = 0; to < g->n; to++) {
         if (r->wake_owed[to]) {
             r->wake_owed[to] = 0;
-            reactor_wake_if_sleeping(g->cores[to]);
+            r->st.wakeups_sent += reactor_wake_if_sleeping(g->cores[to]);
         }
     }
 }

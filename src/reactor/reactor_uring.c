@@ -309,6 +309,7 @@ static void dispatch(struct tkv_reactor *r, uint64_t ud, int res)
         if (res > 0) {
             io->done += (size_t)res;
             if (io->done < io->len) {
+                r->st.resubmits++;
                 prep_send(r, io);
                 return;
             }
@@ -321,6 +322,7 @@ static void dispatch(struct tkv_reactor *r, uint64_t ud, int res)
         if (res > 0) {
             io->done += (size_t)res;
             if (io->done < io->len) {
+                r->st.resubmits++;
                 prep_writev_rest(r, io, UD_IO);
                 return;
             }

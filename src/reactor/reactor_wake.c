@@ -55,14 +55,17 @@ void reactor_wake_kick(struct tkv_reactor *r)
     /* EAGAIN: the counter is saturated, so a wake-up is pending anyway */
 }
 
-void reactor_wake_if_sleeping(struct tkv_reactor *r)
+bool reactor_wake_if_sleeping(struct tkv_reactor *r)
 {
     /* Pairs with the fence in reactor_wake_prepare_sleep: either the
      * consumer sees our published slot, or we see its sleeping flag. */
     atomic_thread_fence(memory_order_seq_cst);
     if (atomic_load_explicit(&r->sleeping, memory_order_relaxed) &&
-        atomic_exchange_explicit(&r->sleeping, 0, memory_order_acq_rel))
+        atomic_exchange_explicit(&r->sleeping, 0, memory_order_acq_rel)) {
         reactor_wake_kick(r);
+        return true;
+    }
+    return false;
 }
 
 bool reactor_wake_prepare_sleep(struct tkv_reactor *r)

@@ -18,6 +18,7 @@ struct xstate {
     uint64_t returned[2];    /* back at home, per sender */
     uint64_t next_return[2];
     _Atomic int ready;
+    struct tkv_reactor_stats st[2];
 };
 static struct xstate X;
 
@@ -72,10 +73,16 @@ static int burst_init(struct tkv_reactor *r, uint32_t core, void *arg)
     return 0;
 }
 
+static void stats_fini(struct tkv_reactor *r, uint32_t core, void *arg)
+{
+    (void)arg;
+    tkv_reactor_get_stats(r, &X.st[core]);
+}
+
 Test(reactor_xcore, burst_through_tiny_ring_overflows_in_order, .timeout = 60)
 {
     X.n_msgs = 100000;
-    cr_assert_eq(h_run(2, 16, burst_init, NULL, NULL), 0);
+    cr_assert_eq(h_run(2, 16, burst_init, stats_fini, NULL), 0);
     for (int c = 0; c < 2; c++) {
         cr_assert_eq(X.next_expect[c], X.n_msgs, "core %d's messages: %llu arrived of %llu", c,
                      (unsigned long long)X.next_expect[c], (unsigned long long)X.n_msgs);
@@ -170,7 +177,9 @@ static int sleep_init(struct tkv_reactor *r, uint32_t core, void *arg)
 
 Test(reactor_xcore, sleeping_core_is_woken_by_post, .timeout = 20)
 {
-    cr_assert_eq(h_run(2, 0, sleep_init, NULL, NULL), 0);
+    cr_assert_eq(h_run(2, 0, sleep_init, stats_fini, NULL), 0);
+    cr_assert_gt(X.st[0].wakeups_sent, 0, "core 1 was never asleep when posted to");
+    cr_assert_gt(X.st[1].sleeps, 0);
     cr_assert_neq(seen_at, 0, "core 1 never ran the posted function");
     cr_assert_lt(seen_at - post_at, 1000 * MS, "post took %llu ms to run",
                  (unsigned long long)((seen_at - post_at) / MS));
