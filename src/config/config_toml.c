@@ -267,7 +267,7 @@ static int skip_comment(struct parser *p)
 }
 
 /* After a statement: spaces, an optional comment, then end of line or file. */
-static int end_of_statement(struct parser *p)
+static int end_of_statement(struct parser *p, const char *after)
 {
     skip_ws(p);
     if (peek(p) == '#')
@@ -275,7 +275,7 @@ static int end_of_statement(struct parser *p)
     if (peek(p) < 0)
         return 0;
     if (!at_newline(p))
-        return FAIL(p, "unexpected text after value (one key = value per line)");
+        return FAIL(p, "unexpected text after %s (one key = value or [table] per line)", after);
     eat_newline(p);
     return 0;
 }
@@ -743,7 +743,7 @@ static int parse_header(struct parser *p)
     memcpy(p->table, path, plen + 1);
     TKV_RET(item_add(p, TKV_TOML_ITEM_TABLE, path, line, (int)(at - p->line_start + 1), NULL));
     p->key = NULL;
-    return end_of_statement(p);
+    return end_of_statement(p, "the table header");
 }
 
 static int parse_keyval(struct parser *p)
@@ -787,7 +787,7 @@ static int parse_keyval(struct parser *p)
     value_free(&v);
     if (rv < 0)
         return rv;
-    rv = end_of_statement(p);
+    rv = end_of_statement(p, "the value");
     p->key = NULL;
     return rv;
 }

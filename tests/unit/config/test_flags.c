@@ -157,7 +157,7 @@ Test(flags, bad_flags_are_clear_errors)
         {"--config-check=maybe", NULL, "flag --config-check takes no value"},
         {"--config-info", "yaml", "expected toml or json"},
         {"-C", "", "flag --config: empty file name"},
-        {"--pd", "a:1,,b:1", "flag --pd: pd.endpoints: empty or overlong endpoint"},
+        {"--pd", "a:1,,b:1", "flag --pd: pd.endpoints: empty or overlong entry"},
         {"--data-dir=", NULL, "flag --data-dir: storage.data-dir: must not be empty"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {

@@ -200,7 +200,7 @@ Test(schema, set_from_text_like_flags)
     cr_assert_eq(tkv_config_set(&c, "server.cores", "x4", err, sizeof(err)), TKV_ECONFIG);
     cr_assert(strstr(err, "server.cores: expected an integer, got \"x4\""), "%s", err);
     cr_assert_eq(tkv_config_set(&c, "pd.endpoints", "a:1,,b:2", err, sizeof(err)), TKV_ECONFIG);
-    cr_assert(strstr(err, "empty or overlong endpoint"), "%s", err);
+    cr_assert(strstr(err, "empty or overlong entry"), "%s", err);
     cr_assert_eq(tkv_config_set(&c, "log.levle", "info", err, sizeof(err)), TKV_ECONFIG);
     cr_assert(strstr(err, "did you mean log.level?"), "%s", err);
     cr_assert_eq(c.server.cores, 1, "failed set changed the field");

@@ -192,7 +192,7 @@ static const struct bad bad_cases[] = {
     {"a = \"\\q\"", "t.toml:1:6: a: invalid escape sequence"},
     {"a = \"\\uD800\"", "is not a Unicode scalar value"},
     {"a = \"\\u12\"", "needs 4 hex digits"},
-    {"a = \"x\" b", "t.toml:1:9: a: unexpected text after value"},
+    {"a = \"x\" b", "t.toml:1:9: a: unexpected text after the value"},
     {"a = true1", "invalid value"},
     {"a = bare", "invalid value (strings need quotes)"},
     {"= 1", "t.toml:1:1: expected a key"},
@@ -207,7 +207,8 @@ static const struct bad bad_cases[] = {
     {"# bell \x07\n", "control character 0x07 in comment"},
     {"a = 1\n\xff = 2", "t.toml:2:1: invalid UTF-8"},
     {"a = \"\xc0\xaf\"", "invalid UTF-8"}, /* overlong '/' */
-    {"a = 1\rb = 2", "unexpected text after value"},
+    {"a = 1\rb = 2", "unexpected text after the value"},
+    {"[a] b = 1", "t.toml:1:5: unexpected text after the table header"},
     {"\x01k = 1", "t.toml:1:1: invalid character in key"},
     {"k\x01 = 1", "t.toml:1:2: k: expected '='"},
 };
