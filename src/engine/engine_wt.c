@@ -141,10 +141,14 @@ int engine_wt_open(const struct tkv_engine_opts *opts, struct tkv_engine **e_out
     size_t cache = opts->cache_bytes ? opts->cache_bytes : (size_t)256 << 20;
     /* sync: the log makes each commit durable (fsync when the commit
      * returns; WiredTiger's log slots let concurrent commits share it).
-     * !sync: no log; durability comes from checkpoints (raft replays the
-     * rest), so commits never touch the disk. */
+     * WiredTiger's own checkpoint thread then bounds the log (and restart
+     * recovery time): once a minute or every 256 MB of log, after which
+     * older log files are archived.
+     * !sync: no log; durability comes only from tkv_engine_checkpoint()
+     * (raft replays the rest), so commits never touch the disk. */
     const char *log = opts->sync ? "log=(enabled=true,archive=true,file_max=64MB),"
-                                   "transaction_sync=(enabled=true,method=fsync)"
+                                   "transaction_sync=(enabled=true,method=fsync),"
+                                   "checkpoint=(wait=60,log_size=256MB)"
                                  : "log=(enabled=false)";
     const char *extra = opts->wt_config ? opts->wt_config : "";
     size_t n = (size_t)snprintf(NULL, 0, "create,cache_size=%zu,session_max=1000,%s,%s", cache,
