@@ -182,7 +182,7 @@ extern _Thread_local struct tkv_reactor *reactor_tls;
 #ifdef TKV_DEBUG
 #define REACTOR_OWNER(r) tkv_assert(reactor_tls == (r))
 #else
-#define REACTOR_OWNER(r) ((void)0)
+#define REACTOR_OWNER(r) ((void)(r))
 #endif
 
 #endif
