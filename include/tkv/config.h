@@ -254,4 +254,73 @@ int tkv_config_split_addr(const char *addr, char *host, size_t host_cap, uint16_
 /* The --help text (static string). */
 const char *tkv_config_usage(void);
 
+/* ---------------------------------------------------------------------------
+ * tinyscheduler-server configuration (PD's key names and flags; TinyKV's
+ * scheduler defaults; conf/tinyscheduler.toml documents every key).
+ * Empty strings marked "derived" are filled in by tkv_config_sched_load()
+ * the way PD does, so after a successful load none of them is empty.
+ * ------------------------------------------------------------------------- */
+
+#define TKV_CONFIG_URLS_MAX 1024
+#define TKV_CONFIG_NAME_MAX 128
+
+struct tkv_sched_config {
+    char name[TKV_CONFIG_NAME_MAX];          /* derived: "pd-<hostname>" */
+    char data_dir[TKV_CONFIG_PATH_MAX];      /* derived: "default.<name>" */
+    char client_urls[TKV_CONFIG_URLS_MAX];   /* "http://h:p[,http://h:p...]": gRPC + HTTP API */
+    char peer_urls[TKV_CONFIG_URLS_MAX];     /* scheduler-to-scheduler traffic */
+    char advertise_client_urls[TKV_CONFIG_URLS_MAX]; /* derived: client_urls */
+    char advertise_peer_urls[TKV_CONFIG_URLS_MAX];   /* derived: peer_urls */
+    char initial_cluster[TKV_CONFIG_URLS_MAX];       /* derived: "<name>=<advertise_peer_urls>" */
+    char initial_cluster_state[16];          /* "new" or "existing" */
+    uint64_t lease_s;                        /* leader lease, seconds (PD: integer) */
+    uint64_t tso_save_interval_ms;
+    struct {
+        enum tkv_log_level level;
+        enum tkv_config_log_format format;
+        struct {
+            char filename[TKV_CONFIG_PATH_MAX]; /* "" = stderr */
+        } file;
+    } log;
+    struct {
+        uint64_t patrol_region_interval_ms;
+        uint64_t max_store_down_time_ms;
+        uint64_t leader_schedule_limit;
+        uint64_t region_schedule_limit;
+        uint64_t replica_schedule_limit;
+    } schedule;
+    struct {
+        uint64_t max_replicas;
+    } replication;
+
+    /* Set by tkv_config_sched_load(), not config keys. */
+    char config_file[TKV_CONFIG_PATH_MAX];
+    enum tkv_config_action action;
+    enum tkv_config_dump_format info_format;
+};
+
+/* Built-in defaults (equal to conf/tinyscheduler.toml; derived fields empty).
+ * Any thread. */
+void tkv_config_sched_defaults(struct tkv_sched_config *cfg);
+
+/* Defaults, then -C/--config file, then flags (PD names: --name, --data-dir,
+ * --client-urls, --peer-urls, --advertise-client-urls, --advertise-peer-urls,
+ * --initial-cluster, -L/--log-level, --log-file, --config-check,
+ * --config-info FORMAT, -V/--version, -h/--help; one or two dashes), then the
+ * derived fields, then validation. Returns and errors as tkv_config_load().
+ * Main thread, before cores start. */
+int tkv_config_sched_load(struct tkv_sched_config *cfg, int argc, char **argv, char *err, size_t errlen);
+
+/* As the tkv_config_* counterparts, for the scheduler schema. Validation
+ * accepts empty derived fields (they are checked after derivation). */
+int tkv_config_sched_apply_doc(struct tkv_sched_config *cfg, const struct tkv_toml_doc *doc, char *err,
+                               size_t errlen);
+int tkv_config_sched_set(struct tkv_sched_config *cfg, const char *key, const char *text, char *err,
+                         size_t errlen);
+int tkv_config_sched_validate(const struct tkv_sched_config *cfg, char *err, size_t errlen);
+size_t tkv_config_sched_dump(const struct tkv_sched_config *cfg, enum tkv_config_dump_format format,
+                             char *buf, size_t cap);
+/* The --help text of tinyscheduler-server (static string). */
+const char *tkv_config_sched_usage(void);
+
 #endif
