@@ -1,0 +1,903 @@
+/* The raft log's public face: staging calls into batches, group commit from
+ * the reactor's before-sleep hook (one write+fdatasync per batch), applying
+ * a durable batch to the index, failure policy, purge and reads. */
+#include <errno.h>
+#include <fiu.h>
+#include <stdlib.h>
+
+#include "raftlog_private.h"
+#include "tkv/err.h"
+#include "tkv/log.h"
+#include "tkv/mem.h"
+
+/* ---- segments ---- */
+
+struct rl_seg *raftlog_seg_find(struct tkv_raftlog *log, uint64_t id)
+{
+    size_t lo = 0, hi = log->n_segs;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (log->segs[mid].id < id)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return (lo < log->n_segs && log->segs[lo].id == id) ? &log->segs[lo] : NULL;
+}
+
+struct rl_seg *raftlog_seg_push(struct tkv_raftlog *log, uint64_t id)
+{
+    tkv_assert(log->n_segs == 0 || log->segs[log->n_segs - 1].id < id);
+    tkv_assert(id < UINT32_MAX);
+    if (log->n_segs == log->cap_segs) {
+        log->cap_segs = log->cap_segs ? log->cap_segs * 2 : 8;
+        log->segs = tkv_xrealloc(log->segs, log->cap_segs * sizeof(*log->segs));
+    }
+    struct rl_seg *s = &log->segs[log->n_segs++];
+    memset(s, 0, sizeof(*s));
+    s->id = id;
+    s->fd = -1;
+    return s;
+}
+
+static struct rl_seg *active_seg(struct tkv_raftlog *log)
+{
+    return log->n_segs ? &log->segs[log->n_segs - 1] : NULL;
+}
+
+/* ---- batches ---- */
+
+static void batch_free(struct rl_batch *b)
+{
+    tkv_free(b->buf);
+    tkv_free(b->cbs);
+    tkv_free(b);
+}
+
+static struct rl_batch *batch_new(struct tkv_raftlog *log)
+{
+    struct rl_batch *b = tkv_xcalloc(1, sizeof(*b));
+    b->cap = 4096;
+    b->buf = tkv_xmalloc(b->cap);
+    b->len = RL_BATCH_HDR;
+    if (log->tail)
+        log->tail->next = b;
+    else
+        log->head = b;
+    log->tail = b;
+    return b;
+}
+
+/* The batch that takes the next `need` bytes: never the one in flight, and a
+ * new one when the current would pass max_batch. */
+static struct rl_batch *batch_for(struct tkv_raftlog *log, size_t need)
+{
+    struct rl_batch *b = log->tail;
+    if (b == NULL || (log->in_flight && b == log->head) ||
+        (b->n_records > 0 && b->len + need > log->max_batch))
+        b = batch_new(log);
+    if (b->len + need > b->cap) {
+        while (b->len + need > b->cap)
+            b->cap *= 2;
+        b->buf = tkv_xrealloc(b->buf, b->cap);
+    }
+    return b;
+}
+
+static void batch_add_cb(struct tkv_raftlog *log, struct rl_batch *b, tkv_raftlog_done_fn fn,
+                         void *arg)
+{
+    if (fn == NULL)
+        return;
+    if (b == NULL)
+        b = batch_for(log, 0);
+    if (b->n_cbs == b->cap_cbs) {
+        b->cap_cbs = b->cap_cbs ? b->cap_cbs * 2 : 8;
+        b->cbs = tkv_xrealloc(b->cbs, b->cap_cbs * sizeof(*b->cbs));
+    }
+    b->cbs[b->n_cbs++] = (struct rl_cb){fn, arg};
+}
+
+/* Reserve a record of payload length len; returns the payload pointer. */
+static uint8_t *rec_begin(struct rl_batch *b, uint8_t type, tkv_region_id region, size_t len)
+{
+    uint8_t *h = b->buf + b->len;
+    rl_put32(h + 4, (uint32_t)len);
+    h[8] = type;
+    h[9] = h[10] = h[11] = 0;
+    rl_put64(h + 12, region);
+    return h + RL_REC_HDR;
+}
+
+static void rec_end(struct rl_batch *b, size_t len)
+{
+    uint8_t *h = b->buf + b->len;
+    rl_put32(h, raftlog_crc32c(0, h + 4, RL_REC_HDR - 4 + len));
+    b->len += RL_REC_HDR + len;
+    b->n_records++;
+}
+
+static struct rl_region *stage_region(struct tkv_raftlog *log, tkv_region_id id)
+{
+    struct rl_region *r = raftlog_map_get(&log->regions, id);
+    if (r == NULL)
+        r = raftlog_map_add(&log->regions, id);
+    r->n_pending++;
+    return r;
+}
+
+static int check_usable(const struct tkv_raftlog *log)
+{
+    if (log->failed)
+        return TKV_EIOFATAL;
+    if (log->closing)
+        return TKV_ESHUTDOWN;
+    return 0;
+}
+
+static size_t rec_limit(const struct tkv_raftlog *log)
+{
+    return log->max_batch - RL_BATCH_HDR;
+}
+
+int tkv_raftlog_append(struct tkv_raftlog *log, tkv_region_id region,
+                       const struct tkv_raftlog_entry *entries, size_t n,
+                       const struct tkv_raftlog_hardstate *hs, tkv_raftlog_done_fn cb, void *arg)
+{
+    TKV_RET(check_usable(log));
+    if (n == 0 && hs == NULL)
+        return TKV_EINVAL;
+    size_t len = RL_APPEND_FIXED + (hs ? RL_HS_BYTES : 0);
+    for (size_t i = 0; i < n; i++) {
+        if (i > 0 && entries[i].index != entries[i - 1].index + 1)
+            return TKV_EINVAL;
+        if (entries[i].data.len > UINT32_MAX || (entries[i].data.len && !entries[i].data.ptr))
+            return TKV_EINVAL;
+        len += RL_ENT_FIXED + entries[i].data.len;
+        if (len > rec_limit(log))
+            return TKV_ETOOBIG;
+    }
+    if (RL_REC_HDR + len > rec_limit(log) || n > UINT32_MAX)
+        return TKV_ETOOBIG;
+    struct rl_region *r = raftlog_map_get(&log->regions, region);
+    uint64_t s_first = r ? r->s_first : 1, s_last = r ? r->s_last : 0;
+    if (n > 0) {
+        uint64_t start = entries[0].index;
+        if (start == 0 || entries[n - 1].index < start)
+            return TKV_EINVAL;
+        if (s_last < s_first) {
+            if (start < s_first)
+                return TKV_EINVAL;
+        } else if (start < s_first || start > s_last + 1) {
+            return TKV_EINVAL;
+        }
+    }
+    r = stage_region(log, region);
+    if (n > 0) {
+        if (r->s_last < r->s_first)
+            r->s_first = entries[0].index;
+        r->s_last = entries[n - 1].index;
+    }
+    struct rl_batch *b = batch_for(log, RL_REC_HDR + len);
+    uint8_t *p = rec_begin(b, RL_REC_APPEND, region, len);
+    rl_put64(p, n ? entries[0].index : r->s_first);
+    rl_put32(p + 8, (uint32_t)n);
+    rl_put32(p + 12, hs ? 1u : 0u);
+    p += RL_APPEND_FIXED;
+    if (hs) {
+        rl_put64(p, hs->term);
+        rl_put64(p + 8, hs->vote);
+        rl_put64(p + 16, hs->commit);
+        p += RL_HS_BYTES;
+    }
+    for (size_t i = 0; i < n; i++) {
+        rl_put64(p, entries[i].term);
+        rl_put32(p + 8, entries[i].type);
+        rl_put32(p + 12, (uint32_t)entries[i].data.len);
+        if (entries[i].data.len)
+            memcpy(p + RL_ENT_FIXED, entries[i].data.ptr, entries[i].data.len);
+        p += RL_ENT_FIXED + entries[i].data.len;
+    }
+    rec_end(b, len);
+    batch_add_cb(log, b, cb, arg);
+    return 0;
+}
+
+static int stage_u64(struct tkv_raftlog *log, uint8_t type, tkv_region_id region, uint64_t v,
+                     tkv_raftlog_done_fn cb, void *arg)
+{
+    struct rl_region *r = stage_region(log, region);
+    size_t len = type == RL_REC_TRUNCATE ? 16 : 8;
+    struct rl_batch *b = batch_for(log, RL_REC_HDR + len);
+    uint8_t *p = rec_begin(b, type, region, len);
+    rl_put64(p, v);
+    if (type == RL_REC_TRUNCATE)
+        rl_put64(p + 8, r->s_first);
+    rec_end(b, len);
+    batch_add_cb(log, b, cb, arg);
+    return 0;
+}
+
+int tkv_raftlog_truncate(struct tkv_raftlog *log, tkv_region_id region, tkv_index from,
+                         tkv_raftlog_done_fn cb, void *arg)
+{
+    TKV_RET(check_usable(log));
+    struct rl_region *r = raftlog_map_get(&log->regions, region);
+    if (from == 0 || (r && from < r->s_first))
+        return TKV_EINVAL;
+    TKV_RET(stage_u64(log, RL_REC_TRUNCATE, region, from, cb, arg));
+    r = raftlog_map_get(&log->regions, region);
+    if (from <= r->s_last)
+        r->s_last = from - 1;
+    return 0;
+}
+
+static void stage_compact_view(struct rl_region *r, uint64_t upto)
+{
+    if (upto < r->s_first)
+        return;
+    if (upto >= r->s_last)
+        r->s_last = upto;
+    r->s_first = upto + 1;
+}
+
+int tkv_raftlog_compact(struct tkv_raftlog *log, tkv_region_id region, tkv_index upto,
+                        tkv_raftlog_done_fn cb, void *arg)
+{
+    TKV_RET(check_usable(log));
+    struct rl_region *r = raftlog_map_get(&log->regions, region);
+    uint64_t eff = upto;
+    /* Log GC never cuts below what the engine still needs for replay
+     * (ARCHITECTURE.md "Durability"); the rest is applied by later purges.
+     * Dropping everything (upto >= last: a snapshot was installed) is the
+     * caller's explicit decision and is not held back. */
+    if (log->safe_fn && r && upto < r->s_last) {
+        tkv_index safe = log->safe_fn(log->safe_arg, region);
+        if (safe < eff)
+            eff = safe;
+    }
+    TKV_RET(stage_u64(log, RL_REC_COMPACT, region, eff, cb, arg));
+    r = raftlog_map_get(&log->regions, region);
+    if (eff < upto && upto > r->want_compact)
+        r->want_compact = upto;
+    stage_compact_view(r, eff);
+    return 0;
+}
+
+int tkv_raftlog_remove_region(struct tkv_raftlog *log, tkv_region_id region,
+                              tkv_raftlog_done_fn cb, void *arg)
+{
+    TKV_RET(check_usable(log));
+    struct rl_region *r = stage_region(log, region);
+    r->s_first = 1;
+    r->s_last = 0;
+    r->want_compact = 0;
+    struct rl_batch *b = batch_for(log, RL_REC_HDR);
+    rec_begin(b, RL_REC_REMOVE, region, 0);
+    rec_end(b, 0);
+    batch_add_cb(log, b, cb, arg);
+    return 0;
+}
+
+int tkv_raftlog_sync(struct tkv_raftlog *log, tkv_raftlog_done_fn cb, void *arg)
+{
+    TKV_RET(check_usable(log));
+    if (cb == NULL)
+        return 0;
+    batch_add_cb(log, NULL, cb, arg);
+    return 0;
+}
+
+/* ---- completion ---- */
+
+static void fire(struct rl_batch *b, int rv)
+{
+    for (size_t i = 0; i < b->n_cbs; i++)
+        b->cbs[i].fn(b->cbs[i].arg, rv);
+}
+
+/* Staged view := durable view for every region; free regions left empty. */
+static void rollback_staged(struct tkv_raftlog *log)
+{
+    struct rl_map *m = &log->regions;
+    size_t n_dead = 0;
+    tkv_region_id *dead = tkv_xmalloc((m->n + 1) * sizeof(*dead));
+    for (size_t i = 0; i < m->cap; i++) {
+        struct rl_region *r = m->slots[i];
+        if (r == NULL)
+            continue;
+        r->n_pending = 0;
+        raftlog_region_restage(r);
+        if (rl_region_dead(r))
+            dead[n_dead++] = r->id;
+    }
+    for (size_t i = 0; i < n_dead; i++) {
+        struct rl_region *r = raftlog_map_get(m, dead[i]);
+        raftlog_map_del(m, dead[i]);
+        raftlog_region_free(r);
+    }
+    tkv_free(dead);
+}
+
+/* Fail every staged and in-flight batch with rv, after the state is fixed so
+ * callbacks observe the final state. */
+static void fail_all(struct tkv_raftlog *log, int rv)
+{
+    struct rl_batch *b = log->head;
+    log->head = log->tail = NULL;
+    rollback_staged(log);
+    while (b) {
+        struct rl_batch *next = b->next;
+        fire(b, rv);
+        batch_free(b);
+        b = next;
+    }
+}
+
+static void go_fatal(struct tkv_raftlog *log, int res, const char *what)
+{
+    log->failed = true;
+    log->st.failed = true;
+    TKV_LOG_ERROR("raft log write failed: fail-stop, the store must restart",
+                  TKV_LF_STR("dir", log->dir ? log->dir : "(memory)"), TKV_LF_STR("op", what),
+                  TKV_LF_ERR(res));
+    fail_all(log, TKV_EIOFATAL);
+}
+
+static bool is_nospace(int res)
+{
+    return res == -ENOSPC || res == -EDQUOT;
+}
+
+static int batch_done(struct tkv_raftlog *log, int res)
+{
+    struct rl_batch *b = log->head;
+    struct rl_seg *s = active_seg(log);
+    tkv_assert(log->in_flight && b != NULL);
+    log->in_flight = false;
+    if (res >= 0 && (size_t)res != log->flight_len)
+        res = -EIO; /* short write: fatal like any write error */
+    if (res < 0) {
+        if (is_nospace(res)) {
+            /* A partial write may have left bytes past end; the next batch
+             * overwrites them, a segment switch zeroes them first. */
+            if (s->dirty_end < log->flight_off + log->flight_len)
+                s->dirty_end = log->flight_off + log->flight_len;
+            TKV_LOG_WARN("raft log append failed: disk full",
+                         TKV_LF_STR("dir", log->dir ? log->dir : "(memory)"), TKV_LF_ERR(res));
+            fail_all(log, TKV_ENOSPACE);
+            return TKV_ENOSPACE;
+        }
+        go_fatal(log, res, "write+fdatasync");
+        return TKV_EIOFATAL;
+    }
+    s->end = log->flight_off + log->flight_len;
+    log->next_seq++;
+    log->st.batches++;
+    log->st.records += b->n_records;
+    log->st.bytes_written += b->len;
+    log->head = b->next;
+    if (log->head == NULL)
+        log->tail = NULL;
+    for (size_t pos = RL_BATCH_HDR; pos < b->len;) {
+        const uint8_t *rec = b->buf + pos;
+        int rv = raftlog_apply_record(log, (uint32_t)s->id, log->flight_off + pos, rec, true);
+        tkv_assert(rv == 0);
+        pos += RL_REC_HDR + rl_get32(rec + 4);
+    }
+    fire(b, 0);
+    batch_free(b);
+    return 0;
+}
+
+/* ---- flush ---- */
+
+static int rotate(struct tkv_raftlog *log)
+{
+    struct rl_seg *s = active_seg(log);
+    int rv;
+    if (s->dirty_end > s->end) {
+        /* Leftover of a failed write: recovery must find zeros after the last
+         * batch of a sealed segment. */
+        rv = raftlog_io_zero(log, s, s->end, (size_t)(s->dirty_end - s->end));
+        if (rv < 0)
+            return rv;
+        s->dirty_end = 0;
+    }
+    return raftlog_io_create(log, s->id + 1);
+}
+
+static void seal(struct tkv_raftlog *log, struct rl_batch *b)
+{
+    uint8_t *h = b->buf;
+    rl_put32(h + 4, RL_BATCH_PAYLOAD);
+    h[8] = RL_REC_BATCH;
+    h[9] = h[10] = h[11] = 0;
+    rl_put64(h + 12, 0);
+    rl_put64(h + RL_REC_HDR, log->next_seq);
+    rl_put32(h + RL_REC_HDR + 8, (uint32_t)(b->len - RL_BATCH_HDR));
+    rl_put32(h + RL_REC_HDR + 12, b->n_records);
+    rl_put32(h, raftlog_crc32c(0, h + 4, RL_BATCH_HDR - 4));
+}
+
+#ifdef TKV_RAFTLOG_HAVE_REACTOR
+static void uring_done(struct tkv_io *io, int res)
+{
+    struct tkv_raftlog *log = io->data;
+    /* Failpoints on the io_uring path (Debug builds): the CQE reports an
+     * error even though the kernel may have written the data. */
+    fiu_do_on("raftlog/write_eio", res = -EIO);
+    fiu_do_on("raftlog/fsync_eio", res = -EIO);
+    fiu_do_on("raftlog/write_enospc", res = -ENOSPC);
+    batch_done(log, res);
+}
+
+static void mem_done(void *arg)
+{
+    struct tkv_raftlog *log = arg;
+    batch_done(log, (int)log->flight_len);
+}
+#endif
+
+/* Start writing the head batch. Returns 1 when a write is in flight
+ * (reactor), 0 when the batch completed synchronously, <0 on its error. */
+static int flush_one(struct tkv_raftlog *log)
+{
+    struct rl_batch *b = log->head;
+    bool rotated = false;
+    int rv;
+    if (b->n_records == 0) {
+        /* Only barriers: everything before them is durable already. */
+        log->head = b->next;
+        if (log->head == NULL)
+            log->tail = NULL;
+        fire(b, 0);
+        batch_free(b);
+        return 0;
+    }
+    struct rl_seg *s = active_seg(log);
+    if (s->end + b->len > log->segment_size) {
+        rv = rotate(log);
+        if (rv < 0) {
+            if (is_nospace(rv)) {
+                TKV_LOG_WARN("raft log: cannot create a segment, disk full",
+                             TKV_LF_STR("dir", log->dir ? log->dir : "(memory)"),
+                             TKV_LF_ERR(rv));
+                fail_all(log, TKV_ENOSPACE);
+                return TKV_ENOSPACE;
+            }
+            go_fatal(log, rv, "segment switch");
+            return TKV_EIOFATAL;
+        }
+        s = active_seg(log);
+        rotated = true;
+    }
+    seal(log, b);
+    log->in_flight = true;
+    log->flight_off = s->end;
+    log->flight_len = b->len;
+#ifdef TKV_RAFTLOG_HAVE_REACTOR
+    if (log->reactor) {
+        if (log->mem) {
+            rv = raftlog_io_write_sync(log, s, s->end, b->buf, b->len);
+            if (rv < 0) {
+                return batch_done(log, rv);
+            }
+            tkv_reactor_defer(log->reactor, mem_done, log);
+        } else {
+            log->iov.iov_base = b->buf;
+            log->iov.iov_len = b->len;
+            tkv_io_init(&log->io, uring_done, log);
+            tkv_reactor_write_sync(log->reactor, &log->io, s->fd, &log->iov, 1, s->end);
+        }
+        if (rotated)
+            tkv_raftlog_purge(log);
+        return 1;
+    }
+#endif
+    rv = raftlog_io_write_sync(log, s, s->end, b->buf, b->len);
+    rv = batch_done(log, rv < 0 ? rv : (int)b->len);
+    if (rv == 0 && rotated)
+        tkv_raftlog_purge(log);
+    return rv;
+}
+
+int tkv_raftlog_flush(struct tkv_raftlog *log)
+{
+    int rv = 0;
+    if (log->failed)
+        return TKV_EIOFATAL;
+    if (log->flushing)
+        return 0; /* a callback flushed: the outer loop goes on */
+    log->flushing = true;
+    while (log->head && !log->in_flight) {
+        rv = flush_one(log);
+        if (rv != 0)
+            break;
+    }
+    log->flushing = false;
+    return rv > 0 ? 0 : rv;
+}
+
+#ifdef TKV_RAFTLOG_HAVE_REACTOR
+/* The before-sleep hook cannot be unregistered (reactor.h has no call for
+ * it), so it points at a small shim that outlives the log and is reused when
+ * a log is opened again on the same reactor. Shims stay reachable from this
+ * list, one per reactor that ever had a log. */
+struct hook_shim {
+    struct hook_shim *next;
+    struct tkv_reactor *reactor;
+    struct tkv_raftlog *log;
+};
+static _Thread_local struct hook_shim *shims;
+
+static void before_sleep(void *arg)
+{
+    struct hook_shim *sh = arg;
+    if (sh->log && sh->log->head && !sh->log->in_flight)
+        tkv_raftlog_flush(sh->log);
+}
+
+static void hook_attach(struct tkv_raftlog *log)
+{
+    for (struct hook_shim *sh = shims; sh; sh = sh->next) {
+        if (sh->reactor == log->reactor && sh->log == NULL) {
+            sh->log = log;
+            return;
+        }
+    }
+    struct hook_shim *sh = tkv_xcalloc(1, sizeof(*sh));
+    sh->reactor = log->reactor;
+    sh->log = log;
+    sh->next = shims;
+    shims = sh;
+    tkv_reactor_on_before_sleep(log->reactor, before_sleep, sh);
+}
+
+static void hook_detach(struct tkv_raftlog *log)
+{
+    for (struct hook_shim *sh = shims; sh; sh = sh->next)
+        if (sh->log == log)
+            sh->log = NULL;
+}
+#endif
+
+/* ---- purge ---- */
+
+/* The oldest segment the region's durable state still depends on: its first
+ * entry (later entries sit in the same or later segments, since a
+ * truncation re-appends after), its latest hard state, and for an empty
+ * region the latest record (which carries its first index). */
+static uint64_t pin_seg(const struct rl_region *r)
+{
+    uint64_t pin = UINT64_MAX;
+    if (r->count > 0)
+        pin = r->ents[r->head].seg;
+    else if (r->first > 1 || r->has_hs)
+        pin = r->last_seg;
+    if (r->has_hs && r->hs_seg < pin)
+        pin = r->hs_seg;
+    return pin;
+}
+
+/* Idle regions pin old segments forever; copy their needed state (entries
+ * from first_index, hard state) to the log head so the segment can go
+ * (raft-engine's rewrite). Only regions with nothing staged (a rewrite is an
+ * append at first_index, which would cut staged entries) whose last record
+ * is old, and whose entries fit one record. The purge after the rewrite's
+ * batch is durable deletes the segment. */
+static void rewrite_pinning(struct tkv_raftlog *log, uint64_t oldest, uint64_t active)
+{
+    struct rl_map *m = &log->regions;
+    size_t n = 0;
+    tkv_region_id *ids = NULL;
+    for (size_t i = 0; i < m->cap; i++) {
+        struct rl_region *r = m->slots[i];
+        if (r && r->n_pending == 0 && pin_seg(r) == oldest && r->last_seg + 1 < active) {
+            if (ids == NULL)
+                ids = tkv_xmalloc(m->n * sizeof(*ids));
+            ids[n++] = r->id;
+        }
+    }
+    for (size_t k = 0; k < n; k++) {
+        struct rl_region *r = raftlog_map_get(m, ids[k]);
+        const struct tkv_raftlog_hardstate *hs = r->has_hs ? &r->hs : NULL;
+        if (r->count == 0) {
+            if (hs)
+                tkv_raftlog_append(log, r->id, NULL, 0, hs, NULL, NULL);
+            else
+                tkv_raftlog_compact(log, r->id, r->first - 1, NULL, NULL);
+            continue;
+        }
+        size_t bytes = RL_REC_HDR + RL_APPEND_FIXED + RL_HS_BYTES;
+        for (uint64_t i = 0; i < r->count; i++)
+            bytes += RL_ENT_FIXED + r->ents[r->head + i].len;
+        if (bytes > rec_limit(log))
+            continue;
+        struct tkv_raftlog_entry *e = NULL;
+        size_t ne = 0;
+        tkv_index first = r->first, last = r->first + r->count - 1;
+        if (tkv_raftlog_read(log, r->id, first, last + 1, 0, &e, &ne) == 0 && ne == r->count)
+            tkv_raftlog_append(log, r->id, e, ne, hs, NULL, NULL);
+        tkv_free(e);
+    }
+    tkv_free(ids);
+}
+
+int tkv_raftlog_purge(struct tkv_raftlog *log)
+{
+    TKV_RET(check_usable(log));
+    struct rl_map *m = &log->regions;
+    struct rl_seg *act = active_seg(log);
+    uint64_t min_seg = act->id;
+    /* Held-back compactions first: the safe index may have moved. */
+    if (log->safe_fn) {
+        size_t n_re = 0;
+        tkv_region_id *re = NULL;
+        for (size_t i = 0; i < m->cap; i++) {
+            struct rl_region *r = m->slots[i];
+            if (r && r->want_compact >= r->s_first) {
+                if (re == NULL)
+                    re = tkv_xmalloc(m->n * sizeof(*re));
+                re[n_re++] = r->id;
+            }
+        }
+        for (size_t i = 0; i < n_re; i++) {
+            struct rl_region *r = raftlog_map_get(m, re[i]);
+            tkv_index safe = log->safe_fn(log->safe_arg, re[i]);
+            tkv_index upto = TKV_MIN(r->want_compact, safe);
+            if (upto >= r->s_first)
+                tkv_raftlog_compact(log, re[i], upto, NULL, NULL);
+        }
+        tkv_free(re);
+    }
+    for (size_t i = 0; i < m->cap; i++) {
+        struct rl_region *r = m->slots[i];
+        if (r != NULL)
+            min_seg = TKV_MIN(min_seg, pin_seg(r));
+    }
+    if (log->n_segs > 2 && min_seg == log->segs[0].id)
+        rewrite_pinning(log, min_seg, act->id);
+    size_t n_del = 0;
+    int rv = 0;
+    while (n_del + 1 < log->n_segs && log->segs[n_del].id < min_seg) {
+        rv = raftlog_io_remove(log, &log->segs[n_del]);
+        if (rv < 0)
+            break;
+        n_del++;
+    }
+    if (n_del > 0) {
+        memmove(log->segs, log->segs + n_del, (log->n_segs - n_del) * sizeof(*log->segs));
+        log->n_segs -= n_del;
+        log->st.segments_purged += n_del;
+        int rv2 = raftlog_io_sync_dir(log);
+        if (rv == 0)
+            rv = rv2;
+    }
+    if (rv < 0) {
+        TKV_LOG_WARN("raft log purge: cannot delete a segment",
+                     TKV_LF_STR("dir", log->dir ? log->dir : "(memory)"), TKV_LF_ERR(rv));
+        return rv;
+    }
+    return (int)n_del;
+}
+
+void tkv_raftlog_set_safe_fn(struct tkv_raftlog *log, tkv_raftlog_safe_fn fn, void *arg)
+{
+    log->safe_fn = fn;
+    log->safe_arg = arg;
+}
+
+/* ---- reads ---- */
+
+tkv_index tkv_raftlog_first_index(const struct tkv_raftlog *log, tkv_region_id region)
+{
+    const struct rl_region *r = raftlog_map_get(&log->regions, region);
+    return r ? r->first : 1;
+}
+
+tkv_index tkv_raftlog_last_index(const struct tkv_raftlog *log, tkv_region_id region)
+{
+    const struct rl_region *r = raftlog_map_get(&log->regions, region);
+    return r ? r->first + r->count - 1 : 0;
+}
+
+int tkv_raftlog_term(const struct tkv_raftlog *log, tkv_region_id region, tkv_index index,
+                     tkv_term *term_out)
+{
+    const struct rl_region *r = raftlog_map_get(&log->regions, region);
+    if (r == NULL)
+        return TKV_ENOTFOUND;
+    if (index < r->first)
+        return TKV_ECOMPACTED;
+    if (index >= r->first + r->count)
+        return TKV_ENOTFOUND;
+    *term_out = r->ents[r->head + (index - r->first)].term;
+    return 0;
+}
+
+int tkv_raftlog_hardstate(const struct tkv_raftlog *log, tkv_region_id region,
+                          struct tkv_raftlog_hardstate *hs_out)
+{
+    const struct rl_region *r = raftlog_map_get(&log->regions, region);
+    if (r == NULL || !r->has_hs)
+        return TKV_ENOTFOUND;
+    *hs_out = r->hs;
+    return 0;
+}
+
+int tkv_raftlog_read(struct tkv_raftlog *log, tkv_region_id region, tkv_index lo, tkv_index hi,
+                     size_t max_bytes, struct tkv_raftlog_entry **entries_out, size_t *n_out)
+{
+    const struct rl_region *r = raftlog_map_get(&log->regions, region);
+    if (lo > hi)
+        return TKV_EINVAL;
+    if (r == NULL)
+        return lo == hi ? (*entries_out = NULL, *n_out = 0, 0) : TKV_ENOTFOUND;
+    if (lo < r->first)
+        return TKV_ECOMPACTED;
+    if (hi > r->first + r->count)
+        return TKV_ENOTFOUND;
+    size_t n = 0, data = 0;
+    for (tkv_index i = lo; i < hi; i++) {
+        const struct rl_ent *e = &r->ents[r->head + (i - r->first)];
+        if (max_bytes && n > 0 && data + e->len > max_bytes)
+            break;
+        data += e->len;
+        n++;
+    }
+    if (n == 0) {
+        *entries_out = NULL;
+        *n_out = 0;
+        return 0;
+    }
+    struct tkv_raftlog_entry *out = tkv_malloc(n * sizeof(*out) + data);
+    if (out == NULL)
+        return TKV_ENOMEM;
+    uint8_t *dp = (uint8_t *)(out + n);
+    for (size_t k = 0; k < n; k++) {
+        const struct rl_ent *e = &r->ents[r->head + (lo + k - r->first)];
+        struct rl_seg *s = raftlog_seg_find(log, e->seg);
+        if (s == NULL) {
+            tkv_free(out);
+            TKV_LOG_ERROR("raft log index points at a purged segment",
+                          TKV_LF_U64("region_id", region), TKV_LF_U64("segment", e->seg));
+            return TKV_ECORRUPT;
+        }
+        int rv = raftlog_io_read(log, s, e->off, dp, e->len);
+        if (rv < 0) {
+            tkv_free(out);
+            return rv;
+        }
+        out[k].index = lo + k;
+        out[k].term = e->term;
+        out[k].type = e->type;
+        out[k].data = TKV_SLICE(dp, e->len);
+        dp += e->len;
+    }
+    *entries_out = out;
+    *n_out = n;
+    return 0;
+}
+
+void tkv_raftlog_foreach_region(const struct tkv_raftlog *log,
+                                void (*fn)(void *arg, tkv_region_id region), void *arg)
+{
+    for (size_t i = 0; i < log->regions.cap; i++) {
+        const struct rl_region *r = log->regions.slots[i];
+        if (r && (r->count > 0 || r->has_hs || r->first > 1))
+            fn(arg, r->id);
+    }
+}
+
+void tkv_raftlog_stats(const struct tkv_raftlog *log, struct tkv_raftlog_stats *out)
+{
+    *out = log->st;
+    out->n_regions = log->regions.n;
+    out->n_segments = log->n_segs;
+    out->active_segment = log->n_segs ? log->segs[log->n_segs - 1].id : 0;
+    uint64_t bytes = log->regions.cap * sizeof(void *) + log->n_segs * sizeof(struct rl_seg);
+    for (size_t i = 0; i < log->regions.cap; i++) {
+        const struct rl_region *r = log->regions.slots[i];
+        if (r)
+            bytes += sizeof(*r) + r->cap * sizeof(struct rl_ent);
+    }
+    out->index_bytes = bytes;
+    out->failed = log->failed;
+}
+
+bool tkv_raftlog_idle(const struct tkv_raftlog *log)
+{
+    return !log->in_flight;
+}
+
+/* ---- open / close ---- */
+
+static int open_common(const struct tkv_raftlog_config *cfg, struct tkv_raftlog_memdisk *disk,
+                       struct tkv_raftlog **log_out, struct tkv_raftlog_corruption *where)
+{
+    int rv;
+    struct tkv_raftlog *log = NULL;
+    if (cfg == NULL || (disk == NULL && (cfg->dir == NULL || cfg->dir[0] == '\0')))
+        return TKV_EINVAL;
+#ifndef TKV_RAFTLOG_HAVE_REACTOR
+    if (cfg->reactor)
+        return TKV_EINVAL;
+#endif
+    uint64_t seg = cfg->segment_size ? cfg->segment_size : 64ull << 20;
+    if (seg < RL_MIN_SEGMENT || seg > UINT32_MAX)
+        return TKV_EINVAL;
+    uint64_t mb = cfg->max_batch_bytes ? cfg->max_batch_bytes : 1u << 20;
+    if (mb > seg - RL_SEG_HDR)
+        mb = seg - RL_SEG_HDR;
+    if (mb < 256)
+        return TKV_EINVAL;
+    if (disk && disk->in_use)
+        return TKV_EINVAL;
+    log = tkv_xcalloc(1, sizeof(*log));
+    log->dir_fd = -1;
+    log->mem = disk;
+    log->reactor = cfg->reactor;
+    log->segment_size = seg;
+    log->max_batch = (uint32_t)mb;
+    if (disk)
+        disk->in_use = true;
+    else
+        log->dir = tkv_xstrdup(cfg->dir);
+    TKV_ERR(raftlog_io_open_dir(log));
+    TKV_ERR(raftlog_recover(log, where));
+#ifdef TKV_RAFTLOG_HAVE_REACTOR
+    if (log->reactor)
+        hook_attach(log);
+#endif
+    *log_out = log;
+    return 0;
+err:
+    log->closing = true;
+    tkv_raftlog_close(log);
+    assert(rv != 0);
+    return rv;
+}
+
+int tkv_raftlog_open(const struct tkv_raftlog_config *cfg, struct tkv_raftlog **log_out,
+                     struct tkv_raftlog_corruption *where_out)
+{
+    return open_common(cfg, NULL, log_out, where_out);
+}
+
+int tkv_raftlog_open_mem(const struct tkv_raftlog_config *cfg, struct tkv_raftlog_memdisk *disk,
+                         struct tkv_raftlog **log_out, struct tkv_raftlog_corruption *where_out)
+{
+    if (disk == NULL)
+        return TKV_EINVAL;
+    return open_common(cfg, disk, log_out, where_out);
+}
+
+void tkv_raftlog_close(struct tkv_raftlog *log)
+{
+    if (log == NULL)
+        return;
+    tkv_assert(!log->in_flight);
+    log->closing = true;
+#ifdef TKV_RAFTLOG_HAVE_REACTOR
+    if (log->reactor)
+        hook_detach(log);
+#endif
+    struct rl_batch *b = log->head;
+    log->head = log->tail = NULL;
+    while (b) {
+        struct rl_batch *next = b->next;
+        fire(b, TKV_ESHUTDOWN);
+        batch_free(b);
+        b = next;
+    }
+    for (size_t i = 0; i < log->n_segs; i++)
+        raftlog_io_close_seg(log, &log->segs[i]);
+    raftlog_io_close_dir(log);
+    if (log->mem)
+        log->mem->in_use = false;
+    raftlog_map_free(&log->regions);
+    tkv_free(log->segs);
+    tkv_free(log->dir);
+    tkv_free(log);
+}

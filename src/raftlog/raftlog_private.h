@@ -1,0 +1,236 @@
+/* raftlog internals shared by its files: the on-disk format, the index of
+ * regions and entries, segments, batches and the two storage backends. */
+#ifndef RAFTLOG_PRIVATE_H
+#define RAFTLOG_PRIVATE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "tkv/raftlog.h"
+#include "tkv/reactor.h"
+
+/* ---- on-disk format (all integers little-endian) ----
+ *
+ * Segment file "<16 hex digits id>.rlog", preallocated to segment_size:
+ *   [0,64)  header: magic "TKVRLOG\0", u32 version, u32 header size,
+ *           u64 id, u64 segment size, u32 max batch bytes, zero padding,
+ *           u32 CRC32C of bytes [0,60) at offset 60.
+ *   then batches, then zeros (preallocated, never recycled).
+ * Record: u32 crc, u32 payload length, u8 type, u8[3] zero, u64 region,
+ *         payload. crc = CRC32C of bytes [4, 20 + length).
+ * Batch: a BATCH record (region 0; payload u64 seq, u32 body bytes, u32
+ *        records) followed by `records` records totalling `body bytes`. Each
+ *        batch is one write followed by one fdatasync; seq grows by one per
+ *        batch across segments, so a missing or repeated batch is visible.
+ * APPEND payload: u64 first index, u32 n, u32 flags (bit 0: hard state
+ *        follows), [u64 term, u64 vote, u64 commit], n x (u64 term, u32 type,
+ *        u32 data length, data). With n == 0 the first-index field carries
+ *        the region's first index instead.
+ * TRUNCATE payload: u64 from, u64 region's first index.
+ * COMPACT payload: u64 upto.  REMOVE: empty.
+ * Every record that can leave a region empty carries its first index, so
+ * the latest record alone defines an empty region (older segments holding
+ * the region's history can then be purged). */
+#define RL_MAGIC "TKVRLOG"
+#define RL_VERSION 1u
+#define RL_SEG_HDR 64u
+#define RL_REC_HDR 20u
+#define RL_BATCH_PAYLOAD 16u
+#define RL_BATCH_HDR (RL_REC_HDR + RL_BATCH_PAYLOAD)
+#define RL_APPEND_FIXED 16u
+#define RL_HS_BYTES 24u
+#define RL_ENT_FIXED 16u
+#define RL_MIN_SEGMENT (16u * 1024u)
+
+enum rl_rec_type {
+    RL_REC_BATCH = 1,
+    RL_REC_APPEND = 2,
+    RL_REC_TRUNCATE = 3,
+    RL_REC_COMPACT = 4,
+    RL_REC_REMOVE = 5,
+};
+
+static inline void rl_put32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
+static inline void rl_put64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
+static inline uint32_t rl_get32(const uint8_t *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+static inline uint64_t rl_get64(const uint8_t *p)
+{
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return v;
+}
+
+/* CRC32C (Castagnoli): SSE4.2 instruction when the CPU has it, a slicing
+ * table otherwise. crc is the running value (0 to start). */
+uint32_t raftlog_crc32c(uint32_t crc, const void *buf, size_t len);
+/* The table implementation, exposed so tests compare both. */
+uint32_t raftlog_crc32c_sw(uint32_t crc, const void *buf, size_t len);
+
+/* ---- index ---- */
+
+/* Where an entry's data lives; 24 bytes per entry. */
+struct rl_ent {
+    uint64_t term;
+    uint32_t seg; /* segment id */
+    uint32_t off; /* data offset inside the segment */
+    uint32_t len;
+    uint32_t type;
+};
+
+struct rl_region {
+    tkv_region_id id;
+    /* durable view: entries [first, first+count) at ents[head .. head+count) */
+    uint64_t first;
+    uint64_t count;
+    struct rl_ent *ents;
+    size_t head, cap;
+    bool has_hs;
+    struct tkv_raftlog_hardstate hs;
+    uint32_t hs_seg;
+    uint32_t last_seg; /* segment of the latest record applied */
+    uint64_t want_compact; /* compaction asked for but held back by safe */
+    /* staged view: what the next staged call is validated against */
+    uint64_t s_first, s_last;
+    uint32_t n_pending; /* staged records not yet applied */
+};
+
+/* A region with no durable state and nothing staged is freed at once, which
+ * keeps index memory bounded as regions come and go. */
+static inline bool rl_region_dead(const struct rl_region *r)
+{
+    return r->count == 0 && !r->has_hs && r->first <= 1 && r->n_pending == 0 &&
+           r->want_compact == 0;
+}
+
+struct rl_map {
+    struct rl_region **slots;
+    size_t cap, n; /* cap is 0 or a power of two */
+};
+
+/* Free the region's memory (not its map slot). */
+void raftlog_region_free(struct rl_region *r);
+/* Staged view := durable view. */
+void raftlog_region_restage(struct rl_region *r);
+struct rl_region *raftlog_map_get(const struct rl_map *m, tkv_region_id id);
+/* Insert a new, zeroed region (aborts on OOM: server layer). */
+struct rl_region *raftlog_map_add(struct rl_map *m, tkv_region_id id);
+void raftlog_map_del(struct rl_map *m, tkv_region_id id);
+void raftlog_map_free(struct rl_map *m);
+
+/* ---- segments, batches, the log ---- */
+
+struct rl_memseg {
+    uint64_t id;
+    uint8_t *buf;
+    size_t size;
+};
+
+struct tkv_raftlog_memdisk {
+    struct rl_memseg *segs;
+    size_t n, cap;
+    uint64_t limit, used;
+    bool in_use;
+};
+
+struct rl_seg {
+    uint64_t id;
+    int fd;                /* disk: open O_RDWR, -1 for mem */
+    struct rl_memseg *mem; /* mem: NULL for disk (looked up by id) */
+    uint64_t end;          /* end of valid data (next write offset) */
+    uint64_t dirty_end;    /* > end after a failed write left bytes there */
+};
+
+struct rl_cb {
+    tkv_raftlog_done_fn fn;
+    void *arg;
+};
+
+struct rl_batch {
+    struct rl_batch *next;
+    uint8_t *buf; /* begins with RL_BATCH_HDR reserved bytes */
+    size_t len, cap;
+    uint32_t n_records;
+    struct rl_cb *cbs;
+    size_t n_cbs, cap_cbs;
+};
+
+struct tkv_raftlog {
+    char *dir;
+    int dir_fd;
+    struct tkv_raftlog_memdisk *mem;
+    struct tkv_reactor *reactor;
+    uint64_t segment_size;
+    uint32_t max_batch;
+
+    struct rl_map regions;
+    struct rl_seg *segs; /* ascending id; the last is active */
+    size_t n_segs, cap_segs;
+
+    struct rl_batch *head, *tail; /* staged FIFO; head may be in flight */
+    bool in_flight;
+    bool failed;
+    bool closing;
+    bool flushing; /* reentrancy guard for callbacks that stage */
+    uint64_t next_seq;
+    uint64_t flight_off;
+    size_t flight_len;
+    struct tkv_io io;
+    struct iovec iov;
+
+    tkv_raftlog_safe_fn safe_fn;
+    void *safe_arg;
+
+    struct tkv_raftlog_stats st;
+};
+
+/* Apply one decoded record found at segment `seg`, byte `rec_off` (of its
+ * header) to the durable index. Shared by batch completion and recovery so
+ * both give one meaning to the log. Returns 0 or TKV_ECORRUPT (malformed
+ * payload). `pending` says whether the record was staged in this process. */
+int raftlog_apply_record(struct tkv_raftlog *log, uint32_t seg, uint64_t rec_off,
+                         const uint8_t *rec, bool pending);
+
+/* Segment bookkeeping (raftlog.c). */
+struct rl_seg *raftlog_seg_find(struct tkv_raftlog *log, uint64_t id);
+struct rl_seg *raftlog_seg_push(struct tkv_raftlog *log, uint64_t id);
+
+/* Recovery (raftlog_recover.c): scan every segment listed, rebuild index. */
+int raftlog_recover(struct tkv_raftlog *log, struct tkv_raftlog_corruption *where);
+
+/* Backend I/O (raftlog_io.c); disk when log->mem is NULL. Synchronous. */
+int raftlog_io_open_dir(struct tkv_raftlog *log);
+/* Segment ids present, ascending, in *ids_out (tkv_xmalloc'ed). */
+int raftlog_io_list(struct tkv_raftlog *log, uint64_t **ids_out, size_t *n_out);
+/* Create segment id durably (temp file, header, preallocate, fsync, rename,
+ * fsync dir) and append it to log->segs. */
+int raftlog_io_create(struct tkv_raftlog *log, uint64_t id);
+/* Open an existing segment into log->segs (end unknown yet). */
+int raftlog_io_attach(struct tkv_raftlog *log, uint64_t id);
+/* Whole-segment view for recovery; release with raftlog_io_unmap. */
+int raftlog_io_map(struct tkv_raftlog *log, struct rl_seg *s, const uint8_t **p_out,
+                   size_t *len_out);
+void raftlog_io_unmap(struct tkv_raftlog *log, const uint8_t *p, size_t len);
+/* Write + data sync (synchronous mode and mem). */
+int raftlog_io_write_sync(struct tkv_raftlog *log, struct rl_seg *s, uint64_t off,
+                          const void *buf, size_t len);
+int raftlog_io_read(struct tkv_raftlog *log, const struct rl_seg *s, uint64_t off, void *buf,
+                    size_t len);
+/* Durably zero [off, off+len). */
+int raftlog_io_zero(struct tkv_raftlog *log, struct rl_seg *s, uint64_t off, size_t len);
+/* Delete the segment file and close it (not removed from log->segs). */
+int raftlog_io_remove(struct tkv_raftlog *log, struct rl_seg *s);
+int raftlog_io_sync_dir(struct tkv_raftlog *log);
+void raftlog_io_close_seg(struct tkv_raftlog *log, struct rl_seg *s);
+void raftlog_io_close_dir(struct tkv_raftlog *log);
+
+/* Segment header encode/decode. */
+void raftlog_seg_header(uint8_t *hdr, uint64_t id, uint64_t size, uint32_t max_batch);
+
+#endif
