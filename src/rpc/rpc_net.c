@@ -1,0 +1,510 @@
+/* Binds the gRPC engine to the reactor: per-core listener with SO_REUSEPORT,
+ * accept, a recv loop, one send in flight per connection from an owned
+ * buffer, a per-connection timer, graceful GOAWAY on stop, client connect. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "rpc_int.h"
+#include "tkv/err.h"
+#include "tkv/log.h"
+#include "tkv/mem.h"
+#include "tkv/reactor.h"
+
+#define RPC_RBUF (64u * 1024)
+#define RPC_CLIENT_HIGH_WATER (4u << 20)
+
+/* One TCP connection. Freed only from a reactor callback (the fd close
+ * completion or a deferred task), never synchronously from user code, so
+ * user callbacks may close clients from anywhere. */
+struct rpc_sock {
+    struct tkv_reactor *r;
+    int fd;
+    struct rpc_conn *conn;
+    struct tkv_rpc_server *srv; /* server side */
+    struct tkv_rpc_client *cl;  /* client side */
+    struct rpc_sock *prev, *next;
+    struct tkv_io rio, wio, xio; /* recv, send, connect/close */
+    struct tkv_timer timer;
+    uint8_t *rbuf;
+    int tasks;          /* deferred tasks holding a pointer to us */
+    bool flush_queued;
+    bool connected;
+    bool closing;
+    bool fd_closed;     /* close(fd) submitted or fd < 0 */
+    bool finished;      /* every operation done; waiting only for the user (client) */
+    bool user_closed;   /* client: tkv_rpc_client_close called */
+    bool recv_paused;
+    uint64_t hs_deadline;
+    uint64_t last_rx;
+    size_t high_water;
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+};
+
+static void sock_flush(struct rpc_sock *s);
+static void sock_close(struct rpc_sock *s);
+static void sock_rearm(struct rpc_sock *s);
+
+static void sock_destroy(struct rpc_sock *s)
+{
+    if (s->cl)
+        rpc_client_destroy(s->cl); /* frees the conn too */
+    else
+        rpc_conn_free(s->conn);
+    tkv_free(s->rbuf);
+    tkv_free(s);
+}
+
+/* Called from reactor callbacks only. */
+static void sock_maybe_finish(struct rpc_sock *s)
+{
+    if (!s->closing || tkv_io_pending(&s->rio) || tkv_io_pending(&s->wio) ||
+        tkv_io_pending(&s->xio))
+        return;
+    if (!s->fd_closed) {
+        s->fd_closed = true;
+        tkv_reactor_close(s->r, &s->xio, s->fd);
+        return;
+    }
+    if (s->tasks > 0)
+        return;
+    s->finished = true;
+    if (s->cl && !s->user_closed)
+        return; /* the client object stays until tkv_rpc_client_close */
+    sock_destroy(s);
+}
+
+static void deferred_task(void *arg)
+{
+    struct rpc_sock *s = arg;
+    s->tasks--;
+    s->flush_queued = false;
+    if (s->closing) {
+        sock_maybe_finish(s);
+        return;
+    }
+    sock_flush(s);
+    sock_rearm(s);
+}
+
+static void sock_defer(struct rpc_sock *s)
+{
+    s->tasks++;
+    tkv_reactor_defer(s->r, deferred_task, s);
+}
+
+/* ---- transport ops for the engine ---- */
+
+static void tp_want_write(void *arg)
+{
+    struct rpc_sock *s = arg;
+    if (s->flush_queued || s->closing)
+        return;
+    s->flush_queued = true;
+    sock_defer(s);
+}
+
+static uint64_t tp_now(void *arg)
+{
+    struct rpc_sock *s = arg;
+    return tkv_now_ns(s->r);
+}
+
+static void tp_close(void *arg)
+{
+    struct rpc_sock *s = arg;
+    s->user_closed = true;
+    if (!s->closing)
+        sock_close(s);
+    sock_defer(s); /* finish from a reactor turn, not from inside user code */
+}
+
+static const struct rpc_transport net_tp = {tp_want_write, tp_now, tp_close};
+
+/* ---- I/O ---- */
+
+static void post_recv(struct rpc_sock *s)
+{
+    if (!s->closing && !tkv_io_pending(&s->rio))
+        tkv_reactor_recv(s->r, &s->rio, s->fd, s->rbuf, RPC_RBUF);
+}
+
+static void on_send(struct tkv_io *io, int res)
+{
+    struct rpc_sock *s = io->data;
+    rpc_conn_sent(s->conn);
+    if (s->closing) {
+        sock_maybe_finish(s);
+        return;
+    }
+    if (res < 0) {
+        sock_close(s);
+        sock_maybe_finish(s);
+        return;
+    }
+    sock_flush(s);
+    if (s->recv_paused && rpc_conn_pending_out(s->conn) < s->high_water) {
+        s->recv_paused = false;
+        post_recv(s);
+    }
+}
+
+static void sock_flush(struct rpc_sock *s)
+{
+    const uint8_t *p;
+    size_t n;
+    if (s->closing || !s->connected || tkv_io_pending(&s->wio))
+        return;
+    if (rpc_conn_pull(s->conn, &p, &n) != 0) {
+        sock_close(s);
+        return;
+    }
+    if (n > 0) {
+        /* p is the conn's owned buffer, untouched until rpc_conn_sent. */
+        tkv_reactor_send(s->r, &s->wio, s->fd, p, n);
+        return;
+    }
+    if (rpc_conn_done(s->conn))
+        sock_close(s);
+}
+
+static void on_recv(struct tkv_io *io, int res)
+{
+    struct rpc_sock *s = io->data;
+    if (s->closing) {
+        sock_maybe_finish(s);
+        return;
+    }
+    if (res <= 0) {
+        sock_close(s);
+        sock_maybe_finish(s);
+        return;
+    }
+    s->last_rx = tkv_now_ns(s->r);
+    if (rpc_conn_recv(s->conn, s->rbuf, (size_t)res) != 0) {
+        sock_close(s);
+        sock_maybe_finish(s);
+        return;
+    }
+    sock_flush(s);
+    if (s->closing) {
+        sock_maybe_finish(s);
+        return;
+    }
+    /* Backpressure: a peer that does not read its responses stops being read. */
+    if (tkv_io_pending(&s->wio) && rpc_conn_pending_out(s->conn) >= s->high_water)
+        s->recv_paused = true;
+    else
+        post_recv(s);
+    sock_rearm(s);
+}
+
+static void on_timer(struct tkv_timer *t)
+{
+    struct rpc_sock *s = t->data;
+    uint64_t now = tkv_now_ns(s->r);
+    if (s->closing)
+        return;
+    if (s->hs_deadline && !s->conn->got_frame && now >= s->hs_deadline) {
+        TKV_LOG_INFO("rpc: closing connection without HTTP/2 preface (handshake timeout)");
+        sock_close(s);
+        sock_maybe_finish(s);
+        return;
+    }
+    if (s->srv && s->srv->cfg.idle_timeout_ns && s->conn->n_calls == 0 &&
+        now - s->last_rx >= s->srv->cfg.idle_timeout_ns) {
+        rpc_conn_shutdown(s->conn);
+    }
+    rpc_conn_expire(s->conn, now);
+    sock_flush(s);
+    if (s->closing) {
+        sock_maybe_finish(s);
+        return;
+    }
+    sock_rearm(s);
+}
+
+static void sock_rearm(struct rpc_sock *s)
+{
+    uint64_t next = rpc_conn_next_deadline(s->conn);
+    uint64_t now = tkv_now_ns(s->r);
+    if (s->closing)
+        return;
+    if (s->hs_deadline && !s->conn->got_frame && (!next || s->hs_deadline < next))
+        next = s->hs_deadline;
+    if (s->srv && s->srv->cfg.idle_timeout_ns && s->conn->n_calls == 0 && !s->conn->goaway) {
+        uint64_t idle = s->last_rx + s->srv->cfg.idle_timeout_ns;
+        if (!next || idle < next)
+            next = idle;
+    }
+    if (!next) {
+        tkv_timer_stop(s->r, &s->timer);
+        return;
+    }
+    if (tkv_timer_armed(&s->timer) && s->timer.deadline_ns == (next > now ? next : now + 1))
+        return;
+    tkv_timer_start(s->r, &s->timer, next > now ? next - now : 0);
+}
+
+static void on_xio_done(struct tkv_io *io, int res)
+{
+    (void)res;
+    sock_maybe_finish(io->data);
+}
+
+/* Start tearing down: owners of calls hear about it now; memory goes once
+ * the reactor returned every buffer (STYLE.md 4.6 rule 4). */
+static void sock_close(struct rpc_sock *s)
+{
+    if (s->closing)
+        return;
+    s->closing = true;
+    tkv_timer_stop(s->r, &s->timer);
+    if (s->srv) {
+        if (s->prev)
+            s->prev->next = s->next;
+        else
+            s->srv->socks = s->next;
+        if (s->next)
+            s->next->prev = s->prev;
+        s->prev = s->next = NULL;
+        s->srv->n_conns--;
+    }
+    if (s->cl)
+        rpc_client_set_unusable(s->cl);
+    rpc_conn_abort(s->conn, TKV_GRPC_UNAVAILABLE, "connection closed");
+    if (tkv_io_pending(&s->rio))
+        tkv_reactor_cancel(s->r, &s->rio);
+    if (tkv_io_pending(&s->wio))
+        tkv_reactor_cancel(s->r, &s->wio);
+    if (tkv_io_pending(&s->xio))
+        tkv_reactor_cancel(s->r, &s->xio);
+    /* Nothing pending: make sure some callback finishes the job. */
+    if (!tkv_io_pending(&s->rio) && !tkv_io_pending(&s->wio) && !tkv_io_pending(&s->xio))
+        sock_defer(s);
+}
+
+static struct rpc_sock *sock_new(struct tkv_reactor *r, int fd)
+{
+    struct rpc_sock *s = tkv_xcalloc(1, sizeof(*s));
+    s->r = r;
+    s->fd = fd;
+    s->rbuf = tkv_xmalloc(RPC_RBUF);
+    tkv_io_init(&s->rio, on_recv, s);
+    tkv_io_init(&s->wio, on_send, s);
+    tkv_io_init(&s->xio, on_xio_done, s);
+    tkv_timer_init(&s->timer, on_timer, s);
+    s->last_rx = tkv_now_ns(r);
+    if (fd >= 0) {
+        int one = 1;
+        (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    } else {
+        s->fd_closed = true;
+    }
+    return s;
+}
+
+/* ---- server ---- */
+
+static void on_accept(struct tkv_io *io, int res);
+
+static void listener_close(struct tkv_rpc_server *srv)
+{
+    if (srv->listen_fd >= 0 && !tkv_io_pending(&srv->accept_io) &&
+        !tkv_io_pending(&srv->lclose_io)) {
+        tkv_reactor_close(srv->r, &srv->lclose_io, srv->listen_fd);
+        srv->listen_fd = -1;
+    }
+}
+
+static void on_listener_closed(struct tkv_io *io, int res)
+{
+    (void)io;
+    (void)res;
+}
+
+static void server_accepted(struct tkv_rpc_server *srv, int fd)
+{
+    struct rpc_sock *s = sock_new(srv->r, fd);
+    s->srv = srv;
+    s->high_water = srv->cfg.out_high_water;
+    s->conn = rpc_conn_new_server(srv, &net_tp, s);
+    s->connected = true;
+    s->hs_deadline = tkv_now_ns(srv->r) + srv->cfg.handshake_timeout_ns;
+    s->next = srv->socks;
+    if (srv->socks)
+        srv->socks->prev = s;
+    srv->socks = s;
+    srv->n_conns++;
+    post_recv(s);
+    sock_flush(s); /* our SETTINGS */
+    sock_rearm(s);
+}
+
+static void on_accept(struct tkv_io *io, int res)
+{
+    struct tkv_rpc_server *srv = io->data;
+    if (res >= 0) {
+        if (srv->shutting)
+            close(res);
+        else
+            server_accepted(srv, res);
+    } else if (res != -ECANCELED && !srv->shutting) {
+        TKV_LOG_WARN("rpc: accept failed", TKV_LF_ERR(res));
+    }
+    if (srv->shutting) {
+        listener_close(srv);
+        return;
+    }
+    tkv_reactor_accept(srv->r, &srv->accept_io, srv->listen_fd);
+}
+
+static void server_net_drop(struct tkv_rpc_server *srv)
+{
+    /* After the loop stopped every operation completed; whatever is left is
+     * freed synchronously here. */
+    while (srv->socks) {
+        struct rpc_sock *s = srv->socks;
+        srv->socks = s->next;
+        srv->n_conns--;
+        rpc_conn_free(s->conn);
+        if (!s->fd_closed)
+            close(s->fd);
+        tkv_free(s->rbuf);
+        tkv_free(s);
+    }
+    if (srv->listen_fd >= 0)
+        close(srv->listen_fd);
+    srv->listen_fd = -1;
+}
+
+static void server_on_stop(void *arg)
+{
+    tkv_rpc_server_shutdown(arg);
+}
+
+int tkv_rpc_server_listen(struct tkv_rpc_server *srv, struct tkv_reactor *r, const char *host,
+                          uint16_t port, uint16_t *port_out)
+{
+    if (srv->listening)
+        return TKV_EINVAL;
+    int fd = tkv_reactor_listen_tcp(host, port, true, 1024, port_out);
+    if (fd < 0)
+        return fd;
+    srv->r = r;
+    srv->listen_fd = fd;
+    srv->listening = true;
+    srv->net_drop = server_net_drop;
+    tkv_io_init(&srv->accept_io, on_accept, srv);
+    tkv_io_init(&srv->lclose_io, on_listener_closed, srv);
+    tkv_reactor_accept(r, &srv->accept_io, fd);
+    tkv_reactor_on_stop(r, server_on_stop, srv);
+    return 0;
+}
+
+void tkv_rpc_server_shutdown(struct tkv_rpc_server *srv)
+{
+    if (srv->shutting)
+        return;
+    srv->shutting = true;
+    if (!srv->listening)
+        return;
+    if (tkv_io_pending(&srv->accept_io))
+        tkv_reactor_cancel(srv->r, &srv->accept_io);
+    else
+        listener_close(srv);
+    for (struct rpc_sock *s = srv->socks, *next; s; s = next) {
+        next = s->next;
+        rpc_conn_shutdown(s->conn);
+        sock_flush(s);
+        if (s->closing)
+            sock_maybe_finish(s);
+    }
+}
+
+/* ---- client ---- */
+
+static void on_connect(struct tkv_io *io, int res)
+{
+    struct rpc_sock *s = io->data;
+    if (s->closing) {
+        sock_maybe_finish(s);
+        return;
+    }
+    if (res < 0) {
+        TKV_LOG_INFO("rpc: connect failed", TKV_LF_STR("authority", s->conn->authority),
+                     TKV_LF_ERR(res));
+        sock_close(s);
+        sock_maybe_finish(s);
+        return;
+    }
+    s->connected = true;
+    tkv_io_init(&s->xio, on_xio_done, s);
+    post_recv(s);
+    sock_flush(s);
+    sock_rearm(s);
+}
+
+static int resolve(const char *host, uint16_t port, struct sockaddr_storage *ss, socklen_t *len)
+{
+    char h[64];
+    size_t n = strlen(host);
+    if (n >= sizeof(h))
+        return TKV_EINVAL;
+    if (n >= 2 && host[0] == '[' && host[n - 1] == ']') {
+        memcpy(h, host + 1, n - 2);
+        h[n - 2] = 0;
+    } else {
+        memcpy(h, host, n + 1);
+    }
+    if (strcmp(h, "localhost") == 0 || h[0] == 0)
+        strcpy(h, "127.0.0.1");
+    memset(ss, 0, sizeof(*ss));
+    struct sockaddr_in *a4 = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)ss;
+    if (inet_pton(AF_INET, h, &a4->sin_addr) == 1) {
+        a4->sin_family = AF_INET;
+        a4->sin_port = htons(port);
+        *len = sizeof(*a4);
+        return 0;
+    }
+    if (inet_pton(AF_INET6, h, &a6->sin6_addr) == 1) {
+        a6->sin6_family = AF_INET6;
+        a6->sin6_port = htons(port);
+        *len = sizeof(*a6);
+        return 0;
+    }
+    return TKV_EINVAL;
+}
+
+int tkv_rpc_client_connect(struct tkv_reactor *r, const char *host, uint16_t port,
+                           const struct tkv_rpc_client_config *cfg, struct tkv_rpc_client **out)
+{
+    struct sockaddr_storage ss;
+    socklen_t len;
+    char authority[96];
+    TKV_RET(resolve(host, port, &ss, &len));
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    struct rpc_sock *s = sock_new(r, fd);
+    s->addr = ss;
+    s->addrlen = len;
+    s->high_water = RPC_CLIENT_HIGH_WATER;
+    if (cfg && cfg->authority)
+        snprintf(authority, sizeof(authority), "%s", cfg->authority);
+    else
+        snprintf(authority, sizeof(authority), "%s:%u", host, (unsigned)port);
+    s->cl = rpc_client_new(cfg, authority, &net_tp, s);
+    s->conn = rpc_client_conn(s->cl);
+    tkv_io_init(&s->xio, on_connect, s);
+    tkv_reactor_connect(r, &s->xio, fd, (const struct sockaddr *)&s->addr, (uint32_t)s->addrlen);
+    *out = s->cl;
+    return 0;
+}

@@ -1,0 +1,536 @@
+/* gRPC over the real reactor on 127.0.0.1: client and server on the cores,
+ * bad input from raw blocking sockets on the test thread, PING, GOAWAY on
+ * stop. Skipped when io_uring is unavailable. */
+#include <arpa/inet.h>
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <netinet/in.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "rpc_echo.h"
+#include "tkv/err.h"
+#include "tkv/reactor.h"
+#include "tkv/rpc.h"
+
+#define MS 1000000ull
+
+typedef void (*scenario_fn)(void);
+
+static struct {
+    struct tkv_reactor_group *g;
+    uint16_t port;
+    int ncores;
+    struct tkv_rpc_server_config cfg;
+    struct tkv_rpc_server *srv[4];
+    _Atomic(uintptr_t) cmd;
+    atomic_int done, ready;
+    struct tkv_timer poll;
+    bool stopped;
+    char err[512];
+    atomic_int nerr;
+} H;
+
+static void fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void fail(const char *fmt, ...)
+{
+    va_list ap;
+    if (atomic_fetch_add(&H.nerr, 1) == 0) {
+        va_start(ap, fmt);
+        vsnprintf(H.err, sizeof(H.err), fmt, ap);
+        va_end(ap);
+    }
+}
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void poll_cb(struct tkv_timer *t)
+{
+    uintptr_t fn = atomic_exchange(&H.cmd, 0);
+    if (fn)
+        ((scenario_fn)fn)();
+    tkv_timer_start(tkv_reactor_self(), t, 1 * MS);
+}
+
+static void stop_poll(void *arg)
+{
+    (void)arg;
+    tkv_timer_stop(tkv_reactor_self(), &H.poll);
+}
+
+static int h_init(struct tkv_reactor *r, uint32_t core, void *arg)
+{
+    (void)arg;
+    int rv = tkv_rpc_server_new(&H.cfg, echo_methods, echo_n_methods, &H.srv[core]);
+    if (rv == 0)
+        rv = tkv_rpc_server_listen(H.srv[core], r, "127.0.0.1", H.port, NULL);
+    if (core == 0) {
+        tkv_timer_init(&H.poll, poll_cb, NULL);
+        tkv_timer_start(r, &H.poll, 1 * MS);
+        tkv_reactor_on_stop(r, stop_poll, NULL);
+    }
+    atomic_fetch_add(&H.ready, 1);
+    return rv;
+}
+
+static void h_fini(struct tkv_reactor *r, uint32_t core, void *arg)
+{
+    (void)r;
+    (void)arg;
+    tkv_rpc_server_free(H.srv[core]);
+}
+
+static void start(int ncores, const struct tkv_rpc_server_config *cfg)
+{
+    memset(&H, 0, sizeof(H));
+    echo_reset();
+    H.ncores = ncores;
+    if (cfg)
+        H.cfg = *cfg;
+    else
+        H.cfg.max_recv_msg = 8u << 20;
+    /* pick a free port, then let every core listen on it with SO_REUSEPORT */
+    int fd = tkv_reactor_listen_tcp("127.0.0.1", 0, true, 4, &H.port);
+    cr_assert(fd >= 0, "listen: %d", fd);
+    close(fd);
+    struct tkv_reactor_config rc = {.n_cores = (uint32_t)ncores};
+    int rv = tkv_reactor_group_start(&rc, h_init, h_fini, NULL, &H.g);
+    if (rv == -ENOSYS || rv == -EPERM)
+        cr_skip_test("io_uring unavailable (%d)", rv);
+    cr_assert_eq(rv, 0, "group start: %d", rv);
+    uint64_t t0 = mono_ms();
+    while (atomic_load(&H.ready) < ncores && mono_ms() - t0 < 5000)
+        usleep(1000);
+    cr_assert_eq(atomic_load(&H.ready), ncores);
+}
+
+static void stop(void)
+{
+    if (!H.g || H.stopped)
+        return;
+    H.stopped = true;
+    tkv_reactor_group_stop(H.g);
+    int rv = tkv_reactor_group_wait(H.g);
+    cr_assert_eq(rv, 0, "group wait: %d", rv);
+}
+
+static void teardown(void)
+{
+    stop();
+}
+
+/* Run fn on core 0 and wait until it calls scenario_done(). */
+static void run(scenario_fn fn, int timeout_ms)
+{
+    atomic_store(&H.done, 0);
+    atomic_store(&H.cmd, (uintptr_t)fn);
+    uint64_t t0 = mono_ms();
+    while (!atomic_load(&H.done) && mono_ms() - t0 < (uint64_t)timeout_ms)
+        usleep(1000);
+    cr_assert(atomic_load(&H.done), "scenario did not finish in %d ms", timeout_ms);
+    cr_assert_eq(atomic_load(&H.nerr), 0, "%d failure(s), first: %s", atomic_load(&H.nerr), H.err);
+}
+
+static void scenario_done(void)
+{
+    atomic_store(&H.done, 1);
+}
+
+/* ---------------------------------------------------------- scenarios */
+
+static int pending;
+static struct tkv_rpc_client *clients[64];
+static int n_clients;
+
+static void close_clients(void)
+{
+    for (int i = 0; i < n_clients; i++)
+        tkv_rpc_client_close(clients[i]);
+    n_clients = 0;
+}
+
+static void one_done(void)
+{
+    if (--pending == 0) {
+        close_clients();
+        scenario_done();
+    }
+}
+
+static struct tkv_rpc_client *connect_one(void)
+{
+    struct tkv_rpc_client *cl;
+    int rv = tkv_rpc_client_connect(tkv_reactor_self(), "127.0.0.1", H.port, NULL, &cl);
+    if (rv != 0) {
+        fail("connect: %d", rv);
+        return NULL;
+    }
+    clients[n_clients++] = cl;
+    return cl;
+}
+
+struct expect {
+    int status;
+    const char *resp; /* NULL: do not check */
+    size_t len;
+    const char *msg;  /* NULL: do not check */
+};
+
+static void expect_cb(void *user, enum tkv_grpc_status st, const char *m, struct tkv_slice resp)
+{
+    const struct expect *e = user;
+    if ((int)st != e->status)
+        fail("status %s (%s), want %s", tkv_grpc_status_name(st), m, tkv_grpc_status_name(e->status));
+    else if (e->resp && (resp.len != e->len || memcmp(resp.ptr, e->resp, e->len) != 0))
+        fail("response mismatch (%zu bytes, want %zu)", resp.len, e->len);
+    else if (e->msg && strcmp(m, e->msg) != 0)
+        fail("grpc-message '%s', want '%s'", m, e->msg);
+    one_done();
+}
+
+struct sexp {
+    int want_n, n, status;
+    size_t bytes;
+};
+
+static void sx_msg(struct tkv_rpc_ccall *c, void *user, struct tkv_slice m)
+{
+    (void)c;
+    struct sexp *x = user;
+    x->n++;
+    x->bytes += m.len;
+}
+
+static void sx_done(struct tkv_rpc_ccall *c, void *user, enum tkv_grpc_status st, const char *m)
+{
+    (void)c;
+    struct sexp *x = user;
+    if (st != TKV_GRPC_OK)
+        fail("stream status %s (%s)", tkv_grpc_status_name(st), m);
+    else if (x->n != x->want_n)
+        fail("stream got %d messages, want %d", x->n, x->want_n);
+    one_done();
+}
+
+static const struct tkv_rpc_stream_cbs sx_cbs = {sx_msg, sx_done};
+
+static struct expect e_hello = {TKV_GRPC_OK, "hello", 5, NULL};
+static struct expect e_fail = {TKV_GRPC_INVALID_ARGUMENT, NULL, 0, echo_fail_message};
+static struct expect e_unimpl = {TKV_GRPC_UNIMPLEMENTED, NULL, 0, NULL};
+static struct expect e_deadline = {TKV_GRPC_DEADLINE_EXCEEDED, NULL, 0, NULL};
+static struct sexp sx_server, sx_client, sx_bidi;
+
+static void scenario_basic(void)
+{
+    struct tkv_rpc_client *cl = connect_one();
+    struct tkv_rpc_ccall *c;
+    if (!cl) {
+        scenario_done();
+        return;
+    }
+    pending = 0;
+    for (int i = 0; i < 10; i++, pending++)
+        tkv_rpc_client_unary(cl, "/test.Echo/Unary", "hello", 5, 5000 * MS, expect_cb, &e_hello);
+    pending++;
+    tkv_rpc_client_unary(cl, "/test.Echo/Unary", "fail", 4, 0, expect_cb, &e_fail);
+    pending++;
+    tkv_rpc_client_unary(cl, "/test.Echo/Missing", "x", 1, 0, expect_cb, &e_unimpl);
+    pending++;
+    tkv_rpc_client_unary(cl, "/test.Echo/Unary", "hold", 4, 50 * MS, expect_cb, &e_deadline);
+
+    sx_server = (struct sexp){.want_n = 100};
+    pending++;
+    tkv_rpc_client_start(cl, "/test.Echo/ServerStream", 0, &sx_cbs, &sx_server, &c);
+    tkv_rpc_ccall_send(c, "100", 3);
+    tkv_rpc_ccall_close_send(c);
+
+    sx_client = (struct sexp){.want_n = 1};
+    pending++;
+    tkv_rpc_client_start(cl, "/test.Echo/ClientStream", 0, &sx_cbs, &sx_client, &c);
+    for (int i = 0; i < 50; i++)
+        tkv_rpc_ccall_send(c, "abc", 3);
+    tkv_rpc_ccall_close_send(c);
+
+    sx_bidi = (struct sexp){.want_n = 20};
+    pending++;
+    tkv_rpc_client_start(cl, "/test.Echo/Bidi", 0, &sx_cbs, &sx_bidi, &c);
+    for (int i = 0; i < 20; i++)
+        tkv_rpc_ccall_send(c, "zz", 2);
+    tkv_rpc_ccall_close_send(c);
+}
+
+static struct expect e_ok = {TKV_GRPC_OK, "still-serving", 13, NULL};
+
+static void scenario_check(void)
+{
+    struct tkv_rpc_client *cl = connect_one();
+    pending = 1;
+    if (!cl || tkv_rpc_client_unary(cl, "/test.Echo/Unary", "still-serving", 13, 5000 * MS,
+                                    expect_cb, &e_ok) != 0) {
+        fail("unary start failed");
+        close_clients();
+        scenario_done();
+    }
+}
+
+/* 32 connections x 40 concurrent calls, payloads of varied sizes */
+enum { MANY_CONNS = 32, MANY_CALLS = 40 };
+static uint8_t many_buf[MANY_CONNS * MANY_CALLS][512];
+
+static size_t many_len(int idx)
+{
+    return (size_t)(idx * 37) % 500 + 1;
+}
+
+static void many_cb(void *user, enum tkv_grpc_status st, const char *m, struct tkv_slice resp)
+{
+    int idx = (int)(uintptr_t)user;
+    if (st != TKV_GRPC_OK)
+        fail("call %d: %s (%s)", idx, tkv_grpc_status_name(st), m);
+    else if (resp.len != many_len(idx) || memcmp(resp.ptr, many_buf[idx], resp.len) != 0)
+        fail("call %d: wrong response", idx);
+    one_done();
+}
+
+static void scenario_many(void)
+{
+    pending = MANY_CONNS * MANY_CALLS;
+    for (int k = 0; k < MANY_CONNS; k++) {
+        struct tkv_rpc_client *cl = connect_one();
+        for (int j = 0; j < MANY_CALLS; j++) {
+            int idx = k * MANY_CALLS + j;
+            for (size_t b = 0; b < many_len(idx); b++)
+                many_buf[idx][b] = (uint8_t)(idx + b);
+            if (tkv_rpc_client_unary(cl, "/test.Echo/Unary", many_buf[idx], many_len(idx),
+                                     10000 * MS, many_cb, (void *)(uintptr_t)idx) != 0)
+                fail("start %d", idx);
+        }
+    }
+}
+
+/* big messages near and over the configured max (8 MiB here) */
+static uint8_t *big;
+static struct expect e_big, e_over = {TKV_GRPC_RESOURCE_EXHAUSTED, NULL, 0, NULL};
+static struct expect e_after = {TKV_GRPC_OK, "after", 5, NULL};
+
+static void scenario_big(void)
+{
+    struct tkv_rpc_client *cl = connect_one();
+    size_t n = 6u << 20;
+    e_big = (struct expect){TKV_GRPC_OK, (const char *)big, n, NULL};
+    pending = 3;
+    tkv_rpc_client_unary(cl, "/test.Echo/Unary", big, n, 0, expect_cb, &e_big);
+    tkv_rpc_client_unary(cl, "/test.Echo/Unary", big, (8u << 20) + 1, 0, expect_cb, &e_over);
+    tkv_rpc_client_unary(cl, "/test.Echo/Unary", "after", 5, 0, expect_cb, &e_after);
+}
+
+/* ---------------------------------------------------------- raw sockets */
+
+static int raw_connect(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(H.port)};
+    struct timeval tv = {.tv_sec = 3};
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    cr_assert(fd >= 0);
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    cr_assert_eq(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0, "connect: %s", strerror(errno));
+    return fd;
+}
+
+static void raw_send(int fd, const void *p, size_t n)
+{
+    cr_assert_eq(send(fd, p, n, MSG_NOSIGNAL), (ssize_t)n);
+}
+
+/* True when the server closes the connection (EOF or reset) in time. */
+static bool raw_closed_by_server(int fd)
+{
+    char buf[4096];
+    for (;;) {
+        ssize_t r = recv(fd, buf, sizeof(buf), 0);
+        if (r == 0 || (r < 0 && errno == ECONNRESET))
+            return true;
+        if (r < 0)
+            return false; /* timeout */
+    }
+}
+
+static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+static const uint8_t settings_empty[9] = {0, 0, 0, 4, 0, 0, 0, 0, 0};
+
+/* Read frames until one of `type` (with `flags` bits set) arrives; copies
+ * its payload. Returns false on EOF/timeout. */
+static bool raw_wait_frame(int fd, int type, int flags, uint8_t *payload, size_t *plen)
+{
+    for (;;) {
+        uint8_t h[9];
+        size_t got = 0;
+        while (got < 9) {
+            ssize_t r = recv(fd, h + got, 9 - got, 0);
+            if (r <= 0)
+                return false;
+            got += (size_t)r;
+        }
+        size_t len = (size_t)h[0] << 16 | (size_t)h[1] << 8 | h[2];
+        uint8_t *p = malloc(len + 1);
+        got = 0;
+        while (got < len) {
+            ssize_t r = recv(fd, p + got, len - got, 0);
+            if (r <= 0) {
+                free(p);
+                return false;
+            }
+            got += (size_t)r;
+        }
+        if (h[3] == type && (h[4] & flags) == flags) {
+            if (payload)
+                memcpy(payload, p, TKV_MIN(len, *plen));
+            if (plen)
+                *plen = len;
+            free(p);
+            return true;
+        }
+        free(p);
+    }
+}
+
+TestSuite(rpc_net, .fini = teardown, .timeout = 60);
+
+Test(rpc_net, unary_and_streaming)
+{
+    start(1, NULL);
+    run(scenario_basic, 10000);
+    cr_assert_eq(sx_server.n, 100);
+    cr_assert_eq(sx_client.bytes, 150);
+    cr_assert_eq(sx_bidi.bytes, 40);
+    /* the server hears about the expired call by its own deadline, the
+     * client's RST_STREAM or the connection close, whichever is first */
+    uint64_t t0 = mono_ms();
+    while (atomic_load(&echo_stats.cancels) < 1 && mono_ms() - t0 < 2000)
+        usleep(1000);
+    cr_assert_eq(atomic_load(&echo_stats.cancels), 1, "the held call's handler was never cancelled");
+    cr_assert_eq(atomic_load(&echo_stats.held), 0);
+}
+
+Test(rpc_net, many_connections_many_streams_two_cores)
+{
+    start(2, NULL);
+    run(scenario_many, 30000);
+    run(scenario_check, 5000);
+}
+
+Test(rpc_net, big_messages_and_limit)
+{
+    big = malloc((8u << 20) + 1);
+    for (size_t i = 0; i < (8u << 20) + 1; i++)
+        big[i] = (uint8_t)(i * 7 + (i >> 13));
+    start(1, NULL);
+    run(scenario_big, 20000);
+    free(big);
+}
+
+Test(rpc_net, garbage_closes_only_that_connection)
+{
+    start(1, NULL);
+    int keep = raw_connect(); /* a good idle connection survives */
+    raw_send(keep, preface, sizeof(preface) - 1);
+    raw_send(keep, settings_empty, 9);
+
+    int fd = raw_connect();
+    raw_send(fd, "\x01\x02garbage\xff\xfe not http/2 at all", 30);
+    cr_assert(raw_closed_by_server(fd), "server kept a garbage connection open");
+    close(fd);
+    run(scenario_check, 5000);
+
+    fd = raw_connect();
+    const char *get = "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+    raw_send(fd, get, strlen(get));
+    cr_assert(raw_closed_by_server(fd), "server kept an HTTP/1.1 connection open");
+    close(fd);
+    run(scenario_check, 5000);
+
+    /* a half-sent frame, then close */
+    fd = raw_connect();
+    raw_send(fd, preface, sizeof(preface) - 1);
+    raw_send(fd, settings_empty, 5);
+    close(fd);
+    run(scenario_check, 5000);
+
+    /* a HEADERS frame cut in the middle, then close */
+    fd = raw_connect();
+    raw_send(fd, preface, sizeof(preface) - 1);
+    raw_send(fd, settings_empty, 9);
+    uint8_t hdr[9] = {0, 0, 100, 1, 4, 0, 0, 0, 1};
+    raw_send(fd, hdr, 9);
+    raw_send(fd, "\x83\x86", 2);
+    close(fd);
+    run(scenario_check, 5000);
+
+    /* the good connection still answers PING */
+    uint8_t ping[17] = {0, 0, 8, 6, 0, 0, 0, 0, 0, 'k', 'e', 'e', 'p', 'a', 'l', 'i', 'v'};
+    raw_send(keep, ping, sizeof(ping));
+    uint8_t pl[8];
+    size_t plen = sizeof(pl);
+    cr_assert(raw_wait_frame(keep, 6, 1, pl, &plen), "no PING ACK on the surviving connection");
+    cr_assert_eq(memcmp(pl, "keepaliv", 8), 0);
+    close(keep);
+}
+
+Test(rpc_net, ping_answered)
+{
+    start(1, NULL);
+    int fd = raw_connect();
+    raw_send(fd, preface, sizeof(preface) - 1);
+    raw_send(fd, settings_empty, 9);
+    uint8_t ping[17] = {0, 0, 8, 6, 0, 0, 0, 0, 0, 't', 'k', 'v', 'p', 'i', 'n', 'g', '!'};
+    raw_send(fd, ping, sizeof(ping));
+    uint8_t pl[8];
+    size_t plen = sizeof(pl);
+    cr_assert(raw_wait_frame(fd, 6, 1, pl, &plen), "no PING ACK");
+    cr_assert_eq(plen, 8);
+    cr_assert_eq(memcmp(pl, "tkvping!", 8), 0);
+    close(fd);
+}
+
+Test(rpc_net, handshake_timeout_closes_silent_connection)
+{
+    struct tkv_rpc_server_config cfg = {.handshake_timeout_ns = 200 * MS};
+    start(1, &cfg);
+    int fd = raw_connect();
+    uint64_t t0 = mono_ms();
+    cr_assert(raw_closed_by_server(fd), "silent connection not closed");
+    cr_assert_geq(mono_ms() - t0, 150);
+    close(fd);
+    run(scenario_check, 5000);
+}
+
+Test(rpc_net, goaway_on_stop)
+{
+    start(1, NULL);
+    int fd = raw_connect();
+    raw_send(fd, preface, sizeof(preface) - 1);
+    raw_send(fd, settings_empty, 9);
+    cr_assert(raw_wait_frame(fd, 4, 0, NULL, NULL), "no server SETTINGS");
+    tkv_reactor_group_stop(H.g);
+    uint8_t pl[64];
+    size_t plen = sizeof(pl);
+    cr_assert(raw_wait_frame(fd, 7, 0, pl, &plen), "no GOAWAY on stop");
+    cr_assert_geq(plen, 8);
+    uint32_t code = (uint32_t)pl[4] << 24 | (uint32_t)pl[5] << 16 | (uint32_t)pl[6] << 8 | pl[7];
+    cr_assert_eq(code, 0, "GOAWAY error code %u", code);
+    cr_assert(raw_closed_by_server(fd), "connection not closed after GOAWAY");
+    close(fd);
+    stop();
+}
