@@ -112,10 +112,12 @@ int tkv_engine_open(const struct tkv_engine_opts *opts, struct tkv_engine **e_ou
 void tkv_engine_close(struct tkv_engine *e);
 
 /* Make every write committed before this call durable (WT: a checkpoint of
- * all tables; MEM: records the current state as the crash image). Blocks for
- * as long as the checkpoint takes (WT: up to seconds), so call it from a
- * non-core thread or accept the stall. Thread-safe; uses an internal
- * session. Errors: TKV_EENGINE, -errno. */
+ * all tables; MEM: records the current state as the crash image). Writes
+ * committed by other threads while it runs may or may not be included, so a
+ * raft store takes the applied index it read *before* the call as the
+ * durable one. Blocks for as long as the checkpoint takes (WT: up to
+ * seconds), so call it from a non-core thread or accept the stall.
+ * Thread-safe; uses an internal session. Errors: TKV_EENGINE, -errno. */
 int tkv_engine_checkpoint(struct tkv_engine *e);
 
 /* The implementation kind and durability mode the engine was opened with. */

@@ -203,7 +203,11 @@ int tkv_engine_write(struct tkv_engine_session *s, const struct tkv_engine_batch
 {
     if (b->n_ops == 0)
         return 0;
-    struct engine_op *ops = tkv_xmalloc(b->n_ops * sizeof(*ops));
+    /* Small batches (the common raw put, an apply of a few keys) decode on
+     * the stack. */
+    struct engine_op stack_ops[16];
+    struct engine_op *ops =
+        b->n_ops <= TKV_ARRAY_LEN(stack_ops) ? stack_ops : tkv_xmalloc(b->n_ops * sizeof(*ops));
     size_t off = 0;
     for (size_t i = 0; i < b->n_ops; i++) {
         const uint8_t *p = b->buf + off;
@@ -218,7 +222,8 @@ int tkv_engine_write(struct tkv_engine_session *s, const struct tkv_engine_batch
     }
     tkv_assert(off == b->len);
     int rv = s->engine->vt->write(s, ops, b->n_ops);
-    tkv_free(ops);
+    if (ops != stack_ops)
+        tkv_free(ops);
     return rv;
 }
 
