@@ -18,6 +18,15 @@ struct dec_ctx {
     size_t cached_size;
 };
 
+/* The decode in progress on this thread. Needed only for one case: nanopb
+ * hands an unpacked repeated scalar to the callback on a temporary buffer
+ * stream of its own (it copies the varint to the stack first), so the
+ * callback cannot reach the arena through the stream. The pointer lives
+ * only for the duration of one synchronous tkv_pb_decode call (saved and
+ * restored around it), so it carries no per-core state across calls and is
+ * safe under the single-threaded simulator too (STYLE.md 4.6 rule 9). */
+static _Thread_local struct dec_ctx *current_ctx;
+
 static bool dec_read(pb_istream_t *stream, pb_byte_t *buf, size_t count)
 {
     struct dec_ctx *ctx = stream->state;
@@ -96,10 +105,11 @@ static bool field_is_rep(const pb_field_t *field)
 
 static bool decode_field(pb_istream_t *istream, const pb_field_t *field)
 {
-    if (istream->callback != dec_read)
-        PB_RETURN_ERROR(istream, "tkv_pb: use tkv_pb_decode for tinykv messages");
-    struct dec_ctx *ctx = istream->state;
     pb_type_t lt = PB_LTYPE(field->type);
+    bool ours = istream->callback == dec_read;
+    struct dec_ctx *ctx = ours ? istream->state : current_ctx;
+    if (!ctx || (!ours && lt != PB_LTYPE_UVARINT && lt != PB_LTYPE_VARINT))
+        PB_RETURN_ERROR(istream, "tkv_pb: use tkv_pb_decode for tinykv messages");
 
     if (lt == PB_LTYPE_BYTES || lt == PB_LTYPE_STRING) {
         /* istream is the substream of exactly this value. */
@@ -231,7 +241,11 @@ int tkv_pb_decode_ex(const pb_msgdesc_t *fields, void *msg, const uint8_t *buf, 
     memset(msg, 0, mi->size);
     struct dec_ctx ctx = {.cur = buf, .arena = arena};
     pb_istream_t s = {.callback = dec_read, .state = &ctx, .bytes_left = len, .errmsg = NULL};
-    if (!pb_decode_ex(&s, fields, msg, PB_DECODE_NOINIT)) {
+    struct dec_ctx *saved = current_ctx;
+    current_ctx = &ctx;
+    bool ok = pb_decode_ex(&s, fields, msg, PB_DECODE_NOINIT);
+    current_ctx = saved;
+    if (!ok) {
         if (why_out)
             *why_out = PB_GET_ERROR(&s);
         return TKV_EPROTO;
