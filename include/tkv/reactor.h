@@ -6,7 +6,7 @@
  * Threading: unless a function says otherwise it must be called on the core
  * that owns the reactor passed to it (the "current core"), i.e. from a
  * callback that the reactor invoked. Objects created on a core are used and
- * freed on that core.
+ * freed on that core. Debug builds assert this on every entry point.
  *
  * Ownership words: an operation "borrows X until cb fires": the caller keeps
  * X (buffer, iovec array, struct tkv_io) alive and untouched until its
@@ -52,7 +52,9 @@ struct tkv_reactor_config {
  * group; tkv_reactor_group_wait() then returns that error. */
 typedef int (*tkv_core_init_fn)(struct tkv_reactor *r, uint32_t core, void *arg);
 /* Runs on core `core` after its loop has stopped and every operation of the
- * core has completed or been cancelled: free per-core state here. */
+ * core has completed or been cancelled: free per-core state here. fini may
+ * still submit last operations (a close, say) and defer tasks; they run to
+ * completion, callbacks included, before the thread ends. */
 typedef void (*tkv_core_fini_fn)(struct tkv_reactor *r, uint32_t core, void *arg);
 
 /* Start cfg->n_cores threads. Returns 0 and the group in *group_out, or
@@ -63,7 +65,12 @@ int tkv_reactor_group_start(const struct tkv_reactor_config *cfg, tkv_core_init_
                             struct tkv_reactor_group **group_out);
 
 /* Ask every core to stop (orderly shutdown, see tkv_reactor_on_stop). Safe
- * from any thread and from a signal-handling thread; idempotent. */
+ * from any thread and from a signal-handling thread; idempotent. A core
+ * leaves its loop once it is idle (no operation in flight, no task queued,
+ * nothing to send) and every other core has been idle too, so replies to
+ * messages in flight still find their sender. Stop cross-core traffic in
+ * on_stop hooks: a message posted to a core that has already left is
+ * dropped (and logged by tkv_reactor_group_wait). */
 void tkv_reactor_group_stop(struct tkv_reactor_group *g);
 
 /* Join all cores and free the group. Returns 0, or the first error an init
@@ -127,7 +134,12 @@ void tkv_reactor_on_before_sleep(struct tkv_reactor *r, tkv_task_fn fn, void *ar
  * a grace period (2 s), and finally calls the group's fini. */
 void tkv_reactor_on_stop(struct tkv_reactor *r, tkv_task_fn fn, void *arg);
 
-/* ---- timers (one-shot; re-arm from the callback for periodic work) ---- */
+/* ---- timers (one-shot; re-arm from the callback for periodic work) ----
+ *
+ * Deadlines count from the turn's cached tkv_now_ns(). Timers with equal
+ * deadlines fire in unspecified order. A delay of 0 fires on the next turn
+ * (never inside the turn that armed it). A timer still armed when its core
+ * stops is simply dropped. */
 
 struct tkv_timer;
 typedef void (*tkv_timer_fn)(struct tkv_timer *t);
@@ -192,8 +204,9 @@ void tkv_reactor_writev(struct tkv_reactor *r, struct tkv_io *io, int fd, struct
 /* fsync (datasync=false) or fdatasync (datasync=true). */
 void tkv_reactor_fsync(struct tkv_reactor *r, struct tkv_io *io, int fd, bool datasync);
 /* Linked write-then-fdatasync in one submission (IOSQE_IO_LINK): cb fires
- * once, after the sync, with the bytes written, or the first error. A short
- * write is reported as -EIO (the caller treats it as fatal). */
+ * once, after the sync, with the bytes written, or the first error (the
+ * write's error wins over the -ECANCELED the kernel gives the broken link).
+ * A short write is reported as -EIO (the caller treats it as fatal). */
 void tkv_reactor_write_sync(struct tkv_reactor *r, struct tkv_io *io, int fd, struct iovec *iov,
                             int iovcnt, uint64_t off);
 void tkv_reactor_read(struct tkv_reactor *r, struct tkv_io *io, int fd, void *buf, size_t len,

@@ -105,6 +105,7 @@ struct tkv_reactor {
     /* shutdown */
     bool stopping;
     bool marked_idle;
+    bool exiting; /* loop left: fini and the final drain run; no re-arming */
     bool init_ok;
     uint64_t cancel_at_ns;
 

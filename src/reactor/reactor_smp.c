@@ -96,32 +96,31 @@ static void reactor_destroy(struct tkv_reactor *r)
     free(r); /* aligned_alloc'ed for its cache-line members */
 }
 
-/* Cancel the armed wake read and wait for its CQE, so the kernel is done
- * with r->wake_buf before r is freed. */
-static void quiesce_internal(struct tkv_reactor *r)
+/* After the loop: run what fini submitted (a last close, say) to its
+ * callbacks, and cancel the armed wake read and wait for its CQE, so the
+ * kernel is done with r->wake_buf before r is freed. */
+static void drain_final(struct tkv_reactor *r)
 {
+    r->exiting = true;
     if (r->wake_armed) {
         struct io_uring_sqe *sqe = reactor_sqe(r);
         io_uring_prep_cancel64(sqe, UD_WAKE, 0);
         io_uring_sqe_set_data64(sqe, UD_CANCEL);
         r->intern_inflight++;
-        r->wake_armed = false;
     }
-    while (r->intern_inflight > 0 || r->user_inflight > 0) {
-        struct io_uring_cqe *cqe;
-        int rv = io_uring_submit_and_wait(&r->ring, 1);
-        if (rv < 0 && rv != -EINTR && rv != -EAGAIN && rv != -EBUSY)
-            break;
-        unsigned head, n = 0;
-        io_uring_for_each_cqe(&r->ring, head, cqe)
-        {
-            n++;
-            if (cqe->user_data == UD_CANCEL || cqe->user_data == UD_WAKE)
-                r->intern_inflight--;
-            else
-                r->user_inflight--; /* unreachable: the loop left with none */
+    while (r->intern_inflight > 0 || r->user_inflight > 0 || r->deferred.len > 0) {
+        if (r->deferred.len == 0) {
+            int rv = io_uring_submit_and_wait(&r->ring, 1);
+            if (rv < 0 && rv != -EINTR && rv != -EAGAIN && rv != -EBUSY)
+                TKV_PANIC("io_uring wait at exit: %s", strerror(-rv));
+        } else {
+            io_uring_submit(&r->ring);
         }
-        io_uring_cq_advance(&r->ring, n);
+        reactor_uring_reap(r);
+        struct reactor_task t;
+        size_t n = r->deferred.len;
+        while (n-- > 0 && reactor_taskq_pop(&r->deferred, &t))
+            t.fn(t.arg);
     }
 }
 
@@ -165,7 +164,7 @@ static void *core_main(void *p)
     reactor_loop_run(r);
     if (r->init_ok && g->fini)
         g->fini(r, r->core, g->arg);
-    quiesce_internal(r);
+    drain_final(r);
     reactor_tls = NULL;
     return NULL;
 }

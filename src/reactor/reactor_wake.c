@@ -42,7 +42,8 @@ void reactor_wake_complete(struct tkv_reactor *r, int res)
      * still needs wake-ups until it leaves its loop. */
     if (res < 0 && res != -ECANCELED && res != -EAGAIN && res != -EINTR)
         TKV_PANIC("wake eventfd read: %s", strerror(-res));
-    reactor_wake_arm(r);
+    if (!r->exiting)
+        reactor_wake_arm(r);
 }
 
 void reactor_wake_kick(struct tkv_reactor *r)

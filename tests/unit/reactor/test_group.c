@@ -20,6 +20,8 @@ struct gcore {
     int on_stop_ran, fini_ran;
     bool fini_after_recv;
     uint32_t hook_core;
+    struct tkv_io close_io;
+    int close_res, close_fired;
 };
 static struct gcore G[3];
 static uint64_t stop_called_at;
@@ -64,6 +66,13 @@ static int g_init(struct tkv_reactor *r, uint32_t core, void *arg)
     return 0;
 }
 
+static void g_close_cb(struct tkv_io *io, int res)
+{
+    struct gcore *c = io->data;
+    c->close_res = res;
+    c->close_fired++;
+}
+
 static void g_fini(struct tkv_reactor *r, uint32_t core, void *arg)
 {
     (void)arg;
@@ -73,7 +82,9 @@ static void g_fini(struct tkv_reactor *r, uint32_t core, void *arg)
     CHECK(tkv_reactor_stopping(r), "fini before stop");
     c->fini_after_recv = c->recv_fired == 1 && !tkv_io_pending(&c->recv_io);
     tkv_timer_stop(r, &c->tick);
-    close(c->sv[0]);
+    /* an operation submitted by fini still completes before the thread ends */
+    tkv_io_init(&c->close_io, g_close_cb, c);
+    tkv_reactor_close(r, &c->close_io, c->sv[0]);
     close(c->sv[1]);
 }
 
@@ -95,6 +106,9 @@ Test(reactor_group, stop_from_other_thread_cancels_and_runs_fini, .timeout = 20)
         cr_assert_eq(G[i].recv_res, -ECANCELED, "core %u recv res %d", i, G[i].recv_res);
         cr_assert_eq(G[i].fini_ran, 1, "core %u fini ran %d times", i, G[i].fini_ran);
         cr_assert(G[i].fini_after_recv, "core %u fini ran before its recv completed", i);
+        cr_assert_eq(G[i].close_fired, 1, "core %u: close submitted in fini fired %d times", i,
+                     G[i].close_fired);
+        cr_assert_eq(G[i].close_res, 0, "core %u: close in fini: %d", i, G[i].close_res);
     }
     /* the explicit cancel is immediate; the leftover waits for the grace */
     cr_assert_lt(G[1].recv_at - stop_called_at, 1000 * MS, "on_stop cancel took too long");
