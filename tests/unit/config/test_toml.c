@@ -343,25 +343,26 @@ static uint64_t rnd(void)
     return rng_state * 2685821657736338717ull;
 }
 
-static char *read_sample(size_t *len)
+static char *read_sample(const char *path, size_t *len)
 {
-    FILE *f = fopen(TKV_SOURCE_DIR "/conf/tinykv.toml", "rb");
-    cr_assert_not_null(f, "cannot open conf/tinykv.toml");
+    FILE *f = fopen(path, "rb");
+    cr_assert_not_null(f, "cannot open %s", path);
     char *buf = malloc(TKV_TOML_MAX_BYTES);
     *len = fread(buf, 1, TKV_TOML_MAX_BYTES, f);
     fclose(f);
     return buf;
 }
 
-Test(toml, mutated_sample_gives_clean_errors_only)
+/* Applies the doc with the server (is_sched false) or scheduler schema. */
+static void mutate_and_parse(const char *path, bool is_sched, int iterations)
 {
     static const char interesting[] = "\"'[]=.#\n\r\\{},_-+0e:\t \x01\xff\xc3\x80u";
     size_t base_len;
-    char *base = read_sample(&base_len);
+    char *base = read_sample(path, &base_len);
     char *buf = malloc(base_len + 64);
     rng_state = 0x9E3779B97F4A7C15ull;
     int n_ok = 0, n_err = 0;
-    for (int iter = 0; iter < 3000; iter++) {
+    for (int iter = 0; iter < iterations; iter++) {
         size_t len = base_len;
         memcpy(buf, base, len);
         int n_mut = 1 + (int)(rnd() % 4);
@@ -397,11 +398,19 @@ Test(toml, mutated_sample_gives_clean_errors_only)
         int rv = tkv_config_toml_parse("fuzz.toml", buf, len, &doc, err, sizeof(err));
         if (rv == 0) {
             /* a mutation that still parses must still meet the schema cleanly */
-            struct tkv_server_config cfg;
-            tkv_config_defaults(&cfg);
-            rv = tkv_config_apply_doc(&cfg, &doc, err, sizeof(err));
-            if (rv == 0)
-                rv = tkv_config_validate(&cfg, err, sizeof(err));
+            if (is_sched) {
+                struct tkv_sched_config sc;
+                tkv_config_sched_defaults(&sc);
+                rv = tkv_config_sched_apply_doc(&sc, &doc, err, sizeof(err));
+                if (rv == 0)
+                    rv = tkv_config_sched_validate(&sc, err, sizeof(err));
+            } else {
+                struct tkv_server_config cfg;
+                tkv_config_defaults(&cfg);
+                rv = tkv_config_apply_doc(&cfg, &doc, err, sizeof(err));
+                if (rv == 0)
+                    rv = tkv_config_validate(&cfg, err, sizeof(err));
+            }
             tkv_config_toml_free(&doc);
         }
         if (rv == 0) {
@@ -413,8 +422,47 @@ Test(toml, mutated_sample_gives_clean_errors_only)
         cr_assert(err[0] != '\0', "iteration %d: error without a message", iter);
         cr_assert_eq(doc.n_items, 0);
     }
-    cr_assert_gt(n_err, 1000, "mutations too gentle: %d errors", n_err);
+    cr_assert_gt(n_err, iterations / 3, "mutations too gentle: %d errors", n_err);
     cr_assert_gt(n_ok, 10, "no mutation survived: %d", n_ok);
     free(buf);
     free(base);
+}
+
+Test(toml, mutated_server_sample_gives_clean_errors_only)
+{
+    mutate_and_parse(TKV_SOURCE_DIR "/conf/tinykv.toml", false, 2000);
+}
+
+Test(toml, mutated_scheduler_sample_gives_clean_errors_only)
+{
+    mutate_and_parse(TKV_SOURCE_DIR "/conf/tinyscheduler.toml", true, 1500);
+}
+
+/* Random command lines built from real flag names and hostile values: only
+ * 0 or a clean TKV_ECONFIG with a message. */
+Test(toml, random_command_lines_give_clean_errors_only)
+{
+    static const char *words[] = {"-C", "--config", "-A", "--addr", "-addr", "--advertise-addr", "--status-addr",
+                                  "--data-dir", "-path", "-L", "-loglevel", "--log-file", "--pd", "-scheduler",
+                                  "--cores", "--config-check", "--config-info", "json", "toml", "127.0.0.1:1",
+                                  "[::1]:0", "0", "300", "-", "--", "=", "--cores=", "-addr=x", "a,b", "debug", "",
+                                  "/nonexistent", "--config-check=maybe", "x:99999", "http://h:1,h:2", "-h"};
+    rng_state = 42;
+    int n_ok = 0;
+    for (int iter = 0; iter < 3000; iter++) {
+        char *argv[8] = {"tinykv-server"};
+        int argc = 1 + (int)(rnd() % 7);
+        for (int i = 1; i < argc; i++)
+            argv[i] = (char *)words[rnd() % (sizeof(words) / sizeof(words[0]))];
+        struct tkv_server_config cfg;
+        err[0] = '\0';
+        int rv = tkv_config_load(&cfg, argc, argv, err, sizeof(err));
+        if (rv == 0) {
+            n_ok++;
+            continue;
+        }
+        cr_assert(rv == TKV_ECONFIG || rv == -ENOENT, "iteration %d: rv %d", iter, rv);
+        cr_assert(err[0] != '\0', "iteration %d: error without a message", iter);
+    }
+    cr_assert_gt(n_ok, 10);
 }
