@@ -53,7 +53,8 @@ static void *run(void *arg)
         if (j->phase == 0) {
             int n = snprintf(k, sizeof(k), "user%02d%010ld", j->id, i);
             memcpy(v, &i, sizeof(i) < O.value ? sizeof(i) : O.value);
-            j->rv = tkv_engine_put(s, TKV_CF_DEFAULT, TKV_SLICE(k, (size_t)n), TKV_SLICE(v, O.value));
+            j->rv =
+                tkv_engine_put(s, TKV_CF_DEFAULT, TKV_SLICE(k, (size_t)n), TKV_SLICE(v, O.value));
         } else {
             x ^= x << 13;
             x ^= x >> 7;

@@ -58,8 +58,8 @@ static int wt_err(int ret, const char *what)
 {
     if (ret == 0)
         return 0;
-    TKV_LOG_ERROR("wiredtiger call failed", TKV_LF_STR("op", what),
-                  TKV_LF_I64("wt_ret", ret), TKV_LF_STR("wt_error", wiredtiger_strerror(ret)));
+    TKV_LOG_ERROR("wiredtiger call failed", TKV_LF_STR("op", what), TKV_LF_I64("wt_ret", ret),
+                  TKV_LF_STR("wt_error", wiredtiger_strerror(ret)));
     if (ret > 0)
         return ret == ENOSPC ? TKV_ENOSPACE : -ret;
     switch (ret) {
@@ -151,8 +151,8 @@ int engine_wt_open(const struct tkv_engine_opts *opts, struct tkv_engine **e_out
                                    "checkpoint=(wait=60,log_size=256MB)"
                                  : "log=(enabled=false)";
     const char *extra = opts->wt_config ? opts->wt_config : "";
-    size_t n = (size_t)snprintf(NULL, 0, "create,cache_size=%zu,session_max=1000,%s,%s", cache,
-                                log, extra);
+    size_t n = (size_t)snprintf(NULL, 0, "create,cache_size=%zu,session_max=1000,%s,%s", cache, log,
+                                extra);
     cfg = tkv_xmalloc(n + 1);
     snprintf(cfg, n + 1, "create,cache_size=%zu,session_max=1000,%s,%s", cache, log, extra);
 
@@ -180,9 +180,8 @@ int engine_wt_open(const struct tkv_engine_opts *opts, struct tkv_engine **e_out
     }
     ws->close(ws, NULL);
     tkv_free(cfg);
-    TKV_LOG_INFO("engine opened", TKV_LF_STR("kind", "wiredtiger"),
-                 TKV_LF_STR("path", opts->path), TKV_LF_BOOL("sync", opts->sync),
-                 TKV_LF_U64("cache_bytes", cache));
+    TKV_LOG_INFO("engine opened", TKV_LF_STR("kind", "wiredtiger"), TKV_LF_STR("path", opts->path),
+                 TKV_LF_BOOL("sync", opts->sync), TKV_LF_U64("cache_bytes", cache));
     *e_out = &we->base;
     return 0;
 err:

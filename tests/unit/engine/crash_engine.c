@@ -34,7 +34,9 @@ static void child_main(const char *dir, bool sync, int fd)
 {
     /* TKV_ENGINE_CRASH_WTCONFIG lets a human prove the test can fail, e.g.
      * "transaction_sync=(enabled=false)" must make the sync test fail. */
-    struct tkv_engine_opts o = {.kind = TKV_ENGINE_WT, .path = dir, .sync = sync,
+    struct tkv_engine_opts o = {.kind = TKV_ENGINE_WT,
+                                .path = dir,
+                                .sync = sync,
                                 .cache_bytes = 32u << 20,
                                 .wt_config = getenv("TKV_ENGINE_CRASH_WTCONFIG")};
     struct tkv_engine *e;
@@ -180,8 +182,7 @@ static void crash_once(bool sync, unsigned seed)
         cr_assert_eq(r1, 0, "seed %u: acknowledged key %ld lost (last %ld)", seed, i, last);
         size_t n = value_len(i);
         fill_value(want, n, i);
-        cr_assert(v.len == n && memcmp(v.ptr, want, n) == 0, "seed %u: value %ld corrupt", seed,
-                  i);
+        cr_assert(v.len == n && memcmp(v.ptr, want, n) == 0, "seed %u: value %ld corrupt", seed, i);
         cr_assert_eq(tkv_engine_get(s, TKV_CF_WRITE, TKV_SLICE(k, 11), &v), 0,
                      "seed %u: batch %ld half applied", seed, i);
     }

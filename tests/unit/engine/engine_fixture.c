@@ -24,8 +24,8 @@ void fx_rmtree(const char *dir)
 
 static void fx_start(void)
 {
-    struct tkv_engine_opts o = {.kind = fx.kind, .path = fx.dir, .sync = fx.sync,
-                                .cache_bytes = 64u << 20};
+    struct tkv_engine_opts o = {
+        .kind = fx.kind, .path = fx.dir, .sync = fx.sync, .cache_bytes = 64u << 20};
     int rv = tkv_engine_open(&o, &fx.e);
     cr_assert_eq(rv, 0, "engine open failed: %s", tkv_strerror(rv));
     rv = tkv_engine_session_open(fx.e, &fx.s);

@@ -29,30 +29,36 @@ void fx_rmtree(const char *dir);
 
 /* Each body runs once per backend; the suites' init/fini open and remove a
  * fresh engine (WT in a temp dir under /tmp, sync mode). */
-#define ENGINE_TEST(name)                          \
-    static void body_##name(void);                 \
-    Test(engine_mem, name) { body_##name(); }      \
-    Test(engine_wt, name) { body_##name(); }       \
+#define ENGINE_TEST(name)                                                                          \
+    static void body_##name(void);                                                                 \
+    Test(engine_mem, name)                                                                         \
+    {                                                                                              \
+        body_##name();                                                                             \
+    }                                                                                              \
+    Test(engine_wt, name)                                                                          \
+    {                                                                                              \
+        body_##name();                                                                             \
+    }                                                                                              \
     static void body_##name(void)
 
 #define S(str) TKV_SLICE_STR(str)
 #define NOS TKV_SLICE(NULL, 0)
 
 /* Assert get(cf, key) == want (want.ptr == NULL: must be absent). */
-#define expect_get(cf, key, want)                                                           \
-    do {                                                                                    \
-        struct tkv_slice v_;                                                                \
-        struct tkv_slice w_ = (want);                                                       \
-        int rv_ = tkv_engine_get(fx.s, (cf), (key), &v_);                                   \
-        if (w_.ptr == NULL) {                                                               \
-            cr_assert_eq(rv_, TKV_ENOTFOUND, "%s:%d: expected not found, got rv=%d", __FILE__, \
-                         __LINE__, rv_);                                                    \
-        } else {                                                                            \
-            cr_assert_eq(rv_, 0, "%s:%d: get failed: %s", __FILE__, __LINE__, tkv_strerror(rv_)); \
-            cr_assert(v_.len == w_.len && (w_.len == 0 || memcmp(v_.ptr, w_.ptr, w_.len) == 0), \
-                      "%s:%d: value mismatch (len %zu vs %zu)", __FILE__, __LINE__, v_.len,   \
-                      w_.len);                                                              \
-        }                                                                                   \
+#define expect_get(cf, key, want)                                                                  \
+    do {                                                                                           \
+        struct tkv_slice v_;                                                                       \
+        struct tkv_slice w_ = (want);                                                              \
+        int rv_ = tkv_engine_get(fx.s, (cf), (key), &v_);                                          \
+        if (w_.ptr == NULL) {                                                                      \
+            cr_assert_eq(rv_, TKV_ENOTFOUND, "%s:%d: expected not found, got rv=%d", __FILE__,     \
+                         __LINE__, rv_);                                                           \
+        } else {                                                                                   \
+            cr_assert_eq(rv_, 0, "%s:%d: get failed: %s", __FILE__, __LINE__, tkv_strerror(rv_));  \
+            cr_assert(v_.len == w_.len && (w_.len == 0 || memcmp(v_.ptr, w_.ptr, w_.len) == 0),    \
+                      "%s:%d: value mismatch (len %zu vs %zu)", __FILE__, __LINE__, v_.len,        \
+                      w_.len);                                                                     \
+        }                                                                                          \
     } while (0)
 
 /* An expression (usable in a for-loop header): assert that expr returned 0. */

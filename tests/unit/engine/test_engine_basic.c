@@ -56,7 +56,7 @@ ENGINE_TEST(unknown_cf_is_an_error)
     tkv_engine_batch_init(&b);
     cr_assert_eq(tkv_engine_get(fx.s, bad, S("k"), &v), TKV_ECF);
     cr_assert_eq(tkv_engine_put(fx.s, bad, S("k"), S("v")), TKV_ECF);
-    cr_assert_eq(tkv_engine_delete(fx.s, (enum tkv_cf)-1, S("k")), TKV_ECF);
+    cr_assert_eq(tkv_engine_delete(fx.s, (enum tkv_cf) - 1, S("k")), TKV_ECF);
     cr_assert_eq(tkv_engine_batch_put(&b, bad, S("k"), S("v")), TKV_ECF);
     cr_assert_eq(b.n_ops, 0, "a rejected op must leave the batch unchanged");
     cr_assert_eq(tkv_engine_batch_delete_range(&b, bad, S("a"), S("b")), TKV_ECF);
@@ -222,12 +222,12 @@ ENGINE_TEST(too_big_is_rejected)
     cr_assert_eq(tkv_engine_batch_put(&b, TKV_CF_DEFAULT, S("k"),
                                       TKV_SLICE(small, TKV_ENGINE_VALUE_MAX + 1)),
                  TKV_ETOOBIG);
-    cr_assert_eq(tkv_engine_batch_put(&b, TKV_CF_DEFAULT, TKV_SLICE(small, TKV_ENGINE_KEY_MAX + 1),
-                                      S("v")),
-                 TKV_ETOOBIG);
-    cr_assert_eq(tkv_engine_put(fx.s, TKV_CF_DEFAULT, S("k"),
-                                TKV_SLICE(small, TKV_ENGINE_VALUE_MAX + 1)),
-                 TKV_ETOOBIG);
+    cr_assert_eq(
+        tkv_engine_batch_put(&b, TKV_CF_DEFAULT, TKV_SLICE(small, TKV_ENGINE_KEY_MAX + 1), S("v")),
+        TKV_ETOOBIG);
+    cr_assert_eq(
+        tkv_engine_put(fx.s, TKV_CF_DEFAULT, S("k"), TKV_SLICE(small, TKV_ENGINE_VALUE_MAX + 1)),
+        TKV_ETOOBIG);
     cr_assert_eq(b.n_ops, 0);
     tkv_engine_batch_close(&b);
 }
@@ -355,11 +355,10 @@ ENGINE_TEST(binary_keys_memcmp_order)
         const char *p;
         size_t n;
     } sorted[] = {
-        {"\x00", 1},     {"\x00\x00", 2}, {"\x00\xff", 2},
-        {"\x01", 1},     {"a", 1},        {"a\x00", 2},    {"a\x00\x00", 3},
-        {"a\x01", 2},    {"ab", 2},       {"\x7f", 1},     {"\x80", 1},
-        {"\xfe\xff", 2}, {"\xff", 1},     {"\xff\x00", 2}, {"\xff\xff", 2},
-        {"\xff\xff\xff", 3},
+        {"\x00", 1}, {"\x00\x00", 2}, {"\x00\xff", 2},  {"\x01", 1},
+        {"a", 1},    {"a\x00", 2},    {"a\x00\x00", 3}, {"a\x01", 2},
+        {"ab", 2},   {"\x7f", 1},     {"\x80", 1},      {"\xfe\xff", 2},
+        {"\xff", 1}, {"\xff\x00", 2}, {"\xff\xff", 2},  {"\xff\xff\xff", 3},
     };
     size_t n = TKV_ARRAY_LEN(sorted);
     /* insert in a scrambled order */

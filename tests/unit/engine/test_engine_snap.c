@@ -94,8 +94,8 @@ ENGINE_TEST(many_snapshots_and_reuse)
             for (int j = 0; j < 10; j++) {
                 struct tkv_slice got;
                 snprintf(k, sizeof(k), "k%d", j);
-                int rv = tkv_engine_snap_get(snaps[i], TKV_CF_DEFAULT, TKV_SLICE(k, strlen(k)),
-                                             &got);
+                int rv =
+                    tkv_engine_snap_get(snaps[i], TKV_CF_DEFAULT, TKV_SLICE(k, strlen(k)), &got);
                 int want_round = j <= i ? round : round - 1;
                 if (want_round < 0) {
                     cr_assert_eq(rv, TKV_ENOTFOUND, "round %d snap %d key %d", round, i, j);
@@ -134,7 +134,8 @@ ENGINE_TEST(large_values)
     for (int i = 0; i < 4; i++) {
         vals[i] = pattern(sizes[i], (unsigned)i + 1);
         char k[8] = {'b', 'i', 'g', (char)('0' + i)};
-        must(tkv_engine_batch_put(&b, TKV_CF_DEFAULT, TKV_SLICE(k, 4), TKV_SLICE(vals[i], sizes[i])));
+        must(tkv_engine_batch_put(&b, TKV_CF_DEFAULT, TKV_SLICE(k, 4),
+                                  TKV_SLICE(vals[i], sizes[i])));
     }
     must(tkv_engine_write(fx.s, &b));
     tkv_engine_batch_close(&b);
@@ -292,7 +293,8 @@ static void *worker_main(void *arg)
         /* own key in two CFs (atomic pair) plus a hot key every thread writes */
         int kn = snprintf(k, sizeof(k), "t%d-%04d", w->id, i);
         int vn = snprintf(v, sizeof(v), "%d:%d", w->id, i);
-        tkv_engine_batch_put(&b, TKV_CF_DEFAULT, TKV_SLICE(k, (size_t)kn), TKV_SLICE(v, (size_t)vn));
+        tkv_engine_batch_put(&b, TKV_CF_DEFAULT, TKV_SLICE(k, (size_t)kn),
+                             TKV_SLICE(v, (size_t)vn));
         tkv_engine_batch_put(&b, TKV_CF_WRITE, TKV_SLICE(k, (size_t)kn), TKV_SLICE(v, (size_t)vn));
         tkv_engine_batch_put(&b, TKV_CF_META, S("hot"), TKV_SLICE(v, (size_t)vn));
         w->rv = tkv_engine_write(s, &b);
