@@ -21,10 +21,10 @@
  * tables, input over TKV_TOML_MAX_BYTES, invalid UTF-8, NUL bytes.
  * ------------------------------------------------------------------------- */
 
-#define TKV_TOML_MAX_BYTES (1u << 20)  /* largest accepted file */
-#define TKV_TOML_MAX_ITEMS 4096        /* keys + tables in one document */
-#define TKV_TOML_MAX_ARRAY 1024        /* elements in one array */
-#define TKV_TOML_MAX_DEPTH 16          /* segments in one key path */
+#define TKV_TOML_MAX_BYTES (1u << 20) /* largest accepted file */
+#define TKV_TOML_MAX_ITEMS 4096       /* keys + tables in one document */
+#define TKV_TOML_MAX_ARRAY 1024       /* elements in one array */
+#define TKV_TOML_MAX_DEPTH 16         /* segments in one key path */
 
 enum tkv_toml_type {
     TKV_TOML_STRING,
@@ -52,8 +52,8 @@ struct tkv_toml_value {
 };
 
 enum tkv_toml_item_kind {
-    TKV_TOML_ITEM_VALUE,     /* key = value */
-    TKV_TOML_ITEM_TABLE,     /* [header] */
+    TKV_TOML_ITEM_VALUE, /* key = value */
+    TKV_TOML_ITEM_TABLE, /* [header] */
 };
 
 /* One key or table header, in document order. `path` is the canonical full
@@ -63,8 +63,8 @@ enum tkv_toml_item_kind {
 struct tkv_toml_item {
     enum tkv_toml_item_kind kind;
     char *path;
-    int line;  /* 1-based line of the key or header */
-    int col;   /* 1-based column (bytes) of the key or header */
+    int line;                  /* 1-based line of the key or header */
+    int col;                   /* 1-based column (bytes) of the key or header */
     struct tkv_toml_value val; /* VALUE items only */
 };
 
@@ -90,7 +90,8 @@ int tkv_config_toml_parse(const char *name, const char *text, size_t len, struct
 /* Read and parse the file at path (at most TKV_TOML_MAX_BYTES).
  * Errors: as tkv_config_toml_parse, plus -errno when the file cannot be read
  * (the message names the file). Any thread (blocking I/O: not on a core). */
-int tkv_config_toml_parse_file(const char *path, struct tkv_toml_doc *doc, char *err, size_t errlen);
+int tkv_config_toml_parse_file(const char *path, struct tkv_toml_doc *doc, char *err,
+                               size_t errlen);
 
 /* Release everything the doc owns; safe on a zeroed or already freed doc. */
 void tkv_config_toml_free(struct tkv_toml_doc *doc);
@@ -130,11 +131,11 @@ enum tkv_config_log_format { TKV_CONFIG_LOG_TEXT, TKV_CONFIG_LOG_JSON };
 
 /* What main() should do after tkv_config_load() returned 0. */
 enum tkv_config_action {
-    TKV_CONFIG_RUN,         /* start the server */
-    TKV_CONFIG_CHECK,       /* --config-check: config is valid; print "config is ok", exit 0 */
-    TKV_CONFIG_INFO,        /* --config-info FORMAT: print tkv_config_dump(info_format), exit 0 */
-    TKV_CONFIG_HELP,        /* -h/--help: print tkv_config_usage(), exit 0 (cfg not loaded) */
-    TKV_CONFIG_VERSION,     /* -V/--version: print the version block, exit 0 (cfg not loaded) */
+    TKV_CONFIG_RUN,     /* start the server */
+    TKV_CONFIG_CHECK,   /* --config-check: config is valid; print "config is ok", exit 0 */
+    TKV_CONFIG_INFO,    /* --config-info FORMAT: print tkv_config_dump(info_format), exit 0 */
+    TKV_CONFIG_HELP,    /* -h/--help: print tkv_config_usage(), exit 0 (cfg not loaded) */
+    TKV_CONFIG_VERSION, /* -V/--version: print the version block, exit 0 (cfg not loaded) */
 };
 
 enum tkv_config_dump_format { TKV_CONFIG_DUMP_TOML, TKV_CONFIG_DUMP_JSON };
@@ -265,15 +266,15 @@ const char *tkv_config_usage(void);
 #define TKV_CONFIG_NAME_MAX 128
 
 struct tkv_sched_config {
-    char name[TKV_CONFIG_NAME_MAX];          /* derived: "pd-<hostname>" */
-    char data_dir[TKV_CONFIG_PATH_MAX];      /* derived: "default.<name>" */
-    char client_urls[TKV_CONFIG_URLS_MAX];   /* "http://h:p[,http://h:p...]": gRPC + HTTP API */
-    char peer_urls[TKV_CONFIG_URLS_MAX];     /* scheduler-to-scheduler traffic */
+    char name[TKV_CONFIG_NAME_MAX];        /* derived: "pd-<hostname>" */
+    char data_dir[TKV_CONFIG_PATH_MAX];    /* derived: "default.<name>" */
+    char client_urls[TKV_CONFIG_URLS_MAX]; /* "http://h:p[,http://h:p...]": gRPC + HTTP API */
+    char peer_urls[TKV_CONFIG_URLS_MAX];   /* scheduler-to-scheduler traffic */
     char advertise_client_urls[TKV_CONFIG_URLS_MAX]; /* derived: client_urls */
     char advertise_peer_urls[TKV_CONFIG_URLS_MAX];   /* derived: peer_urls */
     char initial_cluster[TKV_CONFIG_URLS_MAX];       /* derived: "<name>=<advertise_peer_urls>" */
-    char initial_cluster_state[16];          /* "new" or "existing" */
-    uint64_t lease_s;                        /* leader lease, seconds (PD: integer) */
+    char initial_cluster_state[16];                  /* "new" or "existing" */
+    uint64_t lease_s;                                /* leader lease, seconds (PD: integer) */
     uint64_t tso_save_interval_ms;
     struct {
         enum tkv_log_level level;
@@ -309,12 +310,13 @@ void tkv_config_sched_defaults(struct tkv_sched_config *cfg);
  * --config-info FORMAT, -V/--version, -h/--help; one or two dashes), then the
  * derived fields, then validation. Returns and errors as tkv_config_load().
  * Main thread, before cores start. */
-int tkv_config_sched_load(struct tkv_sched_config *cfg, int argc, char **argv, char *err, size_t errlen);
+int tkv_config_sched_load(struct tkv_sched_config *cfg, int argc, char **argv, char *err,
+                          size_t errlen);
 
 /* As the tkv_config_* counterparts, for the scheduler schema. Validation
  * accepts empty derived fields (they are checked after derivation). */
-int tkv_config_sched_apply_doc(struct tkv_sched_config *cfg, const struct tkv_toml_doc *doc, char *err,
-                               size_t errlen);
+int tkv_config_sched_apply_doc(struct tkv_sched_config *cfg, const struct tkv_toml_doc *doc,
+                               char *err, size_t errlen);
 int tkv_config_sched_set(struct tkv_sched_config *cfg, const char *key, const char *text, char *err,
                          size_t errlen);
 int tkv_config_sched_validate(const struct tkv_sched_config *cfg, char *err, size_t errlen);

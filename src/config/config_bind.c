@@ -119,7 +119,8 @@ int config_check_addr(const char *s, bool may_be_empty, char *what, size_t wl)
     if (!s[0] && may_be_empty)
         return 0;
     if (tkv_config_split_addr(s, host, sizeof(host), &port) < 0)
-        return config_errf(what, wl, "expected \"host:port\" (port 0-65535, IPv6 in brackets), got \"%s\"", s);
+        return config_errf(
+            what, wl, "expected \"host:port\" (port 0-65535, IPv6 in brackets), got \"%s\"", s);
     return 0;
 }
 
@@ -135,8 +136,9 @@ static int check_urls(const char *s, char *what, size_t wl)
         memcpy(one, p, n);
         one[n] = '\0';
         if (strncasecmp(one, "http://", 7) != 0 || config_check_addr(one + 7, false, what, wl) < 0)
-            return config_errf(what, wl, "expected URLs like \"http://127.0.0.1:2379\" (comma-separated), got \"%s\"",
-                               s);
+            return config_errf(
+                what, wl,
+                "expected URLs like \"http://127.0.0.1:2379\" (comma-separated), got \"%s\"", s);
         if (!comma)
             return 0;
         p = comma + 1;
@@ -146,11 +148,16 @@ static int check_urls(const char *s, char *what, size_t wl)
 static const char *log_level_name(enum tkv_log_level l)
 {
     switch (l) {
-    case TKV_LOG_LEVEL_FATAL: return "fatal";
-    case TKV_LOG_LEVEL_ERROR: return "error";
-    case TKV_LOG_LEVEL_WARN: return "warn";
-    case TKV_LOG_LEVEL_INFO: return "info";
-    case TKV_LOG_LEVEL_DEBUG: return "debug";
+    case TKV_LOG_LEVEL_FATAL:
+        return "fatal";
+    case TKV_LOG_LEVEL_ERROR:
+        return "error";
+    case TKV_LOG_LEVEL_WARN:
+        return "warn";
+    case TKV_LOG_LEVEL_INFO:
+        return "info";
+    case TKV_LOG_LEVEL_DEBUG:
+        return "debug";
     }
     return "info";
 }
@@ -169,8 +176,8 @@ static int get_string(char *dst, size_t cap, const struct tkv_toml_value *v, cha
 
 /* Set the field described by d from v; on error writes the reason (without
  * location) to what and leaves the field unchanged. */
-static int set_value(void *base, const struct config_key *d, const struct tkv_toml_value *v, char *what,
-                     size_t wl)
+static int set_value(void *base, const struct config_key *d, const struct tkv_toml_value *v,
+                     char *what, size_t wl)
 {
     char *field = (char *)base + d->off;
     char tmp[TKV_CONFIG_PATH_MAX];
@@ -199,8 +206,9 @@ static int set_value(void *base, const struct config_key *d, const struct tkv_to
         if (v->type != TKV_TOML_INT)
             return config_errf(what, wl, "expected an integer");
         if (v->u.i < 0 || (uint64_t)v->u.i < d->min || (uint64_t)v->u.i > d->max)
-            return config_errf(what, wl, "must be between %llu and %llu, got %lld", (unsigned long long)d->min,
-                               (unsigned long long)d->max, (long long)v->u.i);
+            return config_errf(what, wl, "must be between %llu and %llu, got %lld",
+                               (unsigned long long)d->min, (unsigned long long)d->max,
+                               (long long)v->u.i);
         if (d->kind == CONFIG_K_U32)
             *(uint32_t *)(void *)field = (uint32_t)v->u.i;
         else
@@ -212,7 +220,8 @@ static int set_value(void *base, const struct config_key *d, const struct tkv_to
             b = (uint64_t)v->u.i;
         else if (v->type != TKV_TOML_STRING || strlen(v->u.str.ptr) != v->u.str.len ||
                  tkv_config_parse_size(v->u.str.ptr, &b) < 0)
-            return config_errf(what, wl, "expected a size such as \"96MiB\" (units B KB MB GB TB PB, KiB...)");
+            return config_errf(
+                what, wl, "expected a size such as \"96MiB\" (units B KB MB GB TB PB, KiB...)");
         if (b < d->min || b > d->max) {
             char lo[32], hi[32];
             tkv_config_format_size(d->min, lo, sizeof(lo));
@@ -226,7 +235,8 @@ static int set_value(void *base, const struct config_key *d, const struct tkv_to
         uint64_t ms;
         if (v->type != TKV_TOML_STRING || strlen(v->u.str.ptr) != v->u.str.len ||
             tkv_config_parse_duration(v->u.str.ptr, &ms) < 0)
-            return config_errf(what, wl, "expected a duration such as \"10s\" (units ms s m h d, whole ms)");
+            return config_errf(what, wl,
+                               "expected a duration such as \"10s\" (units ms s m h d, whole ms)");
         if (ms < d->min || ms > d->max) {
             char lo[32], hi[32];
             tkv_config_format_duration(d->min, lo, sizeof(lo));
@@ -240,7 +250,8 @@ static int set_value(void *base, const struct config_key *d, const struct tkv_to
         enum tkv_log_level l;
         if (v->type != TKV_TOML_STRING || strlen(v->u.str.ptr) != v->u.str.len ||
             tkv_log_parse_level(v->u.str.ptr, &l) < 0)
-            return config_errf(what, wl, "expected one of \"debug\", \"info\", \"warn\", \"error\", \"fatal\"");
+            return config_errf(
+                what, wl, "expected one of \"debug\", \"info\", \"warn\", \"error\", \"fatal\"");
         *(enum tkv_log_level *)(void *)field = l;
         return 0;
     }
@@ -248,7 +259,8 @@ static int set_value(void *base, const struct config_key *d, const struct tkv_to
         enum tkv_config_log_format f;
         if (v->type == TKV_TOML_STRING && v->u.str.len == 4 && strcmp(v->u.str.ptr, "text") == 0)
             f = TKV_CONFIG_LOG_TEXT;
-        else if (v->type == TKV_TOML_STRING && v->u.str.len == 4 && strcmp(v->u.str.ptr, "json") == 0)
+        else if (v->type == TKV_TOML_STRING && v->u.str.len == 4 &&
+                 strcmp(v->u.str.ptr, "json") == 0)
             f = TKV_CONFIG_LOG_JSON;
         else
             return config_errf(what, wl, "expected \"text\" or \"json\"");
@@ -257,16 +269,19 @@ static int set_value(void *base, const struct config_key *d, const struct tkv_to
     }
     case CONFIG_K_ADDR_LIST: {
         if (v->type != TKV_TOML_ARRAY)
-            return config_errf(what, wl, "expected an array of strings such as [\"127.0.0.1:2379\"]");
+            return config_errf(what, wl,
+                               "expected an array of strings such as [\"127.0.0.1:2379\"]");
         if (v->u.arr.n > d->max)
-            return config_errf(what, wl, "too many entries (limit %llu)", (unsigned long long)d->max);
+            return config_errf(what, wl, "too many entries (limit %llu)",
+                               (unsigned long long)d->max);
         /* Check everything before writing anything. */
         for (size_t i = 0; i < v->u.arr.n; i++) {
             TKV_RET(get_string(tmp, TKV_MIN(d->size, sizeof(tmp)), &v->u.arr.items[i], what, wl));
             TKV_RET(config_check_addr(config_strip_http(tmp), false, what, wl));
         }
         for (size_t i = 0; i < v->u.arr.n; i++)
-            memcpy(field + i * d->size, v->u.arr.items[i].u.str.ptr, v->u.arr.items[i].u.str.len + 1);
+            memcpy(field + i * d->size, v->u.arr.items[i].u.str.ptr,
+                   v->u.arr.items[i].u.str.len + 1);
         *(uint32_t *)(void *)((char *)base + d->count_off) = (uint32_t)v->u.arr.n;
         return 0;
     }
@@ -274,8 +289,8 @@ static int set_value(void *base, const struct config_key *d, const struct tkv_to
     return config_errf(what, wl, "internal error: unknown kind");
 }
 
-int config_apply_doc(const struct config_schema *s, void *base, const struct tkv_toml_doc *doc, char *err,
-                     size_t errlen)
+int config_apply_doc(const struct config_schema *s, void *base, const struct tkv_toml_doc *doc,
+                     char *err, size_t errlen)
 {
     const char *name = doc->name ? doc->name : "<config>";
     for (size_t i = 0; i < doc->n_items; i++) {
@@ -286,15 +301,15 @@ int config_apply_doc(const struct config_schema *s, void *base, const struct tkv
             for (size_t k = 0; k < s->n_sections; k++)
                 known = known || strcmp(s->sections[k], it->path) == 0;
             if (!known)
-                return config_errf(err, errlen, "%s:%d: [%s]: unknown configuration table", name, it->line,
-                                   it->path);
+                return config_errf(err, errlen, "%s:%d: [%s]: unknown configuration table", name,
+                                   it->line, it->path);
             continue;
         }
         const struct config_key *d = find_key(s, it->path);
         if (!d) {
             suggest(s, it->path, hint, sizeof(hint));
-            return config_errf(err, errlen, "%s:%d: %s: unknown configuration key%s", name, it->line, it->path,
-                               hint);
+            return config_errf(err, errlen, "%s:%d: %s: unknown configuration key%s", name,
+                               it->line, it->path, hint);
         }
         char what[256];
         if (set_value(base, d, &it->val, what, sizeof(what)) < 0)
@@ -368,8 +383,8 @@ static int set_text(void *base, const struct config_key *d, const char *text, ch
     return set_value(base, d, &v, what, wl);
 }
 
-int config_set_text(const struct config_schema *s, void *base, const char *key, const char *text, char *err,
-                    size_t errlen)
+int config_set_text(const struct config_schema *s, void *base, const char *key, const char *text,
+                    char *err, size_t errlen)
 {
     const struct config_key *d = find_key(s, key);
     char what[256];
@@ -444,7 +459,8 @@ static void put_value(struct out *o, const void *base, const struct config_key *
         puts_(o, tmp);
         return;
     case CONFIG_K_U64:
-        snprintf(tmp, sizeof(tmp), "%llu", (unsigned long long)*(const uint64_t *)(const void *)field);
+        snprintf(tmp, sizeof(tmp), "%llu",
+                 (unsigned long long)*(const uint64_t *)(const void *)field);
         puts_(o, tmp);
         return;
     case CONFIG_K_SIZE:
@@ -459,8 +475,10 @@ static void put_value(struct out *o, const void *base, const struct config_key *
         put_quoted(o, log_level_name(*(const enum tkv_log_level *)(const void *)field));
         return;
     case CONFIG_K_LOG_FORMAT:
-        put_quoted(o, *(const enum tkv_config_log_format *)(const void *)field == TKV_CONFIG_LOG_JSON ? "json"
-                                                                                                     : "text");
+        put_quoted(o,
+                   *(const enum tkv_config_log_format *)(const void *)field == TKV_CONFIG_LOG_JSON
+                       ? "json"
+                       : "text");
         return;
     case CONFIG_K_ADDR_LIST: {
         uint32_t n = *(const uint32_t *)(const void *)((const char *)base + d->count_off);
@@ -563,8 +581,8 @@ static void dump_json(struct out *o, const struct config_schema *s, const void *
     puts_(o, "}\n");
 }
 
-size_t config_dump(const struct config_schema *s, const void *base, enum tkv_config_dump_format format, char *buf,
-                   size_t cap)
+size_t config_dump(const struct config_schema *s, const void *base,
+                   enum tkv_config_dump_format format, char *buf, size_t cap)
 {
     struct out o = {.buf = buf, .cap = cap, .len = 0};
     if (cap > 0)

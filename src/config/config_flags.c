@@ -11,8 +11,8 @@
 
 #define MAX_ARGS 256
 
-static const struct config_flag *find_flag(const struct config_flag *flags, size_t n_flags, const char *name,
-                                           size_t n)
+static const struct config_flag *find_flag(const struct config_flag *flags, size_t n_flags,
+                                           const char *name, size_t n)
 {
     for (size_t i = 0; i < n_flags; i++)
         for (size_t j = 0; j < 4 && flags[i].names[j]; j++)
@@ -34,9 +34,9 @@ struct parsed_flag {
 };
 
 int config_load_cmdline(const struct config_schema *s, void *base, const struct config_flag *flags,
-                        size_t n_flags, int argc, char **argv, char *config_file, size_t config_file_cap,
-                        enum tkv_config_action *action, enum tkv_config_dump_format *info_format, char *err,
-                        size_t errlen)
+                        size_t n_flags, int argc, char **argv, char *config_file,
+                        size_t config_file_cap, enum tkv_config_action *action,
+                        enum tkv_config_dump_format *info_format, char *err, size_t errlen)
 {
     if (err && errlen)
         err[0] = '\0';
@@ -56,13 +56,15 @@ int config_load_cmdline(const struct config_schema *s, void *base, const struct 
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (a[0] != '-' || a[1] == '\0')
-            return config_errf(err, errlen, "unexpected argument \"%s\" (flags start with '-'; see --help)", a);
+            return config_errf(err, errlen,
+                               "unexpected argument \"%s\" (flags start with '-'; see --help)", a);
         const char *name = a + 1 + (a[1] == '-');
         const char *eq = strchr(name, '=');
         size_t nl = eq ? (size_t)(eq - name) : strlen(name);
         const struct config_flag *f = find_flag(flags, n_flags, name, nl);
         if (!f)
-            return config_errf(err, errlen, "unknown flag %.*s (see --help)", (int)((size_t)(name - a) + nl), a);
+            return config_errf(err, errlen, "unknown flag %.*s (see --help)",
+                               (int)((size_t)(name - a) + nl), a);
         struct parsed_flag pf = {.f = f, .spelled = a, .spelled_len = (size_t)(name - a) + nl};
         if (takes_value(f)) {
             if (eq)
@@ -76,8 +78,8 @@ int config_load_cmdline(const struct config_schema *s, void *base, const struct 
             if (strcmp(eq + 1, "false") == 0)
                 continue;
             if (strcmp(eq + 1, "true") != 0)
-                return config_errf(err, errlen, "flag %.*s takes no value (got \"%s\")", (int)pf.spelled_len, a,
-                                   eq + 1);
+                return config_errf(err, errlen, "flag %.*s takes no value (got \"%s\")",
+                                   (int)pf.spelled_len, a, eq + 1);
         }
         switch (f->kind) {
         case CONFIG_F_HELP:
@@ -106,7 +108,8 @@ int config_load_cmdline(const struct config_schema *s, void *base, const struct 
         else if (strcmp(info, "json") == 0)
             *info_format = TKV_CONFIG_DUMP_JSON;
         else
-            return config_errf(err, errlen, "flag --config-info: expected toml or json, got \"%s\"", info);
+            return config_errf(err, errlen, "flag --config-info: expected toml or json, got \"%s\"",
+                               info);
     }
     if (config_path) {
         if (!config_path[0])
@@ -127,7 +130,8 @@ int config_load_cmdline(const struct config_schema *s, void *base, const struct 
     for (size_t i = 0; i < n_parsed; i++) {
         char what[384];
         if (config_set_text(s, base, parsed[i].f->key, parsed[i].value, what, sizeof(what)) < 0)
-            return config_errf(err, errlen, "flag %.*s: %s", (int)parsed[i].spelled_len, parsed[i].spelled, what);
+            return config_errf(err, errlen, "flag %.*s: %s", (int)parsed[i].spelled_len,
+                               parsed[i].spelled, what);
     }
     *action = info ? TKV_CONFIG_INFO : check ? TKV_CONFIG_CHECK : TKV_CONFIG_RUN;
     return 0;

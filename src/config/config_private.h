@@ -12,7 +12,8 @@
 
 /* snprintf into err (if errlen > 0), never overflowing; returns TKV_ECONFIG
  * so callers can `return config_errf(...)`. */
-int config_errf(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+int config_errf(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 /* Append the canonical form of one key segment (bare if possible, else a
  * quoted TOML basic string) to out[*len..cap); returns 0 or TKV_ETOOBIG. */
@@ -37,8 +38,8 @@ enum config_kind {
 struct config_key {
     const char *key; /* full dotted TOML key */
     enum config_kind kind;
-    size_t off;      /* field offset in the config struct */
-    size_t size;     /* field size; for ADDR_LIST the size of one element */
+    size_t off;  /* field offset in the config struct */
+    size_t size; /* field size; for ADDR_LIST the size of one element */
     uint64_t min, max;
     size_t count_off; /* ADDR_LIST only */
 };
@@ -51,14 +52,14 @@ struct config_schema {
 };
 
 /* Strict application of a parsed file onto base (errors "file:line: key: what"). */
-int config_apply_doc(const struct config_schema *s, void *base, const struct tkv_toml_doc *doc, char *err,
-                     size_t errlen);
+int config_apply_doc(const struct config_schema *s, void *base, const struct tkv_toml_doc *doc,
+                     char *err, size_t errlen);
 /* One key from flag text ("16MB", "true", "a,b" for lists); errors "key: what". */
-int config_set_text(const struct config_schema *s, void *base, const char *key, const char *text, char *err,
-                    size_t errlen);
+int config_set_text(const struct config_schema *s, void *base, const char *key, const char *text,
+                    char *err, size_t errlen);
 /* TOML (loadable) or nested JSON text of every key; snprintf-like. */
-size_t config_dump(const struct config_schema *s, const void *base, enum tkv_config_dump_format format, char *buf,
-                   size_t cap);
+size_t config_dump(const struct config_schema *s, const void *base,
+                   enum tkv_config_dump_format format, char *buf, size_t cap);
 /* "host:port" check with a message in what; empty allowed if may_be_empty. */
 int config_check_addr(const char *s, bool may_be_empty, char *what, size_t wl);
 /* An address that may carry an http:// prefix: the host:port part. */
@@ -67,7 +68,14 @@ bool config_host_unspecified(const char *host);
 
 /* ---- command line ---- */
 
-enum config_flag_kind { CONFIG_F_KEY, CONFIG_F_CONFIG, CONFIG_F_CHECK, CONFIG_F_INFO, CONFIG_F_HELP, CONFIG_F_VERSION };
+enum config_flag_kind {
+    CONFIG_F_KEY,
+    CONFIG_F_CONFIG,
+    CONFIG_F_CHECK,
+    CONFIG_F_INFO,
+    CONFIG_F_HELP,
+    CONFIG_F_VERSION
+};
 
 struct config_flag {
     const char *names[4]; /* without dashes */
@@ -80,8 +88,8 @@ struct config_flag {
  * *action (RUN, CHECK, INFO, HELP, VERSION) and *info_format; copies the file
  * name into config_file. Validation is the caller's. */
 int config_load_cmdline(const struct config_schema *s, void *base, const struct config_flag *flags,
-                        size_t n_flags, int argc, char **argv, char *config_file, size_t config_file_cap,
-                        enum tkv_config_action *action, enum tkv_config_dump_format *info_format, char *err,
-                        size_t errlen);
+                        size_t n_flags, int argc, char **argv, char *config_file,
+                        size_t config_file_cap, enum tkv_config_action *action,
+                        enum tkv_config_dump_format *info_format, char *err, size_t errlen);
 
 #endif

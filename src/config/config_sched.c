@@ -12,7 +12,8 @@
 #include "tkv/config.h"
 #include "tkv/err.h"
 
-#define F(field) offsetof(struct tkv_sched_config, field), sizeof(((struct tkv_sched_config *)0)->field)
+#define F(field)                                                                                   \
+    offsetof(struct tkv_sched_config, field), sizeof(((struct tkv_sched_config *)0)->field)
 #define DAY_MS (86400000ull)
 
 /* Top-level keys first (TOML puts them before any [table]). */
@@ -30,18 +31,23 @@ static const struct config_key sched_keys[] = {
     {"log.level", CONFIG_K_LOG_LEVEL, F(log.level), 0, 0, 0},
     {"log.format", CONFIG_K_LOG_FORMAT, F(log.format), 0, 0, 0},
     {"log.file.filename", CONFIG_K_STR_OPT, F(log.file.filename), 0, 0, 0},
-    {"schedule.patrol-region-interval", CONFIG_K_DURATION, F(schedule.patrol_region_interval_ms), 1, DAY_MS, 0},
-    {"schedule.max-store-down-time", CONFIG_K_DURATION, F(schedule.max_store_down_time_ms), 1000, 30 * DAY_MS, 0},
-    {"schedule.leader-schedule-limit", CONFIG_K_U64, F(schedule.leader_schedule_limit), 0, 1000000, 0},
-    {"schedule.region-schedule-limit", CONFIG_K_U64, F(schedule.region_schedule_limit), 0, 1000000, 0},
-    {"schedule.replica-schedule-limit", CONFIG_K_U64, F(schedule.replica_schedule_limit), 0, 1000000, 0},
+    {"schedule.patrol-region-interval", CONFIG_K_DURATION, F(schedule.patrol_region_interval_ms), 1,
+     DAY_MS, 0},
+    {"schedule.max-store-down-time", CONFIG_K_DURATION, F(schedule.max_store_down_time_ms), 1000,
+     30 * DAY_MS, 0},
+    {"schedule.leader-schedule-limit", CONFIG_K_U64, F(schedule.leader_schedule_limit), 0, 1000000,
+     0},
+    {"schedule.region-schedule-limit", CONFIG_K_U64, F(schedule.region_schedule_limit), 0, 1000000,
+     0},
+    {"schedule.replica-schedule-limit", CONFIG_K_U64, F(schedule.replica_schedule_limit), 0,
+     1000000, 0},
     {"replication.max-replicas", CONFIG_K_U64, F(replication.max_replicas), 1, 15, 0},
 };
 
 static const char *const sched_sections[] = {"log", "log.file", "schedule", "replication"};
 
-static const struct config_schema sched_schema = {sched_keys, TKV_ARRAY_LEN(sched_keys), sched_sections,
-                                                  TKV_ARRAY_LEN(sched_sections)};
+static const struct config_schema sched_schema = {sched_keys, TKV_ARRAY_LEN(sched_keys),
+                                                  sched_sections, TKV_ARRAY_LEN(sched_sections)};
 
 static const struct config_flag sched_flags[] = {
     {{"C", "config"}, CONFIG_F_CONFIG, NULL},
@@ -69,7 +75,8 @@ static const char sched_usage[] =
     "  -C, --config FILE               TOML config file (strict: unknown keys are errors)\n"
     "      --name NAME                 member name (default pd-<hostname>)\n"
     "      --data-dir DIR              data directory (default default.<name>)\n"
-    "      --client-urls URLS          client URLs: gRPC and HTTP API (default http://127.0.0.1:2379)\n"
+    "      --client-urls URLS          client URLs: gRPC and HTTP API (default "
+    "http://127.0.0.1:2379)\n"
     "      --peer-urls URLS            peer URLs (default http://127.0.0.1:2380)\n"
     "      --advertise-client-urls U   client URLs given to others (default: client-urls)\n"
     "      --advertise-peer-urls U     peer URLs given to others (default: peer-urls)\n"
@@ -109,19 +116,20 @@ void tkv_config_sched_defaults(struct tkv_sched_config *cfg)
     cfg->info_format = TKV_CONFIG_DUMP_TOML;
 }
 
-int tkv_config_sched_apply_doc(struct tkv_sched_config *cfg, const struct tkv_toml_doc *doc, char *err,
-                               size_t errlen)
+int tkv_config_sched_apply_doc(struct tkv_sched_config *cfg, const struct tkv_toml_doc *doc,
+                               char *err, size_t errlen)
 {
     return config_apply_doc(&sched_schema, cfg, doc, err, errlen);
 }
 
-int tkv_config_sched_set(struct tkv_sched_config *cfg, const char *key, const char *text, char *err, size_t errlen)
+int tkv_config_sched_set(struct tkv_sched_config *cfg, const char *key, const char *text, char *err,
+                         size_t errlen)
 {
     return config_set_text(&sched_schema, cfg, key, text, err, errlen);
 }
 
-size_t tkv_config_sched_dump(const struct tkv_sched_config *cfg, enum tkv_config_dump_format format, char *buf,
-                             size_t cap)
+size_t tkv_config_sched_dump(const struct tkv_sched_config *cfg, enum tkv_config_dump_format format,
+                             char *buf, size_t cap)
 {
     return config_dump(&sched_schema, cfg, format, buf, cap);
 }
@@ -165,20 +173,25 @@ static int check_initial_cluster(const struct tkv_sched_config *cfg, char *err, 
         uint16_t port;
         size_t ul = eq ? n - (size_t)(eq + 1 - p) : 0;
         if (!eq || eq == p || ul == 0 || ul >= sizeof(url))
-            return config_errf(err, errlen, "initial-cluster: expected name=http://host:port[,...], got \"%s\"",
+            return config_errf(err, errlen,
+                               "initial-cluster: expected name=http://host:port[,...], got \"%s\"",
                                cfg->initial_cluster);
         memcpy(url, eq + 1, ul);
         url[ul] = '\0';
-        if (strncasecmp(url, "http://", 7) != 0 || tkv_config_split_addr(url + 7, host, sizeof(host), &port) < 0)
-            return config_errf(err, errlen, "initial-cluster: bad URL \"%s\" in \"%s\"", url, cfg->initial_cluster);
-        if (cfg->name[0] && (size_t)(eq - p) == strlen(cfg->name) && strncmp(p, cfg->name, (size_t)(eq - p)) == 0)
+        if (strncasecmp(url, "http://", 7) != 0 ||
+            tkv_config_split_addr(url + 7, host, sizeof(host), &port) < 0)
+            return config_errf(err, errlen, "initial-cluster: bad URL \"%s\" in \"%s\"", url,
+                               cfg->initial_cluster);
+        if (cfg->name[0] && (size_t)(eq - p) == strlen(cfg->name) &&
+            strncmp(p, cfg->name, (size_t)(eq - p)) == 0)
             self = true;
         if (!p[n])
             break;
         p += n + 1;
     }
     if (cfg->name[0] && !self)
-        return config_errf(err, errlen, "initial-cluster: does not list this member's name \"%s\"", cfg->name);
+        return config_errf(err, errlen, "initial-cluster: does not list this member's name \"%s\"",
+                           cfg->name);
     return 0;
 }
 
@@ -200,30 +213,39 @@ int tkv_config_sched_validate(const struct tkv_sched_config *cfg, char *err, siz
     char ch[TKV_CONFIG_ADDR_MAX], ph[TKV_CONFIG_ADDR_MAX];
     uint16_t cp, pp;
     if (first_url(cfg->client_urls, ch, sizeof(ch), &cp) < 0)
-        return config_errf(err, errlen, "client-urls: expected URLs like \"http://127.0.0.1:2379\"");
+        return config_errf(err, errlen,
+                           "client-urls: expected URLs like \"http://127.0.0.1:2379\"");
     if (first_url(cfg->peer_urls, ph, sizeof(ph), &pp) < 0)
         return config_errf(err, errlen, "peer-urls: expected URLs like \"http://127.0.0.1:2380\"");
-    if (cp != 0 && cp == pp && (strcmp(ch, ph) == 0 || config_host_unspecified(ch) || config_host_unspecified(ph)))
+    if (cp != 0 && cp == pp &&
+        (strcmp(ch, ph) == 0 || config_host_unspecified(ch) || config_host_unspecified(ph)))
         return config_errf(err, errlen, "peer-urls: port %u is also used by client-urls", pp);
     if (!cfg->advertise_client_urls[0] && any_unspecified(cfg->client_urls))
         return config_errf(err, errlen,
-                           "advertise-client-urls: must be set when client-urls listens on an unspecified address");
+                           "advertise-client-urls: must be set when client-urls listens on an "
+                           "unspecified address");
     if (!cfg->advertise_peer_urls[0] && any_unspecified(cfg->peer_urls))
-        return config_errf(err, errlen,
-                           "advertise-peer-urls: must be set when peer-urls listens on an unspecified address");
+        return config_errf(
+            err, errlen,
+            "advertise-peer-urls: must be set when peer-urls listens on an unspecified address");
     if (cfg->advertise_client_urls[0] && any_unspecified(cfg->advertise_client_urls))
         return config_errf(err, errlen, "advertise-client-urls: must be reachable, not 0.0.0.0");
     if (cfg->advertise_peer_urls[0] && any_unspecified(cfg->advertise_peer_urls))
         return config_errf(err, errlen, "advertise-peer-urls: must be reachable, not 0.0.0.0");
-    if (strcmp(cfg->initial_cluster_state, "new") != 0 && strcmp(cfg->initial_cluster_state, "existing") != 0)
-        return config_errf(err, errlen, "initial-cluster-state: expected \"new\" or \"existing\", got \"%s\"",
+    if (strcmp(cfg->initial_cluster_state, "new") != 0 &&
+        strcmp(cfg->initial_cluster_state, "existing") != 0)
+        return config_errf(err, errlen,
+                           "initial-cluster-state: expected \"new\" or \"existing\", got \"%s\"",
                            cfg->initial_cluster_state);
     if (cfg->initial_cluster[0])
         TKV_RET(check_initial_cluster(cfg, err, errlen));
     if (cfg->name[0] && strpbrk(cfg->name, "=,/ "))
-        return config_errf(err, errlen, "name: \"%s\" must not contain '=', ',', '/' or spaces", cfg->name);
-    if (cfg->log.file.filename[0] && cfg->data_dir[0] && path_inside(cfg->log.file.filename, cfg->data_dir))
-        return config_errf(err, errlen, "log.file.filename: \"%s\" must not be inside data-dir \"%s\"",
+        return config_errf(err, errlen, "name: \"%s\" must not contain '=', ',', '/' or spaces",
+                           cfg->name);
+    if (cfg->log.file.filename[0] && cfg->data_dir[0] &&
+        path_inside(cfg->log.file.filename, cfg->data_dir))
+        return config_errf(err, errlen,
+                           "log.file.filename: \"%s\" must not be inside data-dir \"%s\"",
                            cfg->log.file.filename, cfg->data_dir);
     return 0;
 }
@@ -241,8 +263,8 @@ static int derive(struct tkv_sched_config *cfg, char *err, size_t errlen)
                 *p = '-';
         snprintf(cfg->name, sizeof(cfg->name), "pd-%s", host);
     }
-    if (!cfg->data_dir[0] &&
-        snprintf(cfg->data_dir, sizeof(cfg->data_dir), "default.%s", cfg->name) >= (int)sizeof(cfg->data_dir))
+    if (!cfg->data_dir[0] && snprintf(cfg->data_dir, sizeof(cfg->data_dir), "default.%s",
+                                      cfg->name) >= (int)sizeof(cfg->data_dir))
         return config_errf(err, errlen, "data-dir: derived name too long");
     if (!cfg->advertise_client_urls[0])
         memcpy(cfg->advertise_client_urls, cfg->client_urls, sizeof(cfg->client_urls));
@@ -253,8 +275,8 @@ static int derive(struct tkv_sched_config *cfg, char *err, size_t errlen)
         size_t len = 0;
         for (const char *p = cfg->advertise_peer_urls; *p;) {
             size_t n = strcspn(p, ",");
-            int w = snprintf(cfg->initial_cluster + len, sizeof(cfg->initial_cluster) - len, "%s%s=%.*s",
-                             len ? "," : "", cfg->name, (int)n, p);
+            int w = snprintf(cfg->initial_cluster + len, sizeof(cfg->initial_cluster) - len,
+                             "%s%s=%.*s", len ? "," : "", cfg->name, (int)n, p);
             if (w < 0 || (size_t)w >= sizeof(cfg->initial_cluster) - len)
                 return config_errf(err, errlen, "initial-cluster: derived value too long");
             len += (size_t)w;
@@ -266,12 +288,13 @@ static int derive(struct tkv_sched_config *cfg, char *err, size_t errlen)
     return 0;
 }
 
-int tkv_config_sched_load(struct tkv_sched_config *cfg, int argc, char **argv, char *err, size_t errlen)
+int tkv_config_sched_load(struct tkv_sched_config *cfg, int argc, char **argv, char *err,
+                          size_t errlen)
 {
     tkv_config_sched_defaults(cfg);
-    TKV_RET(config_load_cmdline(&sched_schema, cfg, sched_flags, TKV_ARRAY_LEN(sched_flags), argc, argv,
-                                cfg->config_file, sizeof(cfg->config_file), &cfg->action, &cfg->info_format, err,
-                                errlen));
+    TKV_RET(config_load_cmdline(&sched_schema, cfg, sched_flags, TKV_ARRAY_LEN(sched_flags), argc,
+                                argv, cfg->config_file, sizeof(cfg->config_file), &cfg->action,
+                                &cfg->info_format, err, errlen));
     if (cfg->action == TKV_CONFIG_HELP || cfg->action == TKV_CONFIG_VERSION)
         return 0;
     /* Validate what the user wrote first (messages about their values), then

@@ -11,7 +11,8 @@
 #include "tkv/config.h"
 #include "tkv/err.h"
 
-#define F(field) offsetof(struct tkv_server_config, field), sizeof(((struct tkv_server_config *)0)->field)
+#define F(field)                                                                                   \
+    offsetof(struct tkv_server_config, field), sizeof(((struct tkv_server_config *)0)->field)
 #define KiB (1ull << 10)
 #define MiB (1ull << 20)
 #define GiB (1ull << 30)
@@ -32,21 +33,30 @@ static const struct config_key server_keys[] = {
     {"log.level", CONFIG_K_LOG_LEVEL, F(log.level), 0, 0, 0},
     {"log.format", CONFIG_K_LOG_FORMAT, F(log.format), 0, 0, 0},
     {"log.file.filename", CONFIG_K_STR_OPT, F(log.file.filename), 0, 0, 0},
-    {"pd.endpoints", CONFIG_K_ADDR_LIST, offsetof(struct tkv_server_config, pd.endpoints), TKV_CONFIG_ADDR_MAX, 0,
-     TKV_CONFIG_MAX_PD, offsetof(struct tkv_server_config, pd.n_endpoints)},
-    {"raftstore.raft-base-tick-interval", CONFIG_K_DURATION, F(raftstore.raft_base_tick_interval_ms), 1, DAY_MS, 0},
-    {"raftstore.raft-heartbeat-ticks", CONFIG_K_U32, F(raftstore.raft_heartbeat_ticks), 1, 1000000, 0},
-    {"raftstore.raft-election-timeout-ticks", CONFIG_K_U32, F(raftstore.raft_election_timeout_ticks), 2, 1000000, 0},
-    {"raftstore.raft-log-gc-tick-interval", CONFIG_K_DURATION, F(raftstore.raft_log_gc_tick_interval_ms), 1, DAY_MS, 0},
-    {"raftstore.raft-log-gc-count-limit", CONFIG_K_U64, F(raftstore.raft_log_gc_count_limit), 1, UINT32_MAX, 0},
+    {"pd.endpoints", CONFIG_K_ADDR_LIST, offsetof(struct tkv_server_config, pd.endpoints),
+     TKV_CONFIG_ADDR_MAX, 0, TKV_CONFIG_MAX_PD, offsetof(struct tkv_server_config, pd.n_endpoints)},
+    {"raftstore.raft-base-tick-interval", CONFIG_K_DURATION,
+     F(raftstore.raft_base_tick_interval_ms), 1, DAY_MS, 0},
+    {"raftstore.raft-heartbeat-ticks", CONFIG_K_U32, F(raftstore.raft_heartbeat_ticks), 1, 1000000,
+     0},
+    {"raftstore.raft-election-timeout-ticks", CONFIG_K_U32,
+     F(raftstore.raft_election_timeout_ticks), 2, 1000000, 0},
+    {"raftstore.raft-log-gc-tick-interval", CONFIG_K_DURATION,
+     F(raftstore.raft_log_gc_tick_interval_ms), 1, DAY_MS, 0},
+    {"raftstore.raft-log-gc-count-limit", CONFIG_K_U64, F(raftstore.raft_log_gc_count_limit), 1,
+     UINT32_MAX, 0},
     {"raftstore.split-region-check-tick-interval", CONFIG_K_DURATION,
      F(raftstore.split_region_check_tick_interval_ms), 1, DAY_MS, 0},
-    {"raftstore.pd-heartbeat-tick-interval", CONFIG_K_DURATION, F(raftstore.pd_heartbeat_tick_interval_ms), 1, DAY_MS, 0},
+    {"raftstore.pd-heartbeat-tick-interval", CONFIG_K_DURATION,
+     F(raftstore.pd_heartbeat_tick_interval_ms), 1, DAY_MS, 0},
     {"raftstore.pd-store-heartbeat-tick-interval", CONFIG_K_DURATION,
      F(raftstore.pd_store_heartbeat_tick_interval_ms), 1, DAY_MS, 0},
-    {"raftstore.snap-mgr-gc-tick-interval", CONFIG_K_DURATION, F(raftstore.snap_mgr_gc_tick_interval_ms), 1, DAY_MS, 0},
-    {"coprocessor.region-max-size", CONFIG_K_SIZE, F(coprocessor.region_max_size), KiB, 1024 * GiB, 0},
-    {"coprocessor.region-split-size", CONFIG_K_SIZE, F(coprocessor.region_split_size), KiB, 1024 * GiB, 0},
+    {"raftstore.snap-mgr-gc-tick-interval", CONFIG_K_DURATION,
+     F(raftstore.snap_mgr_gc_tick_interval_ms), 1, DAY_MS, 0},
+    {"coprocessor.region-max-size", CONFIG_K_SIZE, F(coprocessor.region_max_size), KiB, 1024 * GiB,
+     0},
+    {"coprocessor.region-split-size", CONFIG_K_SIZE, F(coprocessor.region_split_size), KiB,
+     1024 * GiB, 0},
 };
 
 /* Flags: TiKV names first, TinyKV course names as aliases. */
@@ -77,13 +87,15 @@ static const char server_usage[] =
     "  -A, --addr HOST:PORT       server.addr: gRPC address of store 0; store k uses PORT+k\n"
     "                             (default 127.0.0.1:20160)\n"
     "      --advertise-addr H:P   server.advertise-addr: address given to peers (default: addr)\n"
-    "      --status-addr H:P      server.status-addr: HTTP status/metrics (default 127.0.0.1:20180)\n"
+    "      --status-addr H:P      server.status-addr: HTTP status/metrics (default "
+    "127.0.0.1:20180)\n"
     "      --advertise-status-addr H:P  server.advertise-status-addr\n"
     "      --data-dir DIR         storage.data-dir (default ./tinykv-data)\n"
     "  -L, --log-level LEVEL      log.level: debug, info, warn, error, fatal (default info)\n"
     "      --log-file FILE        log.file.filename (default: stderr)\n"
     "      --pd A[,B...]          pd.endpoints: scheduler addresses; empty = standalone mode\n"
-    "      --cores N              server.cores: shard threads = stores (0 = one per CPU; default 1)\n"
+    "      --cores N              server.cores: shard threads = stores (0 = one per CPU; default "
+    "1)\n"
     "      --config-check         validate the configuration and exit\n"
     "      --config-info FORMAT   print the effective configuration (toml or json) and exit\n"
     "  -V, --version              print version information and exit\n"
@@ -99,10 +111,11 @@ const char *tkv_config_usage(void)
 }
 
 /* Tables a file may declare (including parents of nested ones). */
-static const char *const server_sections[] = {"server", "storage", "log", "log.file", "pd", "raftstore", "coprocessor"};
+static const char *const server_sections[] = {"server", "storage",   "log",        "log.file",
+                                              "pd",     "raftstore", "coprocessor"};
 
-static const struct config_schema server_schema = {server_keys, TKV_ARRAY_LEN(server_keys), server_sections,
-                                                   TKV_ARRAY_LEN(server_sections)};
+static const struct config_schema server_schema = {server_keys, TKV_ARRAY_LEN(server_keys),
+                                                   server_sections, TKV_ARRAY_LEN(server_sections)};
 
 void tkv_config_defaults(struct tkv_server_config *cfg)
 {
@@ -133,36 +146,40 @@ void tkv_config_defaults(struct tkv_server_config *cfg)
     cfg->info_format = TKV_CONFIG_DUMP_TOML;
 }
 
-int tkv_config_store_addr(const struct tkv_server_config *cfg, uint32_t k, bool advertise, char *buf,
-                          size_t cap)
+int tkv_config_store_addr(const struct tkv_server_config *cfg, uint32_t k, bool advertise,
+                          char *buf, size_t cap)
 {
     if (k >= cfg->server.cores)
         return TKV_EINVAL;
-    const char *a = advertise && cfg->server.advertise_addr[0] ? cfg->server.advertise_addr : cfg->server.addr;
+    const char *a =
+        advertise && cfg->server.advertise_addr[0] ? cfg->server.advertise_addr : cfg->server.addr;
     char host[TKV_CONFIG_ADDR_MAX];
     uint16_t port;
     TKV_RET(tkv_config_split_addr(a, host, sizeof(host), &port));
     unsigned long p = port == 0 ? 0 : (unsigned long)port + k;
     if (p > 65535)
         return TKV_EINVAL;
-    int n = strchr(host, ':') ? snprintf(buf, cap, "[%s]:%lu", host, p) : snprintf(buf, cap, "%s:%lu", host, p);
+    int n = strchr(host, ':') ? snprintf(buf, cap, "[%s]:%lu", host, p)
+                              : snprintf(buf, cap, "%s:%lu", host, p);
     if (n < 0 || (size_t)n >= cap)
         return TKV_EINVAL;
     return 0;
 }
 
-int tkv_config_apply_doc(struct tkv_server_config *cfg, const struct tkv_toml_doc *doc, char *err, size_t errlen)
+int tkv_config_apply_doc(struct tkv_server_config *cfg, const struct tkv_toml_doc *doc, char *err,
+                         size_t errlen)
 {
     return config_apply_doc(&server_schema, cfg, doc, err, errlen);
 }
 
-int tkv_config_set(struct tkv_server_config *cfg, const char *key, const char *text, char *err, size_t errlen)
+int tkv_config_set(struct tkv_server_config *cfg, const char *key, const char *text, char *err,
+                   size_t errlen)
 {
     return config_set_text(&server_schema, cfg, key, text, err, errlen);
 }
 
-size_t tkv_config_dump(const struct tkv_server_config *cfg, enum tkv_config_dump_format format, char *buf,
-                       size_t cap)
+size_t tkv_config_dump(const struct tkv_server_config *cfg, enum tkv_config_dump_format format,
+                       char *buf, size_t cap)
 {
     return config_dump(&server_schema, cfg, format, buf, cap);
 }
@@ -209,32 +226,37 @@ int tkv_config_validate(const struct tkv_server_config *cfg, char *err, size_t e
     tkv_config_split_addr(cfg->server.addr, host, sizeof(host), &port);
     tkv_config_split_addr(cfg->server.status_addr, shost, sizeof(shost), &sport);
     if (cfg->server.cores < 1 || cfg->server.cores > TKV_CONFIG_MAX_CORES)
-        return config_errf(err, errlen, "server.cores: must be between 1 and %d, got %u", TKV_CONFIG_MAX_CORES,
-                           cfg->server.cores);
+        return config_errf(err, errlen, "server.cores: must be between 1 and %d, got %u",
+                           TKV_CONFIG_MAX_CORES, cfg->server.cores);
     if (port != 0 && (unsigned long)port + cfg->server.cores - 1 > 65535)
-        return config_errf(err, errlen,
-                           "server.addr: port %u + %u cores runs past 65535 (store k listens on port+k)",
-                           port, cfg->server.cores);
+        return config_errf(
+            err, errlen,
+            "server.addr: port %u + %u cores runs past 65535 (store k listens on port+k)", port,
+            cfg->server.cores);
     if (port != 0 && sport >= port && sport < (unsigned long)port + cfg->server.cores &&
-        (strcmp(host, shost) == 0 || config_host_unspecified(host) || config_host_unspecified(shost)))
-        return config_errf(err, errlen,
-                           "server.status-addr: port %u collides with the store ports %u-%lu of server.addr",
-                           sport, port, (unsigned long)port + cfg->server.cores - 1);
+        (strcmp(host, shost) == 0 || config_host_unspecified(host) ||
+         config_host_unspecified(shost)))
+        return config_errf(
+            err, errlen,
+            "server.status-addr: port %u collides with the store ports %u-%lu of server.addr",
+            sport, port, (unsigned long)port + cfg->server.cores - 1);
     if (cfg->pd.n_endpoints > 0) {
         char ahost[TKV_CONFIG_ADDR_MAX];
         uint16_t aport;
         if (cfg->server.advertise_addr[0]) {
             tkv_config_split_addr(cfg->server.advertise_addr, ahost, sizeof(ahost), &aport);
             if (config_host_unspecified(ahost) || aport == 0)
-                return config_errf(err, errlen,
-                                   "server.advertise-addr: \"%s\" cannot be reached by peers (unspecified host or "
-                                   "port 0)",
-                                   cfg->server.advertise_addr);
+                return config_errf(
+                    err, errlen,
+                    "server.advertise-addr: \"%s\" cannot be reached by peers (unspecified host or "
+                    "port 0)",
+                    cfg->server.advertise_addr);
         } else if (config_host_unspecified(host)) {
-            return config_errf(err, errlen,
-                               "server.advertise-addr: must be set when server.addr listens on %s in cluster mode "
-                               "(pd.endpoints is set)",
-                               host);
+            return config_errf(
+                err, errlen,
+                "server.advertise-addr: must be set when server.addr listens on %s in cluster mode "
+                "(pd.endpoints is set)",
+                host);
         }
     }
     if (!cfg->storage.data_dir[0])
@@ -244,9 +266,11 @@ int tkv_config_validate(const struct tkv_server_config *cfg, char *err, size_t e
         lexical_path(cfg->storage.data_dir, d, sizeof(d));
         lexical_path(cfg->log.file.filename, f, sizeof(f));
         size_t dl = strlen(d);
-        if ((dl == 0 && f[0] != '/') || (strncmp(f, d, dl) == 0 && (f[dl] == '/' || f[dl] == '\0') && dl > 0))
-            return config_errf(err, errlen, "log.file.filename: \"%s\" must not be inside storage.data-dir \"%s\"",
-                               cfg->log.file.filename, cfg->storage.data_dir);
+        if ((dl == 0 && f[0] != '/') ||
+            (strncmp(f, d, dl) == 0 && (f[dl] == '/' || f[dl] == '\0') && dl > 0))
+            return config_errf(
+                err, errlen, "log.file.filename: \"%s\" must not be inside storage.data-dir \"%s\"",
+                cfg->log.file.filename, cfg->storage.data_dir);
     }
     if (cfg->server.max_grpc_recv_msg_len < KiB || cfg->server.max_grpc_send_msg_len < KiB)
         return config_errf(err, errlen, "server.max-grpc-*-msg-len: must be at least 1KiB");
@@ -256,9 +280,11 @@ int tkv_config_validate(const struct tkv_server_config *cfg, char *err, size_t e
         return config_errf(err, errlen, "raftstore.raft-heartbeat-ticks: must be positive");
     if (cfg->raftstore.raft_election_timeout_ticks <= cfg->raftstore.raft_heartbeat_ticks)
         return config_errf(err, errlen,
-                           "raftstore.raft-election-timeout-ticks: must be greater than raft-heartbeat-ticks (%u <= "
+                           "raftstore.raft-election-timeout-ticks: must be greater than "
+                           "raft-heartbeat-ticks (%u <= "
                            "%u)",
-                           cfg->raftstore.raft_election_timeout_ticks, cfg->raftstore.raft_heartbeat_ticks);
+                           cfg->raftstore.raft_election_timeout_ticks,
+                           cfg->raftstore.raft_heartbeat_ticks);
     if (cfg->raftstore.raft_log_gc_count_limit == 0)
         return config_errf(err, errlen, "raftstore.raft-log-gc-count-limit: must be positive");
     if (cfg->coprocessor.region_split_size >= cfg->coprocessor.region_max_size) {
@@ -266,24 +292,26 @@ int tkv_config_validate(const struct tkv_server_config *cfg, char *err, size_t e
         tkv_config_format_size(cfg->coprocessor.region_split_size, a, sizeof(a));
         tkv_config_format_size(cfg->coprocessor.region_max_size, b, sizeof(b));
         return config_errf(err, errlen,
-                           "coprocessor.region-split-size: must be smaller than coprocessor.region-max-size (%s >= %s)",
+                           "coprocessor.region-split-size: must be smaller than "
+                           "coprocessor.region-max-size (%s >= %s)",
                            a, b);
     }
     return 0;
 }
 
-
 int tkv_config_load(struct tkv_server_config *cfg, int argc, char **argv, char *err, size_t errlen)
 {
     tkv_config_defaults(cfg);
-    TKV_RET(config_load_cmdline(&server_schema, cfg, server_flags, TKV_ARRAY_LEN(server_flags), argc, argv,
-                                cfg->config_file, sizeof(cfg->config_file), &cfg->action, &cfg->info_format, err,
-                                errlen));
+    TKV_RET(config_load_cmdline(&server_schema, cfg, server_flags, TKV_ARRAY_LEN(server_flags),
+                                argc, argv, cfg->config_file, sizeof(cfg->config_file),
+                                &cfg->action, &cfg->info_format, err, errlen));
     if (cfg->action == TKV_CONFIG_HELP || cfg->action == TKV_CONFIG_VERSION)
         return 0;
     if (cfg->server.cores == 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
-        cfg->server.cores = (uint32_t)(n < 1 ? 1 : n > TKV_CONFIG_MAX_CORES ? TKV_CONFIG_MAX_CORES : n);
+        cfg->server.cores = (uint32_t)(n < 1                      ? 1
+                                       : n > TKV_CONFIG_MAX_CORES ? TKV_CONFIG_MAX_CORES
+                                                                  : n);
     }
     int rv = tkv_config_validate(cfg, err, errlen);
     if (rv < 0 && cfg->config_file[0] && err && errlen) {

@@ -64,7 +64,8 @@ int config_errf(char *err, size_t errlen, const char *fmt, ...)
     return TKV_ECONFIG;
 }
 
-static int fail_at(struct parser *p, size_t pos, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int fail_at(struct parser *p, size_t pos, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 static int fail_at(struct parser *p, size_t pos, const char *fmt, ...)
 {
@@ -75,7 +76,8 @@ static int fail_at(struct parser *p, size_t pos, const char *fmt, ...)
     va_end(ap);
     size_t col = (pos >= p->line_start ? pos - p->line_start : 0) + 1;
     if (p->key && p->key[0])
-        return config_errf(p->err, p->errlen, "%s:%d:%zu: %s: %s", p->name, p->line, col, p->key, what);
+        return config_errf(p->err, p->errlen, "%s:%d:%zu: %s: %s", p->name, p->line, col, p->key,
+                           what);
     return config_errf(p->err, p->errlen, "%s:%d:%zu: %s", p->name, p->line, col, what);
 }
 
@@ -187,8 +189,8 @@ static void value_free(struct tkv_toml_value *v)
     v->type = TKV_TOML_BOOL;
 }
 
-static int item_add(struct parser *p, enum tkv_toml_item_kind kind, const char *path, int line, int col,
-                    struct tkv_toml_value *val)
+static int item_add(struct parser *p, enum tkv_toml_item_kind kind, const char *path, int line,
+                    int col, struct tkv_toml_value *val)
 {
     struct tkv_toml_doc *doc = p->doc;
     if (doc->n_items == doc->cap_items) {
@@ -395,13 +397,27 @@ static int parse_string(struct parser *p, struct buf *out)
         int e = peek(p);
         char one;
         switch (e) {
-        case 'b': one = '\b'; break;
-        case 't': one = '\t'; break;
-        case 'n': one = '\n'; break;
-        case 'f': one = '\f'; break;
-        case 'r': one = '\r'; break;
-        case '"': one = '"'; break;
-        case '\\': one = '\\'; break;
+        case 'b':
+            one = '\b';
+            break;
+        case 't':
+            one = '\t';
+            break;
+        case 'n':
+            one = '\n';
+            break;
+        case 'f':
+            one = '\f';
+            break;
+        case 'r':
+            one = '\r';
+            break;
+        case '"':
+            one = '"';
+            break;
+        case '\\':
+            one = '\\';
+            break;
         case 'u':
         case 'U': {
             int digits = e == 'u' ? 4 : 8;
@@ -432,8 +448,8 @@ static int parse_string(struct parser *p, struct buf *out)
 /* A possibly dotted key; appends each segment's canonical form to *path (which
  * already holds the current table, if any) and records where each segment ends
  * in ends[] so callers can walk the prefixes. */
-static int parse_key(struct parser *p, char *path, size_t *path_len, size_t ends[TKV_TOML_MAX_DEPTH],
-                     size_t *n_segs)
+static int parse_key(struct parser *p, char *path, size_t *path_len,
+                     size_t ends[TKV_TOML_MAX_DEPTH], size_t *n_segs)
 {
     *n_segs = 0;
     for (;;) {
@@ -457,8 +473,9 @@ static int parse_key(struct parser *p, char *path, size_t *path_len, size_t ends
                 return rv;
             }
         } else {
-            return FAIL(p, c < 0 || c == ']' || c == '=' || at_newline(p) ? "expected a key"
-                                                                            : "invalid character in key");
+            return FAIL(p, c < 0 || c == ']' || c == '=' || at_newline(p)
+                               ? "expected a key"
+                               : "invalid character in key");
         }
         if (*n_segs == TKV_TOML_MAX_DEPTH) {
             tkv_free(seg.ptr);
@@ -601,7 +618,8 @@ static int parse_number(struct parser *p, struct tkv_toml_value *v)
 
 static bool is_value_end(int c)
 {
-    return c < 0 || c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '#' || c == ',' || c == ']';
+    return c < 0 || c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '#' || c == ',' ||
+           c == ']';
 }
 
 static int parse_scalar(struct parser *p, struct tkv_toml_value *v)
@@ -647,11 +665,16 @@ static int parse_scalar(struct parser *p, struct tkv_toml_value *v)
 static const char *type_name(enum tkv_toml_type t)
 {
     switch (t) {
-    case TKV_TOML_STRING: return "string";
-    case TKV_TOML_INT: return "integer";
-    case TKV_TOML_FLOAT: return "float";
-    case TKV_TOML_BOOL: return "boolean";
-    case TKV_TOML_ARRAY: return "array";
+    case TKV_TOML_STRING:
+        return "string";
+    case TKV_TOML_INT:
+        return "integer";
+    case TKV_TOML_FLOAT:
+        return "float";
+    case TKV_TOML_BOOL:
+        return "boolean";
+    case TKV_TOML_ARRAY:
+        return "array";
     }
     return "?";
 }
@@ -864,8 +887,13 @@ int tkv_config_toml_parse(const char *name, const char *text, size_t len, struct
     memset(doc, 0, sizeof(*doc));
     if (err && errlen)
         err[0] = '\0';
-    struct parser p = {.name = name ? name : "<config>", .s = text, .len = len, .line = 1,
-                       .err = err, .errlen = errlen, .doc = doc};
+    struct parser p = {.name = name ? name : "<config>",
+                       .s = text,
+                       .len = len,
+                       .line = 1,
+                       .err = err,
+                       .errlen = errlen,
+                       .doc = doc};
     if (len > TKV_TOML_MAX_BYTES)
         return config_errf(err, errlen, "%s: file is too large (%zu bytes, limit %u)", p.name, len,
                            TKV_TOML_MAX_BYTES);

@@ -22,7 +22,8 @@ static int parse_decimal(const char **sp, uint64_t *whole, uint64_t *frac_e9)
         return TKV_EINVAL;
     uint64_t w = 0;
     while (is_digit(*s)) {
-        if (__builtin_mul_overflow(w, 10, &w) || __builtin_add_overflow(w, (uint64_t)(*s - '0'), &w))
+        if (__builtin_mul_overflow(w, 10, &w) ||
+            __builtin_add_overflow(w, (uint64_t)(*s - '0'), &w))
             return TKV_EINVAL;
         s++;
     }
@@ -67,12 +68,23 @@ int tkv_config_parse_size(const char *s, uint64_t *bytes_out)
         const char *name;
         uint64_t mult;
     } units[] = {
-        {"", 1},         {"b", 1},
-        {"k", 1ull << 10}, {"kb", 1ull << 10}, {"kib", 1ull << 10},
-        {"m", 1ull << 20}, {"mb", 1ull << 20}, {"mib", 1ull << 20},
-        {"g", 1ull << 30}, {"gb", 1ull << 30}, {"gib", 1ull << 30},
-        {"t", 1ull << 40}, {"tb", 1ull << 40}, {"tib", 1ull << 40},
-        {"p", 1ull << 50}, {"pb", 1ull << 50}, {"pib", 1ull << 50},
+        {"", 1},
+        {"b", 1},
+        {"k", 1ull << 10},
+        {"kb", 1ull << 10},
+        {"kib", 1ull << 10},
+        {"m", 1ull << 20},
+        {"mb", 1ull << 20},
+        {"mib", 1ull << 20},
+        {"g", 1ull << 30},
+        {"gb", 1ull << 30},
+        {"gib", 1ull << 30},
+        {"t", 1ull << 40},
+        {"tb", 1ull << 40},
+        {"tib", 1ull << 40},
+        {"p", 1ull << 50},
+        {"pb", 1ull << 50},
+        {"pib", 1ull << 50},
     };
     while (*s == ' ')
         s++;

@@ -13,10 +13,10 @@
 static char err[512];
 static struct tkv_server_config cfg;
 
-#define LOAD(...)                                                                       \
-    ({                                                                                  \
-        char *argv_[] = {"tinykv-server", __VA_ARGS__};                                 \
-        tkv_config_load(&cfg, (int)(sizeof(argv_) / sizeof(argv_[0])), argv_, err, sizeof(err)); \
+#define LOAD(...)                                                                                  \
+    ({                                                                                             \
+        char *argv_[] = {"tinykv-server", __VA_ARGS__};                                            \
+        tkv_config_load(&cfg, (int)(sizeof(argv_) / sizeof(argv_[0])), argv_, err, sizeof(err));   \
     })
 
 static char tmp_path[64];
@@ -51,8 +51,9 @@ Test(flags, no_flags_gives_defaults)
 
 Test(flags, tikv_names_every_spelling)
 {
-    cr_assert_eq(LOAD("-A", "127.0.0.1:1", "--status-addr=127.0.0.1:9", "--data-dir", "/d", "-L", "debug",
-                      "--log-file=/l/x.log", "--pd", "p:1,p:2", "--cores=2", "--advertise-addr", "10.0.0.1:1"),
+    cr_assert_eq(LOAD("-A", "127.0.0.1:1", "--status-addr=127.0.0.1:9", "--data-dir", "/d", "-L",
+                      "debug", "--log-file=/l/x.log", "--pd", "p:1,p:2", "--cores=2",
+                      "--advertise-addr", "10.0.0.1:1"),
                  0, "%s", err);
     cr_assert_str_eq(cfg.server.addr, "127.0.0.1:1");
     cr_assert_str_eq(cfg.server.status_addr, "127.0.0.1:9");
@@ -68,8 +69,8 @@ Test(flags, tikv_names_every_spelling)
 
 Test(flags, tinykv_course_aliases)
 {
-    cr_assert_eq(LOAD("-scheduler", "127.0.0.1:2379", "-addr", "127.0.0.1:20161", "-path=data", "--loglevel",
-                      "warn"),
+    cr_assert_eq(LOAD("-scheduler", "127.0.0.1:2379", "-addr", "127.0.0.1:20161", "-path=data",
+                      "--loglevel", "warn"),
                  0, "%s", err);
     cr_assert_eq(cfg.pd.n_endpoints, 1);
     cr_assert_str_eq(cfg.pd.endpoints[0], "127.0.0.1:2379");
@@ -80,8 +81,9 @@ Test(flags, tinykv_course_aliases)
 
 Test(flags, flags_override_file_wherever_they_appear)
 {
-    const char *path = write_tmp("[server]\naddr = \"127.0.0.1:30160\"\nstatus-addr = \"127.0.0.1:30180\"\n"
-                                 "[log]\nlevel = \"error\"\n");
+    const char *path =
+        write_tmp("[server]\naddr = \"127.0.0.1:30160\"\nstatus-addr = \"127.0.0.1:30180\"\n"
+                  "[log]\nlevel = \"error\"\n");
     cr_assert_eq(LOAD("-L", "debug", "-C", (char *)path), 0, "%s", err);
     cr_assert_eq(cfg.log.level, TKV_LOG_LEVEL_DEBUG, "flag before -C must still win");
     cr_assert_str_eq(cfg.server.addr, "127.0.0.1:30160", "file must beat the default");
@@ -164,6 +166,7 @@ Test(flags, bad_flags_are_clear_errors)
         char *argv[] = {"tinykv-server", (char *)cases[i].a, (char *)cases[i].b};
         int rv = tkv_config_load(&cfg, cases[i].b ? 3 : 2, argv, err, sizeof(err));
         cr_assert_eq(rv, TKV_ECONFIG, "case %zu (%s) accepted", i, cases[i].a);
-        cr_assert(strstr(err, cases[i].want), "case %zu: \"%s\" lacks \"%s\"", i, err, cases[i].want);
+        cr_assert(strstr(err, cases[i].want), "case %zu: \"%s\" lacks \"%s\"", i, err,
+                  cases[i].want);
     }
 }

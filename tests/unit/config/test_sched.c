@@ -13,10 +13,11 @@
 static char err[512];
 static struct tkv_sched_config cfg;
 
-#define LOAD(...)                                                                                       \
-    ({                                                                                                  \
-        char *argv_[] = {"tinyscheduler-server", __VA_ARGS__};                                          \
-        tkv_config_sched_load(&cfg, (int)(sizeof(argv_) / sizeof(argv_[0])), argv_, err, sizeof(err)); \
+#define LOAD(...)                                                                                  \
+    ({                                                                                             \
+        char *argv_[] = {"tinyscheduler-server", __VA_ARGS__};                                     \
+        tkv_config_sched_load(&cfg, (int)(sizeof(argv_) / sizeof(argv_[0])), argv_, err,           \
+                              sizeof(err));                                                        \
     })
 
 static char *dump(const struct tkv_sched_config *c)
@@ -30,8 +31,9 @@ static char *dump(const struct tkv_sched_config *c)
 Test(sched, sample_file_documents_every_key_and_equals_defaults)
 {
     struct tkv_toml_doc doc, dumped;
-    cr_assert_eq(tkv_config_toml_parse_file(TKV_SOURCE_DIR "/conf/tinyscheduler.toml", &doc, err, sizeof(err)), 0,
-                 "%s", err);
+    cr_assert_eq(tkv_config_toml_parse_file(TKV_SOURCE_DIR "/conf/tinyscheduler.toml", &doc, err,
+                                            sizeof(err)),
+                 0, "%s", err);
     struct tkv_sched_config c, d;
     tkv_config_sched_defaults(&c);
     tkv_config_sched_defaults(&d);
@@ -39,14 +41,15 @@ Test(sched, sample_file_documents_every_key_and_equals_defaults)
     cr_assert_eq(tkv_config_sched_validate(&d, err, sizeof(err)), 0, "%s", err);
     char *a = dump(&c), *b = dump(&d);
     cr_assert_str_eq(a, b, "conf/tinyscheduler.toml differs from the built-in defaults");
-    cr_assert_eq(tkv_config_toml_parse("dump", b, strlen(b), &dumped, err, sizeof(err)), 0, "%s\n%s", err, b);
+    cr_assert_eq(tkv_config_toml_parse("dump", b, strlen(b), &dumped, err, sizeof(err)), 0,
+                 "%s\n%s", err, b);
     size_t n = 0;
     for (size_t i = 0; i < dumped.n_items; i++) {
         if (dumped.items[i].kind != TKV_TOML_ITEM_VALUE)
             continue;
         n++;
-        cr_assert_not_null(tkv_config_toml_find(&doc, dumped.items[i].path), "conf/tinyscheduler.toml lacks %s",
-                           dumped.items[i].path);
+        cr_assert_not_null(tkv_config_toml_find(&doc, dumped.items[i].path),
+                           "conf/tinyscheduler.toml lacks %s", dumped.items[i].path);
     }
     cr_assert_geq(n, 19);
     tkv_config_toml_free(&doc);
@@ -83,12 +86,14 @@ Test(sched, pd_flags_and_file)
 {
     char path[] = "/tmp/tkv-sched-test-XXXXXX";
     int fd = mkstemp(path);
-    const char *text = "name = \"pd1\"\nlease = 5\n[schedule]\nleader-schedule-limit = 8\n[replication]\n"
-                       "max-replicas = 5\n";
+    const char *text =
+        "name = \"pd1\"\nlease = 5\n[schedule]\nleader-schedule-limit = 8\n[replication]\n"
+        "max-replicas = 5\n";
     cr_assert_eq(write(fd, text, strlen(text)), (ssize_t)strlen(text));
     close(fd);
-    int rv = LOAD("-config", path, "--client-urls=http://127.0.0.1:12379", "-peer-urls", "http://127.0.0.1:12380",
-                  "--data-dir", "/tmp/pd1", "--initial-cluster", "pd1=http://127.0.0.1:12380,pd2=http://h2:2380");
+    int rv = LOAD("-config", path, "--client-urls=http://127.0.0.1:12379", "-peer-urls",
+                  "http://127.0.0.1:12380", "--data-dir", "/tmp/pd1", "--initial-cluster",
+                  "pd1=http://127.0.0.1:12380,pd2=http://h2:2380");
     unlink(path);
     cr_assert_eq(rv, 0, "%s", err);
     cr_assert_str_eq(cfg.name, "pd1");
@@ -116,10 +121,12 @@ Test(sched, bad_settings_are_clear_errors)
     static const struct bad cases[] = {
         {"--client-urls", "127.0.0.1:2379", "flag --client-urls: client-urls: expected URLs like"},
         {"--client-urls", "", "client-urls: expected URLs"},
-        {"--peer-urls", "http://127.0.0.1:2379", "peer-urls: port 2379 is also used by client-urls"},
+        {"--peer-urls", "http://127.0.0.1:2379",
+         "peer-urls: port 2379 is also used by client-urls"},
         {"--client-urls", "http://0.0.0.0:2379", "advertise-client-urls: must be set"},
         {"--advertise-peer-urls", "http://0.0.0.0:2380", "advertise-peer-urls: must be reachable"},
-        {"--initial-cluster", "pd2=http://h:1", "initial-cluster: does not list this member's name"},
+        {"--initial-cluster", "pd2=http://h:1",
+         "initial-cluster: does not list this member's name"},
         {"--initial-cluster", "http://h:1", "initial-cluster: expected name=http://host:port"},
         {"--initial-cluster", "a=h:1", "initial-cluster: bad URL \"h:1\""},
         {"--name", "a=b", "name: \"a=b\" must not contain"},
@@ -127,10 +134,12 @@ Test(sched, bad_settings_are_clear_errors)
         {"--log-file", "default.x/pd.log", "must not be inside data-dir"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        char *argv[] = {"tinyscheduler-server", "--name", "x", (char *)cases[i].a, (char *)cases[i].b};
+        char *argv[] = {"tinyscheduler-server", "--name", "x", (char *)cases[i].a,
+                        (char *)cases[i].b};
         int rv = tkv_config_sched_load(&cfg, cases[i].b ? 5 : 4, argv, err, sizeof(err));
         cr_assert_eq(rv, TKV_ECONFIG, "case %zu (%s) accepted", i, cases[i].a);
-        cr_assert(strstr(err, cases[i].want), "case %zu: \"%s\" lacks \"%s\"", i, err, cases[i].want);
+        cr_assert(strstr(err, cases[i].want), "case %zu: \"%s\" lacks \"%s\"", i, err,
+                  cases[i].want);
     }
     struct tkv_toml_doc doc;
     const char *text = "[security]\ncacert-path = \"\"\n";

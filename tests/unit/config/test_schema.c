@@ -74,7 +74,8 @@ Test(schema, sample_file_documents_every_key_and_equals_defaults)
     cr_assert_str_eq(a, b, "conf/tinykv.toml differs from the built-in defaults");
     /* Every key the schema knows (the dump lists them all) is written out in
      * the sample, uncommented, so its documentation cannot go missing. */
-    cr_assert_eq(tkv_config_toml_parse("dump", b, strlen(b), &dumped, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(tkv_config_toml_parse("dump", b, strlen(b), &dumped, err, sizeof(err)), 0, "%s",
+                 err);
     size_t n_keys = 0;
     for (size_t i = 0; i < dumped.n_items; i++) {
         if (dumped.items[i].kind != TKV_TOML_ITEM_VALUE)
@@ -93,14 +94,15 @@ Test(schema, sample_file_documents_every_key_and_equals_defaults)
 Test(schema, file_values_are_applied)
 {
     struct tkv_server_config c;
-    const char *text = "[server]\naddr = \"0.0.0.0:30160\"\nadvertise-addr = \"10.0.0.5:30160\"\n"
-                       "status-addr = \"[::1]:30180\"\nmax-grpc-recv-msg-len = 4194304\ncores = 4\n"
-                       "[storage]\ndata-dir = \"/var/lib/tinykv\"\nsync-log = false\n"
-                       "[log]\nlevel = \"DEBUG\"\nformat = \"json\"\nfile.filename = \"/var/log/tinykv.log\"\n"
-                       "[pd]\nendpoints = [\"127.0.0.1:2379\", \"http://10.0.0.2:2379\"]\n"
-                       "[raftstore]\nraft-base-tick-interval = \"50ms\"\nraft-log-gc-tick-interval = \"1m30s\"\n"
-                       "raft-log-gc-count-limit = 1_000\n"
-                       "[coprocessor]\nregion-max-size = \"8MB\"\nregion-split-size = \"6mb\"\n";
+    const char *text =
+        "[server]\naddr = \"0.0.0.0:30160\"\nadvertise-addr = \"10.0.0.5:30160\"\n"
+        "status-addr = \"[::1]:30180\"\nmax-grpc-recv-msg-len = 4194304\ncores = 4\n"
+        "[storage]\ndata-dir = \"/var/lib/tinykv\"\nsync-log = false\n"
+        "[log]\nlevel = \"DEBUG\"\nformat = \"json\"\nfile.filename = \"/var/log/tinykv.log\"\n"
+        "[pd]\nendpoints = [\"127.0.0.1:2379\", \"http://10.0.0.2:2379\"]\n"
+        "[raftstore]\nraft-base-tick-interval = \"50ms\"\nraft-log-gc-tick-interval = \"1m30s\"\n"
+        "raft-log-gc-count-limit = 1_000\n"
+        "[coprocessor]\nregion-max-size = \"8MB\"\nregion-split-size = \"6mb\"\n";
     cr_assert_eq(load_text(&c, text), 0, "%s", err);
     cr_assert_str_eq(c.server.addr, "0.0.0.0:30160");
     cr_assert_str_eq(c.server.advertise_addr, "10.0.0.5:30160");
@@ -136,8 +138,10 @@ struct bad {
 };
 
 static const struct bad bad_cases[] = {
-    {"[server]\nadr = \"x\"", "my.toml:2: server.adr: unknown configuration key (did you mean server.addr?)"},
-    {"[server]\n\n\nfoo-bar-baz-qux = 1", "my.toml:4: server.foo-bar-baz-qux: unknown configuration key"},
+    {"[server]\nadr = \"x\"",
+     "my.toml:2: server.adr: unknown configuration key (did you mean server.addr?)"},
+    {"[server]\n\n\nfoo-bar-baz-qux = 1",
+     "my.toml:4: server.foo-bar-baz-qux: unknown configuration key"},
     {"[serverx]\n", "my.toml:1: [serverx]: unknown configuration table"},
     {"addr = \"127.0.0.1:1\"", "my.toml:1: addr: unknown configuration key"},
     {"[server]\naddr = 20160", "my.toml:2: server.addr: expected a string"},
@@ -148,7 +152,8 @@ static const struct bad bad_cases[] = {
     {"[server]\ncores = \"4\"", "my.toml:2: server.cores: expected an integer"},
     {"[server]\ncores = -1", "server.cores: must be between 0 and 256, got -1"},
     {"[server]\ncores = 1000", "server.cores: must be between 0 and 256"},
-    {"[server]\nmax-grpc-recv-msg-len = \"16 furlongs\"", "my.toml:2: server.max-grpc-recv-msg-len: expected a size"},
+    {"[server]\nmax-grpc-recv-msg-len = \"16 furlongs\"",
+     "my.toml:2: server.max-grpc-recv-msg-len: expected a size"},
     {"[server]\nmax-grpc-recv-msg-len = \"2GB\"", "must be between 1KiB and 1GiB"},
     {"[server]\nmax-grpc-recv-msg-len = 1.5", "expected a size"},
     {"[storage]\nsync-log = \"yes\"", "my.toml:2: storage.sync-log: expected a boolean"},
@@ -156,21 +161,29 @@ static const struct bad bad_cases[] = {
     {"[storage]\ndata-dir = \"a\\u0000b\"", "storage.data-dir: string contains a NUL character"},
     {"[log]\nlevel = \"loud\"", "my.toml:2: log.level: expected one of"},
     {"[log]\nformat = \"xml\"", "log.format: expected \"text\" or \"json\""},
-    {"[pd]\nendpoints = \"127.0.0.1:2379\"", "my.toml:2: pd.endpoints: expected an array of strings"},
+    {"[pd]\nendpoints = \"127.0.0.1:2379\"",
+     "my.toml:2: pd.endpoints: expected an array of strings"},
     {"[pd]\nendpoints = [1, 2]", "pd.endpoints: expected a string"},
     {"[pd]\nendpoints = [\"nohost\"]", "pd.endpoints: expected \"host:port\""},
-    {"[raftstore]\nraft-base-tick-interval = 1000", "my.toml:2: raftstore.raft-base-tick-interval: expected a duration"},
+    {"[raftstore]\nraft-base-tick-interval = 1000",
+     "my.toml:2: raftstore.raft-base-tick-interval: expected a duration"},
     {"[raftstore]\nraft-base-tick-interval = \"0s\"", "must be between 1ms and 24h"},
     {"[raftstore]\nraft-heartbeat-ticks = 0", "raftstore.raft-heartbeat-ticks: must be between 1"},
-    {"[coprocessor]\nregion-max-size = \"10MB\"", "coprocessor.region-split-size: must be smaller than"},
-    {"[raftstore]\nraft-election-timeout-ticks = 2", "raft-election-timeout-ticks: must be greater than"},
+    {"[coprocessor]\nregion-max-size = \"10MB\"",
+     "coprocessor.region-split-size: must be smaller than"},
+    {"[raftstore]\nraft-election-timeout-ticks = 2",
+     "raft-election-timeout-ticks: must be greater than"},
     {"[server]\nstatus-addr = \"127.0.0.1:20160\"", "server.status-addr: port 20160 collides"},
-    {"[server]\ncores = 4\nstatus-addr = \"0.0.0.0:20163\"", "collides with the store ports 20160-20163"},
+    {"[server]\ncores = 4\nstatus-addr = \"0.0.0.0:20163\"",
+     "collides with the store ports 20160-20163"},
     {"[server]\naddr = \"127.0.0.1:65535\"\ncores = 2", "runs past 65535"},
-    {"[server]\naddr = \"0.0.0.0:20160\"\n[pd]\nendpoints = [\"a:1\"]", "server.advertise-addr: must be set"},
+    {"[server]\naddr = \"0.0.0.0:20160\"\n[pd]\nendpoints = [\"a:1\"]",
+     "server.advertise-addr: must be set"},
     {"[server]\nadvertise-addr = \"0.0.0.0:1\"\n[pd]\nendpoints = [\"a:1\"]", "cannot be reached"},
-    {"[storage]\ndata-dir = \"./d\"\n[log.file]\nfilename = \"d/tikv.log\"", "must not be inside storage.data-dir"},
-    {"[server]\naddr = \"127.0.0.1:1\"\naddr = \"127.0.0.1:2\"", "my.toml:3:1: server.addr: duplicate key"},
+    {"[storage]\ndata-dir = \"./d\"\n[log.file]\nfilename = \"d/tikv.log\"",
+     "must not be inside storage.data-dir"},
+    {"[server]\naddr = \"127.0.0.1:1\"\naddr = \"127.0.0.1:2\"",
+     "my.toml:3:1: server.addr: duplicate key"},
 };
 
 Test(schema, bad_files_name_file_line_and_key)
@@ -179,8 +192,8 @@ Test(schema, bad_files_name_file_line_and_key)
         struct tkv_server_config c;
         int rv = load_text(&c, bad_cases[i].text);
         cr_assert_eq(rv, TKV_ECONFIG, "case %zu accepted:\n%s", i, bad_cases[i].text);
-        cr_assert(strstr(err, bad_cases[i].want), "case %zu:\n%s\nerror \"%s\" lacks \"%s\"", i, bad_cases[i].text,
-                  err, bad_cases[i].want);
+        cr_assert(strstr(err, bad_cases[i].want), "case %zu:\n%s\nerror \"%s\" lacks \"%s\"", i,
+                  bad_cases[i].text, err, bad_cases[i].want);
     }
 }
 
@@ -188,7 +201,8 @@ Test(schema, set_from_text_like_flags)
 {
     struct tkv_server_config c;
     tkv_config_defaults(&c);
-    cr_assert_eq(tkv_config_set(&c, "pd.endpoints", "a:1, http://b:2 ,c:3", err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(tkv_config_set(&c, "pd.endpoints", "a:1, http://b:2 ,c:3", err, sizeof(err)), 0,
+                 "%s", err);
     cr_assert_eq(c.pd.n_endpoints, 3);
     cr_assert_str_eq(c.pd.endpoints[1], "http://b:2");
     cr_assert_eq(tkv_config_set(&c, "pd.endpoints", "", err, sizeof(err)), 0, "%s", err);
@@ -214,7 +228,8 @@ Test(schema, json_dump_is_nested_by_section)
     tkv_config_set(&c, "storage.data-dir", "we\"ird\\dir", err, sizeof(err));
     char *j = dump(&c, TKV_CONFIG_DUMP_JSON);
     cr_assert(strstr(j, "{\"server\":{\"addr\":\"127.0.0.1:20160\","), "%s", j);
-    cr_assert(strstr(j, "\"log\":{\"level\":\"info\",\"format\":\"text\",\"file\":{\"filename\":\"\"}},\"pd\":"),
+    cr_assert(strstr(j, "\"log\":{\"level\":\"info\",\"format\":\"text\",\"file\":{\"filename\":"
+                        "\"\"}},\"pd\":"),
               "%s", j);
     cr_assert(strstr(j, "\"endpoints\":[\"a:1\", \"b:2\"]"), "%s", j);
     cr_assert(strstr(j, "\"data-dir\":\"we\\\"ird\\\\dir\""), "%s", j);

@@ -139,15 +139,19 @@ Test(toml, quoted_and_dotted_keys)
 Test(toml, implicit_parent_may_be_defined_later)
 {
     must_get("[a.b]\nx = 1\n[a]\ny = 2\n", "a.y");
-    must_get("[fruit]\napple.color = 1\n[fruit.apple.texture]\nsmooth = true\n", "fruit.apple.texture.smooth");
+    must_get("[fruit]\napple.color = 1\n[fruit.apple.texture]\nsmooth = true\n",
+             "fruit.apple.texture.smooth");
 }
 
 Test(toml, crlf_bom_and_tight_spacing)
 {
     must_get("[s]\r\na=\"v\"#c\r\nb=2\r\n", "s.b");
-    must_get("\xEF\xBB\xBF" "a = 1\n", "a");
+    must_get("\xEF\xBB\xBF"
+             "a = 1\n",
+             "a");
     must_get("a=1", "a");
-    const struct tkv_toml_value *v = must_get("name = \"\xe6\x97\xa5\xe6\x9c\xac\" # \xc3\xa9\n", "name");
+    const struct tkv_toml_value *v =
+        must_get("name = \"\xe6\x97\xa5\xe6\x9c\xac\" # \xc3\xa9\n", "name");
     cr_assert_str_eq(v->u.str.ptr, "\xe6\x97\xa5\xe6\x9c\xac");
 }
 
@@ -180,7 +184,8 @@ static const struct bad bad_cases[] = {
     {"a = 1.", "digits must follow '.'"},
     {"a = 1e", "invalid float exponent"},
     {"a = 1e999", "float out of range"},
-    {"a = [1, \"x\"]", "t.toml:1:9: a: array elements must all have one type (integer, then string)"},
+    {"a = [1, \"x\"]",
+     "t.toml:1:9: a: array elements must all have one type (integer, then string)"},
     {"a = 1\na = 2", "t.toml:2:1: a: duplicate key"},
     {"[t]\nx = 1\n[t]", "t.toml:3:1: t: duplicate table [t]"},
     {"a = 1\n[a]", "t.toml:2:1: a: a is already a value, not a table"},
@@ -311,8 +316,9 @@ static void fail_free(void *ctx, void *p)
 
 Test(toml, every_allocation_failure_is_clean_enomem)
 {
-    const char *text = "[server]\naddr = \"a\\u00e9b\"\nlist = [\"x\", \"y\", \"z\", \"w\", \"v\"]\n"
-                       "[log.file]\nfilename = 'f'\n";
+    const char *text =
+        "[server]\naddr = \"a\\u00e9b\"\nlist = [\"x\", \"y\", \"z\", \"w\", \"v\"]\n"
+        "[log.file]\nfilename = 'f'\n";
     struct tkv_allocator a = {fail_malloc, fail_calloc, fail_realloc, fail_free, NULL};
     int n;
     for (n = 0; n < 1000; n++) {
@@ -442,11 +448,42 @@ Test(toml, mutated_scheduler_sample_gives_clean_errors_only)
  * 0 or a clean TKV_ECONFIG with a message. */
 Test(toml, random_command_lines_give_clean_errors_only)
 {
-    static const char *words[] = {"-C", "--config", "-A", "--addr", "-addr", "--advertise-addr", "--status-addr",
-                                  "--data-dir", "-path", "-L", "-loglevel", "--log-file", "--pd", "-scheduler",
-                                  "--cores", "--config-check", "--config-info", "json", "toml", "127.0.0.1:1",
-                                  "[::1]:0", "0", "300", "-", "--", "=", "--cores=", "-addr=x", "a,b", "debug", "",
-                                  "/nonexistent", "--config-check=maybe", "x:99999", "http://h:1,h:2", "-h"};
+    static const char *words[] = {"-C",
+                                  "--config",
+                                  "-A",
+                                  "--addr",
+                                  "-addr",
+                                  "--advertise-addr",
+                                  "--status-addr",
+                                  "--data-dir",
+                                  "-path",
+                                  "-L",
+                                  "-loglevel",
+                                  "--log-file",
+                                  "--pd",
+                                  "-scheduler",
+                                  "--cores",
+                                  "--config-check",
+                                  "--config-info",
+                                  "json",
+                                  "toml",
+                                  "127.0.0.1:1",
+                                  "[::1]:0",
+                                  "0",
+                                  "300",
+                                  "-",
+                                  "--",
+                                  "=",
+                                  "--cores=",
+                                  "-addr=x",
+                                  "a,b",
+                                  "debug",
+                                  "",
+                                  "/nonexistent",
+                                  "--config-check=maybe",
+                                  "x:99999",
+                                  "http://h:1,h:2",
+                                  "-h"};
     rng_state = 42;
     int n_ok = 0;
     for (int iter = 0; iter < 3000; iter++) {

@@ -35,8 +35,9 @@ Test(units, sizes)
         cr_assert_eq(tkv_config_parse_size(ok[i].text, &b), 0, "rejected %s", ok[i].text);
         cr_assert_eq(b, ok[i].bytes, "%s -> %llu", ok[i].text, (unsigned long long)b);
     }
-    static const char *bad[] = {"", "MB", "-1MB", "1XB", "1 M B", "1.5", "1..5MB", "1.MB", "16384PB",
-                                "99999999999999999999", "1e3", "1MBs", "0x10"};
+    static const char *bad[] = {"",    "MB",     "-1MB", "1XB",     "1 M B",
+                                "1.5", "1..5MB", "1.MB", "16384PB", "99999999999999999999",
+                                "1e3", "1MBs",   "0x10"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         uint64_t b = 7;
         cr_assert_eq(tkv_config_parse_size(bad[i], &b), TKV_EINVAL, "accepted %s", bad[i]);
@@ -50,17 +51,18 @@ Test(units, durations)
         const char *text;
         uint64_t ms;
     } ok[] = {
-        {"1s", 1000},   {"50ms", 50},         {"10m", 600000},   {"1h", 3600000}, {"1d", 86400000},
-        {"1h30m", 5400000}, {"1m30s", 90000}, {"1.5s", 1500},     {"0s", 0},       {"2S", 2000},
-        {"100MS", 100}, {"1s500ms", 1500},    {" 10s ", 10000},
+        {"1s", 1000},       {"50ms", 50},      {"10m", 600000},  {"1h", 3600000}, {"1d", 86400000},
+        {"1h30m", 5400000}, {"1m30s", 90000},  {"1.5s", 1500},   {"0s", 0},       {"2S", 2000},
+        {"100MS", 100},     {"1s500ms", 1500}, {" 10s ", 10000},
     };
     for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
         uint64_t ms = 1;
         cr_assert_eq(tkv_config_parse_duration(ok[i].text, &ms), 0, "rejected %s", ok[i].text);
         cr_assert_eq(ms, ok[i].ms, "%s -> %llu", ok[i].text, (unsigned long long)ms);
     }
-    static const char *bad[] = {"", "10", "s", "-1s", "1.5ms", "1x", "1 s", "10s 5m", "1ns", "1us",
-                                "999999999999999999h", "1.s"};
+    static const char *bad[] = {
+        "",   "10", "s", "-1s", "1.5ms", "1x", "1 s", "10s 5m", "1ns", "1us", "999999999999999999h",
+        "1.s"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         uint64_t ms = 7;
         cr_assert_eq(tkv_config_parse_duration(bad[i], &ms), TKV_EINVAL, "accepted %s", bad[i]);
