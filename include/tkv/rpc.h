@@ -19,6 +19,7 @@
 #include "tkv/common.h"
 
 struct tkv_reactor;
+struct tkv_arena;
 
 /* gRPC status codes (grpc/doc/statuscodes.md). */
 enum tkv_grpc_status {
@@ -156,6 +157,12 @@ void tkv_rpc_call_finish(struct tkv_rpc_call *call, enum tkv_grpc_status status,
 
 /* Convenience: send(msg) then finish(OK); if send fails, finish INTERNAL. */
 void tkv_rpc_call_reply(struct tkv_rpc_call *call, const void *msg, size_t len);
+
+/* The call's request arena (STYLE.md 4.6 rule 6): decode requests and build
+ * responses in it. Allocates nothing until first used; freed with the call,
+ * i.e. after the handler finished (or heard on_cancel) and the response was
+ * copied out. Handler's core only. */
+struct tkv_arena *tkv_rpc_call_arena(struct tkv_rpc_call *call);
 
 void tkv_rpc_call_set_data(struct tkv_rpc_call *call, void *data);
 void *tkv_rpc_call_data(const struct tkv_rpc_call *call);

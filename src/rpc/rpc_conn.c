@@ -100,6 +100,7 @@ void rpc_call_free(struct tkv_rpc_call *call)
     tkv_free(call->path);
     tkv_free(call->grpc_msg);
     tkv_free(call->status_msg);
+    tkv_arena_close(&call->arena);
     tkv_free(call);
 }
 

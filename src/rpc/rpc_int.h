@@ -6,6 +6,7 @@
 
 #include <nghttp2/nghttp2.h>
 
+#include "tkv/arena.h"
 #include "tkv/reactor.h"
 #include "tkv/rpc.h"
 
@@ -81,6 +82,7 @@ struct tkv_rpc_call {
     char *grpc_msg;
 
     /* server */
+    struct tkv_arena arena; /* zeroed = empty; closed in rpc_call_free */
     const struct tkv_rpc_method *method;
     void *data;
     bool handler_owns;

@@ -126,6 +126,11 @@ void tkv_rpc_call_reply(struct tkv_rpc_call *call, const void *msg, size_t len)
                           tkv_strerror(rv));
 }
 
+struct tkv_arena *tkv_rpc_call_arena(struct tkv_rpc_call *call)
+{
+    return &call->arena;
+}
+
 void tkv_rpc_call_set_data(struct tkv_rpc_call *call, void *data)
 {
     call->data = data;

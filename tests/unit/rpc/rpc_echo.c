@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tkv/arena.h"
 #include "tkv/mem.h"
 
 const char echo_fail_message[] = "bad request: 100% \xc3\xbcnicode\nline2";
@@ -101,7 +102,9 @@ static void unary_msg(struct tkv_rpc_call *call, struct tkv_slice m)
         tkv_rpc_call_reply(call, b, n);
         free(b);
     } else {
-        tkv_rpc_call_reply(call, m.ptr, m.len);
+        /* copy through the call arena, as real handlers decode into it */
+        void *copy = tkv_arena_memdup(tkv_rpc_call_arena(call), m.ptr, m.len);
+        tkv_rpc_call_reply(call, copy, m.len);
     }
 }
 

@@ -484,6 +484,41 @@ Test(rpc_mem, cancellation_reaches_handler)
     cr_assert_eq(rpc_client_conn(P.cl)->n_calls, 0);
 }
 
+Test(rpc_mem, cancel_before_headers_sent)
+{
+    struct sresult r = {0};
+    struct tkv_rpc_ccall *c;
+    cr_assert_eq(tkv_rpc_client_start(P.cl, "/test.Echo/Bidi", 0, &scbs, &r, &c), 0);
+    tkv_rpc_ccall_cancel(c); /* HEADERS still queued in the client session */
+    pump();
+    cr_assert(!r.done);
+    cr_assert_eq(rpc_client_conn(P.cl)->n_calls, 0, "cancelled pending call leaked");
+    cr_assert_eq(P.sc->n_calls, 0);
+    struct result a;
+    unary("/test.Echo/Unary", "next", 4, 0, &a);
+    pump();
+    cr_assert_eq(a.status, TKV_GRPC_OK);
+    free(a.resp);
+}
+
+Test(rpc_mem, handler_reply_inside_on_cancel_free_path)
+{
+    /* finish from a later turn after the client went away: no crash, no
+     * double callback (on_cancel already released the call) */
+    struct result a;
+    unary("/test.Echo/Unary", "async:x", 7, 0, &a);
+    pump();
+    tkv_rpc_client_close(P.cl);
+    P.cl = NULL;
+    cr_assert(a.done);
+    cr_assert_eq(a.status, TKV_GRPC_CANCELLED);
+    free(a.resp);
+    rpc_conn_free(P.sc);
+    P.sc = NULL;
+    cr_assert_eq(atomic_load(&echo_stats.cancels), 1);
+    cr_assert_eq(echo_release(TKV_GRPC_OK), 0);
+}
+
 Test(rpc_mem, async_reply_later)
 {
     struct result a;
@@ -616,4 +651,137 @@ Test(rpc_util, method_table_rejects_duplicates)
     struct tkv_rpc_server *srv;
     struct tkv_rpc_method m[2] = {echo_methods[0], echo_methods[0]};
     cr_assert_eq(tkv_rpc_server_new(NULL, m, 2, &srv), TKV_EINVAL);
+}
+
+/* ---- a raw nghttp2 client, to send requests our client never sends ---- */
+struct rawc {
+    nghttp2_session *ng;
+    int http_status, grpc_status;
+    bool closed;
+    const uint8_t *body;
+    size_t body_len;
+};
+
+static int raw_on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t *name,
+                         size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
+                         void *ud)
+{
+    (void)ng;
+    (void)f;
+    (void)flags;
+    struct rawc *rc = ud;
+    if (namelen == 7 && memcmp(name, ":status", 7) == 0)
+        rc->http_status = atoi((const char *)value);
+    if (namelen == 11 && memcmp(name, "grpc-status", 11) == 0)
+        rc->grpc_status = (int)strtol((const char *)value, NULL, 10) + 0 * (int)valuelen;
+    return 0;
+}
+
+static int raw_on_close(nghttp2_session *ng, int32_t sid, uint32_t code, void *ud)
+{
+    (void)ng;
+    (void)sid;
+    (void)code;
+    ((struct rawc *)ud)->closed = true;
+    return 0;
+}
+
+static ssize_t raw_read(nghttp2_session *ng, int32_t sid, uint8_t *buf, size_t len,
+                        uint32_t *flags, nghttp2_data_source *src, void *ud)
+{
+    (void)ng;
+    (void)sid;
+    (void)src;
+    struct rawc *rc = ud;
+    size_t n = TKV_MIN(len, rc->body_len);
+    memcpy(buf, rc->body, n);
+    rc->body += n;
+    rc->body_len -= n;
+    if (rc->body_len == 0)
+        *flags |= NGHTTP2_DATA_FLAG_EOF;
+    return (ssize_t)n;
+}
+
+static void raw_exchange(struct rawc *rc, const char *method, const char *ctype,
+                         const char *extra_name, const char *extra_value, const void *body,
+                         size_t blen)
+{
+    nghttp2_session_callbacks *cbs;
+    nghttp2_session_callbacks_new(&cbs);
+    nghttp2_session_callbacks_set_on_header_callback(cbs, raw_on_header);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cbs, raw_on_close);
+    memset(rc, 0, sizeof(*rc));
+    rc->grpc_status = -1;
+    rc->body = body;
+    rc->body_len = blen;
+    cr_assert_eq(nghttp2_session_client_new(&rc->ng, cbs, rc), 0);
+    nghttp2_session_callbacks_del(cbs);
+    nghttp2_submit_settings(rc->ng, NGHTTP2_FLAG_NONE, NULL, 0);
+#define NV(n, v) {(uint8_t *)(n), (uint8_t *)(v), strlen(n), strlen(v), NGHTTP2_NV_FLAG_NONE}
+    nghttp2_nv nv[6] = {NV(":method", method), NV(":scheme", "http"), NV(":path", "/test.Echo/Unary"),
+                        NV(":authority", "t"), NV("content-type", ctype),
+                        NV(extra_name ? extra_name : "te", extra_value ? extra_value : "trailers")};
+#undef NV
+    nghttp2_data_provider prd = {.read_callback = raw_read};
+    cr_assert(nghttp2_submit_request(rc->ng, NULL, nv, 6, body ? &prd : NULL, NULL) > 0);
+    for (int i = 0; i < 1000 && !rc->closed; i++) {
+        const uint8_t *d;
+        ssize_t n;
+        bool moved = false;
+        while ((n = nghttp2_session_mem_send(rc->ng, &d)) > 0) {
+            cr_assert_eq(rpc_conn_recv(P.sc, d, (size_t)n), 0);
+            moved = true;
+        }
+        const uint8_t *p;
+        size_t m;
+        cr_assert_eq(rpc_conn_pull(P.sc, &p, &m), 0);
+        if (m) {
+            cr_assert_eq(nghttp2_session_mem_recv(rc->ng, p, m), (ssize_t)m);
+            rpc_conn_sent(P.sc);
+            moved = true;
+        }
+        if (!moved)
+            break;
+    }
+    nghttp2_session_del(rc->ng);
+}
+
+static const uint8_t framed_hi[7] = {0, 0, 0, 0, 2, 'h', 'i'};
+
+Test(rpc_mem, raw_good_request_baseline)
+{
+    struct rawc rc;
+    raw_exchange(&rc, "POST", "application/grpc+proto", NULL, NULL, framed_hi, 7);
+    cr_assert_eq(rc.http_status, 200);
+    cr_assert_eq(rc.grpc_status, 0);
+}
+
+Test(rpc_mem, raw_wrong_content_type_415)
+{
+    struct rawc rc;
+    raw_exchange(&rc, "POST", "application/json", NULL, NULL, framed_hi, 7);
+    cr_assert_eq(rc.http_status, 415);
+    cr_assert_eq(atomic_load(&echo_stats.messages), 0);
+}
+
+Test(rpc_mem, raw_get_method_405)
+{
+    struct rawc rc;
+    raw_exchange(&rc, "GET", "application/grpc", NULL, NULL, NULL, 0);
+    cr_assert_eq(rc.http_status, 405);
+}
+
+Test(rpc_mem, raw_grpc_encoding_gzip_unimplemented)
+{
+    struct rawc rc;
+    raw_exchange(&rc, "POST", "application/grpc", "grpc-encoding", "gzip", framed_hi, 7);
+    cr_assert_eq(rc.http_status, 200);
+    cr_assert_eq(rc.grpc_status, TKV_GRPC_UNIMPLEMENTED);
+}
+
+Test(rpc_mem, raw_bad_grpc_timeout)
+{
+    struct rawc rc;
+    raw_exchange(&rc, "POST", "application/grpc", "grpc-timeout", "12x", framed_hi, 7);
+    cr_assert_eq(rc.grpc_status, TKV_GRPC_INTERNAL);
 }
