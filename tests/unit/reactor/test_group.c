@@ -244,3 +244,41 @@ Test(reactor_group, sigterm_stops_run_until_signal, .timeout = 20)
                  "child exit %d (10 start, 11 run_until_signal rv, 12 hooks/fini missing)",
                  WEXITSTATUS(status));
 }
+
+/* ---- a core whose ring cannot be created fails group_start cleanly ---- */
+
+#include <sys/resource.h>
+
+static void setup_fail_child(void)
+{
+    /* leave room for the group's stop eventfd and one ring: the second
+     * core's io_uring_queue_init (or an eventfd) gets EMFILE */
+    int k = dup(0);
+    if (k < 0)
+        _exit(20);
+    close(k);
+    struct rlimit rl = {.rlim_cur = (rlim_t)k + 2, .rlim_max = (rlim_t)k + 2};
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+        _exit(21);
+    struct tkv_reactor_config cfg = {.n_cores = 2};
+    struct tkv_reactor_group *g = NULL;
+    int rv = tkv_reactor_group_start(&cfg, NULL, NULL, NULL, &g);
+    if (rv == -ENOSYS || rv == -EPERM)
+        _exit(77);
+    _exit(rv == -EMFILE && g == NULL ? 0 : 22);
+}
+
+Test(reactor_group, ring_setup_failure_is_returned, .timeout = 20)
+{
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0)
+        setup_fail_child();
+    int status;
+    cr_assert_eq(waitpid(pid, &status, 0), pid);
+    cr_assert(WIFEXITED(status), "child died by signal %d", WTERMSIG(status));
+    if (WEXITSTATUS(status) == 77)
+        cr_skip_test("io_uring unavailable here");
+    cr_assert_eq(WEXITSTATUS(status), 0,
+                 "child exit %d (22: group_start did not return -EMFILE)", WEXITSTATUS(status));
+}
