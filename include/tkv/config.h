@@ -204,6 +204,12 @@ struct tkv_server_config {
 /* Fill cfg with the built-in defaults (equal to conf/tinykv.toml). Any thread. */
 void tkv_config_defaults(struct tkv_server_config *cfg);
 
+/* Defaults with TinyKV's NewTestConfig timings (TINYKV-API.md 2.16) for
+ * cluster tests: 50ms raft tick, 50ms log GC tick, 100ms split check, 100ms
+ * region heartbeat, 500ms store heartbeat; addresses on 127.0.0.1 port 0
+ * (ephemeral). Any thread. */
+void tkv_config_test_defaults(struct tkv_server_config *cfg);
+
 /* The whole start-up sequence: defaults, then the file named by -C/--config
  * (if any), then every other flag (flags win), then cores=0 resolution, then
  * validation. argv[0] is the program name and is skipped; argv is borrowed.

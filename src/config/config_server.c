@@ -146,6 +146,18 @@ void tkv_config_defaults(struct tkv_server_config *cfg)
     cfg->info_format = TKV_CONFIG_DUMP_TOML;
 }
 
+void tkv_config_test_defaults(struct tkv_server_config *cfg)
+{
+    tkv_config_defaults(cfg);
+    snprintf(cfg->server.addr, sizeof(cfg->server.addr), "127.0.0.1:0");
+    snprintf(cfg->server.status_addr, sizeof(cfg->server.status_addr), "127.0.0.1:0");
+    cfg->raftstore.raft_base_tick_interval_ms = 50;
+    cfg->raftstore.raft_log_gc_tick_interval_ms = 50;
+    cfg->raftstore.split_region_check_tick_interval_ms = 100;
+    cfg->raftstore.pd_heartbeat_tick_interval_ms = 100;
+    cfg->raftstore.pd_store_heartbeat_tick_interval_ms = 500;
+}
+
 int tkv_config_store_addr(const struct tkv_server_config *cfg, uint32_t k, bool advertise,
                           char *buf, size_t cap)
 {

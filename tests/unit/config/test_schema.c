@@ -269,3 +269,17 @@ Test(schema, store_addresses)
     cr_assert_eq(tkv_config_split_addr("a:", host, sizeof(host), &port), TKV_EINVAL);
     cr_assert_eq(tkv_config_split_addr("a b:1", host, sizeof(host), &port), TKV_EINVAL);
 }
+
+Test(schema, test_defaults_are_tinykv_test_config)
+{
+    struct tkv_server_config c;
+    tkv_config_test_defaults(&c);
+    cr_assert_eq(tkv_config_validate(&c, err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(c.raftstore.raft_base_tick_interval_ms, 50);
+    cr_assert_eq(c.raftstore.raft_log_gc_tick_interval_ms, 50);
+    cr_assert_eq(c.raftstore.split_region_check_tick_interval_ms, 100);
+    cr_assert_eq(c.raftstore.pd_heartbeat_tick_interval_ms, 100);
+    cr_assert_eq(c.raftstore.pd_store_heartbeat_tick_interval_ms, 500);
+    cr_assert_eq(c.raftstore.raft_election_timeout_ticks, 10);
+    cr_assert_str_eq(c.server.addr, "127.0.0.1:0");
+}

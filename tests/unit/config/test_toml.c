@@ -284,6 +284,10 @@ Test(toml, parse_file_errors_name_the_file)
     int rv = tkv_config_toml_parse_file("/nonexistent/x.toml", &doc, err, sizeof(err));
     cr_assert_eq(rv, -ENOENT);
     cr_assert(strstr(err, "/nonexistent/x.toml: cannot open config file"), "%s", err);
+    /* an endless file is cut at the limit, never read to the end */
+    rv = tkv_config_toml_parse_file("/dev/zero", &doc, err, sizeof(err));
+    cr_assert_eq(rv, TKV_ECONFIG);
+    cr_assert(strstr(err, "/dev/zero: file is too large"), "%s", err);
     rv = tkv_config_toml_parse_file("/", &doc, err, sizeof(err));
     cr_assert_lt(rv, 0);
     cr_assert(strstr(err, "is a directory"), "%s", err);
