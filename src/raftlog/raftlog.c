@@ -3,6 +3,7 @@
  * a durable batch to the index, failure policy, purge and reads. */
 #include <errno.h>
 #include <fiu.h>
+#include <pthread.h>
 #include <stdlib.h>
 
 #include "raftlog_private.h"
@@ -521,15 +522,17 @@ int tkv_raftlog_flush(struct tkv_raftlog *log)
 
 #ifdef TKV_RAFTLOG_HAVE_REACTOR
 /* The before-sleep hook cannot be unregistered (reactor.h has no call for
- * it), so it points at a small shim that outlives the log and is reused when
- * a log is opened again on the same reactor. Shims stay reachable from this
- * list, one per reactor that ever had a log. */
+ * it), so it points at a small shim that outlives the log; close clears the
+ * shim's pointer and the hook becomes a no-op. Shims are never reused (a new
+ * reactor may live at an old one's address) and stay reachable from this
+ * list: 32 bytes per open, which happens once per store start. */
 struct hook_shim {
     struct hook_shim *next;
     struct tkv_reactor *reactor;
     struct tkv_raftlog *log;
 };
-static _Thread_local struct hook_shim *shims;
+static struct hook_shim *shims;
+static pthread_mutex_t shims_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static void before_sleep(void *arg)
 {
@@ -540,25 +543,23 @@ static void before_sleep(void *arg)
 
 static void hook_attach(struct tkv_raftlog *log)
 {
-    for (struct hook_shim *sh = shims; sh; sh = sh->next) {
-        if (sh->reactor == log->reactor && sh->log == NULL) {
-            sh->log = log;
-            return;
-        }
-    }
+    pthread_mutex_lock(&shims_lock);
     struct hook_shim *sh = tkv_xcalloc(1, sizeof(*sh));
     sh->reactor = log->reactor;
     sh->log = log;
     sh->next = shims;
     shims = sh;
+    pthread_mutex_unlock(&shims_lock);
     tkv_reactor_on_before_sleep(log->reactor, before_sleep, sh);
 }
 
 static void hook_detach(struct tkv_raftlog *log)
 {
+    pthread_mutex_lock(&shims_lock);
     for (struct hook_shim *sh = shims; sh; sh = sh->next)
         if (sh->log == log)
             sh->log = NULL;
+    pthread_mutex_unlock(&shims_lock);
 }
 #endif
 

@@ -335,6 +335,13 @@ int raftlog_io_write_sync(struct tkv_raftlog *log, struct rl_seg *s, uint64_t of
     return (int)len;
 }
 
+int raftlog_io_datasync(struct tkv_raftlog *log, struct rl_seg *s)
+{
+    if (log->mem)
+        return 0;
+    return fdatasync(s->fd) < 0 ? -errno : 0;
+}
+
 int raftlog_io_read(struct tkv_raftlog *log, const struct rl_seg *s, uint64_t off, void *buf,
                     size_t len)
 {

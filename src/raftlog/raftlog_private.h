@@ -220,6 +220,7 @@ void raftlog_io_unmap(struct tkv_raftlog *log, const uint8_t *p, size_t len);
 /* Write + data sync (synchronous mode and mem). */
 int raftlog_io_write_sync(struct tkv_raftlog *log, struct rl_seg *s, uint64_t off,
                           const void *buf, size_t len);
+int raftlog_io_datasync(struct tkv_raftlog *log, struct rl_seg *s);
 int raftlog_io_read(struct tkv_raftlog *log, const struct rl_seg *s, uint64_t off, void *buf,
                     size_t len);
 /* Durably zero [off, off+len). */

@@ -182,6 +182,11 @@ int raftlog_recover(struct tkv_raftlog *log, struct tkv_raftlog_corruption *wher
         raftlog_io_unmap(log, sc.p, sc.len);
         if (rv < 0)
             goto out;
+        /* The tail may be a batch written but never synced before a crash
+         * of the process (the page cache kept it). Raft will treat what it
+         * reads here as persisted, so make it so. */
+        if (sc.newest && (rv = raftlog_io_datasync(log, sc.seg)) < 0)
+            goto out;
     }
     if (log->n_segs == 0) {
         rv = raftlog_io_create(log, 1);
