@@ -790,7 +790,9 @@ static int parse_keyval(struct parser *p)
         bool last = i + 1 == n;
         int rv = 0;
         if (last && nd)
-            rv = fail_at(p, at, "duplicate key");
+            rv = fail_at(p, at,
+                         nd->kind == NODE_VALUE ? "duplicate key"
+                                                : "duplicate key (already a table)");
         else if (nd && nd->kind == NODE_VALUE)
             rv = fail_at(p, at, "%s is already a value, not a table", path);
         else if (nd && nd->kind != NODE_TABLE_DOTTED)

@@ -187,6 +187,8 @@ static const struct bad bad_cases[] = {
     {"a = [1, \"x\"]",
      "t.toml:1:9: a: array elements must all have one type (integer, then string)"},
     {"a = 1\na = 2", "t.toml:2:1: a: duplicate key"},
+    {"a = 1\n\"a\" = 2", "t.toml:2:1: a: duplicate key"},
+    {"[a.b]\n[a]\nb = 1", "t.toml:3:1: a.b: duplicate key (already a table)"},
     {"[t]\nx = 1\n[t]", "t.toml:3:1: t: duplicate table [t]"},
     {"a = 1\n[a]", "t.toml:2:1: a: a is already a value, not a table"},
     {"a = 1\n[a.b]", "a is already a value"},
