@@ -112,8 +112,9 @@ struct tkv_rpc_server_config {
 };
 
 /* Create a server (the method table only; no socket yet). methods is copied
- * (the path strings are borrowed for the server's life). Duplicate paths ->
- * TKV_EINVAL. cfg may be NULL (defaults). Returns 0 or TKV_EINVAL. Any
+ * (the path strings are borrowed for the server's life). Duplicate paths, a
+ * path not starting with '/', a NULL on_message, or a CLIENT_STREAM/BIDI
+ * method without on_half_close -> TKV_EINVAL. cfg may be NULL (defaults). Returns 0 or TKV_EINVAL. Any
  * thread; afterwards the server belongs to the core that listens with it. */
 int tkv_rpc_server_new(const struct tkv_rpc_server_config *cfg, const struct tkv_rpc_method *methods,
                        size_t n_methods, struct tkv_rpc_server **out);

@@ -120,6 +120,12 @@ static void tp_close(void *arg)
 {
     struct rpc_sock *s = arg;
     s->user_closed = true;
+    if (s->finished) {
+        /* Socket long gone (connection lost, or the loop already stopped,
+         * e.g. closing from a fini callback): nothing refers to s. */
+        sock_destroy(s);
+        return;
+    }
     if (!s->closing)
         sock_close(s);
     sock_defer(s); /* finish from a reactor turn, not from inside user code */

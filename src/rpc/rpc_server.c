@@ -15,6 +15,10 @@ int tkv_rpc_server_new(const struct tkv_rpc_server_config *cfg, const struct tkv
     for (size_t i = 0; i < n_methods; i++) {
         if (!methods[i].path || methods[i].path[0] != '/' || !methods[i].on_message)
             return TKV_EINVAL;
+        /* a streaming request must be finishable when the client half-closes */
+        if ((methods[i].kind == TKV_RPC_CLIENT_STREAM || methods[i].kind == TKV_RPC_BIDI) &&
+            !methods[i].on_half_close)
+            return TKV_EINVAL;
         for (size_t j = 0; j < i; j++)
             if (strcmp(methods[i].path, methods[j].path) == 0)
                 return TKV_EINVAL;

@@ -335,6 +335,84 @@ static void scenario_big(void)
     tkv_rpc_client_unary(cl, "/test.Echo/Unary", "after", 5, 0, expect_cb, &e_after);
 }
 
+/* connection refused: calls fail UNAVAILABLE, the client is unusable */
+static struct expect e_unavail = {TKV_GRPC_UNAVAILABLE, NULL, 0, NULL};
+static uint16_t dead_port;
+static struct tkv_rpc_client *refused_cl;
+
+static void refused_done(void *user, enum tkv_grpc_status st, const char *m, struct tkv_slice r)
+{
+    (void)user;
+    (void)r;
+    if (st != TKV_GRPC_UNAVAILABLE)
+        fail("refused: %s (%s)", tkv_grpc_status_name(st), m);
+    if (tkv_rpc_client_usable(refused_cl))
+        fail("client still usable after a refused connect");
+    tkv_rpc_client_close(refused_cl); /* from inside its own callback */
+    scenario_done();
+}
+
+static void scenario_refused(void)
+{
+    (void)e_unavail;
+    if (tkv_rpc_client_connect(tkv_reactor_self(), "127.0.0.1", dead_port, NULL, &refused_cl) != 0 ||
+        tkv_rpc_client_unary(refused_cl, "/test.Echo/Unary", "x", 1, 0, refused_done, NULL) != 0) {
+        fail("start");
+        scenario_done();
+    }
+}
+
+/* graceful server shutdown: GOAWAY, the in-flight call still completes */
+static struct tkv_rpc_client *gw_cl;
+static int gw_phase;
+
+static void gw_cb(void *user, enum tkv_grpc_status st, const char *m, struct tkv_slice resp)
+{
+    (void)user;
+    if (st != TKV_GRPC_OK || resp.len != 8 || memcmp(resp.ptr, "inflight", 8) != 0)
+        fail("in-flight call: %s (%s)", tkv_grpc_status_name(st), m);
+    if (tkv_rpc_client_usable(gw_cl))
+        fail("client usable after GOAWAY");
+    gw_phase = 2;
+    tkv_rpc_client_close(gw_cl);
+    scenario_done();
+}
+
+static struct tkv_timer gw_timer;
+
+static void gw_tick(struct tkv_timer *t)
+{
+    struct tkv_reactor *r = tkv_reactor_self();
+    if (gw_phase == 0 && atomic_load(&echo_stats.held) == 1) {
+        gw_phase = 1;
+        tkv_rpc_server_shutdown(H.srv[0]);
+        tkv_timer_start(r, t, 20 * MS); /* let GOAWAY reach the client */
+        return;
+    }
+    if (gw_phase == 1) {
+        if (tkv_rpc_client_usable(gw_cl)) {
+            tkv_timer_start(r, t, 1 * MS);
+            return;
+        }
+        echo_release(TKV_GRPC_OK);
+        return;
+    }
+    tkv_timer_start(r, t, 1 * MS);
+}
+
+static void scenario_goaway_inflight(void)
+{
+    gw_phase = 0;
+    if (tkv_rpc_client_connect(tkv_reactor_self(), "127.0.0.1", H.port, NULL, &gw_cl) != 0 ||
+        tkv_rpc_client_unary(gw_cl, "/test.Echo/Unary", "async:inflight", 14, 0, gw_cb, NULL) != 0) {
+        fail("start");
+        scenario_done();
+        return;
+    }
+    tkv_timer_init(&gw_timer, gw_tick, NULL);
+    tkv_timer_start(tkv_reactor_self(), &gw_timer, 1 * MS);
+}
+
 /* ---------------------------------------------------------- raw sockets */
 
 static int raw_connect(void)
@@ -486,6 +564,35 @@ Test(rpc_net, garbage_closes_only_that_connection)
     cr_assert(raw_wait_frame(keep, 6, 1, pl, &plen), "no PING ACK on the surviving connection");
     cr_assert_eq(memcmp(pl, "keepaliv", 8), 0);
     close(keep);
+}
+
+Test(rpc_net, connect_refused_unavailable)
+{
+    start(1, NULL);
+    int fd = tkv_reactor_listen_tcp("127.0.0.1", 0, false, 1, &dead_port);
+    cr_assert(fd >= 0);
+    close(fd); /* nobody listens there now */
+    run(scenario_refused, 5000);
+}
+
+Test(rpc_net, graceful_shutdown_finishes_inflight_call)
+{
+    start(1, NULL);
+    run(scenario_goaway_inflight, 5000);
+    cr_assert_eq(gw_phase, 2);
+    /* the listener is closed: new connections are refused */
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(H.port)};
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    uint64_t t0 = mono_ms();
+    int rc;
+    while ((rc = connect(fd, (struct sockaddr *)&a, sizeof(a))) == 0 && mono_ms() - t0 < 2000) {
+        close(fd);
+        usleep(10000);
+        fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    }
+    cr_assert_neq(rc, 0, "listener still accepting after shutdown");
+    close(fd);
 }
 
 Test(rpc_net, ping_answered)
