@@ -19,6 +19,19 @@ int engine_key_cmp(struct tkv_slice a, struct tkv_slice b)
     return a.len < b.len ? -1 : (a.len > b.len ? 1 : 0);
 }
 
+static void session_check_owner(struct tkv_engine_session *s)
+{
+#ifdef TKV_DEBUG
+    if (!s->has_owner) {
+        s->owner = pthread_self();
+        s->has_owner = true;
+    }
+    tkv_assert(pthread_equal(s->owner, pthread_self()));
+#else
+    (void)s;
+#endif
+}
+
 int tkv_engine_open(const struct tkv_engine_opts *opts, struct tkv_engine **e_out)
 {
     if (opts == NULL || e_out == NULL)
@@ -71,6 +84,9 @@ int tkv_engine_session_open(struct tkv_engine *e, struct tkv_engine_session **s_
         return rv;
     s->engine = e;
     s->n_snaps = 0;
+#ifdef TKV_DEBUG
+    s->has_owner = false;
+#endif
     atomic_fetch_add(&e->n_sessions, 1);
     *s_out = s;
     return 0;
@@ -116,6 +132,7 @@ int tkv_engine_get(struct tkv_engine_session *s, enum tkv_cf cf, struct tkv_slic
         return TKV_ECF;
     if (key.len == 0)
         return TKV_ENOTFOUND;
+    session_check_owner(s);
     return s->engine->vt->get(s, cf, key, value_out);
 }
 
@@ -203,6 +220,7 @@ int tkv_engine_write(struct tkv_engine_session *s, const struct tkv_engine_batch
 {
     if (b->n_ops == 0)
         return 0;
+    session_check_owner(s);
     /* Small batches (the common raw put, an apply of a few keys) decode on
      * the stack. */
     struct engine_op stack_ops[16];
@@ -237,6 +255,7 @@ static int write_one(struct tkv_engine_session *s, enum engine_op_type type, enu
     if (key.len > TKV_ENGINE_KEY_MAX || value.len > TKV_ENGINE_VALUE_MAX)
         return TKV_ETOOBIG;
     struct engine_op op = {.type = type, .cf = cf, .key = key, .value = value};
+    session_check_owner(s);
     return s->engine->vt->write(s, &op, 1);
 }
 
@@ -262,6 +281,7 @@ int tkv_engine_delete_range(struct tkv_engine_session *s, enum tkv_cf cf, struct
 int tkv_engine_snap_open(struct tkv_engine_session *s, struct tkv_engine_snap **snap_out)
 {
     struct tkv_engine_snap *snap = NULL;
+    session_check_owner(s);
     int rv = s->engine->vt->snap_open(s, &snap);
     if (rv < 0)
         return rv;

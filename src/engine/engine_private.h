@@ -4,6 +4,7 @@
 #ifndef TKV_ENGINE_PRIVATE_H
 #define TKV_ENGINE_PRIVATE_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 
 #include "tkv/engine.h"
@@ -63,6 +64,13 @@ struct tkv_engine {
 struct tkv_engine_session {
     struct tkv_engine *engine;
     int n_snaps; /* owner thread only */
+#ifdef TKV_DEBUG
+    /* Debug builds bind the session to the thread of its first data call
+     * (not of its open, so a session may be opened elsewhere and handed
+     * over) and assert on every later call (STYLE.md 4.6 rule 1). */
+    bool has_owner;
+    pthread_t owner;
+#endif
 };
 
 struct tkv_engine_snap {

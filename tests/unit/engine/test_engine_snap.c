@@ -355,3 +355,25 @@ ENGINE_TEST(concurrent_sessions)
     cr_assert(hot.len >= 3 && memcmp(hot.ptr + hot.len - 3, "149", 3) == 0,
               "the hot key must hold some thread's last write");
 }
+
+#ifdef TKV_DEBUG
+#include <signal.h>
+
+static void *use_foreign_session(void *arg)
+{
+    (void)arg;
+    struct tkv_slice v;
+    (void)tkv_engine_get(fx.s, TKV_CF_DEFAULT, S("k"), &v); /* must abort */
+    return NULL;
+}
+
+/* Debug builds bind a session to the thread of its first call. */
+Test(engine_mem, session_is_bound_to_one_thread, .signal = SIGABRT)
+{
+    struct tkv_slice v;
+    cr_assert_eq(tkv_engine_get(fx.s, TKV_CF_DEFAULT, S("k"), &v), TKV_ENOTFOUND);
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, use_foreign_session, NULL), 0);
+    pthread_join(th, NULL);
+}
+#endif
