@@ -3,8 +3,11 @@
  * Design and invariants: src/pb/README.md. */
 #include <pb_decode.h>
 #include <pb_encode.h>
+#include <pthread.h>
+#include <stdlib.h>
 
 #include "tkv/err.h"
+#include "tkv/mem.h"
 #include "tkv/pb.h"
 
 /* Decode state behind pb_istream_t.state. Our own read callback (not
@@ -37,11 +40,41 @@ static bool dec_read(pb_istream_t *stream, pb_byte_t *buf, size_t count)
     return true;
 }
 
+/* Registry rows ordered by descriptor address, built once, for O(log n)
+ * lookups on every decode and every repeated field encoded. */
+static const struct tkv_pb_msginfo **by_desc;
+static pthread_once_t by_desc_once = PTHREAD_ONCE_INIT;
+
+static int cmp_desc(const void *a, const void *b)
+{
+    uintptr_t x = (uintptr_t)(*(const struct tkv_pb_msginfo *const *)a)->desc;
+    uintptr_t y = (uintptr_t)(*(const struct tkv_pb_msginfo *const *)b)->desc;
+    return x < y ? -1 : x > y;
+}
+
+static void by_desc_build(void)
+{
+    /* Process lifetime; never freed. */
+    by_desc = tkv_xcalloc(tkv_pb_registry_len, sizeof(*by_desc));
+    for (size_t i = 0; i < tkv_pb_registry_len; i++)
+        by_desc[i] = &tkv_pb_registry[i];
+    qsort(by_desc, tkv_pb_registry_len, sizeof(*by_desc), cmp_desc);
+}
+
 const struct tkv_pb_msginfo *tkv_pb_msginfo(const pb_msgdesc_t *desc)
 {
-    for (size_t i = 0; i < tkv_pb_registry_len; i++)
-        if (tkv_pb_registry[i].desc == desc)
-            return &tkv_pb_registry[i];
+    pthread_once(&by_desc_once, by_desc_build);
+    size_t lo = 0, hi = tkv_pb_registry_len;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        const pb_msgdesc_t *d = by_desc[mid]->desc;
+        if (d == desc)
+            return by_desc[mid];
+        if ((uintptr_t)d < (uintptr_t)desc)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
     return NULL;
 }
 
