@@ -204,7 +204,9 @@ struct tkv_rpc_stream_cbs {
 };
 
 /* Connect to host:port (numeric IPv4/IPv6 or "localhost") on reactor r (the
- * current core). Calls may be started right away; they are sent once the
+ * current core). No name resolution beyond "localhost" (it would block).
+ * Clients are not closed by the reactor's orderly stop: close them from your
+ * own tkv_reactor_on_stop hook (or at the latest from the core's fini). Calls may be started right away; they are sent once the
  * connection is up, and fail with UNAVAILABLE if it never comes up. cfg may
  * be NULL. Returns 0 or -errno (bad address: TKV_EINVAL). The client lives
  * until tkv_rpc_client_close(). */

@@ -159,6 +159,8 @@ static void on_send(struct tkv_io *io, int res)
         s->recv_paused = false;
         post_recv(s);
     }
+    /* callbacks run inside the pull may have started calls with deadlines */
+    sock_rearm(s);
 }
 
 static void sock_flush(struct rpc_sock *s)

@@ -29,6 +29,7 @@ static struct {
     int ncores;
     struct tkv_rpc_server_config cfg;
     struct tkv_rpc_server *srv[4];
+    uint64_t ok_calls[4]; /* per core, read in fini */
     _Atomic(uintptr_t) cmd;
     atomic_int done, ready;
     struct tkv_timer poll;
@@ -88,6 +89,7 @@ static void h_fini(struct tkv_reactor *r, uint32_t core, void *arg)
 {
     (void)r;
     (void)arg;
+    H.ok_calls[core] = tkv_rpc_server_calls(H.srv[core], TKV_GRPC_OK);
     tkv_rpc_server_free(H.srv[core]);
 }
 
@@ -507,6 +509,11 @@ Test(rpc_net, many_connections_many_streams_two_cores)
     start(2, NULL);
     run(scenario_many, 30000);
     run(scenario_check, 5000);
+    stop();
+    cr_assert_eq(H.ok_calls[0] + H.ok_calls[1], MANY_CONNS * MANY_CALLS + 1);
+    /* SO_REUSEPORT spreads 33 connections over both cores */
+    cr_assert(H.ok_calls[0] > 0 && H.ok_calls[1] > 0, "core 0: %llu calls, core 1: %llu",
+              (unsigned long long)H.ok_calls[0], (unsigned long long)H.ok_calls[1]);
 }
 
 Test(rpc_net, big_messages_and_limit)
