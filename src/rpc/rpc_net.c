@@ -448,6 +448,10 @@ static void on_connect(struct tkv_io *io, int res)
     if (res < 0) {
         TKV_LOG_INFO("rpc: connect failed", TKV_LF_STR("authority", s->conn->authority),
                      TKV_LF_ERR(res));
+        char msg[128];
+        snprintf(msg, sizeof(msg), "connect to %s failed: %s", s->conn->authority,
+                 tkv_strerror(res));
+        rpc_conn_abort(s->conn, TKV_GRPC_UNAVAILABLE, msg);
         sock_close(s);
         sock_maybe_finish(s);
         return;

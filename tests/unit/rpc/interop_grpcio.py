@@ -1,10 +1,13 @@
 #!/usr/bin/python3
-"""Interop: Debian's python3-grpcio (a real gRPC C-core peer) calls
-tkv-rpc-echo with generic calls on raw bytes. Usage: interop_grpcio.py <tkv-rpc-echo>."""
+"""Interop with Debian's python3-grpcio (a real gRPC C-core peer), both ways:
+1. python calls tkv-rpc-echo's server with generic calls on raw bytes;
+2. tkv-rpc-echo's client ("client <port>" mode) calls a python test.Echo server.
+Usage: interop_grpcio.py <tkv-rpc-echo>."""
 import concurrent.futures
 import signal
 import subprocess
 import sys
+import time
 
 import grpc
 
@@ -25,7 +28,50 @@ def expect_error(fn, code, what):
     raise AssertionError(f"{what}: no error, want {code}")
 
 
+def python_server():
+    def unary(req, ctx):
+        if req == b"fail":
+            ctx.abort(grpc.StatusCode.INVALID_ARGUMENT, FAIL_MSG)
+        if req == b"hold":
+            time.sleep(1.0)
+        return req
+
+    def client_stream(it, ctx):
+        return b"".join(it)
+
+    def server_stream(req, ctx):
+        for i in range(int(req)):
+            yield b"msg-%d" % i
+
+    def bidi(it, ctx):
+        for m in it:
+            yield m
+
+    handler = grpc.method_handlers_generic_handler("test.Echo", {
+        "Unary": grpc.unary_unary_rpc_method_handler(unary),
+        "ClientStream": grpc.stream_unary_rpc_method_handler(client_stream),
+        "ServerStream": grpc.unary_stream_rpc_method_handler(server_stream),
+        "Bidi": grpc.stream_stream_rpc_method_handler(bidi),
+    })
+    server = grpc.server(concurrent.futures.ThreadPoolExecutor(16),
+                         options=[("grpc.max_receive_message_length", 64 << 20)])
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    return server, port
+
+
+def our_client_against_python(echo_bin):
+    server, port = python_server()
+    try:
+        r = subprocess.run([echo_bin, "client", str(port)], timeout=60)
+        check(r.returncode == 0, f"tkv-rpc-echo client exit status {r.returncode}")
+    finally:
+        server.stop(0)
+
+
 def main():
+    our_client_against_python(sys.argv[1])
     srv = subprocess.Popen([sys.argv[1], "0"], stdout=subprocess.PIPE, text=True)
     try:
         line = srv.stdout.readline()
