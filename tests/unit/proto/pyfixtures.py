@@ -3,6 +3,8 @@
 python3-protobuf on the same .proto files (modules from tkv_proto_py).
 
   pyfixtures.py PYDIR write OUTDIR        write every fixture as OUTDIR/<name>.bin
+  pyfixtures.py PYDIR services            check both services' method names, paths,
+                                          message types and streaming kinds
   pyfixtures.py PYDIR check DIR [NAME...] parse DIR/<name>.c.bin (written by the C
                                           side) and compare with the fixture; no
                                           NAME: every fixture, each file required
@@ -314,8 +316,95 @@ def raw_fixtures():
     return out
 
 
+# TINYKV-API.md 1.2 and 1.3: method -> (request, response, kind).
+U, CS, BIDI = 'unary', 'client-streaming', 'bidi'
+SERVICES = {
+    ('tinykvpb', 'TinyKv'): [
+        ('KvGet', 'kvrpcpb.GetRequest', 'kvrpcpb.GetResponse', U),
+        ('KvScan', 'kvrpcpb.ScanRequest', 'kvrpcpb.ScanResponse', U),
+        ('KvPrewrite', 'kvrpcpb.PrewriteRequest', 'kvrpcpb.PrewriteResponse', U),
+        ('KvCommit', 'kvrpcpb.CommitRequest', 'kvrpcpb.CommitResponse', U),
+        ('KvCheckTxnStatus', 'kvrpcpb.CheckTxnStatusRequest', 'kvrpcpb.CheckTxnStatusResponse', U),
+        ('KvBatchRollback', 'kvrpcpb.BatchRollbackRequest', 'kvrpcpb.BatchRollbackResponse', U),
+        ('KvResolveLock', 'kvrpcpb.ResolveLockRequest', 'kvrpcpb.ResolveLockResponse', U),
+        ('RawGet', 'kvrpcpb.RawGetRequest', 'kvrpcpb.RawGetResponse', U),
+        ('RawPut', 'kvrpcpb.RawPutRequest', 'kvrpcpb.RawPutResponse', U),
+        ('RawDelete', 'kvrpcpb.RawDeleteRequest', 'kvrpcpb.RawDeleteResponse', U),
+        ('RawScan', 'kvrpcpb.RawScanRequest', 'kvrpcpb.RawScanResponse', U),
+        ('Raft', 'raft_serverpb.RaftMessage', 'raft_serverpb.Done', CS),
+        ('Snapshot', 'raft_serverpb.SnapshotChunk', 'raft_serverpb.Done', CS),
+        ('Coprocessor', 'coprocessor.Request', 'coprocessor.Response', U),
+    ],
+    ('schedulerpb', 'Scheduler'): [
+        ('GetMembers', 'GetMembersRequest', 'GetMembersResponse', U),
+        ('Tso', 'TsoRequest', 'TsoResponse', BIDI),
+        ('Bootstrap', 'BootstrapRequest', 'BootstrapResponse', U),
+        ('IsBootstrapped', 'IsBootstrappedRequest', 'IsBootstrappedResponse', U),
+        ('AllocID', 'AllocIDRequest', 'AllocIDResponse', U),
+        ('GetStore', 'GetStoreRequest', 'GetStoreResponse', U),
+        ('PutStore', 'PutStoreRequest', 'PutStoreResponse', U),
+        ('GetAllStores', 'GetAllStoresRequest', 'GetAllStoresResponse', U),
+        ('StoreHeartbeat', 'StoreHeartbeatRequest', 'StoreHeartbeatResponse', U),
+        ('RegionHeartbeat', 'RegionHeartbeatRequest', 'RegionHeartbeatResponse', BIDI),
+        ('GetRegion', 'GetRegionRequest', 'GetRegionResponse', U),
+        ('GetPrevRegion', 'GetRegionRequest', 'GetRegionResponse', U),
+        ('GetRegionByID', 'GetRegionByIDRequest', 'GetRegionResponse', U),
+        ('ScanRegions', 'ScanRegionsRequest', 'ScanRegionsResponse', U),
+        ('AskSplit', 'AskSplitRequest', 'AskSplitResponse', U),
+        ('GetClusterConfig', 'GetClusterConfigRequest', 'GetClusterConfigResponse', U),
+        ('PutClusterConfig', 'PutClusterConfigRequest', 'PutClusterConfigResponse', U),
+        ('ScatterRegion', 'ScatterRegionRequest', 'ScatterRegionResponse', U),
+        ('GetGCSafePoint', 'GetGCSafePointRequest', 'GetGCSafePointResponse', U),
+        ('UpdateGCSafePoint', 'UpdateGCSafePointRequest', 'UpdateGCSafePointResponse', U),
+        ('GetOperator', 'GetOperatorRequest', 'GetOperatorResponse', U),
+    ],
+}
+
+
+def check_services():
+    from google.protobuf import descriptor_pb2
+    import grpc
+    bad = 0
+    for (pkg, svc), want in SERVICES.items():
+        mod = {'tinykvpb': __import__('tinykvpb_pb2'), 'schedulerpb': sched}[pkg]
+        sd = mod.DESCRIPTOR.services_by_name[svc]
+        proto = descriptor_pb2.ServiceDescriptorProto()
+        sd.CopyToProto(proto)
+        got = []
+        for m in proto.method:
+            kind = {(False, False): U, (True, False): CS, (True, True): BIDI}.get(
+                (m.client_streaming, m.server_streaming), 'server-streaming')
+            got.append((m.name, m.input_type.lstrip('.'), m.output_type.lstrip('.'), kind))
+        want = [(n, r if '.' in r else pkg + '.' + r, s if '.' in s else pkg + '.' + s, k)
+                for n, r, s, k in want]
+        if got != want:
+            print('%s.%s differs:\n got  %s\n want %s' % (pkg, svc, got, want))
+            bad += 1
+        # The generated stub must expose each method with the right gRPC
+        # call kind and path (what the integration tests will call).
+        stubs = {'TinyKv': tinykvpb_pb2_grpc.TinyKvStub,
+                 'Scheduler': schedulerpb_pb2_grpc.SchedulerStub}
+        calls = []
+
+        class Chan:
+            def __getattr__(self, kind):
+                return lambda path, **kw: calls.append((kind, path))
+        stubs[svc](Chan())
+        kinds = {U: 'unary_unary', CS: 'stream_unary', BIDI: 'stream_stream'}
+        want_calls = sorted((kinds[k], '/%s.%s/%s' % (pkg, svc, n)) for n, _, _, k in want)
+        if sorted(calls) != want_calls:
+            print('%s stub differs:\n got  %s\n want %s' % (svc, sorted(calls), want_calls))
+            bad += 1
+    assert grpc.__version__
+    if not bad:
+        print('services TinyKv (14 methods) and Scheduler (21 methods) match TINYKV-API.md')
+    return 1 if bad else 0
+
+
 def main():
     mode = sys.argv[2]
+    if mode == 'services':
+        return check_services()
     if mode == 'write':
         outdir = sys.argv[3]
         os.makedirs(outdir, exist_ok=True)
