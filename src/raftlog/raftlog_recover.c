@@ -155,21 +155,18 @@ int raftlog_recover(struct tkv_raftlog *log, struct tkv_raftlog_corruption *wher
     int rv = raftlog_io_list(log, &ids, &n);
     if (rv < 0)
         return rv;
-    /* Purge deletes oldest first, so a live log is a contiguous id range;
-     * anything before a hole is a purged segment resurrected by a crash. */
-    size_t k = n ? n - 1 : 0;
-    while (k > 0 && ids[k - 1] + 1 == ids[k])
-        k--;
-    if (n > 0 && k > 0) {
-        for (size_t i = 0; i < k; i++) {
-            raftlog_io_attach(log, ids[i]);
-            struct rl_seg *s = &log->segs[log->n_segs - 1];
-            raftlog_io_remove(log, s);
-            log->n_segs--;
+    /* Purge deletes oldest first and syncs the directory, so a live log is
+     * a contiguous id range; a hole means a lost segment: corruption (never
+     * guess which side is stale). */
+    for (size_t i = 1; i < n; i++) {
+        if (ids[i] != ids[i - 1] + 1) {
+            struct rl_seg fake = {.id = ids[i]};
+            struct scan sc = {.log = log, .seg = &fake, .where = where};
+            rv = corrupt(&sc, 0, "segment missing before this one");
+            goto out;
         }
-        raftlog_io_sync_dir(log);
     }
-    for (size_t i = k; i < n; i++) {
+    for (size_t i = 0; i < n; i++) {
         rv = raftlog_io_attach(log, ids[i]);
         if (rv < 0)
             goto out;
