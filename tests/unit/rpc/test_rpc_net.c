@@ -630,6 +630,122 @@ Test(rpc_net, handshake_timeout_closes_silent_connection)
     run(scenario_check, 5000);
 }
 
+Test(rpc_net, idle_timeout_sends_goaway_and_closes)
+{
+    struct tkv_rpc_server_config cfg = {.idle_timeout_ns = 100 * MS};
+    start(1, &cfg);
+    int fd = raw_connect();
+    raw_send(fd, preface, sizeof(preface) - 1);
+    raw_send(fd, settings_empty, 9);
+    uint64_t t0 = mono_ms();
+    cr_assert(raw_wait_frame(fd, 7, 0, NULL, NULL), "no GOAWAY on an idle connection");
+    cr_assert_geq(mono_ms() - t0, 80);
+    cr_assert(raw_closed_by_server(fd), "idle connection not closed after GOAWAY");
+    close(fd);
+}
+
+/* HPACK literal header field without indexing, new name (RFC 7541 6.2.2). */
+static size_t hpack_lit(uint8_t *p, const char *name, const char *value)
+{
+    size_t n = strlen(name), v = strlen(value), k = 0;
+    p[k++] = 0;
+    p[k++] = (uint8_t)n;
+    memcpy(p + k, name, n);
+    k += n;
+    p[k++] = (uint8_t)v;
+    memcpy(p + k, value, v);
+    return k + v;
+}
+
+static void frame_hdr(uint8_t *h, size_t len, int type, int flags, uint32_t sid)
+{
+    h[0] = (uint8_t)(len >> 16);
+    h[1] = (uint8_t)(len >> 8);
+    h[2] = (uint8_t)len;
+    h[3] = (uint8_t)type;
+    h[4] = (uint8_t)flags;
+    h[5] = (uint8_t)(sid >> 24);
+    h[6] = (uint8_t)(sid >> 16);
+    h[7] = (uint8_t)(sid >> 8);
+    h[8] = (uint8_t)sid;
+}
+
+Test(rpc_net, backpressure_slow_reader_then_drain)
+{
+    /* a tiny high-water mark: the server stops reading this connection while
+     * its 2+ MB response waits for a client that does not read */
+    struct tkv_rpc_server_config cfg = {.out_high_water = 64 * 1024};
+    start(1, &cfg);
+    int fd = raw_connect();
+    uint8_t buf[512];
+    size_t k;
+    raw_send(fd, preface, sizeof(preface) - 1);
+    /* SETTINGS INITIAL_WINDOW_SIZE = 1 GiB, and a connection WINDOW_UPDATE */
+    uint8_t st[15];
+    frame_hdr(st, 6, 4, 0, 0);
+    st[9] = 0, st[10] = 4, st[11] = 0x40, st[12] = 0, st[13] = 0, st[14] = 0;
+    raw_send(fd, st, sizeof(st));
+    uint8_t wu[13];
+    frame_hdr(wu, 4, 8, 0, 0);
+    uint32_t inc = (1u << 30) - 65535;
+    wu[9] = (uint8_t)(inc >> 24), wu[10] = (uint8_t)(inc >> 16), wu[11] = (uint8_t)(inc >> 8),
+    wu[12] = (uint8_t)inc;
+    raw_send(fd, wu, sizeof(wu));
+    k = 9;
+    k += hpack_lit(buf + k, ":method", "POST");
+    k += hpack_lit(buf + k, ":scheme", "http");
+    k += hpack_lit(buf + k, ":path", "/test.Echo/ServerStream");
+    k += hpack_lit(buf + k, ":authority", "x");
+    k += hpack_lit(buf + k, "content-type", "application/grpc");
+    k += hpack_lit(buf + k, "te", "trailers");
+    frame_hdr(buf, k - 9, 1, 4 /* END_HEADERS */, 1);
+    raw_send(fd, buf, k);
+    const char *count = "200000";
+    uint8_t data[9 + 5 + 6];
+    frame_hdr(data, 11, 0, 1 /* END_STREAM */, 1);
+    data[9] = 0, data[10] = 0, data[11] = 0, data[12] = 0, data[13] = 6;
+    memcpy(data + 14, count, 6);
+    raw_send(fd, data, sizeof(data));
+    usleep(300 * 1000); /* do not read: the server's sends back up */
+    uint8_t ping[17];
+    frame_hdr(ping, 8, 6, 0, 0);
+    memcpy(ping + 9, "slowread", 8);
+    raw_send(fd, ping, sizeof(ping));
+    /* now drain everything: all DATA, the trailers, and the PING ACK */
+    size_t data_bytes = 0;
+    bool trailers = false, ack = false;
+    while (!(trailers && ack)) {
+        uint8_t h[9];
+        size_t got = 0;
+        while (got < 9) {
+            ssize_t r = recv(fd, h + got, 9 - got, 0);
+            cr_assert(r > 0, "connection ended early (data %zu, trailers %d, ack %d)", data_bytes,
+                      trailers, ack);
+            got += (size_t)r;
+        }
+        size_t len = (size_t)h[0] << 16 | (size_t)h[1] << 8 | h[2];
+        uint8_t *p = malloc(len + 1);
+        for (got = 0; got < len;) {
+            ssize_t r = recv(fd, p + got, len - got, 0);
+            cr_assert(r > 0);
+            got += (size_t)r;
+        }
+        if (h[3] == 0 && h[8] == 1)
+            data_bytes += len;
+        if (h[3] == 1 && h[8] == 1 && (h[4] & 1))
+            trailers = true;
+        if (h[3] == 6 && (h[4] & 1) && len == 8 && memcmp(p, "slowread", 8) == 0)
+            ack = true;
+        free(p);
+    }
+    /* 200000 messages "msg-<i>" with 5-byte prefixes */
+    size_t want = 0;
+    for (int i = 0; i < 200000; i++)
+        want += 5 + 4 + (size_t)snprintf(NULL, 0, "%d", i);
+    cr_assert_eq(data_bytes, want);
+    close(fd);
+}
+
 Test(rpc_net, goaway_on_stop)
 {
     start(1, NULL);
