@@ -97,27 +97,28 @@ struct tkv_rpc_method {
 };
 
 struct tkv_rpc_server_config {
-    size_t max_recv_msg;        /* 0 = TKV_RPC_DEFAULT_MAX_MSG; larger -> RESOURCE_EXHAUSTED */
-    size_t max_send_msg;        /* 0 = TKV_RPC_DEFAULT_MAX_MSG; tkv_rpc_call_send refuses more */
-    uint32_t max_streams;       /* SETTINGS_MAX_CONCURRENT_STREAMS; 0 = 1024 */
-    uint32_t window;            /* stream and connection receive window; 0 = 1 GiB */
-    size_t max_conn_buffered;   /* bytes of partial messages buffered per connection
-                                   before the stream that crosses it gets
-                                   RESOURCE_EXHAUSTED; 0 = 4 * max_recv_msg */
+    size_t max_recv_msg;           /* 0 = TKV_RPC_DEFAULT_MAX_MSG; larger -> RESOURCE_EXHAUSTED */
+    size_t max_send_msg;           /* 0 = TKV_RPC_DEFAULT_MAX_MSG; tkv_rpc_call_send refuses more */
+    uint32_t max_streams;          /* SETTINGS_MAX_CONCURRENT_STREAMS; 0 = 1024 */
+    uint32_t window;               /* stream and connection receive window; 0 = 1 GiB */
+    size_t max_conn_buffered;      /* bytes of partial messages buffered per connection
+                                      before the stream that crosses it gets
+                                      RESOURCE_EXHAUSTED; 0 = 4 * max_recv_msg */
     uint64_t handshake_timeout_ns; /* close if no client preface by then; 0 = 10 s */
-    uint64_t idle_timeout_ns;   /* close a connection with no stream and no bytes
-                                   received for this long; 0 = never */
-    size_t out_high_water;      /* stop reading a connection whose queued output
-                                   exceeds this; 0 = 4 MiB */
+    uint64_t idle_timeout_ns;      /* close a connection with no stream and no bytes
+                                      received for this long; 0 = never */
+    size_t out_high_water;         /* stop reading a connection whose queued output
+                                      exceeds this; 0 = 4 MiB */
 };
 
 /* Create a server (the method table only; no socket yet). methods is copied
  * (the path strings are borrowed for the server's life). Duplicate paths, a
  * path not starting with '/', a NULL on_message, or a CLIENT_STREAM/BIDI
- * method without on_half_close -> TKV_EINVAL. cfg may be NULL (defaults). Returns 0 or TKV_EINVAL. Any
- * thread; afterwards the server belongs to the core that listens with it. */
-int tkv_rpc_server_new(const struct tkv_rpc_server_config *cfg, const struct tkv_rpc_method *methods,
-                       size_t n_methods, struct tkv_rpc_server **out);
+ * method without on_half_close -> TKV_EINVAL. cfg may be NULL (defaults). Returns 0 or TKV_EINVAL.
+ * Any thread; afterwards the server belongs to the core that listens with it. */
+int tkv_rpc_server_new(const struct tkv_rpc_server_config *cfg,
+                       const struct tkv_rpc_method *methods, size_t n_methods,
+                       struct tkv_rpc_server **out);
 
 /* Listen on host:port (SO_REUSEPORT, so every core can listen on the same
  * port and the kernel spreads connections) and accept on reactor r (the
@@ -206,10 +207,10 @@ struct tkv_rpc_stream_cbs {
 /* Connect to host:port (numeric IPv4/IPv6 or "localhost") on reactor r (the
  * current core). No name resolution beyond "localhost" (it would block).
  * Clients are not closed by the reactor's orderly stop: close them from your
- * own tkv_reactor_on_stop hook (or at the latest from the core's fini). Calls may be started right away; they are sent once the
- * connection is up, and fail with UNAVAILABLE if it never comes up. cfg may
- * be NULL. Returns 0 or -errno (bad address: TKV_EINVAL). The client lives
- * until tkv_rpc_client_close(). */
+ * own tkv_reactor_on_stop hook (or at the latest from the core's fini). Calls may be started right
+ * away; they are sent once the connection is up, and fail with UNAVAILABLE if it never comes up.
+ * cfg may be NULL. Returns 0 or -errno (bad address: TKV_EINVAL). The client lives until
+ * tkv_rpc_client_close(). */
 int tkv_rpc_client_connect(struct tkv_reactor *r, const char *host, uint16_t port,
                            const struct tkv_rpc_client_config *cfg, struct tkv_rpc_client **out);
 

@@ -151,8 +151,8 @@ static size_t trailer_nv(struct tkv_rpc_call *call, nghttp2_nv *nv, char *st)
     return n;
 }
 
-ssize_t rpc_call_read(nghttp2_session *ng, int32_t sid, uint8_t *buf, size_t len,
-                         uint32_t *flags, nghttp2_data_source *src, void *ud)
+ssize_t rpc_call_read(nghttp2_session *ng, int32_t sid, uint8_t *buf, size_t len, uint32_t *flags,
+                      nghttp2_data_source *src, void *ud)
 {
     struct rpc_conn *c = ud;
     struct tkv_rpc_call *call = src->ptr;
@@ -874,8 +874,7 @@ bool rpc_conn_done(const struct rpc_conn *c)
 {
     if (c->failed)
         return true;
-    return !nghttp2_session_want_read(c->ng) && !nghttp2_session_want_write(c->ng) &&
-           !c->out_busy;
+    return !nghttp2_session_want_read(c->ng) && !nghttp2_session_want_write(c->ng) && !c->out_busy;
 }
 
 uint64_t rpc_conn_next_deadline(const struct rpc_conn *c)

@@ -18,7 +18,10 @@ struct rpc_buf {
 
 void rpc_buf_append(struct rpc_buf *b, const void *p, size_t n);
 void rpc_buf_free(struct rpc_buf *b);
-static inline size_t rpc_buf_avail(const struct rpc_buf *b) { return b->len - b->off; }
+static inline size_t rpc_buf_avail(const struct rpc_buf *b)
+{
+    return b->len - b->off;
+}
 
 /* What the engine needs from whoever moves its bytes. */
 struct rpc_transport {
@@ -97,7 +100,7 @@ struct tkv_rpc_call {
     tkv_rpc_unary_cb ucb;
     const struct tkv_rpc_stream_cbs *cbs;
     void *user;
-    bool done;      /* completion delivered or user cancelled */
+    bool done; /* completion delivered or user cancelled */
 };
 
 struct tkv_rpc_ccall {
@@ -121,11 +124,11 @@ struct rpc_conn {
     struct tkv_rpc_call *calls;
     struct tkv_rpc_call *dl_head, *dl_tail;
     uint32_t n_calls;
-    int in_engine;      /* depth of nghttp2 calls (recv/send) on the stack */
+    int in_engine; /* depth of nghttp2 calls (recv/send) on the stack */
     bool aborted;
-    bool failed;        /* protocol error: close the connection */
-    bool goaway;        /* GOAWAY sent or received */
-    bool got_frame;     /* a valid frame arrived (preface done) */
+    bool failed;    /* protocol error: close the connection */
+    bool goaway;    /* GOAWAY sent or received */
+    bool got_frame; /* a valid frame arrived (preface done) */
     uint64_t rx_bytes;
 };
 
@@ -200,8 +203,8 @@ const struct rpc_limits *rpc_server_limits(const struct tkv_rpc_server *srv);
 void rpc_server_count(struct tkv_rpc_server *srv, int status);
 
 /* Engine helpers shared by server/client API files. */
-ssize_t rpc_call_read(nghttp2_session *ng, int32_t sid, uint8_t *buf, size_t len,
-                      uint32_t *flags, nghttp2_data_source *src, void *ud);
+ssize_t rpc_call_read(nghttp2_session *ng, int32_t sid, uint8_t *buf, size_t len, uint32_t *flags,
+                      nghttp2_data_source *src, void *ud);
 struct tkv_rpc_call *rpc_call_new(struct rpc_conn *c);
 void rpc_call_free(struct tkv_rpc_call *call);
 void rpc_call_cancel_stream(struct tkv_rpc_call *call);

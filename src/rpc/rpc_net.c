@@ -32,13 +32,13 @@ struct rpc_sock {
     struct tkv_io rio, wio, xio; /* recv, send, connect/close */
     struct tkv_timer timer;
     uint8_t *rbuf;
-    int tasks;          /* deferred tasks holding a pointer to us */
+    int tasks; /* deferred tasks holding a pointer to us */
     bool flush_queued;
     bool connected;
     bool closing;
-    bool fd_closed;     /* close(fd) submitted or fd < 0 */
-    bool finished;      /* every operation done; waiting only for the user (client) */
-    bool user_closed;   /* client: tkv_rpc_client_close called */
+    bool fd_closed;   /* close(fd) submitted or fd < 0 */
+    bool finished;    /* every operation done; waiting only for the user (client) */
+    bool user_closed; /* client: tkv_rpc_client_close called */
     bool recv_paused;
     uint64_t hs_deadline;
     uint64_t last_rx;

@@ -6,8 +6,9 @@
 #include "tkv/err.h"
 #include "tkv/mem.h"
 
-int tkv_rpc_server_new(const struct tkv_rpc_server_config *cfg, const struct tkv_rpc_method *methods,
-                       size_t n_methods, struct tkv_rpc_server **out)
+int tkv_rpc_server_new(const struct tkv_rpc_server_config *cfg,
+                       const struct tkv_rpc_method *methods, size_t n_methods,
+                       struct tkv_rpc_server **out)
 {
     static const struct tkv_rpc_server_config defaults;
     if (!cfg)
@@ -31,7 +32,8 @@ int tkv_rpc_server_new(const struct tkv_rpc_server_config *cfg, const struct tkv
     srv->lim.window = cfg->window ? cfg->window : TKV_RPC_DEFAULT_WINDOW;
     if (srv->lim.window > 0x7fffffffu)
         srv->lim.window = 0x7fffffffu;
-    srv->lim.max_buffered = cfg->max_conn_buffered ? cfg->max_conn_buffered : 4 * srv->lim.max_recv_msg;
+    srv->lim.max_buffered =
+        cfg->max_conn_buffered ? cfg->max_conn_buffered : 4 * srv->lim.max_recv_msg;
     if (srv->lim.max_buffered < srv->lim.max_recv_msg)
         srv->lim.max_buffered = srv->lim.max_recv_msg;
     if (!srv->cfg.handshake_timeout_ns)
@@ -105,7 +107,8 @@ int tkv_rpc_call_send(struct tkv_rpc_call *call, const void *msg, size_t len)
     if (!call->submitted) {
         nghttp2_nv nv[2] = {
             {(uint8_t *)":status", (uint8_t *)"200", 7, 3, NGHTTP2_NV_FLAG_NONE},
-            {(uint8_t *)"content-type", (uint8_t *)"application/grpc", 12, 16, NGHTTP2_NV_FLAG_NONE},
+            {(uint8_t *)"content-type", (uint8_t *)"application/grpc", 12, 16,
+             NGHTTP2_NV_FLAG_NONE},
         };
         nghttp2_data_provider prd = {.source.ptr = call, .read_callback = rpc_call_read};
         call->submitted = true;

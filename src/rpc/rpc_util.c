@@ -9,9 +9,22 @@
 #include "tkv/mem.h"
 
 static const char *const status_names[TKV_GRPC_STATUS_COUNT] = {
-    "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
-    "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
-    "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
     "UNAUTHENTICATED",
 };
 
@@ -67,13 +80,26 @@ int rpc_parse_timeout(const char *v, size_t n, uint64_t *ns)
     }
     uint64_t mul;
     switch (v[n - 1]) {
-    case 'H': mul = 3600ull * 1000000000ull; break;
-    case 'M': mul = 60ull * 1000000000ull; break;
-    case 'S': mul = 1000000000ull; break;
-    case 'm': mul = 1000000ull; break;
-    case 'u': mul = 1000ull; break;
-    case 'n': mul = 1ull; break;
-    default: return TKV_EINVAL;
+    case 'H':
+        mul = 3600ull * 1000000000ull;
+        break;
+    case 'M':
+        mul = 60ull * 1000000000ull;
+        break;
+    case 'S':
+        mul = 1000000000ull;
+        break;
+    case 'm':
+        mul = 1000000ull;
+        break;
+    case 'u':
+        mul = 1000ull;
+        break;
+    case 'n':
+        mul = 1ull;
+        break;
+    default:
+        return TKV_EINVAL;
     }
     /* 99999999 H fits in 2^64 ns? No: saturate. */
     if (x > UINT64_MAX / mul)
@@ -88,8 +114,8 @@ void rpc_format_timeout(uint64_t ns, char *buf)
     static const struct {
         char unit;
         uint64_t mul;
-    } units[] = {{'n', 1ull}, {'u', 1000ull}, {'m', 1000000ull}, {'S', 1000000000ull},
-                 {'M', 60000000000ull}, {'H', 3600000000000ull}};
+    } units[] = {{'n', 1ull},          {'u', 1000ull},        {'m', 1000000ull},
+                 {'S', 1000000000ull}, {'M', 60000000000ull}, {'H', 3600000000000ull}};
     for (size_t i = 0; i < TKV_ARRAY_LEN(units); i++) {
         uint64_t v = ns / units[i].mul + (ns % units[i].mul ? 1 : 0);
         if (v <= 99999999ull) {
@@ -151,14 +177,20 @@ char *rpc_percent_decode(const char *s, size_t n)
 int rpc_http_to_grpc(int http_status)
 {
     switch (http_status) {
-    case 400: return TKV_GRPC_INTERNAL;
-    case 401: return TKV_GRPC_UNAUTHENTICATED;
-    case 403: return TKV_GRPC_PERMISSION_DENIED;
-    case 404: return TKV_GRPC_UNIMPLEMENTED;
+    case 400:
+        return TKV_GRPC_INTERNAL;
+    case 401:
+        return TKV_GRPC_UNAUTHENTICATED;
+    case 403:
+        return TKV_GRPC_PERMISSION_DENIED;
+    case 404:
+        return TKV_GRPC_UNIMPLEMENTED;
     case 429:
     case 502:
     case 503:
-    case 504: return TKV_GRPC_UNAVAILABLE;
-    default: return TKV_GRPC_UNKNOWN;
+    case 504:
+        return TKV_GRPC_UNAVAILABLE;
+    default:
+        return TKV_GRPC_UNKNOWN;
     }
 }

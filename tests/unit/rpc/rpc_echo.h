@@ -23,10 +23,10 @@ extern const size_t echo_n_methods;
 extern const char echo_fail_message[];
 
 struct echo_stats {
-    atomic_uint_fast64_t cancels;          /* on_cancel calls */
+    atomic_uint_fast64_t cancels; /* on_cancel calls */
     atomic_uint_fast64_t cancel_why[TKV_GRPC_STATUS_COUNT];
-    atomic_uint_fast64_t messages;         /* messages seen by handlers */
-    atomic_uint_fast64_t held;             /* currently held calls */
+    atomic_uint_fast64_t messages; /* messages seen by handlers */
+    atomic_uint_fast64_t held;     /* currently held calls */
 };
 extern struct echo_stats echo_stats;
 

@@ -106,7 +106,8 @@ struct result {
     int calls;
 };
 
-static void unary_cb(void *user, enum tkv_grpc_status st, const char *message, struct tkv_slice resp)
+static void unary_cb(void *user, enum tkv_grpc_status st, const char *message,
+                     struct tkv_slice resp)
 {
     struct result *r = user;
     r->calls++;
@@ -686,8 +687,8 @@ static int raw_on_close(nghttp2_session *ng, int32_t sid, uint32_t code, void *u
     return 0;
 }
 
-static ssize_t raw_read(nghttp2_session *ng, int32_t sid, uint8_t *buf, size_t len,
-                        uint32_t *flags, nghttp2_data_source *src, void *ud)
+static ssize_t raw_read(nghttp2_session *ng, int32_t sid, uint8_t *buf, size_t len, uint32_t *flags,
+                        nghttp2_data_source *src, void *ud)
 {
     (void)ng;
     (void)sid;
@@ -718,8 +719,11 @@ static void raw_exchange(struct rawc *rc, const char *method, const char *ctype,
     nghttp2_session_callbacks_del(cbs);
     nghttp2_submit_settings(rc->ng, NGHTTP2_FLAG_NONE, NULL, 0);
 #define NV(n, v) {(uint8_t *)(n), (uint8_t *)(v), strlen(n), strlen(v), NGHTTP2_NV_FLAG_NONE}
-    nghttp2_nv nv[6] = {NV(":method", method), NV(":scheme", "http"), NV(":path", "/test.Echo/Unary"),
-                        NV(":authority", "t"), NV("content-type", ctype),
+    nghttp2_nv nv[6] = {NV(":method", method),
+                        NV(":scheme", "http"),
+                        NV(":path", "/test.Echo/Unary"),
+                        NV(":authority", "t"),
+                        NV("content-type", ctype),
                         NV(extra_name ? extra_name : "te", extra_value ? extra_value : "trailers")};
 #undef NV
     nghttp2_data_provider prd = {.read_callback = raw_read};

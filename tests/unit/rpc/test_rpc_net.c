@@ -186,14 +186,15 @@ struct expect {
     int status;
     const char *resp; /* NULL: do not check */
     size_t len;
-    const char *msg;  /* NULL: do not check */
+    const char *msg; /* NULL: do not check */
 };
 
 static void expect_cb(void *user, enum tkv_grpc_status st, const char *m, struct tkv_slice resp)
 {
     const struct expect *e = user;
     if ((int)st != e->status)
-        fail("status %s (%s), want %s", tkv_grpc_status_name(st), m, tkv_grpc_status_name(e->status));
+        fail("status %s (%s), want %s", tkv_grpc_status_name(st), m,
+             tkv_grpc_status_name(e->status));
     else if (e->resp && (resp.len != e->len || memcmp(resp.ptr, e->resp, e->len) != 0))
         fail("response mismatch (%zu bytes, want %zu)", resp.len, e->len);
     else if (e->msg && strcmp(m, e->msg) != 0)
@@ -357,7 +358,8 @@ static void refused_done(void *user, enum tkv_grpc_status st, const char *m, str
 static void scenario_refused(void)
 {
     (void)e_unavail;
-    if (tkv_rpc_client_connect(tkv_reactor_self(), "127.0.0.1", dead_port, NULL, &refused_cl) != 0 ||
+    if (tkv_rpc_client_connect(tkv_reactor_self(), "127.0.0.1", dead_port, NULL, &refused_cl) !=
+            0 ||
         tkv_rpc_client_unary(refused_cl, "/test.Echo/Unary", "x", 1, 0, refused_done, NULL) != 0) {
         fail("start");
         scenario_done();
@@ -406,7 +408,8 @@ static void scenario_goaway_inflight(void)
 {
     gw_phase = 0;
     if (tkv_rpc_client_connect(tkv_reactor_self(), "127.0.0.1", H.port, NULL, &gw_cl) != 0 ||
-        tkv_rpc_client_unary(gw_cl, "/test.Echo/Unary", "async:inflight", 14, 0, gw_cb, NULL) != 0) {
+        tkv_rpc_client_unary(gw_cl, "/test.Echo/Unary", "async:inflight", 14, 0, gw_cb, NULL) !=
+            0) {
         fail("start");
         scenario_done();
         return;
@@ -500,7 +503,8 @@ Test(rpc_net, unary_and_streaming)
     uint64_t t0 = mono_ms();
     while (atomic_load(&echo_stats.cancels) < 1 && mono_ms() - t0 < 2000)
         usleep(1000);
-    cr_assert_eq(atomic_load(&echo_stats.cancels), 1, "the held call's handler was never cancelled");
+    cr_assert_eq(atomic_load(&echo_stats.cancels), 1,
+                 "the held call's handler was never cancelled");
     cr_assert_eq(atomic_load(&echo_stats.held), 0);
 }
 
