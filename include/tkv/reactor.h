@@ -131,7 +131,8 @@ void tkv_reactor_on_before_sleep(struct tkv_reactor *r, tkv_task_fn fn, void *ar
 /* Register a hook run once when an orderly stop begins on this core (close
  * listeners, send GOAWAY, cancel long-lived operations). The loop then keeps
  * running until no operation is in flight, cancelling whatever is left after
- * a grace period (2 s), and finally calls the group's fini. */
+ * a grace period (2 s), and finally calls the group's fini. A hook
+ * registered after the stop began runs on the next turn. */
 void tkv_reactor_on_stop(struct tkv_reactor *r, tkv_task_fn fn, void *arg);
 
 /* ---- timers (one-shot; re-arm from the callback for periodic work) ----

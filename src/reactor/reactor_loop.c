@@ -69,7 +69,12 @@ void tkv_reactor_on_before_sleep(struct tkv_reactor *r, tkv_task_fn fn, void *ar
 void tkv_reactor_on_stop(struct tkv_reactor *r, tkv_task_fn fn, void *arg)
 {
     REACTOR_OWNER(r);
-    reactor_taskq_push(&r->on_stop, fn, arg);
+    /* registered after the stop began (a connection accepted meanwhile):
+     * it must still run, so run it as soon as possible */
+    if (r->stopping)
+        reactor_taskq_push(&r->deferred, fn, arg);
+    else
+        reactor_taskq_push(&r->on_stop, fn, arg);
 }
 
 uint32_t tkv_reactor_core_id(const struct tkv_reactor *r)

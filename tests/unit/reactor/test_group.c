@@ -41,10 +41,20 @@ static void g_tick(struct tkv_timer *t)
     tkv_timer_start(tkv_reactor_self(), t, 5 * MS); /* keeps running while stopping */
 }
 
+static int late_hook_ran;
+
+static void g_late_hook(void *arg)
+{
+    (void)arg;
+    late_hook_ran++;
+}
+
 static void g_on_stop(void *arg)
 {
     struct gcore *c = arg;
     c->on_stop_ran++;
+    if (c == &G[0]) /* registered after the stop began: still runs */
+        tkv_reactor_on_stop(tkv_reactor_self(), g_late_hook, NULL);
     c->hook_core = tkv_core_self();
     CHECK(tkv_reactor_stopping(tkv_reactor_self()), "stopping() false inside on_stop");
     /* core 1 closes its "listener" itself; core 0 leaves its recv to the
@@ -116,6 +126,8 @@ Test(reactor_group, stop_from_other_thread_cancels_and_runs_fini, .timeout = 20)
                   "leftover recv cancelled after %llu ms, before the 2 s grace period",
                   (unsigned long long)((G[0].recv_at - stop_called_at) / MS));
     cr_assert_gt(ticks, 0);
+    cr_assert_eq(late_hook_ran, 1, "on_stop hook registered while stopping ran %d times",
+                 late_hook_ran);
 }
 
 /* ---- init failure ---- */
