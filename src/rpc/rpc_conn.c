@@ -71,6 +71,18 @@ static void dl_insert(struct tkv_rpc_call *call)
     call->in_dl = true;
 }
 
+/* The single message of a unary side counts against the connection's
+ * buffer budget until delivered, like a partial message. */
+static void held_free(struct tkv_rpc_call *call)
+{
+    if (call->have_held)
+        call->conn->buffered -= call->held_len;
+    tkv_free(call->held);
+    call->held = NULL;
+    call->held_len = 0;
+    call->have_held = false;
+}
+
 static void call_drop_partial(struct tkv_rpc_call *call)
 {
     if (call->msg) {
@@ -96,7 +108,7 @@ void rpc_call_free(struct tkv_rpc_call *call)
     call_drop_partial(call);
     c->queued -= rpc_buf_avail(&call->q);
     rpc_buf_free(&call->q);
-    tkv_free(call->held);
+    held_free(call);
     tkv_free(call->path);
     tkv_free(call->grpc_msg);
     tkv_free(call->status_msg);
@@ -297,13 +309,9 @@ static void server_remote_end(struct tkv_rpc_call *call)
             server_fail(call, TKV_GRPC_INTERNAL, "missing request message");
             return;
         }
-        uint8_t *held = call->held;
-        size_t len = call->held_len;
-        call->held = NULL;
-        call->have_held = false;
         call->handler_owns = true;
-        call->method->on_message(call, TKV_SLICE(held, len));
-        tkv_free(held);
+        call->method->on_message(call, TKV_SLICE(call->held, call->held_len));
+        held_free(call);
     } else {
         call->handler_owns = true;
         if (call->method->on_half_close)
@@ -333,9 +341,7 @@ static void client_complete(struct tkv_rpc_call *call, int status, const char *m
     } else if (call->cbs->on_done) {
         call->cbs->on_done(cc, call->user, (enum tkv_grpc_status)status, msg);
     }
-    tkv_free(call->held);
-    call->held = NULL;
-    call->have_held = false;
+    held_free(call);
 }
 
 /* The client stops a call on its own: complete it, reset the stream. */
@@ -447,6 +453,11 @@ static void call_deliver(struct tkv_rpc_call *call, const uint8_t *p, size_t n)
                                    : "more than one response message for a unary call");
             return;
         }
+        if (c->buffered + n > c->lim.max_buffered) {
+            call_fail(call, TKV_GRPC_RESOURCE_EXHAUSTED, "connection receive buffer full");
+            return;
+        }
+        c->buffered += n;
         call->held = n ? tkv_xmemdup(p, n) : NULL;
         call->held_len = n;
         call->have_held = true;

@@ -382,6 +382,39 @@ Test(rpc_mem, oversize_is_rejected_before_the_body_arrives, .init = limit_setup,
     cr_assert_eq(P.sc->buffered, 0);
 }
 
+static void budget_setup(void)
+{
+    struct tkv_rpc_server_config cfg = {.max_recv_msg = 64 * 1024, .max_conn_buffered = 128 * 1024};
+    setup_cfg(&cfg);
+}
+
+Test(rpc_mem, unary_requests_waiting_for_end_stream_share_the_budget, .init = budget_setup,
+     .fini = teardown)
+{
+    /* complete 60 KiB unary requests whose END_STREAM never comes are held
+     * by the server; a connection may hold at most max_conn_buffered */
+    static uint8_t m[60 * 1024];
+    struct sresult r[3] = {{0}};
+    struct tkv_rpc_ccall *c[3];
+    for (int i = 0; i < 3; i++) {
+        cr_assert_eq(tkv_rpc_client_start(P.cl, "/test.Echo/Unary", 0, &scbs, &r[i], &c[i]), 0);
+        cr_assert_eq(tkv_rpc_ccall_send(c[i], m, sizeof(m)), 0);
+        pump();
+    }
+    cr_assert(!r[0].done && !r[1].done);
+    cr_assert(r[2].done, "third held request not refused");
+    cr_assert_eq(r[2].status, TKV_GRPC_RESOURCE_EXHAUSTED, "%d %s", r[2].status, r[2].msg);
+    cr_assert_eq(P.sc->buffered, 2 * sizeof(m));
+    tkv_rpc_ccall_close_send(c[0]);
+    tkv_rpc_ccall_close_send(c[1]);
+    pump();
+    cr_assert_eq(r[0].status, TKV_GRPC_OK);
+    cr_assert_eq(r[1].status, TKV_GRPC_OK);
+    cr_assert_eq(P.sc->buffered, 0);
+    for (int i = 0; i < 3; i++)
+        free(r[i].all);
+}
+
 Test(rpc_mem, compressed_flag_unimplemented)
 {
     struct sresult r = {0};
