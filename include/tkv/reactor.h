@@ -54,7 +54,8 @@ typedef int (*tkv_core_init_fn)(struct tkv_reactor *r, uint32_t core, void *arg)
 /* Runs on core `core` after its loop has stopped and every operation of the
  * core has completed or been cancelled: free per-core state here. fini may
  * still submit last operations (a close, say) and defer tasks; they run to
- * completion, callbacks included, before the thread ends. */
+ * completion, callbacks included, before the thread ends. It must not post
+ * to other cores: they may already have left. */
 typedef void (*tkv_core_fini_fn)(struct tkv_reactor *r, uint32_t core, void *arg);
 
 /* Start cfg->n_cores threads. Returns 0 and the group in *group_out, or
