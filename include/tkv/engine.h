@@ -22,6 +22,8 @@
  *   session; WiredTiger serialises concurrent writers itself (a conflicting
  *   concurrent batch on the same key is retried internally), the mem engine
  *   takes a short mutex.
+ *   Debug builds bind a session to the thread of its first data call and
+ *   assert on later calls from any other thread.
  * - Snapshots and iterators belong to the session they were opened from and
  *   are used only on that session's thread. Close order: iterators, then
  *   their snapshot, then the session, then the engine (asserted).

@@ -1,6 +1,8 @@
 /* The shared engine suite, part 3: what survives a close, a checkpoint and a
  * (simulated, for the mem engine) crash. The kill -9 tests live in
  * crash_engine.c (label fault). */
+#include <errno.h>
+
 #include "engine_fixture.h"
 
 ENGINE_TEST(reopen_keeps_committed_data)
@@ -85,4 +87,30 @@ ENGINE_TEST(mem_crash_keeps_only_durable_state)
     must(tkv_engine_mem_crash(fx.e));
     must(tkv_engine_session_open(fx.e, &fx.s));
     expect_get(TKV_CF_DEFAULT, S("c"), S("3"));
+}
+
+Test(engine_wt, open_errors_are_reported)
+{
+    struct tkv_engine *e = NULL;
+    struct tkv_engine_opts o = {.kind = TKV_ENGINE_WT, .path = NULL, .sync = true};
+    cr_assert_eq(tkv_engine_open(&o, &e), TKV_EINVAL, "WT needs a path");
+    o.kind = (enum tkv_engine_kind)7;
+    cr_assert_eq(tkv_engine_open(&o, &e), TKV_EINVAL, "unknown kind");
+    /* a second open of a directory in use must fail, not share it */
+    o.kind = TKV_ENGINE_WT;
+    o.path = fx.dir;
+    int rv = tkv_engine_open(&o, &e);
+    cr_assert_neq(rv, 0, "second open of %s succeeded", fx.dir);
+    cr_assert_null(e);
+    /* a path under a regular file */
+    char file[128];
+    snprintf(file, sizeof(file), "%s/plain", fx.dir);
+    FILE *f = fopen(file, "w");
+    cr_assert_not_null(f);
+    fclose(f);
+    snprintf(file, sizeof(file), "%s/plain/db", fx.dir);
+    o.path = file;
+    rv = tkv_engine_open(&o, &e);
+    cr_assert_eq(rv, -ENOTDIR, "got %d %s", rv, tkv_strerror(rv));
+    cr_assert_null(e);
 }
