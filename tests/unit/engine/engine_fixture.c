@@ -38,8 +38,12 @@ void fx_open(enum tkv_engine_kind kind, bool sync)
     tkv_log_set_level(TKV_LOG_LEVEL_WARN); /* one INFO line per open is noise here */
     fx.kind = kind;
     fx.sync = sync;
-    strcpy(fx.dir, "/tmp/tkv-engine-test-XXXXXX");
-    cr_assert_not_null(mkdtemp(fx.dir), "mkdtemp");
+    /* only WT needs a directory (the mem engine ignores the path), so a
+     * mem test that dies on a signal leaves nothing behind */
+    if (kind == TKV_ENGINE_WT) {
+        strcpy(fx.dir, "/tmp/tkv-engine-test-XXXXXX");
+        cr_assert_not_null(mkdtemp(fx.dir), "mkdtemp");
+    }
     fx_start();
 }
 
