@@ -1,5 +1,8 @@
 /* Timers (ordering, re-arm, stop, restart), defer, before-sleep hooks and
  * the loop's turn order, on a single real core. */
+#include <signal.h>
+#include <unistd.h>
+
 #include "reactor_harness.h"
 
 struct tstate {
@@ -172,3 +175,25 @@ Test(reactor_task, defer_fifo_and_turn_order, .timeout = 10)
      * re-deferred R runs one per turn, never inside the turn that queued it */
     cr_assert(strncmp(ts.log, "abRcT|R|R|", 10) == 0, "turn order log: %s", ts.log);
 }
+
+#ifdef TKV_DEBUG
+/* ---- debug builds catch a call from a thread that does not own the core ---- */
+
+static _Atomic(struct tkv_reactor *) foreign_r;
+
+static int foreign_init(struct tkv_reactor *r, uint32_t core, void *arg)
+{
+    (void)core;
+    (void)arg;
+    atomic_store(&foreign_r, r);
+    return 0;
+}
+
+Test(reactor_task, call_off_core_aborts_in_debug, .signal = SIGABRT, .timeout = 10)
+{
+    h_start(1, 0, foreign_init, NULL, NULL);
+    while (atomic_load(&foreign_r) == NULL)
+        usleep(1000);
+    tkv_reactor_defer(atomic_load(&foreign_r), NULL, NULL); /* main thread: must abort */
+}
+#endif
