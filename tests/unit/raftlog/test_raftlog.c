@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 
 #include "raftlog_harness.h"
 #include "tkv/err.h"
@@ -624,6 +625,11 @@ Test(raftlog_disk, leftover_tmp_and_resurrected_segments_are_removed)
     cr_assert_eq(system(cmd), 0);
     cr_assert_eq(h_open(&h), 0);
     check(h.log, &m);
+    h_close(&h);
+    snprintf(cmd, sizeof(cmd), "%s -v '%s' | grep -q 'region 4: entries \\[1, 40\\]'",
+             RAFTLOG_CHECK_BIN, h.dir);
+    cr_assert_eq(system(cmd), 0, "tkv-raftlog-check output");
+    cr_assert_eq(h_open(&h), 0);
     snprintf(cmd, sizeof(cmd), "test ! -e '%s/0000000000000007.rlog.tmp'", h.dir);
     cr_assert_eq(system(cmd), 0, "tmp segment left behind");
     free(m.terms);
@@ -644,6 +650,10 @@ Test(raftlog_disk, deleted_middle_segment_is_corruption)
     cr_assert_eq(system(cmd), 0);
     cr_assert_eq(h_open(&h), TKV_ECORRUPT);
     cr_assert(strstr(h.where.path, "0000000000000003.rlog") != NULL, "%s", h.where.path);
+    /* The offline check refuses with the corruption exit status. */
+    snprintf(cmd, sizeof(cmd), "%s '%s' 2>/dev/null", RAFTLOG_CHECK_BIN, h.dir);
+    int st = system(cmd);
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == TKV_RAFTLOG_EXIT_CORRUPT, "status %d", st);
     free(m.terms);
     h_fini(&h);
 }
