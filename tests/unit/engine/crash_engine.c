@@ -5,6 +5,7 @@
  * the last completed checkpoint. TKV_SEED=<n> replays one run. */
 #include <errno.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -29,9 +30,49 @@ static void key_of(char *k, long i)
     snprintf(k, 16, "key%08ld", i);
 }
 
-/* The child: never returns. */
-static void child_main(const char *dir, bool sync, int fd)
+enum crash_mode {
+    CRASH_SYNC,     /* sync mode: every acknowledged write */
+    CRASH_NOLOG,    /* no-log mode, the writer checkpoints every 25 batches */
+    CRASH_NOLOG_BG, /* no-log mode, a second thread checkpoints while the
+                     * writer runs and acknowledges the applied index it
+                     * read before each checkpoint (the raft-store pattern) */
+};
+
+struct bg_ckpt {
+    struct tkv_engine *e;
+    int fd;
+};
+
+static void *bg_checkpointer(void *arg)
 {
+    struct bg_ckpt *c = arg;
+    struct tkv_engine_session *s;
+    char line[32];
+    if (tkv_engine_session_open(c->e, &s))
+        _exit(7);
+    for (;;) {
+        struct tkv_slice v;
+        long applied;
+        int rv = tkv_engine_get(s, TKV_CF_META, S("last"), &v);
+        if (rv == 0) {
+            memcpy(&applied, v.ptr, sizeof(applied));
+            if (tkv_engine_checkpoint(c->e) != 0)
+                _exit(5);
+            int len = snprintf(line, sizeof(line), "%ld\n", applied);
+            if (write(c->fd, line, (size_t)len) != len)
+                _exit(6);
+        } else if (rv != TKV_ENOTFOUND) {
+            _exit(8);
+        }
+        usleep(5000);
+    }
+    return NULL;
+}
+
+/* The child: never returns. */
+static void child_main(const char *dir, enum crash_mode mode, int fd)
+{
+    bool sync = mode == CRASH_SYNC;
     /* TKV_ENGINE_CRASH_WTCONFIG lets a human prove the test can fail, e.g.
      * "transaction_sync=(enabled=false)" must make the sync test fail. */
     struct tkv_engine_opts o = {.kind = TKV_ENGINE_WT,
@@ -45,6 +86,13 @@ static void child_main(const char *dir, bool sync, int fd)
     char k[16], line[32];
     if (tkv_engine_open(&o, &e) || tkv_engine_session_open(e, &s))
         _exit(3);
+    static struct bg_ckpt bg;
+    pthread_t th;
+    if (mode == CRASH_NOLOG_BG) {
+        bg = (struct bg_ckpt){.e = e, .fd = fd};
+        if (pthread_create(&th, NULL, bg_checkpointer, &bg) != 0)
+            _exit(9);
+    }
     for (long i = 0;; i++) {
         struct tkv_engine_batch b;
         tkv_engine_batch_init(&b);
@@ -60,7 +108,7 @@ static void child_main(const char *dir, bool sync, int fd)
         int len = 0;
         if (sync)
             len = snprintf(line, sizeof(line), "%ld\n", i);
-        else if (i % 25 == 24) {
+        else if (mode == CRASH_NOLOG && i % 25 == 24) {
             if (tkv_engine_checkpoint(e) != 0)
                 _exit(5);
             len = snprintf(line, sizeof(line), "%ld\n", i);
@@ -121,8 +169,9 @@ static void crash_fini(void)
     crash_dir[0] = '\0';
 }
 
-static void crash_once(bool sync, unsigned seed)
+static void crash_once(enum crash_mode mode, unsigned seed)
 {
+    bool sync = mode == CRASH_SYNC;
     char *dir = crash_dir;
     strcpy(dir, "/tmp/tkv-engine-crash-XXXXXX");
     cr_assert_not_null(mkdtemp(dir));
@@ -132,14 +181,15 @@ static void crash_once(bool sync, unsigned seed)
     cr_assert_geq(pid, 0);
     if (pid == 0) {
         close(p[0]);
-        child_main(dir, sync, p[1]);
+        child_main(dir, mode, p[1]);
     }
     close(p[1]);
     static char buf[1 << 16];
     size_t used = 0;
     /* first let the child get going (WiredTiger start-up under ASan on a
      * loaded machine can take a while), then kill it at a random moment */
-    long first = read_acks(p[0], 30000, sync ? 5 : 24, buf, &used, sizeof(buf));
+    long need = mode == CRASH_NOLOG ? 24 : 5;
+    long first = read_acks(p[0], 30000, need, buf, &used, sizeof(buf));
     int kill_ms = (int)((seed * 2654435761u) % 400);
     (void)read_acks(p[0], kill_ms, -1, buf, &used, sizeof(buf));
     kill(pid, SIGKILL);
@@ -151,8 +201,7 @@ static void crash_once(bool sync, unsigned seed)
     close(p[0]);
     cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL,
               "seed %u: child died on its own (status %d)", seed, st);
-    cr_assert_geq(first, sync ? 5 : 24, "seed %u: child acknowledged too little in 30 s (%ld)",
-                  seed, first);
+    cr_assert_geq(first, need, "seed %u: child acknowledged too little in 30 s (%ld)", seed, first);
     cr_assert_geq(acked, first);
 
     struct tkv_engine_opts o = {.kind = TKV_ENGINE_WT, .path = dir, .sync = sync};
@@ -205,7 +254,7 @@ Test(engine_crash, sync_mode_keeps_every_acknowledged_batch, .timeout = 100)
     unsigned seed = base_seed();
     for (unsigned i = 0; i < 3; i++) {
         cr_log_info("seed %u", seed + i);
-        crash_once(true, seed + i);
+        crash_once(CRASH_SYNC, seed + i);
     }
 }
 
@@ -215,6 +264,16 @@ Test(engine_crash, nolog_mode_keeps_every_checkpointed_batch, .timeout = 100)
     unsigned seed = base_seed();
     for (unsigned i = 0; i < 3; i++) {
         cr_log_info("seed %u", seed + i);
-        crash_once(false, seed + i);
+        crash_once(CRASH_NOLOG, seed + i);
+    }
+}
+
+Test(engine_crash, nolog_mode_concurrent_checkpoints_cover_prior_applied_index, .timeout = 100)
+{
+    tkv_log_set_level(TKV_LOG_LEVEL_WARN);
+    unsigned seed = base_seed();
+    for (unsigned i = 0; i < 3; i++) {
+        cr_log_info("seed %u", seed + i);
+        crash_once(CRASH_NOLOG_BG, seed + i);
     }
 }
