@@ -1263,9 +1263,14 @@ static int step_msg(struct tkv_raft *r, const struct tkv_raft_msg *m)
             /* Tell a stale leader about our term so it steps down. */
             struct tkv_raft_msg resp = {.type = TKV_RAFT_MSG_APPEND_RESP, .to = m->from};
             send(r, resp);
-        } else if (m->type == TKV_RAFT_MSG_PRE_VOTE) {
+        } else if (m->type == TKV_RAFT_MSG_PRE_VOTE || m->type == TKV_RAFT_MSG_VOTE) {
+            /* Raft paper: reply with our term. A stale candidate whose own
+             * voters never contact it (e.g. after a membership change they
+             * have not applied) would otherwise never learn it. */
             struct tkv_raft_msg resp = {
-                .type = TKV_RAFT_MSG_PRE_VOTE_RESP, .to = m->from, .term = r->term, .reject = true};
+                .type = m->type == TKV_RAFT_MSG_VOTE ? TKV_RAFT_MSG_VOTE_RESP
+                                                     : TKV_RAFT_MSG_PRE_VOTE_RESP,
+                .to = m->from, .term = r->term, .reject = true};
             send(r, resp);
         }
         return 0;

@@ -423,9 +423,45 @@ int rf_node_step(struct rf_cluster *c, uint64_t id, const struct tkv_raft_event 
     return rv;
 }
 
+static int trace_level = -1;
+
+static bool tracing(void)
+{
+    if (trace_level < 0)
+        trace_level = getenv("TKV_RF_TRACE") ? 1 : 0;
+    return trace_level > 0;
+}
+
+static void trace_update(struct rf_cluster *c, struct rf_node *nd, const struct tkv_raft_update *up)
+{
+    struct tkv_raft_status s;
+    tkv_raft_status(nd->r, &s);
+    fprintf(stderr, "t=%llu n%llu role=%u term=%llu commit=%llu last=%llu", (unsigned long long)c->now,
+            (unsigned long long)nd->id, s.ss.role, (unsigned long long)s.hs.term,
+            (unsigned long long)s.hs.commit, (unsigned long long)s.last_index);
+    if (up->snapshot)
+        fprintf(stderr, " SNAP=%llu/%llu", (unsigned long long)up->snapshot->index,
+                (unsigned long long)up->snapshot->term);
+    if (up->n_entries)
+        fprintf(stderr, " ENTS=%llu..%llu", (unsigned long long)up->entries[0].index,
+                (unsigned long long)up->entries[up->n_entries - 1].index);
+    if (up->n_committed)
+        fprintf(stderr, " APPLY=%llu..%llu", (unsigned long long)up->committed[0].index,
+                (unsigned long long)up->committed[up->n_committed - 1].index);
+    for (size_t i = 0; i < up->n_msgs; i++)
+        fprintf(stderr, " [%u->%llu t%llu i%llu lt%llu c%llu n%zu%s%s]", up->msgs[i].type,
+                (unsigned long long)up->msgs[i].to, (unsigned long long)up->msgs[i].term,
+                (unsigned long long)up->msgs[i].index, (unsigned long long)up->msgs[i].log_term,
+                (unsigned long long)up->msgs[i].commit, up->msgs[i].n_entries,
+                up->msgs[i].reject ? " rej" : "", up->msgs[i].snapshot ? " snap" : "");
+    fprintf(stderr, "\n");
+}
+
 static void handle_update(struct rf_cluster *c, struct rf_node *nd, struct tkv_raft_update *up)
 {
     c->n_events++;
+    if (tracing())
+        trace_update(c, nd, up);
     /* 1. stash the disk write (with the messages that wait for it) */
     struct rf_write w;
     memset(&w, 0, sizeof(w));
@@ -481,47 +517,51 @@ static void handle_update(struct rf_cluster *c, struct rf_node *nd, struct tkv_r
         GROW(nd->writes, nd->n_writes, nd->cap_writes);
         nd->writes[nd->n_writes++] = w;
     }
-    /* 2. apply committed entries (durable already) */
-    size_t nc = up->n_committed;
-    struct tkv_raft_entry *ce = NULL;
-    if (nc) {
-        ce = xmalloc(nc * sizeof(*ce));
-        for (size_t i = 0; i < nc; i++) {
-            ce[i] = up->committed[i];
-            tkv_raft_buf_ref(ce[i].data);
-        }
+    /* 2. apply committed entries (durable already), in order even when
+     * applying a conf change produces a nested update */
+    for (size_t i = 0; i < up->n_committed; i++) {
+        GROW(nd->aq, nd->n_aq, nd->cap_aq);
+        nd->aq[nd->n_aq] = up->committed[i];
+        tkv_raft_buf_ref(nd->aq[nd->n_aq].data);
+        nd->n_aq++;
     }
     check_leaders(c, nd);
-    tkv_index last_applied = 0;
-    for (size_t i = 0; i < nc; i++) {
-        sm_apply(c, nd, &ce[i]);
-        last_applied = ce[i].index;
-        if (ce[i].type == TKV_RAFT_ENTRY_CONF_CHANGE && nd->auto_conf && ce[i].data &&
-            ce[i].data->len >= 9) {
+    if (nd->applying)
+        return;
+    nd->applying = true;
+    while (nd->n_aq && nd->alive) {
+        struct tkv_raft_entry e = nd->aq[0];
+        memmove(nd->aq, nd->aq + 1, (nd->n_aq - 1) * sizeof(*nd->aq));
+        nd->n_aq--;
+        sm_apply(c, nd, &e);
+        if (e.type == TKV_RAFT_ENTRY_CONF_CHANGE && nd->auto_conf && e.data && e.data->len >= 9) {
             uint64_t node;
-            memcpy(&node, ce[i].data->data + 1, 8);
+            memcpy(&node, e.data->data + 1, 8);
             struct tkv_raft_event ev = {.type = TKV_RAFT_EV_APPLY_CONF_CHANGE};
-            ev.u.conf_change.change_type = ce[i].data->data[0];
+            ev.u.conf_change.change_type = e.data->data[0];
             ev.u.conf_change.node_id = node;
             struct rf_node *target = rf_node(c, node);
             if (ev.u.conf_change.change_type == TKV_RAFT_CONF_ADD_NODE && target &&
-                !target->exists && nd->alive)
+                !target->exists)
                 rf_add_node(c, node, NULL, 0);
             rf_node_step(c, nd->id, &ev);
         }
+        tkv_raft_buf_unref(e.data);
+        if (nd->n_aq == 0 && nd->alive) {
+            struct tkv_raft_event ev = {.type = TKV_RAFT_EV_APPLIED, .u.applied = nd->applied};
+            rf_node_step(c, nd->id, &ev);
+        }
     }
-    for (size_t i = 0; i < nc; i++)
-        tkv_raft_buf_unref(ce[i].data);
-    free(ce);
-    if (last_applied && nd->alive) {
-        struct tkv_raft_event ev = {.type = TKV_RAFT_EV_APPLIED, .u.applied = last_applied};
-        rf_node_step(c, nd->id, &ev);
-    }
+    nd->applying = false;
 }
 
 static void process_write(struct rf_cluster *c, struct rf_node *nd)
 {
     struct rf_write w = nd->writes[0];
+    if (tracing())
+        fprintf(stderr, "t=%llu n%llu DISK snap=%llu ents=%zu last=%llu\n", (unsigned long long)c->now,
+                (unsigned long long)nd->id, (unsigned long long)(w.has_snap ? w.snap.index : 0),
+                w.n_ents, (unsigned long long)(w.n_ents ? w.ents[w.n_ents - 1].index : 0));
     memmove(nd->writes, nd->writes + 1, (nd->n_writes - 1) * sizeof(*nd->writes));
     nd->n_writes--;
     if (w.has_snap)
@@ -561,6 +601,10 @@ static void process_write(struct rf_cluster *c, struct rf_node *nd)
 
 static void node_start(struct rf_cluster *c, struct rf_node *nd)
 {
+    if (tracing())
+        fprintf(stderr, "t=%llu n%llu START snap=%llu last=%llu\n", (unsigned long long)c->now,
+                (unsigned long long)nd->id, (unsigned long long)nd->ms.snap.index,
+                (unsigned long long)raft_memstore_last(&nd->ms));
     nd->cfg.storage = raft_memstore_storage(&nd->ms);
     nd->cfg.applied = nd->ms.snap.index;
     nd->cfg.seed = c->seed * 1000003u + nd->id * 7919u + c->now;
@@ -640,6 +684,10 @@ void rf_init(struct rf_cluster *c, size_t n, const struct rf_opts *o, uint64_t s
 
 static void node_destroy(struct rf_node *nd)
 {
+    for (size_t i = 0; i < nd->n_aq; i++)
+        tkv_raft_buf_unref(nd->aq[i].data);
+    nd->n_aq = 0;
+    nd->applying = false;
     tkv_raft_close(nd->r);
     nd->r = NULL;
     for (size_t i = 0; i < nd->n_writes; i++)
@@ -656,6 +704,7 @@ void rf_close(struct rf_cluster *c)
             continue;
         node_destroy(nd);
         free(nd->writes);
+        free(nd->aq);
         rf_msgs_free(nd->outbox, nd->n_outbox);
         for (size_t k = 0; k < nd->n_applied_log; k++)
             tkv_raft_buf_unref(nd->applied_log[k].data);
@@ -682,7 +731,8 @@ void rf_close(struct rf_cluster *c)
 void rf_crash(struct rf_cluster *c, uint64_t id)
 {
     struct rf_node *nd = rf_node(c, id);
-    (void)c;
+    if (tracing())
+        fprintf(stderr, "t=%llu n%llu CRASH\n", (unsigned long long)c->now, (unsigned long long)id);
     if (nd->alive)
         node_destroy(nd);
 }

@@ -39,6 +39,9 @@ struct rf_node {
     /* state machine */
     tkv_index applied;
     uint64_t sm_hash;
+    struct tkv_raft_entry *aq; /* committed, not yet applied (in order) */
+    size_t n_aq, cap_aq;
+    bool applying;
     struct rf_applied *applied_log; /* when the cluster records it */
     size_t n_applied_log, cap_applied_log;
     struct tkv_raft_read_state *reads;
