@@ -41,9 +41,9 @@ struct tkv_reactor_group; /* all cores of the process; opaque */
 /* ---- group lifecycle (called from the main thread) ---- */
 
 struct tkv_reactor_config {
-    uint32_t n_cores;       /* number of shard threads, >= 1 */
-    bool pin;               /* pin core k to CPU k % online CPUs */
-    uint32_t uring_entries; /* SQ size per core; 0 = default (256) */
+    uint32_t n_cores;         /* number of shard threads, >= 1 */
+    bool pin;                 /* pin core k to CPU k % online CPUs */
+    uint32_t uring_entries;   /* SQ size per core; 0 = default (256) */
     uint32_t xcore_ring_size; /* slots per ordered core pair; 0 = default (1024), power of two */
 };
 
@@ -62,8 +62,7 @@ typedef void (*tkv_core_fini_fn)(struct tkv_reactor *r, uint32_t core, void *arg
  * -errno / TKV_EINVAL (io_uring unavailable yields the kernel's -ENOSYS or
  * -EPERM so tests can skip). */
 int tkv_reactor_group_start(const struct tkv_reactor_config *cfg, tkv_core_init_fn init,
-                            tkv_core_fini_fn fini, void *arg,
-                            struct tkv_reactor_group **group_out);
+                            tkv_core_fini_fn fini, void *arg, struct tkv_reactor_group **group_out);
 
 /* Ask every core to stop (orderly shutdown, see tkv_reactor_on_stop). Safe
  * from any thread and from a signal-handling thread; idempotent. A core
@@ -105,16 +104,16 @@ bool tkv_reactor_stopping(const struct tkv_reactor *r);
 uint64_t tkv_now_ns(const struct tkv_reactor *r);
 
 /* Counters of one core since it started (metrics, tests, benchmarks).
- * Call on r's core, or after the group stopped. */
+ * Call on r's core (from fini to keep the final figures). */
 struct tkv_reactor_stats {
-    uint64_t turns;          /* loop turns */
-    uint64_t sleeps;         /* waits that blocked in the kernel */
-    uint64_t cqes;           /* completions reaped */
-    uint64_t resubmits;      /* short sends/writes continued */
-    uint64_t posts;          /* cross-core messages posted by this core */
+    uint64_t turns;            /* loop turns */
+    uint64_t sleeps;           /* waits that blocked in the kernel */
+    uint64_t cqes;             /* completions reaped */
+    uint64_t resubmits;        /* short sends/writes continued */
+    uint64_t posts;            /* cross-core messages posted by this core */
     uint64_t posts_overflowed; /* of which waited in the overflow queue */
-    uint64_t wakeups_sent;   /* eventfd writes to sleeping cores */
-    uint64_t msgs_run;       /* cross-core messages run on this core */
+    uint64_t wakeups_sent;     /* eventfd writes to sleeping cores */
+    uint64_t msgs_run;         /* cross-core messages run on this core */
 };
 void tkv_reactor_get_stats(const struct tkv_reactor *r, struct tkv_reactor_stats *out);
 
@@ -227,8 +226,7 @@ void tkv_reactor_cancel(struct tkv_reactor *r, struct tkv_io *io);
 int tkv_reactor_listen_tcp(const char *host, uint16_t port, bool reuseport, int backlog,
                            uint16_t *port_out);
 /* Parse "host:port" (IPv4, [IPv6]:port, or ":port" = all interfaces). */
-int tkv_reactor_parse_hostport(const char *s, char *host_out, size_t host_cap,
-                               uint16_t *port_out);
+int tkv_reactor_parse_hostport(const char *s, char *host_out, size_t host_cap, uint16_t *port_out);
 
 /* ---- cross-core messages ----
  *

@@ -28,7 +28,8 @@ struct opts {
     uint64_t rounds;
     bool pin;
 };
-static struct opts O = {.msgs = 10000000, .window = 4096, .ring = 1024, .rounds = 200000, .pin = true};
+static struct opts O = {
+    .msgs = 10000000, .window = 4096, .ring = 1024, .rounds = 200000, .pin = true};
 
 /* ---- stream: core 0 -> core 1, credits flow back every window/2 ---- */
 
@@ -257,9 +258,8 @@ int main(int argc, char **argv)
         double s = (double)(S.t1 - S.t0) / 1e9;
         printf("reactor stream   : %12.0f msgs/s  (%llu msgs in %.3f s; core1 turns %llu, "
                "sleeps %llu; overflowed %llu; wake-ups %llu)\n",
-               (double)O.msgs / s, (unsigned long long)O.msgs, s,
-               (unsigned long long)S.st[1].turns, (unsigned long long)S.st[1].sleeps,
-               (unsigned long long)S.st[0].posts_overflowed,
+               (double)O.msgs / s, (unsigned long long)O.msgs, s, (unsigned long long)S.st[1].turns,
+               (unsigned long long)S.st[1].sleeps, (unsigned long long)S.st[0].posts_overflowed,
                (unsigned long long)S.st[0].wakeups_sent);
     }
     if (only == NULL || strcmp(only, "pingpong") == 0) {
@@ -271,8 +271,8 @@ int main(int argc, char **argv)
         double s = (double)(P.t1 - P.t0) / 1e9;
         printf("reactor pingpong : %12.0f round trips/s (%.2f us per round trip; core0 "
                "sleeps %llu, wake-ups %llu)\n",
-               (double)O.rounds / s, s * 1e6 / (double)O.rounds,
-               (unsigned long long)S.st[0].sleeps, (unsigned long long)S.st[0].wakeups_sent);
+               (double)O.rounds / s, s * 1e6 / (double)O.rounds, (unsigned long long)S.st[0].sleeps,
+               (unsigned long long)S.st[0].wakeups_sent);
     }
     if (only == NULL || strcmp(only, "raw") == 0) {
         if (run_raw() != 0) {

@@ -204,10 +204,10 @@ void reactor_loop_run(struct tkv_reactor *r)
         if (TKV_UNLIKELY(!r->stopping && atomic_load_explicit(&g->stop, memory_order_acquire)))
             begin_stop(r);
 
-        r->st.msgs_run += reactor_rings_drain(r); /* 1 */
-        r->st.cqes += reactor_uring_reap(r);      /* 2 */
-        run_deferred(r);            /* 3 */
-        reactor_timers_fire(r);     /* 4 */
+        r->st.msgs_run += reactor_rings_drain(r);      /* 1 */
+        r->st.cqes += reactor_uring_reap(r);           /* 2 */
+        run_deferred(r);                               /* 3 */
+        reactor_timers_fire(r);                        /* 4 */
         for (size_t i = 0; i < r->n_before_sleep; i++) /* 5 */
             r->before_sleep[i].fn(r->before_sleep[i].arg);
         reactor_rings_flush(r);

@@ -43,7 +43,7 @@ struct reactor_xring {
 /* user_data tags in the low bits of a CQE's user_data (struct tkv_io is at
  * least 8-byte aligned). */
 enum {
-    UD_IO = 0,       /* the io's main (or only) SQE */
+    UD_IO = 0,        /* the io's main (or only) SQE */
     UD_IO_LINKED = 1, /* the write half of write_sync */
     UD_MASK = 7,
 };
@@ -81,7 +81,7 @@ struct tkv_reactor {
     uint64_t now_ns;
 
     /* SQEs handed to the kernel (or queued) whose CQEs are still due. */
-    uint64_t user_inflight;  /* user operations' CQEs */
+    uint64_t user_inflight;   /* user operations' CQEs */
     uint64_t intern_inflight; /* cancels and the wake read */
     bool wake_armed;
     uint64_t wake_buf;

@@ -170,8 +170,7 @@ static void *core_main(void *p)
 }
 
 int tkv_reactor_group_start(const struct tkv_reactor_config *cfg, tkv_core_init_fn init,
-                            tkv_core_fini_fn fini, void *arg,
-                            struct tkv_reactor_group **group_out)
+                            tkv_core_fini_fn fini, void *arg, struct tkv_reactor_group **group_out)
 {
     int rv = 0;
     if (cfg == NULL || cfg->n_cores == 0 || cfg->n_cores > 1024 || group_out == NULL)

@@ -42,7 +42,8 @@ int reactor_uring_init(struct tkv_reactor *r, unsigned entries)
         return rv;
     r->ring_ok = true;
     if (!(p.features & IORING_FEAT_NODROP))
-        TKV_LOG_WARN("kernel io_uring lacks IORING_FEAT_NODROP; completions may be lost under load");
+        TKV_LOG_WARN(
+            "kernel io_uring lacks IORING_FEAT_NODROP; completions may be lost under load");
     return 0;
 }
 
@@ -146,8 +147,7 @@ static size_t iov_total(const struct iovec *iov, int iovcnt)
 void tkv_reactor_accept(struct tkv_reactor *r, struct tkv_io *io, int listen_fd)
 {
     io_begin(r, io, OP_ACCEPT, listen_fd);
-    io_uring_prep_accept(io_sqe(r, io, UD_IO), listen_fd, NULL, NULL,
-                         SOCK_NONBLOCK | SOCK_CLOEXEC);
+    io_uring_prep_accept(io_sqe(r, io, UD_IO), listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 }
 
 void tkv_reactor_recv(struct tkv_reactor *r, struct tkv_io *io, int fd, void *buf, size_t len)
@@ -159,8 +159,7 @@ void tkv_reactor_recv(struct tkv_reactor *r, struct tkv_io *io, int fd, void *bu
     io_uring_prep_recv(io_sqe(r, io, UD_IO), fd, buf, clamp_len(len), 0);
 }
 
-void tkv_reactor_send(struct tkv_reactor *r, struct tkv_io *io, int fd, const void *buf,
-                      size_t len)
+void tkv_reactor_send(struct tkv_reactor *r, struct tkv_io *io, int fd, const void *buf, size_t len)
 {
     io_begin(r, io, OP_SEND, fd);
     check_buf(buf, len);

@@ -42,10 +42,10 @@ __attribute__((format(printf, 3, 4))) static void h_fail(const char *file, int l
 
 /* An assertion usable on core threads: the first failure is kept and the
  * group stopped; h_run() then fails the test with the message. */
-#define CHECK(cond, ...)                                  \
-    do {                                                  \
-        if (!(cond))                                      \
-            h_fail(__FILE__, __LINE__, __VA_ARGS__);      \
+#define CHECK(cond, ...)                                                                           \
+    do {                                                                                           \
+        if (!(cond))                                                                               \
+            h_fail(__FILE__, __LINE__, __VA_ARGS__);                                               \
     } while (0)
 
 static inline uint64_t h_mono_ns(void)

@@ -291,6 +291,6 @@ Test(reactor_group, ring_setup_failure_is_returned, .timeout = 20)
     cr_assert(WIFEXITED(status), "child died by signal %d", WTERMSIG(status));
     if (WEXITSTATUS(status) == 77)
         cr_skip_test("io_uring unavailable here");
-    cr_assert_eq(WEXITSTATUS(status), 0,
-                 "child exit %d (22: group_start did not return -EMFILE)", WEXITSTATUS(status));
+    cr_assert_eq(WEXITSTATUS(status), 0, "child exit %d (22: group_start did not return -EMFILE)",
+                 WEXITSTATUS(status));
 }

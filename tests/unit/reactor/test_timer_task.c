@@ -113,8 +113,7 @@ static int rearm_init(struct tkv_reactor *r, uint32_t core, void *arg)
 Test(reactor_timer, rearm_stop_restart, .timeout = 10)
 {
     cr_assert_eq(h_run(1, 0, rearm_init, NULL, NULL), 0);
-    cr_assert_eq(ts.periodic_fired, 5, "periodic timer fired %d times, want 5",
-                 ts.periodic_fired);
+    cr_assert_eq(ts.periodic_fired, 5, "periodic timer fired %d times, want 5", ts.periodic_fired);
     cr_assert_eq(ts.n_events, 1, "restarted timer fired %d times, want 1", ts.n_events);
     cr_assert_geq(ts.fired_ns[5] - ts.start_ns, 7 * MS, "restarted timer kept its old deadline");
 }
