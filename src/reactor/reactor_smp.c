@@ -329,6 +329,9 @@ int tkv_reactor_group_run_until_signal(struct tkv_reactor_group *g)
 {
     sigset_t set;
     stop_signals(&set);
+    /* harmless if the caller already did; without it the default action
+     * would kill the process instead of reaching the signalfd */
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
     int sfd = signalfd(-1, &set, SFD_CLOEXEC);
     if (sfd < 0) {
         TKV_LOG_ERROR("signalfd failed; stopping", TKV_LF_ERR(-errno));
