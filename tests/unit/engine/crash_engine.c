@@ -27,7 +27,7 @@ static void fill_value(uint8_t *v, size_t n, long i)
 
 static void key_of(char *k, long i)
 {
-    snprintf(k, 16, "key%08ld", i);
+    snprintf(k, 32, "key%08ld", i % 100000000);
 }
 
 enum crash_mode {
@@ -83,7 +83,7 @@ static void child_main(const char *dir, enum crash_mode mode, int fd)
     struct tkv_engine *e;
     struct tkv_engine_session *s;
     static uint8_t v[4096];
-    char k[16], line[32];
+    char k[32], line[32];
     if (tkv_engine_open(&o, &e) || tkv_engine_session_open(e, &s))
         _exit(3);
     static struct bg_ckpt bg;
@@ -220,7 +220,7 @@ static void crash_once(enum crash_mode mode, unsigned seed)
                   acked, last);
     /* the recovered state is exactly batches 0..last, each one whole */
     static uint8_t want[4096];
-    char k[16];
+    char k[32];
     for (long i = 0; i <= last + 1; i++) {
         key_of(k, i);
         int r1 = tkv_engine_get(s, TKV_CF_DEFAULT, TKV_SLICE(k, 11), &v);
