@@ -609,6 +609,10 @@ static void node_start(struct rf_cluster *c, struct rf_node *nd)
     nd->cfg.applied = nd->ms.snap.index;
     nd->cfg.seed = c->seed * 1000003u + nd->id * 7919u + c->now;
     int rv = tkv_raft_init(&nd->cfg, &nd->r);
+    if (rv == TKV_ENOMEM) {
+        nd->alive = false; /* stays down; a later restart may succeed */
+        return;
+    }
     if (rv < 0) {
         rf_fail(c, "node %llu: tkv_raft_init: %s", (unsigned long long)nd->id, tkv_strerror(rv));
         nd->alive = false;
