@@ -180,13 +180,17 @@ int tkv_raftlog_truncate(struct tkv_raftlog *log, tkv_region_id region, tkv_inde
 
 /* Drop the region's entries with index <= upto; first_index becomes upto+1,
  * also when upto is past the last index (installing a snapshot: the next
- * append then starts at upto+1). Reads below first_index fail with
- * TKV_ECOMPACTED. The caller (raft log GC) must not compact past what the
- * engine has made durable (the safe-to-drop index) except after installing a
- * snapshot the engine has made durable.
+ * append then starts at upto+1). `term` is the term of entry upto (the
+ * snapshot's term), kept so that term(first_index - 1) answers as raft's
+ * storage contract requires; 0 = look it up in the durable log (unknown if
+ * the entry is not there). Reads below first_index fail with TKV_ECOMPACTED.
+ * Log GC never cuts below what the engine still needs for replay: with a
+ * safe-to-drop hook installed, upto is clamped to the hook's index (unless
+ * the call drops the whole log, i.e. a snapshot), and the rest of the
+ * request is applied by later tkv_raftlog_purge calls as the index advances.
  * Errors: TKV_EIOFATAL. No-op (still staged, cb fires) when upto < first. */
 int tkv_raftlog_compact(struct tkv_raftlog *log, tkv_region_id region, tkv_index upto,
-                        tkv_raftlog_done_fn cb, void *arg);
+                        tkv_term term, tkv_raftlog_done_fn cb, void *arg);
 
 /* Forget the region entirely: entries, hard state, index memory. A later
  * append re-creates it from scratch. Errors: TKV_EIOFATAL. */
@@ -216,8 +220,10 @@ int tkv_raftlog_purge(struct tkv_raftlog *log);
 tkv_index tkv_raftlog_first_index(const struct tkv_raftlog *log, tkv_region_id region);
 tkv_index tkv_raftlog_last_index(const struct tkv_raftlog *log, tkv_region_id region);
 
-/* Term of entry `index`. Errors: TKV_ECOMPACTED (below first_index),
- * TKV_ENOTFOUND (above last_index or unknown region). */
+/* Term of entry `index`, for first_index - 1 <= index <= last_index (the
+ * term at first_index - 1 is the compaction point's; term(0) is 0).
+ * Errors: TKV_ECOMPACTED (below, or at first_index - 1 when its term is
+ * unknown), TKV_EUNAVAILABLE (above last_index; unknown region). */
 int tkv_raftlog_term(const struct tkv_raftlog *log, tkv_region_id region, tkv_index index,
                      tkv_term *term_out);
 
@@ -230,8 +236,8 @@ int tkv_raftlog_hardstate(const struct tkv_raftlog *log, tkv_region_id region,
  * *entries_out is ONE allocation holding the array and the data (the caller
  * owns it and frees it with tkv_free) and *n_out its length (0 when lo == hi,
  * with *entries_out NULL). May block on a page-cache miss (pread).
- * Errors: TKV_ECOMPACTED (lo < first_index), TKV_ENOTFOUND (hi > last+1 or
- * unknown region), TKV_EINVAL (lo > hi), TKV_ENOMEM, TKV_ECORRUPT (a record
+ * Errors: TKV_ECOMPACTED (lo < first_index), TKV_EUNAVAILABLE (hi > last+1
+ * or unknown region), TKV_EINVAL (lo > hi), TKV_ENOMEM, TKV_ECORRUPT (a record
  * changed on disk), -errno. */
 int tkv_raftlog_read(struct tkv_raftlog *log, tkv_region_id region, tkv_index lo, tkv_index hi,
                      size_t max_bytes, struct tkv_raftlog_entry **entries_out, size_t *n_out);

@@ -204,17 +204,16 @@ int tkv_raftlog_append(struct tkv_raftlog *log, tkv_region_id region,
     return 0;
 }
 
-static int stage_u64(struct tkv_raftlog *log, uint8_t type, tkv_region_id region, uint64_t v,
-                     tkv_raftlog_done_fn cb, void *arg)
+/* TRUNCATE (from, staged first) and COMPACT (upto, term) records. */
+static int stage_2u64(struct tkv_raftlog *log, uint8_t type, tkv_region_id region, uint64_t a,
+                      uint64_t b2, tkv_raftlog_done_fn cb, void *arg)
 {
-    struct rl_region *r = stage_region(log, region);
-    size_t len = type == RL_REC_TRUNCATE ? 16 : 8;
-    struct rl_batch *b = batch_for(log, RL_REC_HDR + len);
-    uint8_t *p = rec_begin(b, type, region, len);
-    rl_put64(p, v);
-    if (type == RL_REC_TRUNCATE)
-        rl_put64(p + 8, r->s_first);
-    rec_end(b, len);
+    stage_region(log, region);
+    struct rl_batch *b = batch_for(log, RL_REC_HDR + 16);
+    uint8_t *p = rec_begin(b, type, region, 16);
+    rl_put64(p, a);
+    rl_put64(p + 8, b2);
+    rec_end(b, 16);
     batch_add_cb(log, b, cb, arg);
     return 0;
 }
@@ -226,7 +225,7 @@ int tkv_raftlog_truncate(struct tkv_raftlog *log, tkv_region_id region, tkv_inde
     struct rl_region *r = raftlog_map_get(&log->regions, region);
     if (from == 0 || (r && from < r->s_first))
         return TKV_EINVAL;
-    TKV_RET(stage_u64(log, RL_REC_TRUNCATE, region, from, cb, arg));
+    TKV_RET(stage_2u64(log, RL_REC_TRUNCATE, region, from, r ? r->s_first : 1, cb, arg));
     r = raftlog_map_get(&log->regions, region);
     if (from <= r->s_last)
         r->s_last = from - 1;
@@ -242,8 +241,20 @@ static void stage_compact_view(struct rl_region *r, uint64_t upto)
     r->s_first = upto + 1;
 }
 
+/* Term of a durable entry, or of the compaction point; 0 when unknown. */
+static tkv_term durable_term(const struct rl_region *r, tkv_index i)
+{
+    if (r == NULL)
+        return 0;
+    if (i >= r->first && i < r->first + r->count)
+        return r->ents[r->head + (i - r->first)].term;
+    if (i + 1 == r->first && r->snap_index == i)
+        return r->snap_term;
+    return 0;
+}
+
 int tkv_raftlog_compact(struct tkv_raftlog *log, tkv_region_id region, tkv_index upto,
-                        tkv_raftlog_done_fn cb, void *arg)
+                        tkv_term term, tkv_raftlog_done_fn cb, void *arg)
 {
     TKV_RET(check_usable(log));
     struct rl_region *r = raftlog_map_get(&log->regions, region);
@@ -257,7 +268,9 @@ int tkv_raftlog_compact(struct tkv_raftlog *log, tkv_region_id region, tkv_index
         if (safe < eff)
             eff = safe;
     }
-    TKV_RET(stage_u64(log, RL_REC_COMPACT, region, eff, cb, arg));
+    if (eff != upto || term == 0)
+        term = durable_term(r, eff);
+    TKV_RET(stage_2u64(log, RL_REC_COMPACT, region, eff, term, cb, arg));
     r = raftlog_map_get(&log->regions, region);
     if (eff < upto && upto > r->want_compact)
         r->want_compact = upto;
@@ -578,6 +591,8 @@ static uint64_t pin_seg(const struct rl_region *r)
         pin = r->last_seg;
     if (r->has_hs && r->hs_seg < pin)
         pin = r->hs_seg;
+    if (r->snap_seg != 0 && r->snap_seg < pin)
+        pin = r->snap_seg;
     return pin;
 }
 
@@ -603,11 +618,13 @@ static void rewrite_pinning(struct tkv_raftlog *log, uint64_t oldest, uint64_t a
     for (size_t k = 0; k < n; k++) {
         struct rl_region *r = raftlog_map_get(m, ids[k]);
         const struct tkv_raftlog_hardstate *hs = r->has_hs ? &r->hs : NULL;
+        /* The compaction point (first index and its term) moves first. */
+        if (r->snap_seg != 0 || (r->count == 0 && r->first > 1))
+            stage_2u64(log, RL_REC_COMPACT, r->id, r->first - 1, durable_term(r, r->first - 1),
+                       NULL, NULL);
         if (r->count == 0) {
             if (hs)
                 tkv_raftlog_append(log, r->id, NULL, 0, hs, NULL, NULL);
-            else
-                tkv_raftlog_compact(log, r->id, r->first - 1, NULL, NULL);
             continue;
         }
         size_t bytes = RL_REC_HDR + RL_APPEND_FIXED + RL_HS_BYTES;
@@ -648,7 +665,7 @@ int tkv_raftlog_purge(struct tkv_raftlog *log)
             tkv_index safe = log->safe_fn(log->safe_arg, re[i]);
             tkv_index upto = TKV_MIN(r->want_compact, safe);
             if (upto >= r->s_first)
-                tkv_raftlog_compact(log, re[i], upto, NULL, NULL);
+                tkv_raftlog_compact(log, re[i], upto, 0, NULL, NULL);
         }
         tkv_free(re);
     }
@@ -707,12 +724,20 @@ int tkv_raftlog_term(const struct tkv_raftlog *log, tkv_region_id region, tkv_in
                      tkv_term *term_out)
 {
     const struct rl_region *r = raftlog_map_get(&log->regions, region);
+    uint64_t first = r ? r->first : 1;
+    if (index + 1 == first) {
+        tkv_term t = index == 0 ? 0 : durable_term(r, index);
+        if (index != 0 && t == 0)
+            return TKV_ECOMPACTED;
+        *term_out = t;
+        return 0;
+    }
     if (r == NULL)
-        return TKV_ENOTFOUND;
+        return TKV_EUNAVAILABLE;
     if (index < r->first)
         return TKV_ECOMPACTED;
     if (index >= r->first + r->count)
-        return TKV_ENOTFOUND;
+        return TKV_EUNAVAILABLE;
     *term_out = r->ents[r->head + (index - r->first)].term;
     return 0;
 }
@@ -734,11 +759,11 @@ int tkv_raftlog_read(struct tkv_raftlog *log, tkv_region_id region, tkv_index lo
     if (lo > hi)
         return TKV_EINVAL;
     if (r == NULL)
-        return lo == hi ? (*entries_out = NULL, *n_out = 0, 0) : TKV_ENOTFOUND;
+        return lo == hi ? (*entries_out = NULL, *n_out = 0, 0) : TKV_EUNAVAILABLE;
     if (lo < r->first)
         return TKV_ECOMPACTED;
     if (hi > r->first + r->count)
-        return TKV_ENOTFOUND;
+        return TKV_EUNAVAILABLE;
     size_t n = 0, data = 0;
     for (tkv_index i = lo; i < hi; i++) {
         const struct rl_ent *e = &r->ents[r->head + (i - r->first)];

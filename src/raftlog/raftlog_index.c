@@ -167,6 +167,14 @@ static void region_compact(struct rl_region *r, uint64_t upto)
         r->want_compact = 0;
 }
 
+/* The term kept for first-1 is tied to its index (snap_index), so a first
+ * index set otherwise (or a transient state while recovery replays a log
+ * whose oldest segments were purged) never makes it lie. */
+static void set_first(struct rl_region *r, uint64_t first)
+{
+    r->first = first;
+}
+
 static int bad(const char *what)
 {
     (void)what;
@@ -215,14 +223,14 @@ int raftlog_apply_record(struct tkv_raftlog *log, uint32_t seg, uint64_t rec_off
             pos += RL_HS_BYTES;
         }
         if (n == 0 && r->count == 0 && start != 0)
-            r->first = start;
+            set_first(r, start);
         if (n > 0) {
             if (r->count == 0 || start < r->first || start > r->first + r->count) {
                 /* Empty region (any start), or a record written after a
                  * remove/compaction the staged view allowed: start afresh. */
                 r->count = 0;
                 r->head = 0;
-                r->first = start;
+                set_first(r, start);
             } else {
                 region_truncate(r, start);
             }
@@ -246,14 +254,22 @@ int raftlog_apply_record(struct tkv_raftlog *log, uint32_t seg, uint64_t rec_off
             r = raftlog_map_add(&log->regions, id);
         region_truncate(r, rl_get64(p));
         if (r->count == 0)
-            r->first = rl_get64(p + 8);
+            set_first(r, rl_get64(p + 8));
         ents_tidy(r);
         break;
     case RL_REC_COMPACT:
-        if (len != 8)
+        if (len != 16)
             return bad("compact length");
         if (r == NULL)
             r = raftlog_map_add(&log->regions, id);
+        /* Compaction points only grow in a region's life; keep the newest
+         * even when it is a no-op here (recovery of a log whose oldest
+         * segments are purged starts from a partial state). */
+        if (r->snap_seg == 0 || rl_get64(p) >= r->snap_index) {
+            r->snap_index = rl_get64(p);
+            r->snap_term = rl_get64(p + 8);
+            r->snap_seg = seg;
+        }
         region_compact(r, rl_get64(p));
         ents_tidy(r);
         break;
@@ -269,6 +285,9 @@ int raftlog_apply_record(struct tkv_raftlog *log, uint32_t seg, uint64_t rec_off
         r->first = 1;
         r->has_hs = false;
         r->want_compact = 0;
+        r->snap_term = 0;
+        r->snap_index = 0;
+        r->snap_seg = 0;
         break;
     default:
         return bad("record type");

@@ -29,7 +29,8 @@
  *        u32 data length, data). With n == 0 the first-index field carries
  *        the region's first index instead.
  * TRUNCATE payload: u64 from, u64 region's first index.
- * COMPACT payload: u64 upto.  REMOVE: empty.
+ * COMPACT payload: u64 upto, u64 term of entry upto (0 = unknown).
+ * REMOVE: empty.
  * Every record that can leave a region empty carries its first index, so
  * the latest record alone defines an empty region (older segments holding
  * the region's history can then be purged). */
@@ -95,6 +96,9 @@ struct rl_region {
     struct tkv_raftlog_hardstate hs;
     uint32_t hs_seg;
     uint32_t last_seg; /* segment of the latest record applied */
+    uint32_t snap_seg;   /* segment of the latest applied COMPACT, 0 = none */
+    uint64_t snap_index; /* that COMPACT's index and term: term(first-1) is */
+    uint64_t snap_term;  /* known iff snap_index == first-1 (0 = unknown) */
     uint64_t want_compact; /* compaction asked for but held back by safe */
     /* staged view: what the next staged call is validated against */
     uint64_t s_first, s_last;

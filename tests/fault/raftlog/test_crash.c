@@ -82,7 +82,7 @@ static void c_step(void)
         C_inflight++;
         if (h_rand(&C_rng) % 16 == 0 && C_durable[r] > 60 &&
             C_durable[r] - 50 >= tkv_raftlog_first_index(C_log, r)) {
-            if (tkv_raftlog_compact(C_log, r, C_durable[r] - 50, NULL, NULL) != 0)
+            if (tkv_raftlog_compact(C_log, r, C_durable[r] - 50, 0, NULL, NULL) != 0)
                 _exit(23);
         }
     }

@@ -189,10 +189,24 @@ void m_truncate(struct m_region *m, uint64_t from)
         m->n = from > m->first ? from - m->first : 0;
 }
 
-void m_compact(struct m_region *m, uint64_t upto)
+uint64_t m_term(const struct m_region *m, uint64_t i)
+{
+    uint64_t first = m->first ? m->first : 1;
+    if (i >= first && i < first + m->n)
+        return m->terms[i - first];
+    if (i + 1 == first && m->snap_index == i)
+        return m->snap_term;
+    return 0;
+}
+
+void m_compact(struct m_region *m, uint64_t upto, uint64_t term)
 {
     if (m->first == 0)
         m->first = 1;
+    if (upto >= m->snap_index) {
+        m->snap_term = term ? term : m_term(m, upto);
+        m->snap_index = upto;
+    }
     if (upto < m->first)
         return;
     uint64_t drop = upto + 1 - m->first;
@@ -210,6 +224,8 @@ void m_remove(struct m_region *m)
     m->first = 1;
     m->n = 0;
     m->has_hs = false;
+    m->snap_term = 0;
+    m->snap_index = 0;
 }
 
 const char *m_check(struct tkv_raftlog *log, const struct m_region *m, char *buf, size_t cap)
@@ -231,6 +247,14 @@ const char *m_check(struct tkv_raftlog *log, const struct m_region *m, char *buf
         (rv == 0 && (hs.term != m->hs.term || hs.vote != m->hs.vote ||
                      hs.commit != m->hs.commit))) {
         snprintf(buf, cap, "region %" PRIu64 ": hard state mismatch (rv %d)", m->id, rv);
+        return buf;
+    }
+    tkv_term st = 99;
+    rv = tkv_raftlog_term(log, m->id, first - 1, &st);
+    uint64_t want = first == 1 ? 0 : m_term(m, first - 1);
+    if (want == 0 && first > 1 ? rv != TKV_ECOMPACTED : (rv != 0 || st != want)) {
+        snprintf(buf, cap, "region %" PRIu64 ": term(first-1 = %" PRIu64 ") rv %d term %" PRIu64
+                 " want %" PRIu64, m->id, first - 1, rv, st, want);
         return buf;
     }
     if (m->n == 0)

@@ -42,10 +42,14 @@ struct m_region {
     size_t cap;
     bool has_hs;
     struct tkv_raftlog_hardstate hs;
+    uint64_t snap_index, snap_term; /* latest compaction point */
 };
 void m_append(struct m_region *m, uint64_t start, uint64_t n, uint64_t term);
 void m_truncate(struct m_region *m, uint64_t from);
-void m_compact(struct m_region *m, uint64_t upto);
+/* term 0: the model's own term of entry upto (as the log looks it up). */
+void m_compact(struct m_region *m, uint64_t upto, uint64_t term);
+/* Term of entry i in the model, 0 when not present. */
+uint64_t m_term(const struct m_region *m, uint64_t i);
 void m_remove(struct m_region *m);
 /* Compare the log's durable view with the model; returns NULL or a message. */
 const char *m_check(struct tkv_raftlog *log, const struct m_region *m, char *buf, size_t cap);

@@ -75,15 +75,15 @@ BOTH(append_read_hardstate)
     cr_assert_eq(d.rv, 0);
     check(h.log, &m);
     tkv_term t;
-    cr_assert_eq(tkv_raftlog_term(h.log, 7, 11, &t), TKV_ENOTFOUND);
-    cr_assert_eq(tkv_raftlog_term(h.log, 8, 1, &t), TKV_ENOTFOUND);
+    cr_assert_eq(tkv_raftlog_term(h.log, 7, 11, &t), TKV_EUNAVAILABLE);
+    cr_assert_eq(tkv_raftlog_term(h.log, 8, 1, &t), TKV_EUNAVAILABLE);
     /* max_bytes stops early but returns at least one entry. */
     struct tkv_raftlog_entry *e;
     size_t n;
     cr_assert_eq(tkv_raftlog_read(h.log, 7, 1, 11, 1, &e, &n), 0);
     cr_assert_eq(n, 1);
     tkv_free(e);
-    cr_assert_eq(tkv_raftlog_read(h.log, 7, 2, 12, 0, &e, &n), TKV_ENOTFOUND);
+    cr_assert_eq(tkv_raftlog_read(h.log, 7, 2, 12, 0, &e, &n), TKV_EUNAVAILABLE);
     cr_assert_eq(tkv_raftlog_read(h.log, 7, 5, 4, 0, &e, &n), TKV_EINVAL);
     /* Hard state only. */
     hs.commit = 9;
@@ -136,25 +136,35 @@ BOTH(compact_and_snapshot)
     cr_assert_eq(h_open(&h), 0);
     struct m_region m = {.id = 2};
     cr_assert_eq(h_append(h.log, &m, 1, 20, 1, NULL, NULL, NULL), 0);
-    cr_assert_eq(tkv_raftlog_compact(h.log, 2, 5, NULL, NULL), 0);
-    m_compact(&m, 5);
+    cr_assert_eq(tkv_raftlog_flush(h.log), 0);
+    /* term 0: looked up in the durable log. */
+    cr_assert_eq(tkv_raftlog_compact(h.log, 2, 5, 0, NULL, NULL), 0);
+    m_compact(&m, 5, 0);
     cr_assert_eq(tkv_raftlog_flush(h.log), 0);
     check(h.log, &m);
     tkv_term t;
-    cr_assert_eq(tkv_raftlog_term(h.log, 2, 5, &t), TKV_ECOMPACTED);
+    cr_assert_eq(tkv_raftlog_term(h.log, 2, 5, &t), 0);
+    cr_assert_eq(t, 1, "term of the compaction point");
+    cr_assert_eq(tkv_raftlog_term(h.log, 2, 4, &t), TKV_ECOMPACTED);
     struct tkv_raftlog_entry *e;
     size_t n;
     cr_assert_eq(tkv_raftlog_read(h.log, 2, 3, 8, 0, &e, &n), TKV_ECOMPACTED);
     /* Snapshot: compact past the last index, then continue from there. */
-    cr_assert_eq(tkv_raftlog_compact(h.log, 2, 100, NULL, NULL), 0);
-    m_compact(&m, 100);
+    cr_assert_eq(tkv_raftlog_compact(h.log, 2, 100, 7, NULL, NULL), 0);
+    m_compact(&m, 100, 7);
     cr_assert_eq(h_append(h.log, &m, 50, 1, 4, NULL, NULL, NULL), TKV_EINVAL);
     cr_assert_eq(h_append(h.log, &m, 101, 5, 4, NULL, NULL, NULL), 0);
     cr_assert_eq(tkv_raftlog_flush(h.log), 0);
     check(h.log, &m);
+    cr_assert_eq(tkv_raftlog_term(h.log, 2, 100, &t), 0);
+    cr_assert_eq(t, 7, "snapshot term kept for first-1");
     h_close(&h);
     cr_assert_eq(h_open(&h), 0);
     check(h.log, &m);
+    /* A fresh region: term(0) = 0, nothing else. */
+    cr_assert_eq(tkv_raftlog_term(h.log, 77, 0, &t), 0);
+    cr_assert_eq(t, 0);
+    cr_assert_eq(tkv_raftlog_term(h.log, 77, 1, &t), TKV_EUNAVAILABLE);
     free(m.terms);
     h_fini(&h);
 }
@@ -257,6 +267,10 @@ static void random_ops(bool mem, uint64_t seed, int n_ops, bool with_reopen)
         struct m_region *r = &m[i];
         uint64_t first = r->first ? r->first : 1, last = first + r->n - 1;
         uint64_t x = h_rand(&s) % 100;
+        /* TKV_DEBUG_OPS=<region id> traces that region's operations. */
+        if (getenv("TKV_DEBUG_OPS") && r->id == (uint64_t)atoi(getenv("TKV_DEBUG_OPS")))
+            fprintf(stderr, "op %d x %" PRIu64 " first %" PRIu64 " n %" PRIu64 " snap %" PRIu64 "\n",
+                    op, x, r->first, r->n, r->snap_term);
         if (x < 55) {
             uint64_t start = r->n ? first + h_rand(&s) % (r->n + 1) : first + h_rand(&s) % 3;
             if (r->n && h_rand(&s) % 4)
@@ -274,16 +288,21 @@ static void random_ops(bool mem, uint64_t seed, int n_ops, bool with_reopen)
             m_truncate(r, from);
         } else if (x < 80 && r->n) {
             uint64_t upto = first + h_rand(&s) % r->n;
-            cr_assert_eq(tkv_raftlog_compact(h.log, r->id, upto, NULL, NULL), 0);
-            m_compact(r, upto);
+            uint64_t ct = m_term(r, upto);
+            cr_assert_eq(tkv_raftlog_compact(h.log, r->id, upto, ct, NULL, NULL), 0);
+            m_compact(r, upto, ct);
         } else if (x < 83) {
             cr_assert_eq(tkv_raftlog_remove_region(h.log, r->id, NULL, NULL), 0);
             m_remove(r);
         } else if (x < 97) {
             cr_assert_eq(tkv_raftlog_flush(h.log), 0);
+            if (getenv("TKV_DEBUG_OPS"))
+                fprintf(stderr, "flush at op %d\n", op);
             for (int k = 0; k < NR; k++)
                 check(h.log, &m[k]);
         } else if (with_reopen) {
+            if (getenv("TKV_DEBUG_OPS"))
+                fprintf(stderr, "reopen at op %d\n", op);
             cr_assert_eq(tkv_raftlog_flush(h.log), 0);
             struct tkv_raftlog_stats st1;
             tkv_raftlog_stats(h.log, &st1);
@@ -296,7 +315,13 @@ static void random_ops(bool mem, uint64_t seed, int n_ops, bool with_reopen)
         }
     }
     cr_assert_eq(tkv_raftlog_flush(h.log), 0);
+    if (getenv("TKV_DEBUG_OPS"))
+        fprintf(stderr, "final flush done\n");
+    for (int k = 0; k < NR; k++)
+        check(h.log, &m[k]);
     cr_assert_eq(tkv_raftlog_purge(h.log) >= 0, 1);
+    if (getenv("TKV_DEBUG_OPS"))
+        fprintf(stderr, "final purge done\n");
     for (int k = 0; k < NR; k++)
         check(h.log, &m[k]);
     struct tkv_raftlog_stats st;
@@ -335,16 +360,16 @@ BOTH(purge_keeps_needed_records_and_rewrites_idle_regions)
     struct tkv_raftlog_hardstate hs = {.term = 1, .vote = 3, .commit = 0};
     cr_assert_eq(h_append(h.log, &idle, 1, 3, 1, NULL, NULL, NULL), 0);
     cr_assert_eq(h_append(h.log, &hs_only, 0, 0, 0, &hs, NULL, NULL), 0);
-    cr_assert_eq(tkv_raftlog_compact(h.log, 4, 500, NULL, NULL), 0);
-    m_compact(&snap, 500);
+    cr_assert_eq(tkv_raftlog_compact(h.log, 4, 500, 3, NULL, NULL), 0);
+    m_compact(&snap, 500, 3);
     cr_assert_eq(tkv_raftlog_flush(h.log), 0);
     uint64_t next = 1;
     struct tkv_raftlog_stats st;
     for (int i = 0; i < 300; i++) {
         cr_assert_eq(h_append(h.log, &busy, next, 4, 1, NULL, NULL, NULL), 0);
         next += 4;
-        cr_assert_eq(tkv_raftlog_compact(h.log, 2, next - 4, NULL, NULL), 0);
-        m_compact(&busy, next - 4);
+        cr_assert_eq(tkv_raftlog_compact(h.log, 2, next - 4, 1, NULL, NULL), 0);
+        m_compact(&busy, next - 4, 1);
         if (i < 40) {
             uint64_t k = keep.n ? keep.first + keep.n : 1;
             cr_assert_eq(h_append(h.log, &keep, k, 1, 1, NULL, NULL, NULL), 0);
@@ -359,8 +384,8 @@ BOTH(purge_keeps_needed_records_and_rewrites_idle_regions)
     tkv_raftlog_stats(h.log, &st);
     /* keep's entries span a few segments from the start and pin them. */
     cr_assert_eq(st.segments_purged, 0, "keep pins segment 1");
-    cr_assert_eq(tkv_raftlog_compact(h.log, 5, keep.first + keep.n - 1, NULL, NULL), 0);
-    m_compact(&keep, keep.first + keep.n - 1);
+    cr_assert_eq(tkv_raftlog_compact(h.log, 5, keep.first + keep.n - 1, 1, NULL, NULL), 0);
+    m_compact(&keep, keep.first + keep.n - 1, 1);
     cr_assert_eq(tkv_raftlog_flush(h.log), 0);
     for (int i = 0; i < 3; i++) {
         cr_assert_geq(tkv_raftlog_purge(h.log), 0);
@@ -399,7 +424,7 @@ BOTH(safe_hook_holds_back_compaction)
     struct m_region m = {.id = 5};
     cr_assert_eq(h_append(h.log, &m, 1, 50, 1, NULL, NULL, NULL), 0);
     cr_assert_eq(tkv_raftlog_flush(h.log), 0);
-    cr_assert_eq(tkv_raftlog_compact(h.log, 5, 40, NULL, NULL), 0);
+    cr_assert_eq(tkv_raftlog_compact(h.log, 5, 40, 1, NULL, NULL), 0);
     cr_assert_eq(tkv_raftlog_flush(h.log), 0);
     cr_assert_eq(tkv_raftlog_first_index(h.log, 5), 11, "compaction stops at the safe index");
     safe_index = 30;
@@ -410,7 +435,7 @@ BOTH(safe_hook_holds_back_compaction)
     cr_assert_geq(tkv_raftlog_purge(h.log), 0);
     cr_assert_eq(tkv_raftlog_flush(h.log), 0);
     cr_assert_eq(tkv_raftlog_first_index(h.log, 5), 41, "never more than asked");
-    m_compact(&m, 40);
+    m_compact(&m, 40, 1);
     check(h.log, &m);
     free(m.terms);
     h_fini(&h);
