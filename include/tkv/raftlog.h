@@ -209,8 +209,12 @@ int tkv_raftlog_flush(struct tkv_raftlog *log);
 /* Delete every sealed segment whose records are all below what their regions
  * still need: min(first_index, safe+1), and which holds no region's latest
  * hard state. Segments go oldest first, so the log stays a contiguous
- * sequence. Also runs after every segment switch. Returns the number of
- * segments deleted (>= 0) or -errno (unlink failure; nothing is lost). */
+ * sequence. Idle regions that pin the oldest segment are rewritten to the
+ * head (their entries and hard state), so a later purge can drop it.
+ * Compactions held back by the safe-to-drop hook are applied here. Runs
+ * after every segment switch; call it also after each engine checkpoint.
+ * Returns the number of segments deleted (>= 0), TKV_EIOFATAL, or -errno
+ * (unlink failure; nothing is lost). */
 int tkv_raftlog_purge(struct tkv_raftlog *log);
 
 /* ---- reads (durable view) ---- */

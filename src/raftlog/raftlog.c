@@ -129,6 +129,7 @@ static struct rl_region *stage_region(struct tkv_raftlog *log, tkv_region_id id)
 
 static int check_usable(const struct tkv_raftlog *log)
 {
+    RL_OWNER_CHECK(log);
     if (log->failed)
         return TKV_EIOFATAL;
     if (log->closing)
@@ -519,6 +520,7 @@ static int flush_one(struct tkv_raftlog *log)
 int tkv_raftlog_flush(struct tkv_raftlog *log)
 {
     int rv = 0;
+    RL_OWNER_CHECK(log);
     if (log->failed)
         return TKV_EIOFATAL;
     if (log->flushing)
@@ -873,8 +875,10 @@ static int open_common(const struct tkv_raftlog_config *cfg, struct tkv_raftlog_
     TKV_ERR(raftlog_io_open_dir(log));
     TKV_ERR(raftlog_recover(log, where));
 #ifdef TKV_RAFTLOG_HAVE_REACTOR
-    if (log->reactor)
+    if (log->reactor) {
+        log->owner_core = tkv_reactor_core_id(log->reactor);
         hook_attach(log);
+    }
 #endif
     *log_out = log;
     return 0;
@@ -903,6 +907,7 @@ void tkv_raftlog_close(struct tkv_raftlog *log)
 {
     if (log == NULL)
         return;
+    RL_OWNER_CHECK(log);
     tkv_assert(!log->in_flight);
     log->closing = true;
 #ifdef TKV_RAFTLOG_HAVE_REACTOR

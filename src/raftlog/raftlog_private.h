@@ -192,7 +192,17 @@ struct tkv_raftlog {
     void *safe_arg;
 
     struct tkv_raftlog_stats st;
+    uint32_t owner_core; /* reactor mode: the only core allowed to call */
 };
+
+/* STYLE.md 4.6.1: Debug builds check that a reactor-mode log is used only
+ * on its core. */
+#ifdef TKV_DEBUG
+#define RL_OWNER_CHECK(log) \
+    tkv_assert((log)->reactor == NULL || tkv_core_self() == (log)->owner_core)
+#else
+#define RL_OWNER_CHECK(log) ((void)0)
+#endif
 
 /* Apply one decoded record found at segment `seg`, byte `rec_off` (of its
  * header) to the durable index. Shared by batch completion and recovery so
