@@ -113,7 +113,7 @@ static uint8_t *rec_begin(struct rl_batch *b, uint8_t type, tkv_region_id region
 static void rec_end(struct rl_batch *b, size_t len)
 {
     uint8_t *h = b->buf + b->len;
-    rl_put32(h, raftlog_crc32c(0, h + 4, RL_REC_HDR - 4 + len));
+    rl_put32(h, tkv_codec_crc32c(0, h + 4, RL_REC_HDR - 4 + len));
     b->len += RL_REC_HDR + len;
     b->n_records++;
 }
@@ -432,7 +432,7 @@ static void seal(struct tkv_raftlog *log, struct rl_batch *b)
     rl_put64(h + RL_REC_HDR, log->next_seq);
     rl_put32(h + RL_REC_HDR + 8, (uint32_t)(b->len - RL_BATCH_HDR));
     rl_put32(h + RL_REC_HDR + 12, b->n_records);
-    rl_put32(h, raftlog_crc32c(0, h + 4, RL_BATCH_HDR - 4));
+    rl_put32(h, tkv_codec_crc32c(0, h + 4, RL_BATCH_HDR - 4));
 }
 
 #ifdef TKV_RAFTLOG_HAVE_REACTOR

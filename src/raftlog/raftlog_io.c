@@ -33,7 +33,7 @@ void raftlog_seg_header(uint8_t *h, uint64_t id, uint64_t size, uint32_t max_bat
     rl_put64(h + 16, id);
     rl_put64(h + 24, size);
     rl_put32(h + 32, max_batch);
-    rl_put32(h + 60, raftlog_crc32c(0, h, 60));
+    rl_put32(h + 60, tkv_codec_crc32c(0, h, 60));
 }
 
 /* ---- memdisk ---- */

@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "tkv/codec.h"
 #include "tkv/raftlog.h"
 #include "tkv/reactor.h"
 
@@ -68,11 +69,8 @@ static inline uint64_t rl_get64(const uint8_t *p)
     return v;
 }
 
-/* CRC32C (Castagnoli): SSE4.2 instruction when the CPU has it, a slicing
- * table otherwise. crc is the running value (0 to start). */
-uint32_t raftlog_crc32c(uint32_t crc, const void *buf, size_t len);
-/* The table implementation, exposed so tests compare both. */
-uint32_t raftlog_crc32c_sw(uint32_t crc, const void *buf, size_t len);
+/* Checksums are tkv_codec_crc32c (CRC32C: SSE4.2 instruction, slicing-by-8
+ * table fallback), seeded with 0. */
 
 /* ---- index ---- */
 

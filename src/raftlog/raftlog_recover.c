@@ -87,7 +87,7 @@ static bool rec_ok(const uint8_t *h, size_t avail)
     uint32_t len = rl_get32(h + 4);
     if (len > avail - RL_REC_HDR)
         return false;
-    return rl_get32(h) == raftlog_crc32c(0, h + 4, RL_REC_HDR - 4 + len);
+    return rl_get32(h) == tkv_codec_crc32c(0, h + 4, RL_REC_HDR - 4 + len);
 }
 
 static int scan_segment(struct scan *sc)
@@ -95,7 +95,7 @@ static int scan_segment(struct scan *sc)
     const uint8_t *p = sc->p;
     struct tkv_raftlog *log = sc->log;
     if (sc->len < RL_SEG_HDR || memcmp(p, RL_MAGIC, 8) != 0 ||
-        rl_get32(p + 60) != raftlog_crc32c(0, p, 60))
+        rl_get32(p + 60) != tkv_codec_crc32c(0, p, 60))
         return corrupt(sc, 0, "bad segment header");
     if (rl_get32(p + 8) != RL_VERSION)
         return corrupt(sc, 8, "unsupported segment version");
