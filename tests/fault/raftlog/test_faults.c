@@ -50,15 +50,28 @@ static struct m_region m_clone(const struct m_region *m)
     return c;
 }
 
-Test(raftlog_enospc, tmpfs_full_fails_cleanly_and_recovers_when_freed, .timeout = 60)
+static char mnt[] = "/tmp/tkv-rl-enospc-XXXXXX";
+static bool mounted;
+
+/* Runs even when an assertion ends the test early: never leave a mount. */
+static void unmount_tmpfs(void)
 {
-    char mnt[] = "/tmp/tkv-rl-enospc-XXXXXX";
+    if (mounted)
+        umount2(mnt, MNT_DETACH);
+    mounted = false;
+    if (strchr(mnt, 'X') == NULL)
+        rmdir(mnt);
+}
+
+Test(raftlog_enospc, tmpfs_full_fails_cleanly_and_recovers_when_freed, .timeout = 60,
+     .fini = unmount_tmpfs)
+{
     cr_assert(mkdtemp(mnt) != NULL);
     if (mount("tmpfs", mnt, "tmpfs", 0, "size=2m") != 0) {
         int e = errno;
-        rmdir(mnt);
         cr_skip_test("cannot mount a tmpfs here (%s)", strerror(e));
     }
+    mounted = true;
     struct h h;
     h_init(&h, false, mnt, 256 * 1024, 16 * 1024);
     cr_assert_eq(h_open(&h), 0);
@@ -119,8 +132,6 @@ Test(raftlog_enospc, tmpfs_full_fails_cleanly_and_recovers_when_freed, .timeout 
     h_close(&h);
     free(m.terms);
     h_fini(&h);
-    umount2(mnt, MNT_DETACH);
-    rmdir(mnt);
 }
 
 #ifdef FIU_ENABLE
