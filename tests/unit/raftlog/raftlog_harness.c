@@ -21,6 +21,24 @@ uint64_t h_rand(uint64_t *s)
     return x ^ (x >> 31);
 }
 
+/* Directories of this process, removed at exit even when an assertion ends
+ * a test early (TKV_KEEP_DIRS=1 keeps them for inspection). */
+static char made[64][128];
+static int n_made;
+
+static void remove_made(void)
+{
+    if (getenv("TKV_KEEP_DIRS"))
+        return;
+    for (int i = 0; i < n_made; i++) {
+        char cmd[256];
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", made[i]);
+        if (system(cmd) != 0)
+            fprintf(stderr, "cannot remove %s\n", made[i]);
+    }
+    n_made = 0;
+}
+
 void h_init(struct h *h, bool mem, const char *base, uint64_t seg_size, uint32_t max_batch)
 {
     memset(h, 0, sizeof(*h));
@@ -38,6 +56,10 @@ void h_init(struct h *h, bool mem, const char *base, uint64_t seg_size, uint32_t
             base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
         snprintf(h->dir, sizeof(h->dir), "%s/tkv-raftlog-XXXXXX", base);
         cr_assert(mkdtemp(h->dir) != NULL, "mkdtemp %s", h->dir);
+        if (n_made == 0)
+            atexit(remove_made);
+        if (n_made < 64)
+            memcpy(made[n_made++], h->dir, sizeof(h->dir));
         h->cfg.dir = h->dir;
     }
 }
