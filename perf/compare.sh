@@ -1,0 +1,240 @@
+#!/usr/bin/env bash
+# perf/compare.sh: tinykv vs etcd, side by side, on 127.0.0.1. Starts both
+# (durable: both fsync before acknowledging), loads the same keys, runs each
+# workload on each system in alternation for R rounds, prints medians and
+# tinykv/etcd ratios, and stops everything it started. See perf/README.md.
+set -euo pipefail
+
+usage() {
+  cat <<'EOF'
+Usage: perf/compare.sh [options]
+  -w, --workloads LIST   comma-separated tinykv-bench workloads (default put,get)
+  -r, --rounds R         rounds; each round runs every workload on etcd then tinykv (default 3)
+  -D, --duration S       measured seconds per run (default 10)
+      --warmup S         warm-up seconds per run (default 2)
+  -k, --keys N           keys loaded into both systems before the rounds (default 10000)
+      --value-size B     value bytes (default 100)
+  -d, --dist D           uniform | zipfian (default uniform)
+  -c, --conns N          client connections (default 8)
+  -m, --depth M          requests in flight per connection (default 4)
+  -t, --threads N        client reactor cores (default 1)
+      --rate R           open loop at R ops/s instead of closed loop
+      --cores N          tinykv-server cores (default 1)
+      --serializable     etcd reads serializable (default linearizable)
+      --replicas N       1 (default); 3 = replicated mode (not available yet)
+      --h2load           afterwards, cross-check put/get with h2load (neutral client)
+      --build-dir DIR    Release build directory (default $TKV_BUILD_DIR or build/release)
+      --no-build         use the binaries already in the build directory
+      --out DIR          keep the JSON result lines and logs in DIR (default: a temp dir)
+      --keep             keep the data directories (default: removed on exit)
+  -h, --help
+EOF
+}
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+workloads=put,get rounds=3 duration=10 warmup=2 keys=10000 value_size=100 dist=uniform
+conns=8 depth=4 threads=1 rate=0 cores=1 serializable=0 replicas=1 do_h2load=0
+build_dir=${TKV_BUILD_DIR:-$root/build/release} do_build=1 out="" keep=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -w|--workloads) workloads=$2; shift ;;
+    -r|--rounds) rounds=$2; shift ;;
+    -D|--duration) duration=$2; shift ;;
+    --warmup) warmup=$2; shift ;;
+    -k|--keys) keys=$2; shift ;;
+    --value-size) value_size=$2; shift ;;
+    -d|--dist) dist=$2; shift ;;
+    -c|--conns) conns=$2; shift ;;
+    -m|--depth) depth=$2; shift ;;
+    -t|--threads) threads=$2; shift ;;
+    --rate) rate=$2; shift ;;
+    --cores) cores=$2; shift ;;
+    --serializable) serializable=1 ;;
+    --replicas) replicas=$2; shift ;;
+    --h2load) do_h2load=1 ;;
+    --build-dir) build_dir=$(realpath -m "$2"); shift ;;
+    --no-build) do_build=0 ;;
+    --out) out=$(realpath -m "$2"); shift ;;
+    --keep) keep=1 ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "compare.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
+  esac
+  shift
+done
+
+log() { echo "compare.sh: $*" >&2; }
+
+# ---- processes we start, stopped on any exit ----
+pids=()
+tmp=$(mktemp -d /tmp/tkv-compare.XXXXXX)
+cleanup() {
+  local rc=$?
+  for p in "${pids[@]}"; do
+    kill -TERM "$p" 2>/dev/null || true
+  done
+  for p in "${pids[@]}"; do
+    for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$p" 2>/dev/null || true
+  done
+  if [ "$keep" = 1 ]; then log "data kept in $tmp"; else rm -rf "$tmp"; fi
+  exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+[ -n "$out" ] || out=$tmp/out
+mkdir -p "$out"
+results=$out/results.jsonl
+: > "$results"
+
+if [ "$replicas" != 1 ]; then
+  # 3-replica mode: start 3 etcd members (start_etcd with an --initial-cluster
+  # of three) and 3 tinykv stores + a scheduler, then drive the leaders.
+  # tinykv has no replication yet, so refuse instead of measuring one side.
+  log "--replicas $replicas is not available yet: tinykv has no Raft replication to start (single node only)"
+  exit 3
+fi
+
+# ---- build ----
+if [ "$do_build" = 1 ]; then
+  log "building Release into $build_dir"
+  cmake -S "$root" -B "$build_dir" -DCMAKE_BUILD_TYPE=Release >"$out/build.log" 2>&1
+  cmake --build "$build_dir" --target tinykv-server tinykv-bench -j2 >>"$out/build.log" 2>&1 ||
+    { log "build failed, see $out/build.log"; exit 1; }
+fi
+bench=$build_dir/bin/tinykv-bench
+server=$build_dir/bin/tinykv-server
+for b in "$bench" "$server"; do
+  [ -x "$b" ] || { log "missing $b (build it or drop --no-build)"; exit 1; }
+done
+command -v etcd >/dev/null || { log "etcd not found (apt-get install etcd-server)"; exit 1; }
+
+free_port() {
+  /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+wait_port() { # port timeout_s pid
+  local i
+  for i in $(seq $(($2 * 10))); do
+    kill -0 "$3" 2>/dev/null || return 1
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+# ---- etcd: one member; the WAL is fsync'ed before a put is acknowledged (default) ----
+start_etcd() {
+  local cport pport
+  cport=$(free_port); pport=$(free_port)
+  etcd --name bench --data-dir "$tmp/etcd" \
+    --listen-client-urls "http://127.0.0.1:$cport" --advertise-client-urls "http://127.0.0.1:$cport" \
+    --listen-peer-urls "http://127.0.0.1:$pport" --initial-advertise-peer-urls "http://127.0.0.1:$pport" \
+    --initial-cluster "bench=http://127.0.0.1:$pport" --initial-cluster-state new \
+    --logger zap --log-level warn >"$out/etcd.log" 2>&1 &
+  etcd_pid=$!
+  pids+=("$etcd_pid")
+  etcd_addr=127.0.0.1:$cport
+  wait_port "$cport" 30 "$etcd_pid" || { log "etcd did not start, see $out/etcd.log"; exit 1; }
+  # Ready = serves a linearizable read (has a leader).
+  for _ in $(seq 100); do
+    ETCDCTL_API=3 etcdctl --endpoints "$etcd_addr" get probe >/dev/null 2>&1 && return 0
+    sleep 0.2
+  done
+  log "etcd never became ready"; exit 1
+}
+
+# ---- tinykv-server: standalone, WiredTiger log fsync'ed on commit ----
+start_tinykv() {
+  local port sport
+  port=$(free_port); sport=$(free_port)
+  printf '[storage]\nsync-log = true\n' >"$tmp/tinykv.toml"
+  "$server" -C "$tmp/tinykv.toml" --addr "127.0.0.1:$port" --status-addr "127.0.0.1:$sport" \
+    --data-dir "$tmp/tinykv" --cores "$cores" --log-level warn >"$out/tinykv.log" 2>&1 &
+  tkv_pid=$!
+  pids+=("$tkv_pid")
+  tkv_addr=127.0.0.1:$port
+  wait_port "$port" 30 "$tkv_pid" || { log "tinykv-server did not start, see $out/tinykv.log"; exit 1; }
+}
+
+start_etcd
+start_tinykv
+log "etcd pid $etcd_pid at $etcd_addr; tinykv-server pid $tkv_pid at $tkv_addr; results in $results"
+
+common=(-k "$keys" --value-size "$value_size" -d "$dist" -c "$conns" -m "$depth" -t "$threads" -q)
+[ "$serializable" = 1 ] && common+=(--serializable)
+run() { # backend addr pid workload extra...
+  local b=$1 a=$2 p=$3 w=$4; shift 4
+  "$bench" -b "$b" -a "$a" -p "$p" -w "$w" "${common[@]}" "$@" 2>>"$out/bench.log" | tee -a "$results" >/dev/null ||
+    log "run $b $w failed (see $out/bench.log)"
+}
+
+log "loading $keys keys into etcd and tinykv"
+run etcd "$etcd_addr" "$etcd_pid" load
+run tinykv "$tkv_addr" "$tkv_pid" load
+
+IFS=, read -r -a wls <<<"$workloads"
+for r in $(seq "$rounds"); do
+  for w in "${wls[@]}"; do
+    extra=(--warmup "$warmup" -D "$duration" --label "round=$r")
+    [ "$rate" != 0 ] && extra+=(-r "$rate")
+    log "round $r/$rounds: $w on etcd"
+    run etcd "$etcd_addr" "$etcd_pid" "$w" "${extra[@]}"
+    log "round $r/$rounds: $w on tinykv"
+    run tinykv "$tkv_addr" "$tkv_pid" "$w" "${extra[@]}"
+  done
+done
+
+/usr/bin/python3 - "$results" <<'EOF'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+runs = {}
+for r in rows:
+    if r["workload"] == "load":
+        print(f'load {r["backend"]:7s}: {r["ops"]} keys in {r["secs"]:.1f} s ({r["ops_per_s"]:.0f}/s), errors {r["errors"]["total"]}')
+        continue
+    runs.setdefault((r["workload"], r["backend"]), []).append(r)
+med = lambda xs: statistics.median(xs) if xs else float("nan")
+def m(w, b, f):
+    return med([f(r) for r in runs.get((w, b), [])])
+def ratio(a, b):
+    return f"{a / b:.2f}" if b and a == a and b == b else "-"
+print()
+print("medians over %d round(s); ratio = tinykv/etcd (throughput: higher is better; p99 and CPU/op: lower is better)"
+      % max([len(v) for v in runs.values()] or [0]))
+hdr = ("workload", "etcd ops/s", "tinykv ops/s", "ratio", "etcd p99 us", "tkv p99 us", "ratio",
+       "etcd srv us/op", "tkv srv us/op", "ratio", "errors e/t")
+print(" | ".join(hdr))
+print("-" * 132)
+for w in dict.fromkeys(k[0] for k in runs):
+    e_t = m(w, "etcd", lambda r: r["ops_per_s"]); t_t = m(w, "tinykv", lambda r: r["ops_per_s"])
+    e_p = m(w, "etcd", lambda r: r["lat_us"]["p99"]); t_p = m(w, "tinykv", lambda r: r["lat_us"]["p99"])
+    e_c = m(w, "etcd", lambda r: r["cpu_us_per_op"]["server"]); t_c = m(w, "tinykv", lambda r: r["cpu_us_per_op"]["server"])
+    e_e = sum(r["errors"]["total"] for r in runs.get((w, "etcd"), []))
+    t_e = sum(r["errors"]["total"] for r in runs.get((w, "tinykv"), []))
+    print(f"{w:8s} | {e_t:10.0f} | {t_t:12.0f} | {ratio(t_t, e_t):>5s} | {e_p:11.0f} | {t_p:10.0f} | {ratio(t_p, e_p):>5s} | "
+          f"{e_c:14.1f} | {t_c:13.1f} | {ratio(t_c, e_c):>5s} | {e_e}/{t_e}")
+cli = [r["cpu_us_per_op"]["client"] for v in runs.values() for r in v]
+if cli:
+    print(f"\nclient CPU per op (tinykv-bench, median of all runs): {med(cli):.1f} us")
+EOF
+
+if [ "$do_h2load" = 1 ]; then
+  command -v h2load >/dev/null || { log "h2load not found (apt-get install nghttp2-client)"; exit 1; }
+  echo
+  echo "h2load cross-check (same connections x streams, ${duration}s, every request on key 0):"
+  for w in put get; do
+    for sys in etcd tinykv; do
+      if [ "$sys" = etcd ]; then a=$etcd_addr; else a=$tkv_addr; fi
+      args=(-b "$sys" -w "$w" --value-size "$value_size")
+      [ "$serializable" = 1 ] && args+=(--serializable)
+      path=$("$bench" "${args[@]}" --emit-body "$tmp/$sys-$w.bin")
+      line=$(h2load -D "$duration" -c "$conns" -m "$depth" -t "$threads" -d "$tmp/$sys-$w.bin" \
+        -H 'content-type: application/grpc' -H 'te: trailers' "http://$a$path" 2>&1 |
+        grep -E 'finished in|requests:' | tr '\n' ' ')
+      printf '  %-6s %-4s %s\n' "$sys" "$w" "$line"
+    done
+  done
+fi
+log "done; JSON lines in $results"
+[ "$keep" = 1 ] || [ "$out" != "$tmp/out" ] || cp "$results" "/tmp/tkv-compare-last.jsonl"
