@@ -773,6 +773,8 @@ static int parse_keyval(struct parser *p)
 {
     size_t at = p->pos;
     int line = p->line;
+    /* Taken now: a multi-line array value moves line_start past `at`. */
+    int col = (int)(at - p->line_start + 1);
     char path[PATH_CAP];
     size_t plen = strlen(p->table), ends[TKV_TOML_MAX_DEPTH], n;
     memcpy(path, p->table, plen + 1);
@@ -808,7 +810,7 @@ static int parse_keyval(struct parser *p)
     if (rv == 0)
         rv = node_add(p, path, NODE_VALUE, at);
     if (rv == 0)
-        rv = item_add(p, TKV_TOML_ITEM_VALUE, path, line, (int)(at - p->line_start + 1), &v);
+        rv = item_add(p, TKV_TOML_ITEM_VALUE, path, line, col, &v);
     value_free(&v);
     if (rv < 0)
         return rv;

@@ -509,3 +509,19 @@ Test(toml, random_command_lines_give_clean_errors_only)
     }
     cr_assert_gt(n_ok, 10);
 }
+
+/* ---- found by tests/fuzz (fuzz_toml) ---------------------------------------- */
+
+/* The column of a key whose value is an array spanning lines was computed
+ * after the array moved the line start: it came out negative. */
+Test(toml, fuzz_item_col_after_multiline_array)
+{
+    cr_assert_eq(parse("s = 1\n  arr = [\n  \"a\", # c\n  \"b\"\n]\nnext = 2\n"), 0, "%s", err);
+    const struct tkv_toml_item *it = tkv_config_toml_find(&doc, "arr");
+    cr_assert_not_null(it);
+    cr_assert_eq(it->line, 2);
+    cr_assert_eq(it->col, 3, "col %d", it->col);
+    it = tkv_config_toml_find(&doc, "next");
+    cr_assert_eq(it->line, 6);
+    cr_assert_eq(it->col, 1, "col %d", it->col);
+}
