@@ -197,7 +197,7 @@ static void verify(const char *dir, uint64_t *durable, int iter, uint64_t seed)
     tkv_raftlog_close(log);
 }
 
-Test(raftlog_crash, kill9_under_load_keeps_every_synced_entry, .timeout = 280)
+Test(raftlog_crash, kill9_under_load_keeps_every_synced_entry, .timeout = 1700)
 {
     const char *env = getenv("TKV_CRASH_ITERS");
     int iters = env ? atoi(env) : 200;
