@@ -120,8 +120,9 @@ struct tkv_raftlog_corruption {
  * @param where_out  optional; filled with file, offset and reason when the
  *                   result is TKV_ECORRUPT.
  * Errors: TKV_EINVAL (bad config), TKV_ECORRUPT (bad record not at the tail,
- *         bad segment header, a hole in the batch sequence), -errno from the
- *         file system. Call on the core that will own the log. */
+ *         bad segment header, a hole in the batch sequence), TKV_EBUSY (the
+ *         directory is open by another log: flock), -errno from the file
+ *         system. Call on the core that will own the log. */
 int tkv_raftlog_open(const struct tkv_raftlog_config *cfg, struct tkv_raftlog **log_out,
                      struct tkv_raftlog_corruption *where_out);
 

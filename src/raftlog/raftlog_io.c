@@ -8,6 +8,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -91,6 +92,10 @@ int raftlog_io_open_dir(struct tkv_raftlog *log)
     log->dir_fd = open(log->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (log->dir_fd < 0)
         return -errno;
+    /* Two writers on one log would interleave batches: one owner at a time
+     * (released by the kernel when a killed process's fds close). */
+    if (flock(log->dir_fd, LOCK_EX | LOCK_NB) < 0)
+        return errno == EWOULDBLOCK ? TKV_EBUSY : -errno;
     return 0;
 }
 

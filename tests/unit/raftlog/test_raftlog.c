@@ -672,6 +672,19 @@ Test(raftlog_disk, deleted_middle_segment_is_corruption)
     h_fini(&h);
 }
 
+Test(raftlog_disk, one_owner_per_directory)
+{
+    struct h h;
+    h_init(&h, false, NULL, 0, 0);
+    cr_assert_eq(h_open(&h), 0);
+    struct tkv_raftlog *second;
+    cr_assert_eq(tkv_raftlog_open(&h.cfg, &second, NULL), TKV_EBUSY);
+    h_close(&h);
+    cr_assert_eq(tkv_raftlog_open(&h.cfg, &second, NULL), 0, "lock released by close");
+    tkv_raftlog_close(second);
+    h_fini(&h);
+}
+
 Test(raftlog_disk, bad_config)
 {
     struct tkv_raftlog *log;
