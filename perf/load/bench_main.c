@@ -20,6 +20,7 @@
 #include "bench_wire.h"
 #include "server_codec.h"
 #include "tkv/err.h"
+#include "tkv/log.h"
 #include "tkv/reactor.h"
 #include "tkv/rpc.h"
 
@@ -104,6 +105,7 @@ struct bench_core;
 struct conn {
     struct tkv_rpc_client *cl;
     uint32_t inflight;
+    uint64_t next_connect_ns; /* reconnects are spaced out: one per 200 ms */
 };
 
 struct slot {
@@ -391,6 +393,10 @@ static bool conn_ready(struct bench_core *c, struct conn *k)
         return true;
     if (k->inflight > 0)
         return false;
+    uint64_t now = mono_ns();
+    if (now < k->next_connect_ns)
+        return false;
+    k->next_connect_ns = now + 200 * 1000000ull;
     if (k->cl != NULL)
         tkv_rpc_client_close(k->cl);
     k->cl = NULL;
@@ -958,6 +964,9 @@ int main(int argc, char **argv)
     int rv = parse_opts(argc, argv);
     if (rv != 0)
         return rv;
+    /* The rpc layer logs every failed connect at INFO; our own first-error
+     * line per kind says the same once. */
+    tkv_log_set_level(TKV_LOG_LEVEL_WARN);
     if (o.backend == BK_TINYKV_TXN) {
         fprintf(stderr, "tinykv-bench: backend tinykv-txn is not available yet: tinykv has no "
                         "transactions (KvPrewrite/KvCommit) to drive. Use --backend tinykv.\n");
