@@ -105,7 +105,8 @@ struct bench_core;
 struct conn {
     struct tkv_rpc_client *cl;
     uint32_t inflight;
-    uint64_t next_connect_ns; /* reconnects are spaced out: one per 200 ms */
+    uint64_t next_connect_ns; /* reconnects to a dead server: one per 200 ms */
+    bool worked;              /* an answer arrived since the last (re)connect */
 };
 
 struct slot {
@@ -345,6 +346,8 @@ static void on_reply(void *user, enum tkv_grpc_status status, const char *messag
     uint64_t rows = 0;
     int kind = status != TKV_GRPC_OK ? (int)status : check_response((enum op)s->op, resp, &rows);
     bool stopping = c->stopping || atomic_load_explicit(&g_phase, memory_order_relaxed) == PH_STOP;
+    if (kind < 0 || status == TKV_GRPC_OK)
+        s->conn->worked = true;
     if (kind < 0) {
         atomic_fetch_add_explicit(&c->progress_ok, 1, memory_order_relaxed);
         if (s->phase == PH_MEASURE && !(stopping && o.workload != WL_LOAD)) {
@@ -393,10 +396,14 @@ static bool conn_ready(struct bench_core *c, struct conn *k)
         return true;
     if (k->inflight > 0)
         return false;
+    /* A connection that served calls is replaced at once (the peer sent
+     * GOAWAY or reset it); one that never came up waits, so a dead server
+     * is not hammered with connects. */
     uint64_t now = mono_ns();
-    if (now < k->next_connect_ns)
+    if (!k->worked && now < k->next_connect_ns)
         return false;
     k->next_connect_ns = now + 200 * 1000000ull;
+    k->worked = false;
     if (k->cl != NULL)
         tkv_rpc_client_close(k->cl);
     k->cl = NULL;
