@@ -34,6 +34,12 @@ static int core_init(struct tkv_reactor *r, uint32_t core, void *arg)
 
     c->core = core;
     c->max_send_msg = rcfg.max_send_msg ? rcfg.max_send_msg : TKV_RPC_DEFAULT_MAX_MSG;
+    /* The rpc layer stops reading a connection whose queued output is over
+     * out_high_water, and (today) that includes output held back by the
+     * peer's flow-control window, so one response larger than the mark
+     * would never see the WINDOW_UPDATE that lets it out. Keep the mark
+     * above the largest response until src/rpc counts only sendable bytes. */
+    rcfg.out_high_water = 2 * c->max_send_msg + (1u << 20);
     rv = tkv_engine_session_open(node->engine, &c->session);
     if (rv) {
         TKV_LOG_ERROR("cannot open an engine session", TKV_LF_U64("core", core), TKV_LF_ERR(rv));
@@ -142,6 +148,10 @@ int server_node_run(struct server_node *node)
     char kv_dir[TKV_CONFIG_PATH_MAX + 8];
     int rv, port_fd = -1, code = 1;
 
+    /* Before anything starts a thread (WiredTiger starts its own in open):
+     * every thread inherits the mask, so SIGINT/SIGTERM reach only the
+     * waiter in tkv_reactor_group_run_until_signal. */
+    tkv_reactor_block_signals();
     rv = tkv_config_split_addr(cfg->server.addr, node->host, sizeof(node->host), &node->port);
     if (rv) {
         TKV_LOG_ERROR("bad server.addr", TKV_LF_STR("addr", cfg->server.addr), TKV_LF_ERR(rv));
@@ -185,7 +195,6 @@ int server_node_run(struct server_node *node)
 
     node->cores = tkv_xcalloc(cfg->server.cores, sizeof(*node->cores));
     struct tkv_reactor_config rcfg = {.n_cores = cfg->server.cores, .pin = true};
-    tkv_reactor_block_signals();
     atomic_store(&n_listening, 0);
     rv = tkv_reactor_group_start(&rcfg, core_init, core_fini, node, &group);
     if (rv) {
