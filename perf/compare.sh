@@ -25,8 +25,11 @@ Usage: perf/compare.sh [options]
       --h2load           afterwards, cross-check put/get with h2load (neutral client)
       --build-dir DIR    Release build directory (default $TKV_BUILD_DIR or build/release)
       --no-build         use the binaries already in the build directory
+      --head             build from `git archive HEAD` (committed code only) in a temp
+                         dir, so uncommitted edits in the shared tree do not leak in
       --out DIR          keep the JSON result lines and logs in DIR (default: a temp dir)
       --keep             keep the data directories (default: removed on exit)
+      --table FILE       only print the table for an earlier results.jsonl
   -h, --help
 EOF
 }
@@ -34,7 +37,7 @@ EOF
 root=$(cd "$(dirname "$0")/.." && pwd)
 workloads=put,get rounds=3 duration=10 warmup=2 keys=10000 value_size=100 dist=uniform
 conns=8 depth=4 threads=1 rate=0 cores=1 serializable=0 replicas=1 do_h2load=0
-build_dir=${TKV_BUILD_DIR:-$root/build/release} do_build=1 out="" keep=0
+build_dir=${TKV_BUILD_DIR:-$root/build/release} do_build=1 out="" keep=0 from_head=0 table_only=""
 while [ $# -gt 0 ]; do
   case "$1" in
     -w|--workloads) workloads=$2; shift ;;
@@ -54,8 +57,10 @@ while [ $# -gt 0 ]; do
     --h2load) do_h2load=1 ;;
     --build-dir) build_dir=$(realpath -m "$2"); shift ;;
     --no-build) do_build=0 ;;
+    --head) from_head=1 ;;
     --out) out=$(realpath -m "$2"); shift ;;
     --keep) keep=1 ;;
+    --table) table_only=$2; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "compare.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
   esac
@@ -63,6 +68,48 @@ while [ $# -gt 0 ]; do
 done
 
 log() { echo "compare.sh: $*" >&2; }
+
+print_table() { # results.jsonl: medians per (workload, backend) and ratios
+  /usr/bin/python3 - "$1" <<'EOF'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+runs = {}
+for r in rows:
+    if r["workload"] == "load":
+        print(f'load {r["backend"]:7s}: {r["ops"]} keys in {r["secs"]:.1f} s ({r["ops_per_s"]:.0f}/s), errors {r["errors"]["total"]}')
+        continue
+    runs.setdefault((r["workload"], r["backend"]), []).append(r)
+med = lambda xs: statistics.median(xs) if xs else float("nan")
+def m(w, b, f):
+    return med([f(r) for r in runs.get((w, b), [])])
+def ratio(a, b):
+    return f"{a / b:.2f}" if b and a == a and b == b else "-"
+print()
+print("medians over %d round(s); ratio = tinykv/etcd (throughput: higher is better; p99 and CPU/op: lower is better)"
+      % max([len(v) for v in runs.values()] or [0]))
+hdr = ("workload", "etcd ops/s", "tinykv ops/s", "ratio", "etcd p99 us", "tkv p99 us", "ratio",
+       "etcd srv us/op", "tkv srv us/op", "ratio", "errors e/t")
+print(" | ".join(hdr))
+print("-" * 132)
+for w in dict.fromkeys(k[0] for k in runs):
+    e_t = m(w, "etcd", lambda r: r["ops_per_s"]); t_t = m(w, "tinykv", lambda r: r["ops_per_s"])
+    e_p = m(w, "etcd", lambda r: r["lat_us"]["p99"]); t_p = m(w, "tinykv", lambda r: r["lat_us"]["p99"])
+    e_c = m(w, "etcd", lambda r: r["cpu_us_per_op"]["server"]); t_c = m(w, "tinykv", lambda r: r["cpu_us_per_op"]["server"])
+    e_e = sum(r["errors"]["total"] for r in runs.get((w, "etcd"), []))
+    t_e = sum(r["errors"]["total"] for r in runs.get((w, "tinykv"), []))
+    print(f"{w:8s} | {e_t:10.0f} | {t_t:12.0f} | {ratio(t_t, e_t):>5s} | {e_p:11.0f} | {t_p:10.0f} | {ratio(t_p, e_p):>5s} | "
+          f"{e_c:14.1f} | {t_c:13.1f} | {ratio(t_c, e_c):>5s} | {e_e}/{t_e}")
+cli = [r["cpu_us_per_op"]["client"] for v in runs.values() for r in v]
+if cli:
+    print(f"\nclient CPU per op (tinykv-bench, median of all runs): {med(cli):.1f} us")
+EOF
+}
+
+
+if [ -n "$table_only" ]; then
+  print_table "$table_only"
+  exit 0
+fi
 
 # ---- processes we start, stopped on any exit ----
 pids=()
@@ -96,9 +143,18 @@ if [ "$replicas" != 1 ]; then
 fi
 
 # ---- build ----
+src_dir=$root
+if [ "$from_head" = 1 ]; then
+  src_dir=$tmp/src
+  mkdir -p "$src_dir"
+  git -C "$root" archive HEAD | tar -x -C "$src_dir"
+  build_dir=$tmp/build
+  do_build=1
+  log "building committed HEAD $(git -C "$root" rev-parse --short HEAD) in $src_dir"
+fi
 if [ "$do_build" = 1 ]; then
   log "building Release into $build_dir"
-  cmake -S "$root" -B "$build_dir" -DCMAKE_BUILD_TYPE=Release >"$out/build.log" 2>&1
+  cmake -S "$src_dir" -B "$build_dir" -DCMAKE_BUILD_TYPE=Release >"$out/build.log" 2>&1
   cmake --build "$build_dir" --target tinykv-server tinykv-bench -j2 >>"$out/build.log" 2>&1 ||
     { log "build failed, see $out/build.log"; exit 1; }
 fi
@@ -185,39 +241,7 @@ for r in $(seq "$rounds"); do
   done
 done
 
-/usr/bin/python3 - "$results" <<'EOF'
-import json, statistics, sys
-rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-runs = {}
-for r in rows:
-    if r["workload"] == "load":
-        print(f'load {r["backend"]:7s}: {r["ops"]} keys in {r["secs"]:.1f} s ({r["ops_per_s"]:.0f}/s), errors {r["errors"]["total"]}')
-        continue
-    runs.setdefault((r["workload"], r["backend"]), []).append(r)
-med = lambda xs: statistics.median(xs) if xs else float("nan")
-def m(w, b, f):
-    return med([f(r) for r in runs.get((w, b), [])])
-def ratio(a, b):
-    return f"{a / b:.2f}" if b and a == a and b == b else "-"
-print()
-print("medians over %d round(s); ratio = tinykv/etcd (throughput: higher is better; p99 and CPU/op: lower is better)"
-      % max([len(v) for v in runs.values()] or [0]))
-hdr = ("workload", "etcd ops/s", "tinykv ops/s", "ratio", "etcd p99 us", "tkv p99 us", "ratio",
-       "etcd srv us/op", "tkv srv us/op", "ratio", "errors e/t")
-print(" | ".join(hdr))
-print("-" * 132)
-for w in dict.fromkeys(k[0] for k in runs):
-    e_t = m(w, "etcd", lambda r: r["ops_per_s"]); t_t = m(w, "tinykv", lambda r: r["ops_per_s"])
-    e_p = m(w, "etcd", lambda r: r["lat_us"]["p99"]); t_p = m(w, "tinykv", lambda r: r["lat_us"]["p99"])
-    e_c = m(w, "etcd", lambda r: r["cpu_us_per_op"]["server"]); t_c = m(w, "tinykv", lambda r: r["cpu_us_per_op"]["server"])
-    e_e = sum(r["errors"]["total"] for r in runs.get((w, "etcd"), []))
-    t_e = sum(r["errors"]["total"] for r in runs.get((w, "tinykv"), []))
-    print(f"{w:8s} | {e_t:10.0f} | {t_t:12.0f} | {ratio(t_t, e_t):>5s} | {e_p:11.0f} | {t_p:10.0f} | {ratio(t_p, e_p):>5s} | "
-          f"{e_c:14.1f} | {t_c:13.1f} | {ratio(t_c, e_c):>5s} | {e_e}/{t_e}")
-cli = [r["cpu_us_per_op"]["client"] for v in runs.values() for r in v]
-if cli:
-    print(f"\nclient CPU per op (tinykv-bench, median of all runs): {med(cli):.1f} us")
-EOF
+print_table "$results"
 
 if [ "$do_h2load" = 1 ]; then
   command -v h2load >/dev/null || { log "h2load not found (apt-get install nghttp2-client)"; exit 1; }
