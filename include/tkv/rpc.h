@@ -57,6 +57,7 @@ enum tkv_rpc_kind {
 #define TKV_RPC_DEFAULT_MAX_MSG (16u * 1024 * 1024)
 #define TKV_RPC_DEFAULT_MAX_STREAMS 1024u
 #define TKV_RPC_DEFAULT_WINDOW (1u << 30) /* as TinyKV's Go peers */
+#define TKV_RPC_DEFAULT_IDLE_NS (60ull * 1000000000ull)
 
 /* ======================================================================
  * Server
@@ -105,8 +106,15 @@ struct tkv_rpc_server_config {
                                       before the stream that crosses it gets
                                       RESOURCE_EXHAUSTED; 0 = 4 * max_recv_msg */
     uint64_t handshake_timeout_ns; /* close if no client preface by then; 0 = 10 s */
-    uint64_t idle_timeout_ns;      /* close a connection with no stream and no bytes
-                                      received for this long; 0 = never */
+    uint64_t idle_timeout_ns;      /* idle = no byte received (streams or not).
+                                      After idle/2 a keepalive PING goes out
+                                      (live peers answer it, so quiet long-lived
+                                      streams such as Raft's survive); after
+                                      idle a connection without calls gets
+                                      GOAWAY and one with calls (a peer stalled,
+                                      e.g. mid-frame) is closed; after 1.5 x
+                                      idle it is closed in any case.
+                                      0 = 60 s; UINT64_MAX = never */
     size_t out_high_water;         /* stop reading a connection whose queued output
                                       exceeds this; 0 = 4 MiB */
 };

@@ -586,6 +586,12 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t 
     struct tkv_rpc_call *call = stream_call(c, f->hd.stream_id);
     if (!call)
         return 0;
+    /* The limit we announced in SETTINGS_MAX_HEADER_LIST_SIZE, enforced:
+     * nghttp2 only bounds each field, not the list. Over it the stream is
+     * reset (the connection lives on). */
+    call->hdr_list_bytes += namelen + valuelen + 32;
+    if (call->hdr_list_bytes > RPC_MAX_HEADER_LIST)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     if (c->is_server) {
         if (f->headers.cat != NGHTTP2_HCAT_REQUEST)
             return 0;
@@ -633,11 +639,44 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t 
     return 0;
 }
 
+/* One token per received SETTINGS or PING (not ACKs); false when the peer
+ * is over RPC_CTRL_BURST + RPC_CTRL_RATE/s. Each costs us an answer, so a
+ * flood of them is CPU and output for free (CVE-2019-9512/9515). */
+static bool ctrl_take(struct rpc_conn *c)
+{
+    uint64_t now = c->tp->now(c->tp_arg);
+    const uint64_t per = 1000000000ull / RPC_CTRL_RATE;
+    if (now > c->ctrl_refill_ns) {
+        uint64_t add = (now - c->ctrl_refill_ns) / per;
+        if (add >= RPC_CTRL_BURST - c->ctrl_tokens) {
+            c->ctrl_tokens = RPC_CTRL_BURST;
+            c->ctrl_refill_ns = now;
+        } else {
+            c->ctrl_tokens += (uint32_t)add;
+            c->ctrl_refill_ns += add * per;
+        }
+    }
+    if (c->ctrl_tokens == 0)
+        return false;
+    c->ctrl_tokens--;
+    return true;
+}
+
 static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
 {
     struct rpc_conn *c = ud;
-    (void)ng;
     c->got_frame = true;
+    if ((f->hd.type == NGHTTP2_SETTINGS || f->hd.type == NGHTTP2_PING) &&
+        !(f->hd.flags & NGHTTP2_FLAG_ACK) && !ctrl_take(c)) {
+        if (!c->goaway)
+            TKV_LOG_WARN("rpc: control frame flood, closing the connection",
+                         TKV_LF_U64("frame_type", f->hd.type));
+        c->goaway = true;
+        if (c->client)
+            rpc_client_set_unusable(c->client);
+        nghttp2_session_terminate_session(ng, NGHTTP2_ENHANCE_YOUR_CALM);
+        return 0;
+    }
     struct tkv_rpc_call *call = stream_call(c, f->hd.stream_id);
     bool end = (f->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
     switch (f->hd.type) {
@@ -789,10 +828,21 @@ static struct rpc_conn *conn_new(bool server, const struct rpc_limits *lim,
     c->lim = *lim;
     c->tp = tp;
     c->tp_arg = tp_arg;
+    c->ctrl_tokens = RPC_CTRL_BURST;
+    c->ctrl_refill_ns = tp->now(tp_arg);
     if (nghttp2_option_new(&opt) != 0)
         TKV_PANIC("nghttp2_option_new: out of memory");
     /* We raise the connection window ourselves below. */
     nghttp2_option_set_peer_max_concurrent_streams(opt, lim->max_streams);
+    /* Flood bounds (nghttp2's defaults today, pinned so an upgrade cannot
+     * loosen them): CONTINUATION floods (CVE-2024-28182), SETTINGS with
+     * many entries, ACKs piling up for a peer that does not read
+     * (CVE-2019-9512/9515), rapid reset (CVE-2023-44487, server only). */
+    nghttp2_option_set_max_continuations(opt, RPC_MAX_CONTINUATIONS);
+    nghttp2_option_set_max_settings(opt, RPC_MAX_SETTINGS_ENTRIES);
+    nghttp2_option_set_max_outbound_ack(opt, RPC_MAX_OUTBOUND_ACK);
+    if (server)
+        nghttp2_option_set_stream_reset_rate_limit(opt, RPC_RST_BURST, RPC_RST_RATE);
     rv = server ? nghttp2_session_server_new2(&c->ng, cbs, c, opt)
                 : nghttp2_session_client_new2(&c->ng, cbs, c, opt);
     nghttp2_option_del(opt);
@@ -802,7 +852,7 @@ static struct rpc_conn *conn_new(bool server, const struct rpc_limits *lim,
     nghttp2_settings_entry iv[3] = {
         {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, lim->max_streams},
         {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, lim->window},
-        {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, 64 * 1024},
+        {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, RPC_MAX_HEADER_LIST},
     };
     nghttp2_submit_settings(c->ng, NGHTTP2_FLAG_NONE, iv, 3);
     nghttp2_session_set_local_window_size(c->ng, NGHTTP2_FLAG_NONE, 0, (int32_t)lim->window);
@@ -948,6 +998,14 @@ void rpc_conn_free(struct rpc_conn *c)
     rpc_buf_free(&c->out);
     tkv_free(c->authority);
     tkv_free(c);
+}
+
+void rpc_conn_ping(struct rpc_conn *c)
+{
+    if (c->aborted || c->failed)
+        return;
+    nghttp2_submit_ping(c->ng, NGHTTP2_FLAG_NONE, NULL);
+    rpc_conn_kick(c);
 }
 
 size_t rpc_conn_pending_out(const struct rpc_conn *c)

@@ -57,6 +57,7 @@ struct tkv_rpc_call {
     /* receive side: 5-byte prefix, then the message */
     uint8_t hdr[5];
     uint8_t hdr_got;
+    size_t hdr_list_bytes; /* header + trailer fields seen (RFC 7541 sizes) */
     uint32_t msg_len;
     uint8_t *msg;
     size_t msg_got, msg_cap;
@@ -130,6 +131,10 @@ struct rpc_conn {
     bool goaway;    /* GOAWAY sent or received */
     bool got_frame; /* a valid frame arrived (preface done) */
     uint64_t rx_bytes;
+    /* Token bucket for control frames that make us answer (SETTINGS, PING):
+     * a peer over the rate gets GOAWAY(ENHANCE_YOUR_CALM). */
+    uint32_t ctrl_tokens;
+    uint64_t ctrl_refill_ns;
 };
 
 struct rpc_sock; /* rpc_net.c */
@@ -196,6 +201,18 @@ void rpc_conn_abort(struct rpc_conn *c, enum tkv_grpc_status why, const char *ms
 void rpc_conn_free(struct rpc_conn *c);
 /* Bytes waiting in stream queues and out. */
 size_t rpc_conn_pending_out(const struct rpc_conn *c);
+/* Queue a PING (keepalive: a live peer's ACK counts as received bytes). */
+void rpc_conn_ping(struct rpc_conn *c);
+
+/* Per-connection protocol bounds (rpc_conn.c; tests check each). */
+#define RPC_MAX_HEADER_LIST (64u * 1024) /* header block of one stream, RFC 7541 sizes */
+#define RPC_MAX_CONTINUATIONS 8u         /* CONTINUATION frames after one HEADERS */
+#define RPC_MAX_SETTINGS_ENTRIES 32u     /* entries in one SETTINGS frame */
+#define RPC_MAX_OUTBOUND_ACK 1000u       /* unsent SETTINGS/PING ACKs before closing */
+#define RPC_RST_BURST 1000u              /* received RST_STREAM: burst ... */
+#define RPC_RST_RATE 33u                 /* ... and refill per second (server) */
+#define RPC_CTRL_BURST 256u              /* received SETTINGS + PING: burst ... */
+#define RPC_CTRL_RATE 64u                /* ... and refill per second */
 
 /* Server internals used by the engine. */
 const struct tkv_rpc_method *rpc_server_lookup(const struct tkv_rpc_server *srv, const char *path);

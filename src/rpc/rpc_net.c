@@ -42,6 +42,7 @@ struct rpc_sock {
     bool recv_paused;
     uint64_t hs_deadline;
     uint64_t last_rx;
+    bool ping_sent; /* keepalive PING sent since last_rx */
     size_t high_water;
     struct sockaddr_storage addr;
     socklen_t addrlen;
@@ -195,6 +196,7 @@ static void on_recv(struct tkv_io *io, int res)
         return;
     }
     s->last_rx = tkv_now_ns(s->r);
+    s->ping_sent = false;
     if (rpc_conn_recv(s->conn, s->rbuf, (size_t)res) != 0) {
         sock_close(s);
         sock_maybe_finish(s);
@@ -213,10 +215,22 @@ static void on_recv(struct tkv_io *io, int res)
     sock_rearm(s);
 }
 
+/* Server idle handling (idle = no byte received, whatever the streams):
+ * at idle/2 a keepalive PING (a live peer's ACK is received bytes, so quiet
+ * long-lived streams such as Raft's stay up); at idle a connection without
+ * calls gets a graceful GOAWAY and one with calls is closed (its peer is
+ * stalled, e.g. mid-frame); at 1.5 x idle it is closed whatever happened
+ * (a GOAWAY the peer never read). */
+static uint64_t idle_ns(const struct rpc_sock *s)
+{
+    return s->srv ? s->srv->cfg.idle_timeout_ns : 0;
+}
+
 static void on_timer(struct tkv_timer *t)
 {
     struct rpc_sock *s = t->data;
     uint64_t now = tkv_now_ns(s->r);
+    uint64_t idle = idle_ns(s);
     if (s->closing)
         return;
     if (s->hs_deadline && !s->conn->got_frame && now >= s->hs_deadline) {
@@ -225,9 +239,22 @@ static void on_timer(struct tkv_timer *t)
         sock_maybe_finish(s);
         return;
     }
-    if (s->srv && s->srv->cfg.idle_timeout_ns && s->conn->n_calls == 0 &&
-        now - s->last_rx >= s->srv->cfg.idle_timeout_ns) {
-        rpc_conn_shutdown(s->conn);
+    if (idle) {
+        uint64_t quiet = now - s->last_rx;
+        if (quiet >= idle + idle / 2 || (quiet >= idle && s->conn->n_calls > 0)) {
+            TKV_LOG_INFO("rpc: closing connection silent past the idle timeout",
+                         TKV_LF_U64("quiet_ms", quiet / 1000000),
+                         TKV_LF_U64("calls", s->conn->n_calls));
+            sock_close(s);
+            sock_maybe_finish(s);
+            return;
+        }
+        if (quiet >= idle)
+            rpc_conn_shutdown(s->conn);
+        else if (quiet >= idle / 2 && !s->ping_sent) {
+            s->ping_sent = true;
+            rpc_conn_ping(s->conn);
+        }
     }
     rpc_conn_expire(s->conn, now);
     sock_flush(s);
@@ -242,14 +269,23 @@ static void sock_rearm(struct rpc_sock *s)
 {
     uint64_t next = rpc_conn_next_deadline(s->conn);
     uint64_t now = tkv_now_ns(s->r);
+    uint64_t idle = idle_ns(s);
     if (s->closing)
         return;
     if (s->hs_deadline && !s->conn->got_frame && (!next || s->hs_deadline < next))
         next = s->hs_deadline;
-    if (s->srv && s->srv->cfg.idle_timeout_ns && s->conn->n_calls == 0 && !s->conn->goaway) {
-        uint64_t idle = s->last_rx + s->srv->cfg.idle_timeout_ns;
-        if (!next || idle < next)
-            next = idle;
+    if (idle) {
+        uint64_t at;
+        if (!s->ping_sent)
+            at = s->last_rx + idle / 2;
+        else if (!s->conn->goaway || s->conn->n_calls > 0)
+            at = s->last_rx + idle;
+        else
+            at = s->last_rx + idle + idle / 2;
+        if (at < s->last_rx) /* idle near UINT64_MAX: never */
+            at = 0;
+        if (at && (!next || at < next))
+            next = at;
     }
     if (!next) {
         tkv_timer_stop(s->r, &s->timer);

@@ -38,6 +38,10 @@ int tkv_rpc_server_new(const struct tkv_rpc_server_config *cfg,
         srv->lim.max_buffered = srv->lim.max_recv_msg;
     if (!srv->cfg.handshake_timeout_ns)
         srv->cfg.handshake_timeout_ns = 10ull * 1000000000ull;
+    if (!srv->cfg.idle_timeout_ns)
+        srv->cfg.idle_timeout_ns = TKV_RPC_DEFAULT_IDLE_NS;
+    else if (srv->cfg.idle_timeout_ns == UINT64_MAX)
+        srv->cfg.idle_timeout_ns = 0; /* never (internally 0) */
     if (!srv->cfg.out_high_water)
         srv->cfg.out_high_water = 4u << 20;
     srv->methods = n_methods ? tkv_xmemdup(methods, n_methods * sizeof(*methods)) : NULL;

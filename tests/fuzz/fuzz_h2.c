@@ -122,6 +122,8 @@ int fuzz_h2_one(const uint8_t *data, size_t size)
     int ret = 0;
     data++;
     size--;
+    echo_max_stream_msgs = 2000;
+    echo_max_size = 256 * 1024;
 
     if (flags & F_SMALL) {
         cfg.max_recv_msg = 64 * 1024;

@@ -99,8 +99,8 @@ static void unary_msg(struct tkv_rpc_call *call, struct tkv_slice m)
         size_t n = strtoull(num, NULL, 10);
         /* One byte over the send limit still shows the TOOBIG path; more
          * would only let a fuzzer exhaust memory in the test service. */
-        if (n > TKV_RPC_DEFAULT_MAX_MSG + 1)
-            n = TKV_RPC_DEFAULT_MAX_MSG + 1;
+        if (n > echo_max_size)
+            n = echo_max_size;
         char *b = malloc(n ? n : 1);
         memset(b, 'x', n);
         tkv_rpc_call_reply(call, b, n);
@@ -137,8 +137,8 @@ static void sstream_msg(struct tkv_rpc_call *call, struct tkv_slice m)
     memcpy(num, m.ptr, k);
     num[k] = 0;
     long n = strtol(num, NULL, 10);
-    if (n > 100000) /* bounded like "size:", for the fuzz targets */
-        n = 100000;
+    if (n > (long)echo_max_stream_msgs)
+        n = (long)echo_max_stream_msgs;
     for (long i = 0; i < n; i++) {
         int len = snprintf(out, sizeof(out), "msg-%ld", i);
         if (tkv_rpc_call_send(call, out, (size_t)len) != 0) {
@@ -172,6 +172,9 @@ static void bidi_end(struct tkv_rpc_call *call)
         state_free(s);
     tkv_rpc_call_finish(call, TKV_GRPC_OK, NULL);
 }
+
+size_t echo_max_stream_msgs = 1000000;
+size_t echo_max_size = TKV_RPC_DEFAULT_MAX_MSG + 1;
 
 const struct tkv_rpc_method echo_methods[] = {
     {"/test.Echo/Unary", TKV_RPC_UNARY, unary_msg, NULL, on_cancel, NULL},

@@ -22,6 +22,12 @@ extern const size_t echo_n_methods;
 
 extern const char echo_fail_message[];
 
+/* Caps on what one request may ask for ("size:<n>" bytes, ServerStream
+ * messages), so hostile input (tests/fuzz) cannot make the test service
+ * itself exhaust memory. Defaults: 16 MiB + 1 (the TOOBIG path) and 1e6. */
+extern size_t echo_max_stream_msgs;
+extern size_t echo_max_size;
+
 struct echo_stats {
     atomic_uint_fast64_t cancels; /* on_cancel calls */
     atomic_uint_fast64_t cancel_why[TKV_GRPC_STATUS_COUNT];

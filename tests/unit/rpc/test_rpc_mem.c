@@ -822,3 +822,350 @@ Test(rpc_mem, raw_bad_grpc_timeout)
     raw_exchange(&rc, "POST", "application/grpc", "grpc-timeout", "12x", framed_hi, 7);
     cr_assert_eq(rc.grpc_status, TKV_GRPC_INTERNAL);
 }
+
+/* ======================================================================
+ * Per-connection bounds against a hostile peer: hand-made frames fed to
+ * the server engine, its output parsed frame by frame.
+ * ====================================================================== */
+
+struct wire {
+    uint8_t *p;
+    size_t n, cap;
+};
+
+static void w_put(struct wire *w, const void *p, size_t n)
+{
+    if (w->n + n > w->cap) {
+        w->cap = (w->n + n) * 2 + 1024;
+        w->p = realloc(w->p, w->cap);
+    }
+    memcpy(w->p + w->n, p, n);
+    w->n += n;
+}
+
+static void w_frame(struct wire *w, size_t len, int type, int flags, uint32_t sid,
+                    const void *payload)
+{
+    uint8_t h[9] = {(uint8_t)(len >> 16), (uint8_t)(len >> 8), (uint8_t)len, (uint8_t)type,
+                    (uint8_t)flags,       (uint8_t)(sid >> 24), (uint8_t)(sid >> 16),
+                    (uint8_t)(sid >> 8),  (uint8_t)sid};
+    w_put(w, h, 9);
+    if (len)
+        w_put(w, payload, len);
+}
+
+/* HPACK integer with an n-bit prefix (RFC 7541 5.1). */
+static void hp_int(struct wire *w, uint8_t first, int bits, size_t v)
+{
+    uint8_t b;
+    size_t max = (1u << bits) - 1;
+    if (v < max) {
+        b = (uint8_t)(first | v);
+        w_put(w, &b, 1);
+        return;
+    }
+    b = (uint8_t)(first | max);
+    w_put(w, &b, 1);
+    v -= max;
+    while (v >= 128) {
+        b = (uint8_t)(v % 128 + 128);
+        w_put(w, &b, 1);
+        v /= 128;
+    }
+    b = (uint8_t)v;
+    w_put(w, &b, 1);
+}
+
+/* Literal header field without indexing, new name. */
+static void hp_lit(struct wire *w, const char *name, const char *value, size_t vlen)
+{
+    hp_int(w, 0, 4, 0);
+    hp_int(w, 0, 7, strlen(name));
+    w_put(w, name, strlen(name));
+    hp_int(w, 0, 7, vlen);
+    w_put(w, value, vlen);
+}
+
+static void hp_request(struct wire *w, const char *path)
+{
+    hp_lit(w, ":method", "POST", 4);
+    hp_lit(w, ":scheme", "http", 4);
+    hp_lit(w, ":path", path, strlen(path));
+    hp_lit(w, ":authority", "x", 1);
+    hp_lit(w, "content-type", "application/grpc", 16);
+    hp_lit(w, "te", "trailers", 8);
+}
+
+/* A header block as HEADERS + CONTINUATION frames of at most 16 KiB. */
+static void w_headers(struct wire *w, uint32_t sid, const struct wire *block, bool end_stream)
+{
+    size_t off = 0;
+    bool first = true;
+    do {
+        size_t k = TKV_MIN(block->n - off, (size_t)16384);
+        int flags = (off + k == block->n ? 4 : 0) | (first && end_stream ? 1 : 0);
+        w_frame(w, k, first ? 1 : 9, flags, sid, block->p + off);
+        off += k;
+        first = false;
+    } while (off < block->n);
+}
+
+static void w_request(struct wire *w, uint32_t sid, const char *path, bool end_stream)
+{
+    struct wire b = {0};
+    hp_request(&b, path);
+    w_headers(w, sid, &b, end_stream);
+    free(b.p);
+}
+
+static const uint8_t framed_hi2[7] = {0, 0, 0, 0, 2, 'h', 'i'};
+
+struct seen {
+    int frames[10];
+    int rst[16];      /* RST_STREAM by error code (codes < 16) */
+    uint32_t rst_sid[8192];
+    int n_rst;
+    int headers_on[16]; /* HEADERS per stream id < 16 */
+    bool goaway;
+    uint32_t goaway_code;
+    int recv_failed; /* rpc_conn_recv calls that failed */
+};
+
+/* Feed w to the server engine in one piece, pulling output after it. */
+static void feed(struct wire *w, struct seen *s)
+{
+    if (rpc_conn_recv(P.sc, w->p, w->n) != 0)
+        s->recv_failed++;
+    w->n = 0;
+    struct wire out = {0};
+    const uint8_t *p;
+    size_t n;
+    while (rpc_conn_pull(P.sc, &p, &n) == 0 && n > 0) {
+        w_put(&out, p, n);
+        rpc_conn_sent(P.sc);
+    }
+    for (size_t off = 0; off + 9 <= out.n;) {
+        const uint8_t *h = out.p + off;
+        size_t len = (size_t)h[0] << 16 | (size_t)h[1] << 8 | h[2];
+        uint32_t sid = ((uint32_t)h[5] << 24 | (uint32_t)h[6] << 16 | (uint32_t)h[7] << 8 | h[8]) &
+                       0x7fffffffu;
+        cr_assert_leq(off + 9 + len, out.n, "server output ends inside a frame");
+        if (h[3] < 10)
+            s->frames[h[3]]++;
+        if (h[3] == 3 && len == 4) {
+            uint32_t code = (uint32_t)h[9] << 24 | (uint32_t)h[10] << 16 | (uint32_t)h[11] << 8 |
+                            h[12];
+            if (code < 16)
+                s->rst[code]++;
+            if (s->n_rst < 8192)
+                s->rst_sid[s->n_rst++] = sid;
+        }
+        if (h[3] == 1 && sid < 16)
+            s->headers_on[sid]++;
+        if (h[3] == 7 && len >= 8) {
+            s->goaway = true;
+            s->goaway_code = (uint32_t)h[13] << 24 | (uint32_t)h[14] << 16 |
+                             (uint32_t)h[15] << 8 | h[16];
+        }
+        off += 9 + len;
+    }
+    free(out.p);
+}
+
+static void client_hello(struct wire *w)
+{
+    w_put(w, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 24);
+    w_frame(w, 0, 4, 0, 0, NULL); /* SETTINGS */
+    w_frame(w, 0, 4, 1, 0, NULL); /* ACK of the server's */
+}
+
+static bool rst_on(const struct seen *s, uint32_t sid)
+{
+    for (int i = 0; i < s->n_rst; i++)
+        if (s->rst_sid[i] == sid)
+            return true;
+    return false;
+}
+
+Test(rpc_bounds, header_list_over_limit_resets_only_that_stream, .init = setup, .fini = teardown)
+{
+    struct wire w = {0}, b = {0};
+    struct seen s = {0};
+    client_hello(&w);
+    /* 6 pseudo/gRPC headers + 17 x 4000-byte fields: ~68 KiB > 64 KiB,
+     * over 5 frames (within the CONTINUATION limit) */
+    hp_request(&b, "/test.Echo/Unary");
+    char *pad = malloc(4000);
+    memset(pad, 'p', 4000);
+    for (int i = 0; i < 17; i++)
+        hp_lit(&b, "x-pad", pad, 4000);
+    free(pad);
+    w_headers(&w, 1, &b, false);
+    free(b.p);
+    w_frame(&w, 7, 0, 1, 1, framed_hi2);
+    feed(&w, &s);
+    cr_assert_eq(s.recv_failed, 0, "an oversized header list failed the whole connection");
+    cr_assert(rst_on(&s, 1), "stream 1 with %u-byte headers not reset", 17 * 4037);
+    cr_assert_eq(atomic_load(&echo_stats.messages), 0);
+    /* a normal request on the same connection is still served */
+    w_request(&w, 3, "/test.Echo/Unary", false);
+    w_frame(&w, 7, 0, 1, 3, framed_hi2);
+    feed(&w, &s);
+    cr_assert_eq(s.recv_failed, 0);
+    cr_assert_geq(s.headers_on[3], 1, "no response on stream 3");
+    cr_assert_not(rst_on(&s, 3));
+    cr_assert_eq(atomic_load(&echo_stats.messages), 1);
+    cr_assert_eq(P.sc->n_calls, 0, "%u calls left", P.sc->n_calls);
+    free(w.p);
+}
+
+Test(rpc_bounds, header_list_at_limit_is_accepted, .init = setup, .fini = teardown)
+{
+    struct wire w = {0}, b = {0};
+    struct seen s = {0};
+    client_hello(&w);
+    hp_request(&b, "/test.Echo/Unary");
+    char *pad = malloc(4000);
+    memset(pad, 'p', 4000);
+    for (int i = 0; i < 15; i++) /* ~60 KiB in all */
+        hp_lit(&b, "x-pad", pad, 4000);
+    free(pad);
+    w_headers(&w, 1, &b, false);
+    free(b.p);
+    w_frame(&w, 7, 0, 1, 1, framed_hi2);
+    feed(&w, &s);
+    cr_assert_not(rst_on(&s, 1), "a 60 KiB header list was refused");
+    cr_assert_eq(atomic_load(&echo_stats.messages), 1);
+    free(w.p);
+}
+
+static void streams4_setup(void)
+{
+    struct tkv_rpc_server_config cfg = {.max_streams = 4};
+    setup_cfg(&cfg);
+}
+
+Test(rpc_bounds, streams_over_max_concurrent_are_refused, .init = streams4_setup,
+     .fini = teardown)
+{
+    struct wire w = {0};
+    struct seen s = {0};
+    client_hello(&w);
+    for (uint32_t sid = 1; sid <= 19; sid += 2) /* 10 streams, none half-closed */
+        w_request(&w, sid, "/test.Echo/ClientStream", false);
+    feed(&w, &s);
+    cr_assert_leq(P.sc->n_calls, 4, "%u calls open with max_streams 4", P.sc->n_calls);
+    cr_assert_eq(s.rst[7 /* REFUSED_STREAM */] + (s.goaway ? 6 : 0), 6,
+                 "refused %d streams (goaway %d)", s.rst[7], s.goaway);
+    free(w.p);
+}
+
+Test(rpc_bounds, rapid_reset_flood_gets_goaway, .init = setup, .fini = teardown)
+{
+    struct wire w = {0};
+    struct seen s = {0};
+    uint8_t cancel[4] = {0, 0, 0, 8};
+    client_hello(&w);
+    feed(&w, &s);
+    uint32_t sid = 1;
+    for (int i = 0; i < 3000 && !s.goaway && !s.recv_failed; i++, sid += 2) {
+        w_request(&w, sid, "/test.Echo/ClientStream", false);
+        w_frame(&w, 4, 3, 0, sid, cancel);
+        if (i % 100 == 99)
+            feed(&w, &s);
+    }
+    feed(&w, &s);
+    cr_assert(s.goaway || s.recv_failed, "3000 HEADERS+RST_STREAM pairs did not end the connection");
+    cr_assert_leq(sid / 2, 1200, "the flood went on for %u streams", sid / 2);
+    cr_assert_eq(P.sc->n_calls, 0);
+    free(w.p);
+}
+
+static void flood(int type, int n, uint64_t step_ns, struct seen *s)
+{
+    struct wire w = {0};
+    uint8_t ping[8] = "flood!!!";
+    client_hello(&w);
+    feed(&w, s);
+    for (int i = 0; i < n && !s->goaway && !s->recv_failed; i++) {
+        w_frame(&w, type == 6 ? 8 : 0, type, 0, 0, ping);
+        feed(&w, s);
+        P.now += step_ns;
+    }
+    free(w.p);
+}
+
+Test(rpc_bounds, settings_flood_gets_goaway_enhance_your_calm, .init = setup, .fini = teardown)
+{
+    struct seen s = {0};
+    flood(4, 2000, 0, &s);
+    cr_assert(s.goaway, "2000 SETTINGS at once did not end the connection");
+    cr_assert_eq(s.goaway_code, 11 /* ENHANCE_YOUR_CALM */, "GOAWAY code %u", s.goaway_code);
+    cr_assert_leq(s.frames[4], RPC_CTRL_BURST + 2, "%d SETTINGS answered", s.frames[4]);
+    cr_assert(rpc_conn_done(P.sc), "connection not done after the GOAWAY");
+}
+
+Test(rpc_bounds, ping_flood_gets_goaway, .init = setup, .fini = teardown)
+{
+    struct seen s = {0};
+    flood(6, 2000, 0, &s);
+    cr_assert(s.goaway, "2000 PINGs at once did not end the connection");
+    cr_assert_eq(s.goaway_code, 11);
+    cr_assert_leq(s.frames[6], RPC_CTRL_BURST + 1, "%d PING ACKs", s.frames[6]);
+}
+
+Test(rpc_bounds, control_frames_under_the_rate_are_fine, .init = setup, .fini = teardown)
+{
+    struct seen s = {0};
+    /* 2000 PINGs at half the sustained rate: never closed */
+    flood(6, 2000, 2 * 1000000000ull / RPC_CTRL_RATE, &s);
+    cr_assert_not(s.goaway, "a PING every %llu ms closed the connection",
+                  2000ull / RPC_CTRL_RATE);
+    cr_assert_eq(s.frames[6], 2000);
+}
+
+Test(rpc_bounds, continuation_flood_fails_the_connection, .init = setup, .fini = teardown)
+{
+    struct wire w = {0}, b = {0};
+    struct seen s = {0};
+    client_hello(&w);
+    hp_request(&b, "/test.Echo/Unary");
+    w_frame(&w, b.n, 1, 0 /* no END_HEADERS */, 1, b.p);
+    for (unsigned i = 0; i < 4 * RPC_MAX_CONTINUATIONS; i++)
+        w_frame(&w, 0, 9, 0, 1, NULL);
+    free(b.p);
+    feed(&w, &s);
+    cr_assert(s.recv_failed || s.goaway, "%u empty CONTINUATIONs were accepted",
+              4 * RPC_MAX_CONTINUATIONS);
+    cr_assert(rpc_conn_done(P.sc));
+    free(w.p);
+}
+
+Test(rpc_bounds, settings_with_too_many_entries_fails, .init = setup, .fini = teardown)
+{
+    struct wire w = {0};
+    struct seen s = {0};
+    uint8_t e[6 * 40];
+    client_hello(&w);
+    for (int i = 0; i < 40; i++) { /* SETTINGS_ENABLE_PUSH = 0, 40 times */
+        e[6 * i] = 0, e[6 * i + 1] = 2;
+        memset(e + 6 * i + 2, 0, 4);
+    }
+    w_frame(&w, sizeof(e), 4, 0, 0, e);
+    feed(&w, &s);
+    cr_assert(s.recv_failed || s.goaway, "a SETTINGS frame with 40 entries was accepted");
+    free(w.p);
+}
+
+Test(rpc_bounds, idle_timeout_defaults_to_60s)
+{
+    struct tkv_rpc_server *srv;
+    struct tkv_rpc_server_config cfg = {.idle_timeout_ns = UINT64_MAX};
+    cr_assert_eq(tkv_rpc_server_new(NULL, echo_methods, echo_n_methods, &srv), 0);
+    cr_assert_eq(srv->cfg.idle_timeout_ns, TKV_RPC_DEFAULT_IDLE_NS);
+    cr_assert_eq(srv->cfg.idle_timeout_ns, 60ull * 1000000000ull);
+    tkv_rpc_server_free(srv);
+    cr_assert_eq(tkv_rpc_server_new(&cfg, echo_methods, echo_n_methods, &srv), 0);
+    cr_assert_eq(srv->cfg.idle_timeout_ns, 0, "UINT64_MAX must mean never");
+    tkv_rpc_server_free(srv);
+}

@@ -768,3 +768,73 @@ Test(rpc_net, goaway_on_stop)
     close(fd);
     stop();
 }
+
+/* ---- idle timeout: idle means no byte received, streams or not ---- */
+
+Test(rpc_net, idle_stall_mid_frame_with_open_stream_is_closed)
+{
+    struct tkv_rpc_server_config cfg = {.idle_timeout_ns = 300 * MS};
+    start(1, &cfg);
+    int fd = raw_connect();
+    uint8_t buf[512];
+    size_t k = 9;
+    raw_send(fd, preface, sizeof(preface) - 1);
+    raw_send(fd, settings_empty, 9);
+    k += hpack_lit(buf + k, ":method", "POST");
+    k += hpack_lit(buf + k, ":scheme", "http");
+    k += hpack_lit(buf + k, ":path", "/test.Echo/ClientStream");
+    k += hpack_lit(buf + k, ":authority", "x");
+    k += hpack_lit(buf + k, "content-type", "application/grpc");
+    frame_hdr(buf, k - 9, 1, 4 /* END_HEADERS */, 1);
+    raw_send(fd, buf, k);
+    /* a DATA frame announcing 100 bytes, 3 sent, then silence (the PING
+     * the server sends at idle/2 is not answered: the peer is stuck) */
+    frame_hdr(buf, 100, 0, 0, 1);
+    memcpy(buf + 9, "\0\0\0", 3);
+    raw_send(fd, buf, 12);
+    uint64_t t0 = mono_ms();
+    cr_assert(raw_closed_by_server(fd), "a connection stalled mid-frame with a stream open "
+                                        "was not closed");
+    uint64_t el = mono_ms() - t0;
+    cr_assert_geq(el, 250, "closed after %llu ms, before the idle timeout", (unsigned long long)el);
+    cr_assert_leq(el, 1500, "closed only after %llu ms", (unsigned long long)el);
+    close(fd);
+    run(scenario_check, 5000);
+}
+
+/* A quiet stream on a live connection survives many idle periods: the
+ * server's keepalive PINGs are answered by the client engine. */
+static struct tkv_rpc_ccall *quiet_call;
+static struct tkv_timer quiet_timer;
+static struct sexp sx_quiet;
+
+static void quiet_step(struct tkv_timer *t)
+{
+    (void)t;
+    if (tkv_rpc_ccall_send(quiet_call, "late", 4) != 0)
+        fail("the quiet stream is gone after 4 idle periods");
+    tkv_rpc_ccall_close_send(quiet_call);
+}
+
+static void scenario_quiet_stream(void)
+{
+    struct tkv_rpc_client *cl = connect_one();
+    if (!cl) {
+        scenario_done();
+        return;
+    }
+    pending = 1;
+    sx_quiet = (struct sexp){.want_n = 1};
+    tkv_rpc_client_start(cl, "/test.Echo/ClientStream", 0, &sx_cbs, &sx_quiet, &quiet_call);
+    tkv_rpc_ccall_send(quiet_call, "early", 5);
+    tkv_timer_init(&quiet_timer, quiet_step, NULL);
+    tkv_timer_start(tkv_reactor_self(), &quiet_timer, 800 * MS);
+}
+
+Test(rpc_net, idle_keepalive_keeps_quiet_stream_alive)
+{
+    struct tkv_rpc_server_config cfg = {.idle_timeout_ns = 200 * MS};
+    start(1, &cfg);
+    run(scenario_quiet_stream, 5000);
+    cr_assert_eq(sx_quiet.bytes, 9, "response of %zu bytes, want \"earlylate\"", sx_quiet.bytes);
+}
