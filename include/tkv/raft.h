@@ -33,10 +33,12 @@
  *         acknowledgement promises that the state is on disk. (A leader's
  *         MSG_APPEND may be sent before its own copy is durable, Raft thesis
  *         10.2.1, but the simple rule is always safe.)
- *      c. When (a) is durable, report it: TKV_RAFT_EV_LOG_PERSISTED with the
- *         last index and term of the persisted `entries`, and/or
- *         TKV_RAFT_EV_SNAPSHOT_PERSISTED with the snapshot index. The
- *         leader counts its own copy toward commit only after this report.
+ *      c. When (a) is durable, report it: first
+ *         TKV_RAFT_EV_SNAPSHOT_PERSISTED with the snapshot index (if the
+ *         update had one), then TKV_RAFT_EV_LOG_PERSISTED with the last
+ *         index and term of the persisted `entries` (if any). The leader
+ *         counts its own copy toward commit only after this report; a
+ *         report for entries overwritten since is recognised and ignored.
  *      d. Apply `committed` entries in order (they are always durable
  *         locally already). For a committed TKV_RAFT_ENTRY_CONF_CHANGE
  *         entry, decode your payload and feed TKV_RAFT_EV_APPLY_CONF_CHANGE.
@@ -55,11 +57,17 @@
  * ("unstable" entries) in memory itself.
  *
  * Memory: everything comes from tkv_malloc (include/tkv/mem.h). Allocation
- * failure never crashes: tkv_raft_step returns TKV_ENOMEM, the event had no
- * effect (a received message counts as lost; a proposal was not appended)
- * and the update is still valid and must be handled. Failing to allocate an
- * outgoing message after the state changed just drops that message, as a
- * lossy network would; Raft retransmits (counted in tkv_raft_stats).
+ * failure never crashes: tkv_raft_step returns TKV_ENOMEM, the state stays
+ * consistent and the event had no effect beyond what a lost message could
+ * cause (a received message counts as lost; a proposal was not appended; a
+ * tick may have reset the election timer without campaigning). The update
+ * is still valid and must be handled. Failing to allocate an outgoing
+ * message after the state changed just drops that message, as a lossy
+ * network would; Raft retransmits (counted in tkv_raft_stats).
+ *
+ * Reads: a READ_INDEX request is answered by a read state (possibly in a
+ * later update) or silently dropped when leadership changes; callers time
+ * out and retry, as for proposals.
  */
 
 /* ---- payloads shared by reference count ---- */
@@ -325,7 +333,7 @@ void tkv_raft_close(struct tkv_raft *r);
  *                       leader not yet ready to serve reads)
  *   TKV_EBUSY           a conf change is already pending
  *   TKV_EINVAL          malformed event
- *   TKV_ENOMEM          allocation failed; the event had no effect
+ *   TKV_ENOMEM          allocation failed (see "Memory" in the CONTRACT)
  * *up is valid (possibly empty) whatever the return value. */
 int tkv_raft_step(struct tkv_raft *r, const struct tkv_raft_event *ev, struct tkv_raft_update *up);
 

@@ -175,7 +175,31 @@ static bool heal_and_check_progress(struct rf_cluster *c, bool stop_removed)
     return false;
 }
 
-static void run_seed(uint64_t seed, int steps, char *err, size_t errlen)
+/* FZ_DEBUG=1: every node's state when progress fails. */
+static void dump_nodes(struct rf_cluster *c)
+{
+    for (uint64_t id = 1; id <= c->n; id++) {
+        struct rf_node *nd = rf_node(c, id);
+        if (!nd->alive) {
+            fprintf(stderr, "n%llu down\n", (unsigned long long)id);
+            continue;
+        }
+        struct tkv_raft_status s;
+        tkv_raft_status(nd->r, &s);
+        fprintf(stderr,
+                "n%llu role=%u term=%llu vote=%llu commit=%llu applied=%llu persisted=%llu "
+                "first=%llu last=%llu voters=",
+                (unsigned long long)id, s.ss.role, (unsigned long long)s.hs.term,
+                (unsigned long long)s.hs.vote, (unsigned long long)s.hs.commit,
+                (unsigned long long)s.applied, (unsigned long long)s.persisted,
+                (unsigned long long)s.first_index, (unsigned long long)s.last_index);
+        for (uint32_t k = 0; k < s.conf.n_voters; k++)
+            fprintf(stderr, "%llu,", (unsigned long long)s.conf.voters[k]);
+        fprintf(stderr, "\n");
+    }
+}
+
+static void run_seed_digest(uint64_t seed, int steps, char *err, size_t errlen, uint64_t *digest)
 {
     struct rf_cluster c;
     struct rf_opts o = rf_default_opts();
@@ -207,23 +231,24 @@ static void run_seed(uint64_t seed, int steps, char *err, size_t errlen)
     }
     if (!c.failed && !heal_and_check_progress(&c, !o.pre_vote && !o.check_quorum)) {
         if (getenv("FZ_DEBUG"))
-            for (uint64_t id = 1; id <= c.n; id++) {
-                struct rf_node *nd = rf_node(&c, id);
-                if (!nd->alive) { fprintf(stderr, "n%llu dead\n", (unsigned long long)id); continue; }
-                struct tkv_raft_status s; tkv_raft_status(nd->r, &s);
-                fprintf(stderr, "n%llu role=%u term=%llu vote=%llu commit=%llu applied=%llu sm=%llu persisted=%llu first=%llu last=%llu voters=", (unsigned long long)id, s.ss.role,
-                    (unsigned long long)s.hs.term, (unsigned long long)s.hs.vote, (unsigned long long)s.hs.commit, (unsigned long long)s.applied, (unsigned long long)nd->applied, (unsigned long long)s.persisted, (unsigned long long)s.first_index, (unsigned long long)s.last_index);
-                for (uint32_t k = 0; k < s.conf.n_voters; k++) fprintf(stderr, "%llu,", (unsigned long long)s.conf.voters[k]);
-                fprintf(stderr, " writes=%zu aq=%zu\n", nd->n_writes, nd->n_aq);
-            }
+            dump_nodes(&c);
         rf_fail(&c, "no progress after the faults healed (leader %llu)",
                 (unsigned long long)rf_leader(&c));
     }
-    if (getenv("FZ_DEBUG")) dbg_stats(&c);
+    if (getenv("FZ_DEBUG"))
+        dbg_stats(&c);
+    if (digest)
+        *digest = c.n_events * 1000003u ^ c.now * 7919u ^ c.max_commit ^ (c.n_delivered << 20) ^
+                  (c.n_dropped << 40);
     if (c.failed)
         snprintf(err, errlen, "%s [n=%zu pre_vote=%d check_quorum=%d lease=%d] replay: TKV_SEED=%llu",
                  c.err, n, o.pre_vote, o.check_quorum, o.lease_read, (unsigned long long)seed);
     rf_close(&c);
+}
+
+static void run_seed(uint64_t seed, int steps, char *err, size_t errlen)
+{
+    run_seed_digest(seed, steps, err, errlen, NULL);
 }
 
 static int env_steps(void)
@@ -251,6 +276,19 @@ static void run_range(uint64_t first, uint64_t count)
         run_seed(s, steps, err, sizeof(err));
         if (err[0])
             fprintf(stderr, "raft fuzz failure: %s\n", err);
+        cr_assert(err[0] == 0, "%s", err);
+    }
+}
+
+/* TKV_SEED replay is only as good as the determinism of a run. */
+Test(raft_fuzz, same_seed_same_run)
+{
+    char err[1024] = "";
+    uint64_t a = 0, b = 0;
+    for (uint64_t s = 3; s < 6; s++) {
+        run_seed_digest(s, 5000, err, sizeof(err), &a);
+        run_seed_digest(s, 5000, err, sizeof(err), &b);
+        cr_assert_eq(a, b, "seed %llu ran differently twice", (unsigned long long)s);
         cr_assert(err[0] == 0, "%s", err);
     }
 }
