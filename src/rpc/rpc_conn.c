@@ -310,7 +310,10 @@ static void server_remote_end(struct tkv_rpc_call *call)
             return;
         }
         call->handler_owns = true;
-        call->method->on_message(call, TKV_SLICE(call->held, call->held_len));
+        /* An empty message has no buffer; handlers get a valid pointer
+         * anyway (memcpy(dst, msg.ptr, 0) with NULL is UB). */
+        call->method->on_message(
+            call, TKV_SLICE(call->held ? call->held : (const uint8_t *)"", call->held_len));
         held_free(call);
     } else {
         call->handler_owns = true;

@@ -134,7 +134,8 @@ static void sstream_msg(struct tkv_rpc_call *call, struct tkv_slice m)
     char num[32], out[32];
     size_t k = TKV_MIN(m.len, sizeof(num) - 1);
     atomic_fetch_add(&echo_stats.messages, 1);
-    memcpy(num, m.ptr, k);
+    if (k)
+        memcpy(num, m.ptr, k);
     num[k] = 0;
     long n = strtol(num, NULL, 10);
     if (n > (long)echo_max_stream_msgs)

@@ -1169,3 +1169,60 @@ Test(rpc_bounds, idle_timeout_defaults_to_60s)
     cr_assert_eq(srv->cfg.idle_timeout_ns, 0, "UINT64_MAX must mean never");
     tkv_rpc_server_free(srv);
 }
+
+/* ---- found by tests/fuzz (fuzz_h2) ---- */
+
+static int nonnull_seen, null_seen;
+
+static void nonnull_msg(struct tkv_rpc_call *call, struct tkv_slice m)
+{
+    if (m.ptr)
+        nonnull_seen++;
+    else
+        null_seen++;
+    tkv_rpc_call_reply(call, "", 0);
+}
+
+/* An empty request message reached unary/server-streaming handlers as
+ * {NULL, 0}; the echo ServerStream handler then did memcpy(num, NULL, 0),
+ * which UBSan reports (fuzz_h2 crash-46e6f952). Handlers now always get a
+ * valid pointer. */
+Test(rpc_mem, fuzz_empty_request_message_has_a_pointer)
+{
+    static const struct tkv_rpc_method m[] = {
+        {"/t.T/U", TKV_RPC_UNARY, nonnull_msg, NULL, NULL, NULL},
+        {"/t.T/S", TKV_RPC_SERVER_STREAM, nonnull_msg, NULL, NULL, NULL},
+    };
+    struct tkv_rpc_server *srv;
+    struct result a, b;
+    cr_assert_eq(tkv_rpc_server_new(NULL, m, 2, &srv), 0);
+    rpc_conn_free(P.sc); /* nothing was exchanged yet: swap in our server */
+    P.sc = rpc_conn_new_server(srv, &mem_tp, &P);
+    nonnull_seen = null_seen = 0;
+    unary("/t.T/U", "", 0, 0, &a);
+    unary("/t.T/S", "", 0, 0, &b);
+    pump();
+    cr_assert(a.done && b.done);
+    cr_assert_eq(null_seen, 0, "%d handler(s) got a NULL message pointer", null_seen);
+    cr_assert_eq(nonnull_seen, 2);
+    free(a.resp);
+    free(b.resp);
+    rpc_conn_free(P.sc);
+    P.sc = NULL;
+    tkv_rpc_server_free(srv);
+}
+
+/* The same through the echo service: ServerStream with an empty request
+ * is zero messages and OK. */
+Test(rpc_mem, fuzz_server_stream_empty_request)
+{
+    struct sresult r = {0};
+    struct tkv_rpc_ccall *c;
+    cr_assert_eq(tkv_rpc_client_start(P.cl, "/test.Echo/ServerStream", 0, &scbs, &r, &c), 0);
+    cr_assert_eq(tkv_rpc_ccall_send(c, "", 0), 0);
+    tkv_rpc_ccall_close_send(c);
+    pump();
+    cr_assert(r.done);
+    cr_assert_eq(r.status, TKV_GRPC_OK);
+    cr_assert_eq(r.n, 0);
+}
