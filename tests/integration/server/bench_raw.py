@@ -13,8 +13,7 @@ import tkvtest
 
 
 def worker(addr, pid, threads, secs, op, out_q):
-    import grpc  # each process its own grpc runtime (after fork)
-    ch = grpc.insecure_channel(addr)
+    ch = tkvtest.channel(addr)  # its own connection
     counts = [0] * threads
     errors = [0]
     deadline = time.monotonic() + secs

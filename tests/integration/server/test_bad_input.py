@@ -84,7 +84,7 @@ class BadInput(tkvtest.ServerTestCase):
         self.assert_serving()
 
     def test_message_over_maximum(self):
-        with grpc.insecure_channel(self.srv.addr, options=[("grpc.max_send_message_length", -1)]) as ch:
+        with tkvtest.channel(self.srv.addr, options=[("grpc.max_send_message_length", -1)]) as ch:
             req = kvrpcpb.RawPutRequest(key=b"huge/k", value=b"x" * (MAX_MSG + 1024))
             with self.assertRaises(grpc.RpcError) as cm:
                 tkvtest.raw_put(ch, req.key, req.value, timeout=60)
@@ -93,7 +93,7 @@ class BadInput(tkvtest.ServerTestCase):
         self.assert_serving()
 
     def test_message_just_under_maximum_is_served(self):
-        with grpc.insecure_channel(self.srv.addr, options=[("grpc.max_send_message_length", -1),
+        with tkvtest.channel(self.srv.addr, options=[("grpc.max_send_message_length", -1),
                                                            ("grpc.max_receive_message_length", -1)]) as ch:
             v = b"y" * (MAX_MSG - 1024)
             self.assert_ok(tkvtest.raw_put(ch, b"nearmax/k", v, timeout=60))

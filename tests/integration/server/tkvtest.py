@@ -54,6 +54,14 @@ def ctl_bin():
     return b
 
 
+def channel(addr, options=()):
+    """A gRPC channel with its OWN connection: gRPC core otherwise shares one
+    TCP connection among channels with equal targets and options, which
+    would put every "client" of a test on one connection and so on one
+    server core."""
+    return grpc.insecure_channel(addr, options=[("grpc.use_local_subchannel_pool", 1)] + list(options))
+
+
 def free_port():
     """A port the kernel just handed out on 127.0.0.1 (bind port 0)."""
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -103,7 +111,7 @@ class Server:
                 raise AssertionError("tinykv-server exited with %d before serving; log:\n%s" %
                                      (self.proc.returncode, self.log_tail()))
             try:
-                with grpc.insecure_channel(self.addr) as ch:
+                with channel(self.addr) as ch:
                     r = raw_get(ch, b"\x00tkv-it-probe", timeout=2)
                     if not r.error:
                         return
@@ -123,7 +131,7 @@ class Server:
             return "(no log)"
 
     def channel(self):
-        return grpc.insecure_channel(self.addr)
+        return channel(self.addr)
 
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
