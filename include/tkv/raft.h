@@ -239,6 +239,9 @@ enum tkv_raft_event_type {
     TKV_RAFT_EV_SNAPSHOT_PERSISTED, /* index */
     TKV_RAFT_EV_APPLIED,           /* index */
     TKV_RAFT_EV_APPLY_CONF_CHANGE, /* change_type, node_id */
+    /* Transport feedback (leader only; ignored elsewhere). */
+    TKV_RAFT_EV_REPORT_UNREACHABLE, /* report.node: sending to it failed */
+    TKV_RAFT_EV_REPORT_SNAPSHOT,    /* report.node, report.failed: stream outcome */
 };
 
 enum tkv_raft_conf_change_type {
@@ -268,6 +271,10 @@ struct tkv_raft_event {
             uint32_t change_type; /* enum tkv_raft_conf_change_type */
             uint64_t node_id;
         } conf_change;
+        struct {
+            uint64_t node;
+            bool failed;
+        } report;
     } u;
 };
 

@@ -1405,6 +1405,28 @@ static int apply_conf_change(struct tkv_raft *r, uint32_t type, uint64_t node)
     return 0;
 }
 
+/* Transport feedback (etcd ReportUnreachable / ReportSnapshot). */
+static void report(struct tkv_raft *r, uint32_t type, uint64_t node, bool failed)
+{
+    struct raft_progress *pr = r->role == TKV_RAFT_LEADER ? pr_get(r, node) : NULL;
+    if (!pr || node == r->id)
+        return;
+    if (type == TKV_RAFT_EV_REPORT_UNREACHABLE) {
+        /* the pipeline is broken: stop streaming, probe instead */
+        if (pr->state == PR_REPLICATE)
+            pr_become_probe(pr);
+        return;
+    }
+    if (pr->state != PR_SNAPSHOT)
+        return;
+    if (failed)
+        pr->pending_snapshot = 0; /* probe from match again */
+    pr_become_probe(pr);
+    /* Success: wait for the follower's append response. Failure: wait for
+     * a heartbeat response before retrying (etcd). */
+    pr->probe_sent = true;
+}
+
 static void on_persisted(struct tkv_raft *r, tkv_index index, tkv_term term)
 {
     if (r->has_usnap || index < r->u_offset || index >= r->u_reported)
@@ -1595,6 +1617,10 @@ int tkv_raft_step(struct tkv_raft *r, const struct tkv_raft_event *ev, struct tk
         break;
     case TKV_RAFT_EV_APPLY_CONF_CHANGE:
         rv = apply_conf_change(r, ev->u.conf_change.change_type, ev->u.conf_change.node_id);
+        break;
+    case TKV_RAFT_EV_REPORT_UNREACHABLE:
+    case TKV_RAFT_EV_REPORT_SNAPSHOT:
+        report(r, ev->type, ev->u.report.node, ev->u.report.failed);
         break;
     default:
         rv = TKV_EINVAL;

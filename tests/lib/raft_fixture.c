@@ -282,10 +282,25 @@ static bool link_down(struct rf_cluster *c, uint64_t from, uint64_t to)
     return c->cut[from][to];
 }
 
+static void report(struct rf_cluster *c, uint64_t to, uint32_t type, uint64_t node, bool failed)
+{
+    struct rf_node *nd = rf_node(c, to);
+    if (!c->o.report_transport || !nd || !nd->alive)
+        return;
+    struct tkv_raft_event ev = {.type = type};
+    ev.u.report.node = node;
+    ev.u.report.failed = failed;
+    rf_node_step(c, to, &ev);
+}
+
 static void net_send(struct rf_cluster *c, const struct tkv_raft_msg *m)
 {
     if (link_down(c, m->from, m->to) || (c->ignore_types & (1u << m->type))) {
         c->n_dropped++;
+        if (m->type == TKV_RAFT_MSG_SNAPSHOT)
+            report(c, m->from, TKV_RAFT_EV_REPORT_SNAPSHOT, m->to, true);
+        else if (link_down(c, m->from, m->to))
+            report(c, m->from, TKV_RAFT_EV_REPORT_UNREACHABLE, m->to, false);
         return;
     }
     uint32_t dl = c->drop_link[m->from][m->to];
@@ -778,8 +793,12 @@ static void deliver(struct rf_cluster *c, size_t qi)
         struct tkv_raft_event ev = {.type = TKV_RAFT_EV_RECEIVE, .u.msg = &f.m};
         c->n_delivered++;
         rf_node_step(c, nd->id, &ev);
+        if (f.m.type == TKV_RAFT_MSG_SNAPSHOT)
+            report(c, f.m.from, TKV_RAFT_EV_REPORT_SNAPSHOT, f.m.to, false);
     } else {
         c->n_dropped++;
+        if (f.m.type == TKV_RAFT_MSG_SNAPSHOT)
+            report(c, f.m.from, TKV_RAFT_EV_REPORT_SNAPSHOT, f.m.to, true);
     }
     msg_free(&f.m);
 }

@@ -65,6 +65,7 @@ struct rf_opts {
     uint32_t drop_pct, dup_pct;
     bool bootstrap_snapshot; /* start from a snapshot at index 5 (TinyKV) */
     bool record_applied;
+    bool report_transport; /* REPORT_UNREACHABLE / REPORT_SNAPSHOT feedback */
 };
 
 struct rf_inflight;

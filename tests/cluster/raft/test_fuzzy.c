@@ -222,6 +222,7 @@ static void run_seed_digest(uint64_t seed, int steps, char *err, size_t errlen, 
     o.drop_pct = (uint32_t)((z >> 20) % 6);
     o.dup_pct = (uint32_t)((z >> 23) % 4);
     o.bootstrap_snapshot = true;
+    o.report_transport = (z >> 26) & 1;
     rf_init(&c, n, &o, seed);
     uint64_t next_id = n + 1;
     for (int i = 0; i < steps && !c.failed; i++) {

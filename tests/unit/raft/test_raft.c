@@ -1011,3 +1011,64 @@ Test(raft, split_vote)
     cr_assert(!c.failed, "%s", c.err);
     rf_close(&c);
 }
+
+static void report(struct rf_cluster *c, uint32_t type, uint64_t node, bool failed)
+{
+    struct tkv_raft_event ev = {.type = type};
+    ev.u.report.node = node;
+    ev.u.report.failed = failed;
+    cr_assert_eq(rf_node_step(c, 1, &ev), 0);
+    rf_settle(c);
+}
+
+/* etcd TestMsgAppRespWaitReset-style transport feedback, ours. */
+Test(raft, report_snapshot_failure_retries_after_heartbeat)
+{
+    struct rf_cluster c;
+    solo_new(&c, 2, NULL);
+    uint64_t ids[] = {1, 2};
+    with_storage_snapshot(&c, 1, 11, 11, ids, 2);
+    solo_make_leader(&c);
+    struct tkv_raft_msg r = mk(TKV_RAFT_MSG_APPEND_RESP, 2, 1, term(&c, 1));
+    r.index = last_index(&c, 1) - 1;
+    r.reject = true;
+    rf_send(&c, &r);
+    drop_msgs(&c, 1);
+    cr_assert_eq(prog(&c, 1, 2).state, 2, "snapshot state");
+    report(&c, TKV_RAFT_EV_REPORT_SNAPSHOT, 2, true);
+    cr_assert_eq(prog(&c, 1, 2).state, 0, "probe after a failed snapshot");
+    struct tkv_raft_msg *out;
+    size_t n = drain(&c, 1, &out);
+    cr_assert_eq(n, 0, "no immediate retry");
+    rf_msgs_free(out, n);
+    struct tkv_raft_msg hr = mk(TKV_RAFT_MSG_HEARTBEAT_RESP, 2, 1, term(&c, 1));
+    rf_send(&c, &hr);
+    n = drain(&c, 1, &out);
+    bool snap = false;
+    for (size_t i = 0; i < n; i++)
+        snap |= out[i].type == TKV_RAFT_MSG_SNAPSHOT;
+    rf_msgs_free(out, n);
+    cr_assert(snap, "snapshot resent after the heartbeat response");
+    rf_close(&c);
+}
+
+Test(raft, report_unreachable_stops_pipelining)
+{
+    struct rf_cluster c;
+    solo_new(&c, 2, NULL);
+    solo_make_leader(&c);
+    solo_commit_noop(&c, 2);
+    cr_assert_eq(prog(&c, 1, 2).state, 1);
+    report(&c, TKV_RAFT_EV_REPORT_UNREACHABLE, 2, false);
+    cr_assert_eq(prog(&c, 1, 2).state, 0);
+    propose_str(&c, 1, "a");
+    propose_str(&c, 1, "b");
+    struct tkv_raft_msg *out;
+    size_t n = drain(&c, 1, &out);
+    size_t appends = 0;
+    for (size_t i = 0; i < n; i++)
+        appends += out[i].type == TKV_RAFT_MSG_APPEND;
+    rf_msgs_free(out, n);
+    cr_assert_eq(appends, 1, "probe sends one append at a time, got %zu", appends);
+    rf_close(&c);
+}
