@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,8 +55,21 @@ static struct ctl_call {
     uint8_t *resp;
     size_t resp_len;
     struct tkv_rpc_client *client;
-    struct tkv_reactor_group *group;
+    struct tkv_timer stop_timer;
 } call;
+
+/* main publishes the group only after tkv_reactor_group_start returned,
+ * which can be after the core already finished its call. */
+static _Atomic(struct tkv_reactor_group *) the_group;
+
+static void stop_group(struct tkv_timer *t)
+{
+    struct tkv_reactor_group *g = atomic_load(&the_group);
+    if (g)
+        tkv_reactor_group_stop(g);
+    else
+        tkv_timer_start(tkv_reactor_self(), t, 1000000); /* retry in 1 ms */
+}
 
 static void finish_task(void *arg)
 {
@@ -64,7 +78,8 @@ static void finish_task(void *arg)
         tkv_rpc_client_close(call.client);
         call.client = NULL;
     }
-    tkv_reactor_group_stop(call.group);
+    tkv_timer_init(&call.stop_timer, stop_group, NULL);
+    stop_group(&call.stop_timer);
 }
 
 static void on_reply(void *user, enum tkv_grpc_status status, const char *message,
@@ -233,10 +248,12 @@ int main(int argc, char **argv)
     /* Quiet unless something is wrong with the client itself. */
     tkv_log_set_level(TKV_LOG_LEVEL_ERROR);
     struct tkv_reactor_config rcfg = {.n_cores = 1, .pin = false};
-    int rv = tkv_reactor_group_start(&rcfg, core_init, core_fini, NULL, &call.group);
+    struct tkv_reactor_group *group = NULL;
+    int rv = tkv_reactor_group_start(&rcfg, core_init, core_fini, NULL, &group);
     if (rv)
         return fail("cannot start the client reactor: %s", tkv_strerror(rv));
-    rv = tkv_reactor_group_wait(call.group);
+    atomic_store(&the_group, group);
+    rv = tkv_reactor_group_wait(group);
     tkv_server_pbuf_free(&call.req);
     if (rv)
         return fail("client reactor failed: %s", tkv_strerror(rv));
