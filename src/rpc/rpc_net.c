@@ -291,7 +291,10 @@ static void sock_rearm(struct rpc_sock *s)
         tkv_timer_stop(s->r, &s->timer);
         return;
     }
-    if (tkv_timer_armed(&s->timer) && s->timer.deadline_ns == (next > now ? next : now + 1))
+    /* An armed timer that fires no later than needed stays: firing early
+     * only re-evaluates and re-arms, which is cheaper than moving the
+     * timer on every received chunk (last_rx moves the idle deadline). */
+    if (tkv_timer_armed(&s->timer) && s->timer.deadline_ns <= (next > now ? next : now + 1))
         return;
     tkv_timer_start(s->r, &s->timer, next > now ? next - now : 0);
 }
