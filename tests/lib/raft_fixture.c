@@ -535,6 +535,12 @@ static void handle_update(struct rf_cluster *c, struct rf_node *nd, struct tkv_r
     /* 2. apply committed entries (durable already), in order even when
      * applying a conf change produces a nested update */
     for (size_t i = 0; i < up->n_committed; i++) {
+        /* contract: committed entries handed out are durable locally */
+        tkv_index ci = up->committed[i].index;
+        if (ci > raft_memstore_last(&nd->ms) || ci <= nd->ms.snap.index ||
+            nd->ms.ents[ci - nd->ms.snap.index - 1].term != up->committed[i].term)
+            rf_fail(c, "node %llu was handed committed entry %llu that is not durable",
+                    (unsigned long long)nd->id, (unsigned long long)ci);
         GROW(nd->aq, nd->n_aq, nd->cap_aq);
         nd->aq[nd->n_aq] = up->committed[i];
         tkv_raft_buf_ref(nd->aq[nd->n_aq].data);
