@@ -13,6 +13,8 @@ enum { VOTE_NONE = 0, VOTE_GRANTED = 1, VOTE_REJECTED = 2 };
 
 /* Entries per MSG_APPEND when max_msg_bytes does not stop us earlier. */
 #define RAFT_MAX_MSG_ENTRIES 4096
+/* Committed entries per update; the rest follow in the next updates. */
+#define RAFT_MAX_COMMITTED_ENTRIES 4096
 /* Heartbeat contexts are (tick << CTX_SHIFT) | n-th context in that tick:
  * monotonic within a term, and the send tick is recoverable for leases. */
 #define CTX_SHIFT 20
@@ -81,8 +83,8 @@ struct tkv_raft {
     /* The update under construction / last handed out. */
     struct tkv_raft_msg *msgs;
     size_t n_msgs, cap_msgs;
-    struct tkv_raft_entry *committed_out;
-    size_t n_committed_out;
+    struct tkv_raft_entry *committed_out; /* reused across updates */
+    size_t n_committed_out, cap_committed_out;
     struct tkv_raft_read_state *rs;
     size_t n_rs, cap_rs;
     struct tkv_raft_hard_state prev_hs;
@@ -180,6 +182,9 @@ static void entries_unref(struct tkv_raft_entry *e, size_t n)
         tkv_raft_buf_unref(e[i].data);
 }
 
+static int log_fill(struct tkv_raft *r, tkv_index lo, tkv_index hi, uint64_t max_bytes,
+                    struct tkv_raft_entry *e, size_t *n_out);
+
 /* Copy entries [lo, hi) (payload-limited, at least one) into a new array
  * holding its own references. */
 static int log_slice(struct tkv_raft *r, tkv_index lo, tkv_index hi, uint64_t max_bytes,
@@ -199,16 +204,31 @@ static int log_slice(struct tkv_raft *r, tkv_index lo, tkv_index hi, uint64_t ma
     if (!e)
         return TKV_ENOMEM;
     size_t n = 0;
+    rv = log_fill(r, lo, hi, max_bytes, e, &n);
+    if (rv < 0) {
+        tkv_free(e);
+        return rv;
+    }
+    *out = e;
+    *n_out = n;
+    return 0;
+}
+
+/* Fill out (room for hi-lo) with entries [lo, hi) holding references;
+ * payload-limited, at least one. No allocation of its own. */
+static int log_fill(struct tkv_raft *r, tkv_index lo, tkv_index hi, uint64_t max_bytes,
+                    struct tkv_raft_entry *e, size_t *n_out)
+{
+    int rv;
+    size_t n = 0;
     uint64_t bytes = 0;
     tkv_index i = lo;
     if (i < r->u_offset) {
         tkv_index shi = TKV_MIN(hi, r->u_offset);
         size_t got = 0;
         rv = r->st.entries(r->st.ctx, i, shi, max_bytes ? max_bytes : UINT64_MAX, e, &got);
-        if (rv < 0) {
-            tkv_free(e);
+        if (rv < 0)
             return rv;
-        }
         n = got;
         for (size_t k = 0; k < got; k++)
             bytes += e[k].data ? e[k].data->len : 0;
@@ -227,7 +247,6 @@ static int log_slice(struct tkv_raft *r, tkv_index lo, tkv_index hi, uint64_t ma
         n++;
     }
 done:
-    *out = e;
     *n_out = n;
     return 0;
 }
@@ -1454,12 +1473,8 @@ static void release_update(struct tkv_raft *r)
     for (size_t i = 0; i < r->n_msgs; i++)
         msg_release(&r->msgs[i]);
     r->n_msgs = 0;
-    if (r->committed_out) {
-        entries_unref(r->committed_out, r->n_committed_out);
-        tkv_free(r->committed_out);
-        r->committed_out = NULL;
-        r->n_committed_out = 0;
-    }
+    entries_unref(r->committed_out, r->n_committed_out);
+    r->n_committed_out = 0;
     r->n_rs = 0;
 }
 
@@ -1504,19 +1519,27 @@ static void build_update(struct tkv_raft *r, struct tkv_raft_update *up)
         up->n_msgs = r->n_msgs;
     }
     tkv_index hi = TKV_MIN(r->committed, persisted_last(r));
+    hi = TKV_MIN(hi, r->emitted + RAFT_MAX_COMMITTED_ENTRIES);
     if (r->emitted < hi) {
-        struct tkv_raft_entry *e;
-        size_t n;
-        if (log_slice(r, r->emitted + 1, hi + 1, r->cfg.max_committed_bytes, &e, &n) == 0 &&
-            n > 0) {
-            r->committed_out = e;
-            r->n_committed_out = n;
-            r->emitted += n;
+        size_t want = (size_t)(hi - r->emitted);
+        if (want > r->cap_committed_out) {
+            struct tkv_raft_entry *n = tkv_realloc(r->committed_out, want * sizeof(*n));
+            if (n) {
+                r->committed_out = n;
+                r->cap_committed_out = want;
+            }
+        }
+        size_t got = 0;
+        /* without memory, the entries are handed out by a later update */
+        if (want <= r->cap_committed_out &&
+            log_fill(r, r->emitted + 1, hi + 1, r->cfg.max_committed_bytes, r->committed_out,
+                     &got) == 0 &&
+            got > 0) {
+            r->n_committed_out = got;
+            r->emitted += got;
             up->flags |= TKV_RAFT_UPDATE_COMMITTED;
-            up->committed = e;
-            up->n_committed = n;
-        } else {
-            tkv_free(e);
+            up->committed = r->committed_out;
+            up->n_committed = got;
         }
     }
     if (r->n_rs) {
@@ -1556,7 +1579,8 @@ int tkv_raft_step(struct tkv_raft *r, const struct tkv_raft_event *ev, struct tk
             rv = TKV_ENOTLEADER;
             break;
         }
-        struct tkv_raft_entry *tmp = tkv_malloc(n * sizeof(*tmp));
+        struct tkv_raft_entry small[16];
+        struct tkv_raft_entry *tmp = n <= TKV_ARRAY_LEN(small) ? small : tkv_malloc(n * sizeof(*tmp));
         if (!tmp) {
             rv = TKV_ENOMEM;
             break;
@@ -1565,7 +1589,8 @@ int tkv_raft_step(struct tkv_raft *r, const struct tkv_raft_event *ev, struct tk
             tmp[i] = (struct tkv_raft_entry){.type = TKV_RAFT_ENTRY_NORMAL,
                                              .data = ev->u.propose.data[i]};
         rv = leader_propose(r, tmp, n);
-        tkv_free(tmp);
+        if (tmp != small)
+            tkv_free(tmp);
         break;
     }
     case TKV_RAFT_EV_PROPOSE_CONF_CHANGE: {
@@ -1714,6 +1739,7 @@ void tkv_raft_close(struct tkv_raft *r)
     for (uint32_t i = 0; i < r->n_prs; i++)
         infl_free_all(&r->prs[i]);
     tkv_free(r->msgs);
+    tkv_free(r->committed_out);
     tkv_free(r->rs);
     tkv_free(r->reads);
     tkv_free(r);
