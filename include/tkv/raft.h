@@ -40,7 +40,8 @@
  *         counts its own copy toward commit only after this report; a
  *         report for entries overwritten since is recognised and ignored.
  *      d. Apply `committed` entries in order (they are always durable
- *         locally already). For a committed TKV_RAFT_ENTRY_CONF_CHANGE
+ *         locally already; at most 4096 per update, the rest follow in the
+ *         updates of later events, e.g. the APPLIED report). For a committed TKV_RAFT_ENTRY_CONF_CHANGE
  *         entry, decode your payload and feed TKV_RAFT_EV_APPLY_CONF_CHANGE.
  *         Report progress with TKV_RAFT_EV_APPLIED.
  *      e. Hand `read_states` to the waiting readers: a read with context ctx

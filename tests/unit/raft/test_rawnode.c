@@ -290,3 +290,25 @@ Test(rawnode, payloads_are_shared_not_copied)
     tkv_raft_buf_unref(b);
     drv_close(&d);
 }
+
+static int freed;
+
+static void count_free(void *ctx, uint8_t *data)
+{
+    (void)data;
+    *(int *)ctx += 1;
+}
+
+Test(rawnode, wrapped_buffer_freed_by_last_reference)
+{
+    static uint8_t bytes[4] = {1, 2, 3, 4};
+    struct tkv_raft_buf *b;
+    freed = 0;
+    cr_assert_eq(tkv_raft_buf_wrap(bytes, 4, count_free, &freed, &b), 0);
+    cr_assert_eq(b->data, bytes, "wrapped, not copied");
+    tkv_raft_buf_ref(b);
+    tkv_raft_buf_unref(b);
+    cr_assert_eq(freed, 0);
+    tkv_raft_buf_unref(b);
+    cr_assert_eq(freed, 1);
+}
