@@ -33,6 +33,7 @@ static int core_init(struct tkv_reactor *r, uint32_t core, void *arg)
     int rv;
 
     c->core = core;
+    tkv_arena_init(&c->arena, 0);
     c->max_send_msg = rcfg.max_send_msg ? rcfg.max_send_msg : TKV_RPC_DEFAULT_MAX_MSG;
     /* The rpc layer stops reading a connection whose queued output is over
      * out_high_water, and (today) that includes output held back by the
@@ -76,6 +77,7 @@ static void core_fini(struct tkv_reactor *r, uint32_t core, void *arg)
     }
     tkv_engine_session_close(c->session);
     c->session = NULL;
+    tkv_arena_close(&c->arena);
 }
 
 /* Port 0 means "any free port", but every core must listen on the same

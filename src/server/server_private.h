@@ -5,6 +5,7 @@
 
 #include <stdint.h>
 
+#include "tkv/arena.h"
 #include "tkv/config.h"
 #include "tkv/engine.h"
 #include "tkv/rpc.h"
@@ -19,6 +20,7 @@ struct server_core {
     struct tkv_engine_session *session;
     struct tkv_rpc_server *rpc;
     uint64_t max_send_msg;
+    struct tkv_arena arena; /* per call: reset at the start of each handler */
 };
 
 /* The node: everything main() sets up before the cores start. Read-only

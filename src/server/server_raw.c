@@ -4,9 +4,11 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "server_codec.h"
 #include "server_private.h"
+#include "kvrpcpb.pb.h"
+#include "tkv/arena.h"
 #include "tkv/err.h"
+#include "tkv/pb.h"
 #include "tkv/log.h"
 
 /* Errors a client caused (unknown cf, key or value too large) go in the
@@ -35,132 +37,161 @@ static void finish_engine_error(struct tkv_rpc_call *call, int rv, const char *w
     tkv_rpc_call_finish(call, TKV_GRPC_INTERNAL, msg);
 }
 
-static void reply(struct tkv_rpc_call *call, struct tkv_server_pbuf *out)
+/* Every handler finishes synchronously and tkv_rpc_call_reply copies the
+ * response, so one arena per core, reset per call, holds decode arrays and
+ * response bytes. */
+static struct tkv_arena *call_arena(struct server_core *core)
 {
-    tkv_rpc_call_reply(call, out->ptr, out->len);
-    tkv_server_pbuf_free(out);
+    tkv_arena_reset(&core->arena);
+    return &core->arena;
+}
+
+/* Encode resp and reply; INTERNAL if it cannot be encoded. */
+static void reply(struct tkv_rpc_call *call, struct tkv_arena *arena, const pb_msgdesc_t *fields,
+                  const void *resp)
+{
+    struct tkv_slice out;
+    if (tkv_pb_encode_arena(fields, resp, arena, 0, &out) != 0) {
+        tkv_rpc_call_finish(call, TKV_GRPC_INTERNAL, "cannot encode the response");
+        return;
+    }
+    tkv_rpc_call_reply(call, out.ptr, out.len);
 }
 
 /* Decode or answer INVALID_ARGUMENT; returns false when the call is done. */
-static bool decode(struct tkv_rpc_call *call, enum tkv_server_raw_kind kind, struct tkv_slice msg,
-                   struct tkv_server_raw_req *req)
+static bool decode(struct tkv_rpc_call *call, struct tkv_arena *arena, const pb_msgdesc_t *fields,
+                   struct tkv_slice msg, void *req)
 {
-    const char *why = "";
-    if (tkv_server_raw_req_decode(kind, msg, req, &why) == 0)
+    const char *why = NULL;
+    if (tkv_pb_decode_ex(fields, req, msg.ptr, msg.len, arena, &why) == 0)
         return true;
     char text[200];
-    snprintf(text, sizeof(text), "cannot decode %s: %s", tkv_server_raw_req_name(kind), why);
+    snprintf(text, sizeof(text), "cannot decode %s: %s", tkv_pb_msg_name(fields),
+             why ? why : "malformed message");
     TKV_LOG_DEBUG("bad request", TKV_LF_STR("path", tkv_rpc_call_path(call)),
-                  TKV_LF_STR("why", why));
+                  TKV_LF_STR("why", why ? why : ""));
     tkv_rpc_call_finish(call, TKV_GRPC_INVALID_ARGUMENT, text);
     return false;
 }
 
-/* The error string of a client error: "<what>: <text>", with the cf name
- * for unknown column families. */
-static struct tkv_slice client_error(char *buf, size_t cap, int rv,
-                                     const struct tkv_server_raw_req *req)
+/* The error string of a client error, naming the cf when it is unknown. */
+static struct tkv_slice client_error(struct tkv_arena *arena, int rv, struct tkv_slice cf)
 {
-    int n;
     if (rv == TKV_ECF)
-        n = snprintf(buf, cap, "unknown column family \"%.*s\" (want default, lock or write)",
-                     (int)TKV_MIN(req->cf.len, 64), (const char *)req->cf.ptr);
-    else
-        n = snprintf(buf, cap, "%s", tkv_strerror(rv));
-    return TKV_SLICE(buf, n < 0 ? 0 : TKV_MIN((size_t)n, cap - 1));
+        return tkv_pb_printf(arena, "unknown column family \"%.*s\" (want default, lock or write)",
+                             (int)TKV_MIN(cf.len, 64), (const char *)cf.ptr);
+    return tkv_pb_printf(arena, "%s", tkv_strerror(rv));
 }
 
 static void on_raw_get(struct tkv_rpc_call *call, struct tkv_slice msg)
 {
     struct server_core *core = tkv_rpc_call_method_data(call);
-    struct tkv_server_raw_req req;
-    struct tkv_server_pbuf out = {0};
+    struct tkv_arena *arena = call_arena(core);
+    kvrpcpb_RawGetRequest req;
+    kvrpcpb_RawGetResponse resp = {0};
     struct tkv_slice value = {0};
-    char ebuf[160];
     enum tkv_cf cf;
     int rv;
 
-    if (!decode(call, TKV_SERVER_RAW_GET, msg, &req))
+    if (!decode(call, arena, kvrpcpb_RawGetRequest_fields, msg, &req))
         return;
     rv = tkv_engine_cf_from_name(req.cf, &cf);
     if (rv == 0)
         rv = tkv_engine_get(core->session, cf, req.key, &value);
-    if (rv == 0 || rv == TKV_ENOTFOUND)
-        tkv_server_raw_get_resp_encode(&out, TKV_SLICE(NULL, 0), value, rv == TKV_ENOTFOUND);
-    else if (is_client_error(rv))
-        tkv_server_raw_get_resp_encode(&out, client_error(ebuf, sizeof(ebuf), rv, &req),
-                                       TKV_SLICE(NULL, 0), false);
-    else {
+    if (rv == 0) {
+        resp.value = value; /* valid until the next engine call: encoded below */
+    } else if (rv == TKV_ENOTFOUND) {
+        resp.not_found = true;
+    } else if (is_client_error(rv)) {
+        resp.error = client_error(arena, rv, req.cf);
+    } else {
         finish_engine_error(call, rv, "RawGet");
         return;
     }
-    reply(call, &out);
+    reply(call, arena, kvrpcpb_RawGetResponse_fields, &resp);
 }
 
-/* Shared by RawPut and RawDelete: in sync mode tkv_engine_write returns only
- * once the write is durable, so the reply is sent after that. */
-static void raw_write(struct tkv_rpc_call *call, struct tkv_slice msg,
-                      enum tkv_server_raw_kind kind)
+/* RawPut and RawDelete: in sync mode tkv_engine_write returns only once the
+ * write is durable, so the reply is sent after that. */
+static void on_raw_put(struct tkv_rpc_call *call, struct tkv_slice msg)
 {
     struct server_core *core = tkv_rpc_call_method_data(call);
-    struct tkv_server_raw_req req;
-    struct tkv_server_pbuf out = {0};
-    char ebuf[160];
+    struct tkv_arena *arena = call_arena(core);
+    kvrpcpb_RawPutRequest req;
+    kvrpcpb_RawPutResponse resp = {0};
     enum tkv_cf cf;
     int rv;
 
-    if (!decode(call, kind, msg, &req))
+    if (!decode(call, arena, kvrpcpb_RawPutRequest_fields, msg, &req))
         return;
     rv = tkv_engine_cf_from_name(req.cf, &cf);
-    if (rv == 0) {
-        if (kind == TKV_SERVER_RAW_PUT)
-            rv = tkv_engine_put(core->session, cf, req.key, req.value);
-        else
-            rv = tkv_engine_delete(core->session, cf, req.key);
-    }
     if (rv == 0)
-        tkv_server_raw_write_resp_encode(&out, TKV_SLICE(NULL, 0));
-    else if (is_client_error(rv))
-        tkv_server_raw_write_resp_encode(&out, client_error(ebuf, sizeof(ebuf), rv, &req));
-    else {
-        finish_engine_error(call, rv, kind == TKV_SERVER_RAW_PUT ? "RawPut" : "RawDelete");
+        rv = tkv_engine_put(core->session, cf, req.key, req.value);
+    if (rv != 0 && !is_client_error(rv)) {
+        finish_engine_error(call, rv, "RawPut");
         return;
     }
-    reply(call, &out);
-}
-
-static void on_raw_put(struct tkv_rpc_call *call, struct tkv_slice msg)
-{
-    raw_write(call, msg, TKV_SERVER_RAW_PUT);
+    if (rv != 0)
+        resp.error = client_error(arena, rv, req.cf);
+    reply(call, arena, kvrpcpb_RawPutResponse_fields, &resp);
 }
 
 static void on_raw_delete(struct tkv_rpc_call *call, struct tkv_slice msg)
 {
-    raw_write(call, msg, TKV_SERVER_RAW_DELETE);
+    struct server_core *core = tkv_rpc_call_method_data(call);
+    struct tkv_arena *arena = call_arena(core);
+    kvrpcpb_RawDeleteRequest req;
+    kvrpcpb_RawDeleteResponse resp = {0};
+    enum tkv_cf cf;
+    int rv;
+
+    if (!decode(call, arena, kvrpcpb_RawDeleteRequest_fields, msg, &req))
+        return;
+    rv = tkv_engine_cf_from_name(req.cf, &cf);
+    if (rv == 0)
+        rv = tkv_engine_delete(core->session, cf, req.key);
+    if (rv != 0 && !is_client_error(rv)) {
+        finish_engine_error(call, rv, "RawDelete");
+        return;
+    }
+    if (rv != 0)
+        resp.error = client_error(arena, rv, req.cf);
+    reply(call, arena, kvrpcpb_RawDeleteResponse_fields, &resp);
 }
 
-/* Fill out with up to limit pairs >= start from one snapshot, so a scan
- * never mixes states (TestIterWithRawDelete1). Stops with TKV_ETOOBIG
- * before the response would exceed max_bytes. */
-static int scan(struct server_core *core, enum tkv_cf cf, struct tkv_slice start, uint32_t limit,
-                size_t max_bytes, struct tkv_server_pbuf *out)
+/* Bytes one KvPair adds to a RawScanResponse, at most (tags and lengths
+ * bounded by 1 + 5 bytes each). */
+static size_t pair_bound(size_t key_len, size_t value_len)
+{
+    return 6 + (6 + key_len) + (6 + value_len);
+}
+
+/* Collect up to limit pairs >= start from ONE snapshot, so a scan never
+ * mixes states (TestIterWithRawDelete1); keys and values are copied into the
+ * arena because the iterator's memory moves on. Stops with TKV_ETOOBIG
+ * before the response could exceed max_bytes. */
+static int scan(struct server_core *core, struct tkv_arena *arena, enum tkv_cf cf,
+                struct tkv_slice start, uint32_t limit, size_t max_bytes,
+                kvrpcpb_RawScanResponse *resp)
 {
     struct tkv_engine_snap *snap = NULL;
     struct tkv_engine_iter *it = NULL;
-    uint32_t n = 0;
+    size_t bytes = 0;
     int rv;
 
     TKV_ERR(tkv_engine_snap_open(core->session, &snap));
     TKV_ERR(tkv_engine_iter_open(snap, cf, start, TKV_SLICE(NULL, 0), &it));
     TKV_ERR(tkv_engine_iter_seek(it, start));
-    while (n < limit && tkv_engine_iter_valid(it)) {
+    while (resp->kvs.n < limit && tkv_engine_iter_valid(it)) {
         struct tkv_slice k = tkv_engine_iter_key(it), v = tkv_engine_iter_value(it);
-        if (out->len + tkv_server_raw_scan_pair_size(k.len, v.len) > max_bytes) {
+        bytes += pair_bound(k.len, v.len);
+        if (bytes > max_bytes) {
             rv = TKV_ETOOBIG;
             goto err;
         }
-        tkv_server_raw_scan_resp_add(out, k, v);
-        n++;
+        kvrpcpb_KvPair *kv = TKV_PB_PUSH(arena, &resp->kvs);
+        kv->key = tkv_pb_dup(arena, k.ptr, k.len);
+        kv->value = tkv_pb_dup(arena, v.ptr, v.len);
         TKV_ERR(tkv_engine_iter_next(it));
     }
     rv = 0;
@@ -173,46 +204,33 @@ err:
 static void on_raw_scan(struct tkv_rpc_call *call, struct tkv_slice msg)
 {
     struct server_core *core = tkv_rpc_call_method_data(call);
-    struct tkv_server_raw_req req;
-    struct tkv_server_pbuf out = {0};
+    struct tkv_arena *arena = call_arena(core);
+    kvrpcpb_RawScanRequest req;
+    kvrpcpb_RawScanResponse resp = {0};
     char ebuf[160];
     enum tkv_cf cf;
     int rv;
 
-    if (!decode(call, TKV_SERVER_RAW_SCAN, msg, &req))
+    if (!decode(call, arena, kvrpcpb_RawScanRequest_fields, msg, &req))
         return;
     rv = tkv_engine_cf_from_name(req.cf, &cf);
     if (rv != 0) {
-        tkv_server_raw_scan_resp_error(&out, client_error(ebuf, sizeof(ebuf), rv, &req));
-        {
-            reply(call, &out);
-            return;
-        }
-    }
-    if (req.limit == 0) /* limit 0 returns nothing (TINYKV-API.md 2.3) */
-    {
-        reply(call, &out);
-        return;
-    }
-    rv = scan(core, cf, req.key, req.limit, core->max_send_msg, &out);
-    if (rv == TKV_ETOOBIG) {
-        tkv_server_pbuf_free(&out);
-        snprintf(ebuf, sizeof(ebuf),
-                 "RawScan response would exceed %llu bytes; use a smaller limit",
-                 (unsigned long long)core->max_send_msg);
-        {
+        resp.error = client_error(arena, rv, req.cf);
+    } else if (req.limit > 0) { /* limit 0 returns nothing (TINYKV-API.md 2.3) */
+        rv = scan(core, arena, cf, req.start_key, req.limit, core->max_send_msg, &resp);
+        if (rv == TKV_ETOOBIG) {
+            snprintf(ebuf, sizeof(ebuf),
+                     "RawScan response would exceed %llu bytes; use a smaller limit",
+                     (unsigned long long)core->max_send_msg);
             tkv_rpc_call_finish(call, TKV_GRPC_RESOURCE_EXHAUSTED, ebuf);
             return;
         }
-    }
-    if (rv != 0) {
-        tkv_server_pbuf_free(&out);
-        {
+        if (rv != 0) {
             finish_engine_error(call, rv, "RawScan");
             return;
         }
     }
-    reply(call, &out);
+    reply(call, arena, kvrpcpb_RawScanResponse_fields, &resp);
 }
 
 /* Methods of tinykvpb.TinyKv that need Raft or transactions: not built yet,

@@ -10,8 +10,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "server_codec.h"
+#include "kvrpcpb.pb.h"
+#include "tkv/arena.h"
 #include "tkv/err.h"
+#include "tkv/pb.h"
 #include "tkv/log.h"
 #include "tkv/reactor.h"
 #include "tkv/rpc.h"
@@ -45,7 +47,7 @@ static struct ctl_call {
     char host[256];
     uint16_t port;
     const char *path;
-    struct tkv_server_pbuf req;
+    struct tkv_slice req; /* encoded request, in main's arena */
     uint64_t timeout_ns;
     /* results, written on the core, read by main after the group joined */
     bool done;
@@ -139,7 +141,9 @@ static int usage_error(const char *what)
     return EXIT_USAGE;
 }
 
-static const char *method_name(enum tkv_server_raw_kind kind)
+enum ctl_verb { VERB_GET, VERB_PUT, VERB_DELETE, VERB_SCAN };
+
+static const char *method_name(enum ctl_verb kind)
 {
     static const char *names[] = {"RawGet", "RawPut", "RawDelete", "RawScan"};
     return names[kind];
@@ -197,16 +201,16 @@ int main(int argc, char **argv)
     if (n_args < 2 || strcmp(args[0], "raw") != 0)
         return usage_error("expected: raw get|put|delete|scan ...");
 
-    enum tkv_server_raw_kind kind;
+    enum ctl_verb kind;
     int want_args;
     if (!strcmp(args[1], "get"))
-        kind = TKV_SERVER_RAW_GET, want_args = 1;
+        kind = VERB_GET, want_args = 1;
     else if (!strcmp(args[1], "put"))
-        kind = TKV_SERVER_RAW_PUT, want_args = 2;
+        kind = VERB_PUT, want_args = 2;
     else if (!strcmp(args[1], "delete"))
-        kind = TKV_SERVER_RAW_DELETE, want_args = 1;
+        kind = VERB_DELETE, want_args = 1;
     else if (!strcmp(args[1], "scan"))
-        kind = TKV_SERVER_RAW_SCAN, want_args = 1;
+        kind = VERB_SCAN, want_args = 1;
     else
         return usage_error("unknown raw verb (want get, put, delete or scan)");
     if (n_args - 2 != want_args)
@@ -235,13 +239,29 @@ int main(int argc, char **argv)
     snprintf(path, sizeof(path), "/tinykvpb.TinyKv/%s", method_name(kind));
     call.path = path;
     call.timeout_ns = (uint64_t)(timeout_s * 1e9);
-    struct tkv_server_raw_req req = {
-        .key = TKV_SLICE(key, key_len),
-        .value = TKV_SLICE(value, value_len),
-        .cf = TKV_SLICE(cf, strlen(cf)),
-        .limit = (uint32_t)limit,
-    };
-    tkv_server_raw_req_encode(kind, &req, &call.req);
+    struct tkv_arena arena;
+    tkv_arena_init(&arena, 0);
+    struct tkv_slice k = TKV_SLICE(key, key_len), v = TKV_SLICE(value, value_len);
+    struct tkv_slice cfs = tkv_pb_str(cf);
+    int erv;
+    if (kind == VERB_GET) {
+        kvrpcpb_RawGetRequest r = {.key = k, .cf = cfs};
+        erv = tkv_pb_encode_arena(kvrpcpb_RawGetRequest_fields, &r, &arena, 0, &call.req);
+    } else if (kind == VERB_PUT) {
+        kvrpcpb_RawPutRequest r = {.key = k, .value = v, .cf = cfs};
+        erv = tkv_pb_encode_arena(kvrpcpb_RawPutRequest_fields, &r, &arena, 0, &call.req);
+    } else if (kind == VERB_DELETE) {
+        kvrpcpb_RawDeleteRequest r = {.key = k, .cf = cfs};
+        erv = tkv_pb_encode_arena(kvrpcpb_RawDeleteRequest_fields, &r, &arena, 0, &call.req);
+    } else {
+        kvrpcpb_RawScanRequest r = {.start_key = k, .limit = (uint32_t)limit, .cf = cfs};
+        erv = tkv_pb_encode_arena(kvrpcpb_RawScanRequest_fields, &r, &arena, 0, &call.req);
+    }
+    if (erv) {
+        free(key);
+        free(value);
+        return fail("cannot encode the request: %s", tkv_strerror(erv));
+    }
     free(key);
     free(value);
 
@@ -254,7 +274,6 @@ int main(int argc, char **argv)
         return fail("cannot start the client reactor: %s", tkv_strerror(rv));
     atomic_store(&the_group, group);
     rv = tkv_reactor_group_wait(group);
-    tkv_server_pbuf_free(&call.req);
     if (rv)
         return fail("client reactor failed: %s", tkv_strerror(rv));
     if (call.connect_rv)
@@ -267,41 +286,63 @@ int main(int argc, char **argv)
         return EXIT_ERROR;
     }
 
-    struct tkv_server_raw_resp resp;
-    const char *why = "";
+    /* The four responses share region_error #1 and error #2. */
+    union {
+        kvrpcpb_RawGetResponse get;
+        kvrpcpb_RawPutResponse put;
+        kvrpcpb_RawDeleteResponse del;
+        kvrpcpb_RawScanResponse scan;
+    } resp;
+    static const pb_msgdesc_t *const resp_fields[] = {
+        kvrpcpb_RawGetResponse_fields, kvrpcpb_RawPutResponse_fields,
+        kvrpcpb_RawDeleteResponse_fields, kvrpcpb_RawScanResponse_fields};
+    const char *why = NULL;
     int code = 0;
-    if (tkv_server_raw_resp_decode(kind, TKV_SLICE(call.resp, call.resp_len), &resp, &why)) {
-        code = fail("cannot decode the %s response: %s", method_name(kind), why);
-    } else if (resp.has_region_error) {
+    if (tkv_pb_decode_ex(resp_fields[kind], &resp, call.resp, call.resp_len, &arena, &why)) {
+        code = fail("cannot decode the %s response: %s", method_name(kind), why ? why : "?");
+        goto out;
+    }
+    bool has_region_error = kind == VERB_GET      ? resp.get.has_region_error
+                            : kind == VERB_PUT    ? resp.put.has_region_error
+                            : kind == VERB_DELETE ? resp.del.has_region_error
+                                                  : resp.scan.has_region_error;
+    errorpb_Error *region_error = kind == VERB_GET      ? &resp.get.region_error
+                                  : kind == VERB_PUT    ? &resp.put.region_error
+                                  : kind == VERB_DELETE ? &resp.del.region_error
+                                                        : &resp.scan.region_error;
+    struct tkv_slice error = kind == VERB_GET      ? resp.get.error
+                             : kind == VERB_PUT    ? resp.put.error
+                             : kind == VERB_DELETE ? resp.del.error
+                                                   : resp.scan.error;
+    if (has_region_error) {
         fprintf(stderr, "tinykv-ctl: %s: region error: %.*s\n", method_name(kind),
-                (int)resp.region_error_message.len, (const char *)resp.region_error_message.ptr);
+                (int)region_error->message.len, (const char *)region_error->message.ptr);
         code = EXIT_ERROR;
-    } else if (resp.error.len) {
-        fprintf(stderr, "tinykv-ctl: %s: %.*s\n", method_name(kind), (int)resp.error.len,
-                (const char *)resp.error.ptr);
+    } else if (error.len) {
+        fprintf(stderr, "tinykv-ctl: %s: %.*s\n", method_name(kind), (int)error.len,
+                (const char *)error.ptr);
         code = EXIT_ERROR;
-    } else if (kind == TKV_SERVER_RAW_GET) {
-        if (resp.not_found) {
+    } else if (kind == VERB_GET) {
+        if (resp.get.not_found) {
             fprintf(stderr, "tinykv-ctl: key not found\n");
             code = EXIT_NOT_FOUND;
         } else {
-            tools_print_bytes(stdout, resp.value.ptr, resp.value.len, hex);
+            tools_print_bytes(stdout, resp.get.value.ptr, resp.get.value.len, hex);
             putchar('\n');
         }
-    } else if (kind == TKV_SERVER_RAW_SCAN) {
-        size_t pos = 0;
-        struct tkv_slice k, v;
-        while ((rv = tkv_server_raw_scan_next(&resp, &pos, &k, &v)) == 1) {
-            tools_print_bytes(stdout, k.ptr, k.len, hex);
+    } else if (kind == VERB_SCAN) {
+        for (size_t i = 0; i < resp.scan.kvs.n; i++) {
+            const kvrpcpb_KvPair *kv = &resp.scan.kvs.items[i];
+            tools_print_bytes(stdout, kv->key.ptr, kv->key.len, hex);
             putchar('\t');
-            tools_print_bytes(stdout, v.ptr, v.len, hex);
+            tools_print_bytes(stdout, kv->value.ptr, kv->value.len, hex);
             putchar('\n');
         }
-        if (rv < 0)
-            code = fail("cannot decode the %s response: bad KvPair", method_name(kind));
     } else {
         puts("OK");
     }
+out:
+    tkv_arena_close(&arena);
     free(call.resp);
     if (fflush(stdout) != 0 && code == 0)
         code = fail("cannot write output: %s", strerror(errno));
