@@ -374,3 +374,30 @@ Test(raft_flow_control, max_msg_bytes_splits_appends)
     cr_assert(!c.failed, "%s", c.err);
     rf_close(&c);
 }
+
+/* TimeoutNow lets the target campaign through everyone's lease, so once a
+ * leader has sent it, this term's lease can no longer be trusted, even
+ * after the transfer is aborted. */
+Test(raft_lease_read, no_lease_reads_after_timeout_now)
+{
+    struct rf_opts o = vt_opts();
+    o.check_quorum = true;
+    o.lease_read = true;
+    struct rf_cluster c;
+    rf_init(&c, 3, &o, 3);
+    uint64_t l = run_until_leader(&c);
+    rf_run(&c, 50);
+    rf_ignore(&c, TKV_RAFT_MSG_TIMEOUT_NOW);
+    struct tkv_raft_event ev = {.type = TKV_RAFT_EV_TRANSFER_LEADER,
+                                .u.target = other_than(l, 0, 3)};
+    rf_node_step(&c, l, &ev);
+    rf_run(&c, 10 * 15); /* the transfer aborts after an election timeout */
+    cr_assert_eq(rf_leader(&c), l);
+    cr_assert_eq(stat_of(&c, l).lead_transferee, 0);
+    uint64_t ctx;
+    cr_assert_eq(rf_read(&c, l, &ctx), 0);
+    cr_assert(!read_done(&c, l, ctx, NULL), "lease read served after TimeoutNow was sent");
+    rf_run(&c, 20);
+    cr_assert(read_done(&c, l, ctx, NULL), "ReadIndex round should still answer");
+    rf_close(&c);
+}
