@@ -341,6 +341,10 @@ void tkv_raft_close(struct tkv_raft *r);
  *                       leader not yet ready to serve reads)
  *   TKV_EBUSY           a conf change is already pending
  *   TKV_EINVAL          malformed event
+ *   TKV_EPROTO          RECEIVE of a message no correct peer sends
+ *                       (entries not contiguous after index, terms out of
+ *                       order, MSG_SNAPSHOT without a snapshot, ...);
+ *                       dropped without effect
  *   TKV_ENOMEM          allocation failed (see "Memory" in the CONTRACT)
  * *up is valid (possibly empty) whatever the return value. */
 int tkv_raft_step(struct tkv_raft *r, const struct tkv_raft_event *ev, struct tkv_raft_update *up);

@@ -1549,6 +1549,31 @@ static void build_update(struct tkv_raft *r, struct tkv_raft_update *up)
     }
 }
 
+/* Reject what no correct peer sends, before it can touch the log. */
+static bool msg_well_formed(const struct tkv_raft_msg *m)
+{
+    if (m->type > TKV_RAFT_MSG_READ_INDEX_RESP || m->type == 10)
+        return false;
+    if (m->n_entries && !m->entries)
+        return false;
+    if (m->n_entries && m->type != TKV_RAFT_MSG_APPEND && m->type != TKV_RAFT_MSG_PROPOSE)
+        return false;
+    if (m->type == TKV_RAFT_MSG_APPEND) {
+        tkv_term prev = m->log_term;
+        for (size_t i = 0; i < m->n_entries; i++) {
+            const struct tkv_raft_entry *e = &m->entries[i];
+            if (e->index != m->index + 1 + i || e->term < prev)
+                return false;
+            prev = e->term;
+        }
+    }
+    if (m->type == TKV_RAFT_MSG_SNAPSHOT) {
+        if (!m->snapshot || m->snapshot->conf_state.n_voters > TKV_RAFT_MAX_VOTERS)
+            return false;
+    }
+    return true;
+}
+
 int tkv_raft_step(struct tkv_raft *r, const struct tkv_raft_event *ev, struct tkv_raft_update *up)
 {
     int rv = 0;
@@ -1561,6 +1586,10 @@ int tkv_raft_step(struct tkv_raft *r, const struct tkv_raft_event *ev, struct tk
     case TKV_RAFT_EV_RECEIVE:
         if (!ev->u.msg) {
             rv = TKV_EINVAL;
+            break;
+        }
+        if (!msg_well_formed(ev->u.msg)) {
+            rv = TKV_EPROTO;
             break;
         }
         rv = step_msg(r, ev->u.msg);

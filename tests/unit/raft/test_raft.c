@@ -1072,3 +1072,41 @@ Test(raft, report_unreachable_stops_pipelining)
     cr_assert_eq(appends, 1, "probe sends one append at a time, got %zu", appends);
     rf_close(&c);
 }
+
+Test(raft, malformed_messages_rejected_without_effect)
+{
+    struct rf_cluster c;
+    solo_new(&c, 3, NULL);
+    struct tkv_raft_msg hb = mk(TKV_RAFT_MSG_HEARTBEAT, 2, 1, 2);
+    rf_send(&c, &hb);
+    drop_msgs(&c, 1);
+    struct tkv_raft_status before = st(&c, 1);
+    struct tkv_raft_entry gap[2] = {{.term = 2, .index = 1}, {.term = 2, .index = 3}};
+    struct tkv_raft_entry back[2] = {{.term = 2, .index = 1}, {.term = 1, .index = 2}};
+    struct tkv_raft_entry future[1] = {{.term = 1, .index = 1}}; /* below prev term */
+    struct tkv_raft_msg bad[5];
+    for (int i = 0; i < 5; i++)
+        bad[i] = mk(TKV_RAFT_MSG_APPEND, 2, 1, 2);
+    bad[0].entries = gap;
+    bad[0].n_entries = 2;
+    bad[1].entries = back;
+    bad[1].n_entries = 2;
+    bad[2].entries = future;
+    bad[2].n_entries = 1;
+    bad[2].log_term = 2;
+    bad[3].type = TKV_RAFT_MSG_SNAPSHOT; /* without a snapshot */
+    bad[4].type = 10;                    /* unused number */
+    for (int i = 0; i < 5; i++) {
+        struct tkv_raft_event ev = {.type = TKV_RAFT_EV_RECEIVE, .u.msg = &bad[i]};
+        cr_assert_eq(rf_node_step(&c, 1, &ev), TKV_EPROTO, "case %d", i);
+    }
+    rf_settle(&c);
+    struct tkv_raft_status after = st(&c, 1);
+    cr_assert_eq(after.last_index, before.last_index);
+    cr_assert_eq(after.hs.term, before.hs.term);
+    struct tkv_raft_msg *out;
+    size_t n = drain(&c, 1, &out);
+    cr_assert_eq(n, 0, "no response to a malformed message");
+    rf_msgs_free(out, n);
+    rf_close(&c);
+}
