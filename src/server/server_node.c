@@ -34,6 +34,7 @@ static int core_init(struct tkv_reactor *r, uint32_t core, void *arg)
 
     c->core = core;
     tkv_arena_init(&c->arena, 0);
+    tkv_engine_batch_init(&c->batch);
     c->max_send_msg = rcfg.max_send_msg ? rcfg.max_send_msg : TKV_RPC_DEFAULT_MAX_MSG;
     /* The rpc layer stops reading a connection whose queued output is over
      * out_high_water, and (today) that includes output held back by the
@@ -46,6 +47,7 @@ static int core_init(struct tkv_reactor *r, uint32_t core, void *arg)
         TKV_LOG_ERROR("cannot open an engine session", TKV_LF_U64("core", core), TKV_LF_ERR(rv));
         return rv;
     }
+    tkv_reactor_on_before_sleep(r, server_flush_writes, c);
     server_methods(c, methods, &n_methods);
     rv = tkv_rpc_server_new(&rcfg, methods, n_methods, &c->rpc);
     if (rv) {
@@ -71,10 +73,23 @@ static void core_fini(struct tkv_reactor *r, uint32_t core, void *arg)
     struct server_node *node = arg;
     struct server_core *c = &node->cores[core];
     (void)r;
+    if (c->session && c->batch.n_ops) {
+        /* The loop is over: apply what is left (never drop a write) but
+         * answer nobody; the rpc layer has already ended those calls. */
+        c->n_pending = 0;
+        server_flush_writes(c);
+    }
     if (c->rpc) {
         tkv_rpc_server_free(c->rpc);
         c->rpc = NULL;
     }
+    if (c->n_batches)
+        TKV_LOG_INFO("core stopped", TKV_LF_U64("core", core),
+                     TKV_LF_U64("write_batches", c->n_batches),
+                     TKV_LF_U64("batched_writes", c->n_batched_writes));
+    tkv_engine_batch_close(&c->batch);
+    tkv_free(c->pending);
+    c->pending = NULL;
     tkv_engine_session_close(c->session);
     c->session = NULL;
     tkv_arena_close(&c->arena);

@@ -21,6 +21,11 @@ struct server_core {
     struct tkv_rpc_server *rpc;
     uint64_t max_send_msg;
     struct tkv_arena arena; /* per call: reset at the start of each handler */
+    /* Group commit: writes of this loop turn, applied by server_flush_writes. */
+    struct tkv_engine_batch batch;
+    struct tkv_rpc_call **pending; /* calls answered after the batch; NULL = cancelled */
+    size_t n_pending, cap_pending;
+    uint64_t n_batches, n_batched_writes; /* for the shutdown log line */
 };
 
 /* The node: everything main() sets up before the cores start. Read-only
@@ -38,6 +43,11 @@ struct server_node {
  * Fills methods[0..n) (n_out = count, at most SERVER_N_METHODS). */
 #define SERVER_N_METHODS 14
 void server_methods(struct server_core *core, struct tkv_rpc_method *methods, size_t *n_out);
+
+/* Before-sleep hook of each core (arg = its server_core): apply the batched
+ * writes of this loop turn in one engine write (one fsync), then answer
+ * their calls. Core of arg only. */
+void server_flush_writes(void *arg);
 
 /* Run the node until SIGINT/SIGTERM. Returns the process exit code
  * (0 clean stop, 1 start-up or runtime failure). Main thread. */

@@ -10,6 +10,7 @@
 #include "tkv/err.h"
 #include "tkv/pb.h"
 #include "tkv/log.h"
+#include "tkv/mem.h"
 
 /* Errors a client caused (unknown cf, key or value too large) go in the
  * response's error string, as TinyKV's raw handlers do; engine failures are
@@ -111,29 +112,90 @@ static void on_raw_get(struct tkv_rpc_call *call, struct tkv_slice msg)
     reply(call, arena, kvrpcpb_RawGetResponse_fields, &resp);
 }
 
-/* RawPut and RawDelete: in sync mode tkv_engine_write returns only once the
- * write is durable, so the reply is sent after that. */
+/* RawPut and RawDelete: group commit. A write is checked and appended to
+ * the core's batch when its request arrives; the before-sleep hook
+ * (server_flush_writes) applies the whole batch with ONE tkv_engine_write
+ * per loop turn -- one fsync in sync mode for every write that arrived in
+ * the turn -- and only then answers those calls. So a write is still
+ * acknowledged only once durable, and the core no longer pays an fsync per
+ * request. Client errors (unknown cf, too large) are answered at once and
+ * leave the batch unchanged. */
+static void queue_write(struct server_core *core, struct tkv_rpc_call *call)
+{
+    if (core->n_pending == core->cap_pending) {
+        core->cap_pending = core->cap_pending ? 2 * core->cap_pending : 64;
+        core->pending = tkv_xrealloc(core->pending, core->cap_pending * sizeof(*core->pending));
+    }
+    core->pending[core->n_pending++] = call;
+}
+
+static void on_write_cancel(struct tkv_rpc_call *call, enum tkv_grpc_status why)
+{
+    struct server_core *core = tkv_rpc_call_method_data(call);
+    (void)why;
+    /* The write stays in the batch (a cancelled write may or may not be
+     * applied, as with any RPC); only its reply is dropped. */
+    for (size_t i = 0; i < core->n_pending; i++)
+        if (core->pending[i] == call)
+            core->pending[i] = NULL;
+}
+
+void server_flush_writes(void *arg)
+{
+    struct server_core *core = arg;
+    int rv;
+
+    if (core->n_pending == 0 && core->batch.n_ops == 0)
+        return;
+    rv = tkv_engine_write(core->session, &core->batch);
+    tkv_engine_batch_clear(&core->batch);
+    core->n_batches++;
+    core->n_batched_writes += core->n_pending;
+    for (size_t i = 0; i < core->n_pending; i++) {
+        struct tkv_rpc_call *call = core->pending[i];
+        if (!call)
+            continue;
+        if (rv == 0) /* Raw{Put,Delete}Response with no error: zero bytes */
+            tkv_rpc_call_reply(call, "", 0);
+        else
+            finish_engine_error(call, rv, "RawPut/RawDelete");
+    }
+    core->n_pending = 0;
+}
+
+static void raw_write(struct tkv_rpc_call *call, struct tkv_slice cf_name, struct tkv_slice key,
+                      const struct tkv_slice *value)
+{
+    struct server_core *core = tkv_rpc_call_method_data(call);
+    struct tkv_arena *arena = &core->arena;
+    enum tkv_cf cf;
+    int rv;
+
+    rv = tkv_engine_cf_from_name(cf_name, &cf);
+    if (rv == 0)
+        rv = value ? tkv_engine_batch_put(&core->batch, cf, key, *value)
+                   : tkv_engine_batch_delete(&core->batch, cf, key);
+    if (rv == 0) {
+        queue_write(core, call);
+        return;
+    }
+    if (!is_client_error(rv)) {
+        finish_engine_error(call, rv, value ? "RawPut" : "RawDelete");
+        return;
+    }
+    /* Same layout for both responses: error is field 2. */
+    kvrpcpb_RawPutResponse resp = {.error = client_error(arena, rv, cf_name)};
+    reply(call, arena, kvrpcpb_RawPutResponse_fields, &resp);
+}
+
 static void on_raw_put(struct tkv_rpc_call *call, struct tkv_slice msg)
 {
     struct server_core *core = tkv_rpc_call_method_data(call);
     struct tkv_arena *arena = call_arena(core);
     kvrpcpb_RawPutRequest req;
-    kvrpcpb_RawPutResponse resp = {0};
-    enum tkv_cf cf;
-    int rv;
 
-    if (!decode(call, arena, kvrpcpb_RawPutRequest_fields, msg, &req))
-        return;
-    rv = tkv_engine_cf_from_name(req.cf, &cf);
-    if (rv == 0)
-        rv = tkv_engine_put(core->session, cf, req.key, req.value);
-    if (rv != 0 && !is_client_error(rv)) {
-        finish_engine_error(call, rv, "RawPut");
-        return;
-    }
-    if (rv != 0)
-        resp.error = client_error(arena, rv, req.cf);
-    reply(call, arena, kvrpcpb_RawPutResponse_fields, &resp);
+    if (decode(call, arena, kvrpcpb_RawPutRequest_fields, msg, &req))
+        raw_write(call, req.cf, req.key, &req.value);
 }
 
 static void on_raw_delete(struct tkv_rpc_call *call, struct tkv_slice msg)
@@ -141,22 +203,9 @@ static void on_raw_delete(struct tkv_rpc_call *call, struct tkv_slice msg)
     struct server_core *core = tkv_rpc_call_method_data(call);
     struct tkv_arena *arena = call_arena(core);
     kvrpcpb_RawDeleteRequest req;
-    kvrpcpb_RawDeleteResponse resp = {0};
-    enum tkv_cf cf;
-    int rv;
 
-    if (!decode(call, arena, kvrpcpb_RawDeleteRequest_fields, msg, &req))
-        return;
-    rv = tkv_engine_cf_from_name(req.cf, &cf);
-    if (rv == 0)
-        rv = tkv_engine_delete(core->session, cf, req.key);
-    if (rv != 0 && !is_client_error(rv)) {
-        finish_engine_error(call, rv, "RawDelete");
-        return;
-    }
-    if (rv != 0)
-        resp.error = client_error(arena, rv, req.cf);
-    reply(call, arena, kvrpcpb_RawDeleteResponse_fields, &resp);
+    if (decode(call, arena, kvrpcpb_RawDeleteRequest_fields, msg, &req))
+        raw_write(call, req.cf, req.key, NULL);
 }
 
 /* Bytes one KvPair adds to a RawScanResponse, at most (tags and lengths
@@ -282,7 +331,12 @@ void server_methods(struct server_core *core, struct tkv_rpc_method *methods, si
                 method_table[i].on_message ? method_table[i].on_message : on_unimplemented_message,
             /* A streaming call with no message at all ends here. */
             .on_half_close = method_table[i].kind == TKV_RPC_CLIENT_STREAM ? unimplemented : NULL,
-            .on_cancel = NULL, /* every handler finishes synchronously */
+            /* Writes wait for the turn's group commit; the rest finish
+             * synchronously inside on_message. */
+            .on_cancel = method_table[i].on_message == on_raw_put ||
+                                 method_table[i].on_message == on_raw_delete
+                             ? on_write_cancel
+                             : NULL,
             .data = core,
         };
     }
