@@ -20,6 +20,31 @@
 
 static atomic_uint n_listening;
 
+/* Release everything of one core; safe on a partly initialised core. */
+static void core_teardown(struct server_core *c, uint32_t core)
+{
+    if (c->session && c->batch.n_ops) {
+        /* The loop is over: apply what is left (never drop a write) but
+         * answer nobody; the rpc layer has already ended those calls. */
+        c->n_pending = 0;
+        server_flush_writes(c);
+    }
+    if (c->rpc) {
+        tkv_rpc_server_free(c->rpc);
+        c->rpc = NULL;
+    }
+    if (c->n_batches)
+        TKV_LOG_INFO("core stopped", TKV_LF_U64("core", core),
+                     TKV_LF_U64("write_batches", c->n_batches),
+                     TKV_LF_U64("batched_writes", c->n_batched_writes));
+    tkv_engine_batch_close(&c->batch);
+    tkv_free(c->pending);
+    c->pending = NULL;
+    tkv_engine_session_close(c->session);
+    c->session = NULL;
+    tkv_arena_close(&c->arena);
+}
+
 static int core_init(struct tkv_reactor *r, uint32_t core, void *arg)
 {
     struct server_node *node = arg;
@@ -45,20 +70,20 @@ static int core_init(struct tkv_reactor *r, uint32_t core, void *arg)
     rv = tkv_engine_session_open(node->engine, &c->session);
     if (rv) {
         TKV_LOG_ERROR("cannot open an engine session", TKV_LF_U64("core", core), TKV_LF_ERR(rv));
-        return rv;
+        goto err;
     }
     tkv_reactor_on_before_sleep(r, server_flush_writes, c);
     server_methods(c, methods, &n_methods);
     rv = tkv_rpc_server_new(&rcfg, methods, n_methods, &c->rpc);
     if (rv) {
         TKV_LOG_ERROR("cannot create the gRPC server", TKV_LF_U64("core", core), TKV_LF_ERR(rv));
-        return rv;
+        goto err;
     }
     rv = tkv_rpc_server_listen(c->rpc, r, node->host, node->port, NULL);
     if (rv) {
         TKV_LOG_ERROR("cannot listen", TKV_LF_STR("host", node->host),
                       TKV_LF_U64("port", node->port), TKV_LF_U64("core", core), TKV_LF_ERR(rv));
-        return rv;
+        goto err;
     }
     TKV_LOG_DEBUG("core listening", TKV_LF_U64("core", core), TKV_LF_U64("port", node->port));
     if (atomic_fetch_add(&n_listening, 1) + 1 == node->cfg.server.cores)
@@ -66,33 +91,18 @@ static int core_init(struct tkv_reactor *r, uint32_t core, void *arg)
                      TKV_LF_U64("port", node->port), TKV_LF_U64("cores", node->cfg.server.cores),
                      TKV_LF_STR("mode", "standalone"));
     return 0;
+err:
+    /* The reactor calls fini only for cores whose init succeeded: an init
+     * fully succeeds or fully fails (STYLE.md 4.6), so undo it here. */
+    core_teardown(c, core);
+    return rv;
 }
 
 static void core_fini(struct tkv_reactor *r, uint32_t core, void *arg)
 {
     struct server_node *node = arg;
-    struct server_core *c = &node->cores[core];
     (void)r;
-    if (c->session && c->batch.n_ops) {
-        /* The loop is over: apply what is left (never drop a write) but
-         * answer nobody; the rpc layer has already ended those calls. */
-        c->n_pending = 0;
-        server_flush_writes(c);
-    }
-    if (c->rpc) {
-        tkv_rpc_server_free(c->rpc);
-        c->rpc = NULL;
-    }
-    if (c->n_batches)
-        TKV_LOG_INFO("core stopped", TKV_LF_U64("core", core),
-                     TKV_LF_U64("write_batches", c->n_batches),
-                     TKV_LF_U64("batched_writes", c->n_batched_writes));
-    tkv_engine_batch_close(&c->batch);
-    tkv_free(c->pending);
-    c->pending = NULL;
-    tkv_engine_session_close(c->session);
-    c->session = NULL;
-    tkv_arena_close(&c->arena);
+    core_teardown(&node->cores[core], core);
 }
 
 /* Port 0 means "any free port", but every core must listen on the same

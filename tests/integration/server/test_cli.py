@@ -1,0 +1,114 @@
+# tinykv-server as a program: -V, --help, --config-check, exit code 2 with
+# file/line/key for configuration errors, 1 for other start-up failures,
+# the start-up log line, a config file honoured, flags overriding it.
+import os
+import subprocess
+import tempfile
+
+import tkvtest
+from tkvtest import raw_get, raw_put
+
+
+def run(*args, timeout=60):
+    p = subprocess.run([tkvtest.server_bin()] + list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       timeout=timeout)
+    return p.returncode, p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace")
+
+
+class Cli(tkvtest.TkvTestCase):
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="tkv-cli-")
+
+    def tearDown(self):
+        subprocess.run(["rm", "-rf", self.tmp])
+
+    def write(self, name, text):
+        p = os.path.join(self.tmp, name)
+        with open(p, "w") as f:
+            f.write(text)
+        return p
+
+    def test_version(self):
+        for flag in ("-V", "--version"):
+            rc, out, err = run(flag)
+            self.assertEqual(rc, 0, err)
+            for field in ("Release Version:", "Git Commit Hash:", "Build Time:", "Compiler:",
+                          "Enabled Features:"):
+                self.assertIn(field, out)
+
+    def test_help(self):
+        rc, out, err = run("--help")
+        self.assertEqual(rc, 0, err)
+        self.assertIn("-addr", out + err)
+
+    def test_config_errors_exit_2_naming_file_line_key(self):
+        bad_type = self.write("bad_type.toml", '[server]\naddr = "127.0.0.1:1"\n[storage]\ndata-dir = 5\n')
+        rc, out, err = run("-C", bad_type)
+        self.assertEqual(rc, 2, err)
+        self.assertIn("bad_type.toml:4", err)
+        self.assertIn("storage.data-dir", err)
+        unknown = self.write("unknown.toml", "[server]\nbogus = 1\n")
+        rc, out, err = run("-C", unknown)
+        self.assertEqual(rc, 2)
+        self.assertIn("unknown.toml:2", err)
+        self.assertIn("server.bogus", err)
+        rc, out, err = run("-C", os.path.join(self.tmp, "missing.toml"))
+        self.assertEqual(rc, 2)
+        self.assertIn("missing.toml", err)
+        rc, out, err = run("--cores", "abc")
+        self.assertEqual(rc, 2)
+        self.assertIn("cores", err)
+        rc, out, err = run("--no-such-flag")
+        self.assertEqual(rc, 2)
+
+    def test_config_check(self):
+        good = self.write("good.toml", '[server]\naddr = "127.0.0.1:20999"\n')
+        rc, out, err = run("-C", good, "--config-check")
+        self.assertEqual(rc, 0, err)
+
+    def test_startup_failure_exits_1(self):
+        afile = self.write("not-a-dir", "x")
+        rc, out, err = run("-addr", "127.0.0.1:0", "-path", afile)
+        self.assertEqual(rc, 1, "data dir that is a file: %s" % err)
+        self.assertIn("[ERROR]", err)
+        # The port is taken by a plain listener without SO_REUSEPORT.
+        import socket
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        try:
+            rc, out, err = run("-addr", "127.0.0.1:%d" % s.getsockname()[1], "-path",
+                               os.path.join(self.tmp, "d2"))
+            self.assertEqual(rc, 1, "port in use: %s" % err)
+            self.assertIn("listen", err)
+        finally:
+            s.close()
+
+    def test_config_file_and_flag_precedence(self):
+        port = tkvtest.free_port()
+        data = os.path.join(self.tmp, "from-file")
+        conf = self.write("t.toml", '[server]\naddr = "127.0.0.1:1"\ncores = 2\n[storage]\n'
+                                    'data-dir = "%s"\n[log]\nlevel = "debug"\n' % data)
+        srv = tkvtest.Server(extra_args=["-C", conf])
+        try:
+            # -addr from Server.start must win over the file's addr.
+            srv.start(port=port)
+            with srv.channel() as ch:
+                self.assert_ok(raw_put(ch, b"cli/k", b"v"))
+                self.assertEqual(raw_get(ch, b"cli/k").value, b"v")
+            self.assertEqual(srv.stop(), 0)
+            with open(srv.log_path) as f:
+                log = f.read()
+            self.assertIn('["welcome to tinykv-server"]', log)
+            self.assertIn("[cores=2]", log)
+            self.assertIn("[port=%d]" % port, log)
+            self.assertIn("[DEBUG]", log, "log.level from the file")
+            # Server.start passes -path, which wins over storage.data-dir too.
+            self.assertFalse(os.path.exists(data))
+            self.assertTrue(os.path.isdir(os.path.join(srv.data_dir, "kv")))
+        finally:
+            srv.cleanup()
+
+
+if __name__ == "__main__":
+    tkvtest.main()
