@@ -12,6 +12,10 @@
 #include <arpa/inet.h>
 #include <unistd.h>
 
+#if TKV_HAVE_SYSTEMD
+#include <systemd/sd-daemon.h>
+#endif
+
 #include "server_private.h"
 #include "tkv/err.h"
 #include "tkv/log.h"
@@ -19,6 +23,17 @@
 #include "tkv/reactor.h"
 
 static atomic_uint n_listening;
+
+/* Tell systemd (Type=notify) about our state; a no-op without NOTIFY_SOCKET
+ * or without libsystemd. */
+static void notify(const char *state)
+{
+#if TKV_HAVE_SYSTEMD
+    sd_notify(0, state);
+#else
+    (void)state;
+#endif
+}
 
 /* Release everything of one core; safe on a partly initialised core. */
 static void core_teardown(struct server_core *c, uint32_t core)
@@ -86,10 +101,16 @@ static int core_init(struct tkv_reactor *r, uint32_t core, void *arg)
         goto err;
     }
     TKV_LOG_DEBUG("core listening", TKV_LF_U64("core", core), TKV_LF_U64("port", node->port));
-    if (atomic_fetch_add(&n_listening, 1) + 1 == node->cfg.server.cores)
+    if (atomic_fetch_add(&n_listening, 1) + 1 == node->cfg.server.cores) {
+        char status[TKV_CONFIG_ADDR_MAX + 96];
         TKV_LOG_INFO("tinykv-server is serving", TKV_LF_STR("host", node->host),
                      TKV_LF_U64("port", node->port), TKV_LF_U64("cores", node->cfg.server.cores),
                      TKV_LF_STR("mode", "standalone"));
+        /* Every core listens: only now may systemd start what depends on us. */
+        snprintf(status, sizeof(status), "READY=1\nSTATUS=serving standalone on %s:%u, %u cores",
+                 node->host, (unsigned)node->port, (unsigned)node->cfg.server.cores);
+        notify(status);
+    }
     return 0;
 err:
     /* The reactor calls fini only for cores whose init succeeded: an init
@@ -229,6 +250,7 @@ int server_node_run(struct server_node *node)
         goto out;
     }
     rv = tkv_reactor_group_run_until_signal(group);
+    notify("STOPPING=1");
     if (rv) {
         TKV_LOG_ERROR("tinykv-server stopped on an error", TKV_LF_ERR(rv));
         goto out;

@@ -109,6 +109,26 @@ class Cli(tkvtest.TkvTestCase):
         finally:
             srv.cleanup()
 
+    def test_sd_notify_ready_and_stopping(self):
+        """Type=notify: READY=1 only once the node serves, STOPPING=1 on SIGTERM
+        (ECOSYSTEM.md 2.10: a test-owned datagram socket as NOTIFY_SOCKET)."""
+        import socket
+        path = os.path.join(self.tmp, "notify.sock")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.bind(path)
+        sock.settimeout(tkvtest.START_TIMEOUT)
+        srv = tkvtest.Server(cores=2, env={"NOTIFY_SOCKET": path})
+        try:
+            srv.start()  # returns once a RawGet succeeded
+            msg = sock.recv(4096).decode()
+            self.assertIn("READY=1", msg)
+            self.assertIn("STATUS=serving", msg)
+            self.assertEqual(srv.stop(), 0)
+            self.assertIn("STOPPING=1", sock.recv(4096).decode())
+        finally:
+            sock.close()
+            srv.cleanup()
+
 
 if __name__ == "__main__":
     tkvtest.main()

@@ -74,13 +74,14 @@ def free_port():
 class Server:
     """One tinykv-server process with its own port and data dir."""
 
-    def __init__(self, cores=None, extra_args=None):
+    def __init__(self, cores=None, extra_args=None, env=None):
         self.base_dir = tempfile.mkdtemp(prefix="tkv-it-")
         self.data_dir = os.path.join(self.base_dir, "data")
         self.port = None
         self.proc = None
         self.cores = cores
         self.extra_args = list(extra_args or [])
+        self.env = dict(os.environ, **(env or {}))
         self.log_path = None
         self.log_file = None
         self.n_starts = 0
@@ -99,7 +100,7 @@ class Server:
             args += ["--cores", str(self.cores)]
         args += os.environ.get("TKV_SERVER_ARGS", "").split()
         args += self.extra_args
-        self.proc = subprocess.Popen(args, stdout=self.log_file, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(args, stdout=self.log_file, stderr=subprocess.STDOUT, env=self.env)
         self.wait_serving()
         return self
 
