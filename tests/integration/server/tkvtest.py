@@ -62,6 +62,14 @@ def channel(addr, options=()):
     return grpc.insecure_channel(addr, options=[("grpc.use_local_subchannel_pool", 1)] + list(options))
 
 
+def _die_with_parent():
+    """preexec_fn: the server gets SIGKILL if the test process dies (e.g. a
+    ctest timeout), so nothing started here outlives the test."""
+    import ctypes
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 def free_port():
     """A port the kernel just handed out on 127.0.0.1 (bind port 0)."""
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -100,7 +108,8 @@ class Server:
             args += ["--cores", str(self.cores)]
         args += os.environ.get("TKV_SERVER_ARGS", "").split()
         args += self.extra_args
-        self.proc = subprocess.Popen(args, stdout=self.log_file, stderr=subprocess.STDOUT, env=self.env)
+        self.proc = subprocess.Popen(args, stdout=self.log_file, stderr=subprocess.STDOUT, env=self.env,
+                                     preexec_fn=_die_with_parent)
         self.wait_serving()
         return self
 
