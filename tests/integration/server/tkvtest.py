@@ -62,12 +62,13 @@ def channel(addr, options=()):
     return grpc.insecure_channel(addr, options=[("grpc.use_local_subchannel_pool", 1)] + list(options))
 
 
-def _die_with_parent():
-    """preexec_fn: the server gets SIGKILL if the test process dies (e.g. a
-    ctest timeout), so nothing started here outlives the test."""
-    import ctypes
-    PR_SET_PDEATHSIG = 1
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+def _die_with_parent_prefix():
+    """Command prefix that makes the server get SIGKILL when the test process
+    dies (e.g. a ctest timeout), so nothing started here outlives the test.
+    util-linux setpriv sets PR_SET_PDEATHSIG and execs; a Popen preexec_fn
+    could do the same but may deadlock in a process with threads (gRPC's)."""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []
 
 
 def free_port():
@@ -103,13 +104,12 @@ class Server:
         self.n_starts += 1
         self.log_path = os.path.join(self.base_dir, "server-%d.log" % self.n_starts)
         self.log_file = open(self.log_path, "wb")
-        args = [server_bin(), "-addr", self.addr, "-path", self.data_dir]
+        args = _die_with_parent_prefix() + [server_bin(), "-addr", self.addr, "-path", self.data_dir]
         if self.cores:
             args += ["--cores", str(self.cores)]
         args += os.environ.get("TKV_SERVER_ARGS", "").split()
         args += self.extra_args
-        self.proc = subprocess.Popen(args, stdout=self.log_file, stderr=subprocess.STDOUT, env=self.env,
-                                     preexec_fn=_die_with_parent)
+        self.proc = subprocess.Popen(args, stdout=self.log_file, stderr=subprocess.STDOUT, env=self.env)
         self.wait_serving()
         return self
 
