@@ -126,10 +126,12 @@ static void core_fini(struct tkv_reactor *r, uint32_t core, void *arg)
     core_teardown(&node->cores[core], core);
 }
 
-/* Port 0 means "any free port", but every core must listen on the same
- * one. Reserve it here with a bound, never-listening SO_REUSEPORT socket
+/* Bind a socket with option opt (SO_REUSEPORT or SO_REUSEADDR) to
+ * host:port and return it (port_out = the bound port), or -errno.
+ * Port 0 means "any free port", but every core must listen on the same
+ * one: it is reserved with a bound, never-listening SO_REUSEPORT socket
  * (it receives no connections) that stays open while the cores run. */
-static int reserve_port(const char *host, uint16_t *port_out)
+static int reserve_port(const char *host, uint16_t port, int opt, uint16_t *port_out)
 {
     struct sockaddr_storage ss = {0};
     socklen_t len;
@@ -138,11 +140,12 @@ static int reserve_port(const char *host, uint16_t *port_out)
     fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -errno;
-    if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0)
+    if (setsockopt(fd, SOL_SOCKET, opt, &one, sizeof(one)) < 0)
         goto fail;
     if (family == AF_INET6) {
         struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
         a->sin6_family = AF_INET6;
+        a->sin6_port = htons(port);
         if (*host && inet_pton(AF_INET6, host, &a->sin6_addr) != 1) {
             errno = EINVAL;
             goto fail;
@@ -151,6 +154,7 @@ static int reserve_port(const char *host, uint16_t *port_out)
     } else {
         struct sockaddr_in *a = (struct sockaddr_in *)&ss;
         a->sin_family = AF_INET;
+        a->sin_port = htons(port);
         if (*host && inet_pton(AF_INET, host, &a->sin_addr) != 1) {
             errno = EINVAL;
             goto fail;
@@ -209,12 +213,26 @@ int server_node_run(struct server_node *node)
         snprintf(node->host, sizeof(node->host),
                  "0.0.0.0"); /* ":port": every interface, as TinyKV */
     if (node->port == 0) {
-        port_fd = reserve_port(node->host, &node->port);
+        port_fd = reserve_port(node->host, 0, SO_REUSEPORT, &node->port);
         if (port_fd < 0) {
             TKV_LOG_ERROR("cannot pick a free port", TKV_LF_STR("host", node->host),
                           TKV_LF_ERR(port_fd));
             return 1;
         }
+    } else {
+        /* The cores listen with SO_REUSEPORT, which the kernel also grants
+         * to ANOTHER process of the same user on the same port: a second
+         * server started by mistake would silently share our connections.
+         * Probe without it first (SO_REUSEADDR only, so TIME_WAIT leftovers
+         * of a previous run do not count): an existing listener fails us. */
+        uint16_t unused;
+        int probe = reserve_port(node->host, node->port, SO_REUSEADDR, &unused);
+        if (probe < 0) {
+            TKV_LOG_ERROR("cannot listen: the address is in use", TKV_LF_STR("host", node->host),
+                          TKV_LF_U64("port", node->port), TKV_LF_ERR(probe));
+            return 1;
+        }
+        close(probe);
     }
 
     TKV_LOG_INFO("welcome to tinykv-server", TKV_LF_STR("version", TKV_VERSION),

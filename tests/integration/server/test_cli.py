@@ -84,6 +84,25 @@ class Cli(tkvtest.TkvTestCase):
         finally:
             s.close()
 
+    def test_second_server_on_the_same_port_refuses(self):
+        """SO_REUSEPORT would let a second server of the same user share the
+        port (and our connections); it must refuse instead."""
+        first = tkvtest.Server(cores=2)
+        try:
+            first.start()
+            rc, out, err = run("-addr", first.addr, "-path", os.path.join(self.tmp, "second"))
+            self.assertEqual(rc, 1, "second server on %s: %s" % (first.addr, err))
+            self.assertIn("in use", err)
+            with first.channel() as ch:
+                self.assert_ok(raw_put(ch, b"port/k", b"v"))
+            self.assertEqual(first.stop(), 0)
+            # A restart on the same port right away is fine (TIME_WAIT).
+            first.start(port=first.port)
+            with first.channel() as ch:
+                self.assertEqual(raw_get(ch, b"port/k").value, b"v")
+        finally:
+            first.cleanup()
+
     def test_config_file_and_flag_precedence(self):
         port = tkvtest.free_port()
         data = os.path.join(self.tmp, "from-file")
