@@ -15,12 +15,14 @@
 #include <unistd.h>
 
 #include "bench_hist.h"
+#include "kvrpcpb.pb.h"
 #include "bench_keys.h"
 #include "bench_proc.h"
 #include "bench_wire.h"
-#include "server_codec.h"
+#include "tkv/arena.h"
 #include "tkv/err.h"
 #include "tkv/log.h"
+#include "tkv/pb.h"
 #include "tkv/reactor.h"
 #include "tkv/rpc.h"
 
@@ -213,17 +215,20 @@ static size_t encode_request(uint8_t *buf, size_t cap, enum op op, uint64_t key,
         }
         }
     }
-    struct tkv_server_raw_req req = {.key = k, .value = v, .limit = o.scan_len};
-    struct tkv_server_pbuf pb = {0};
-    enum tkv_server_raw_kind kind = op == OP_PUT   ? TKV_SERVER_RAW_PUT
-                                    : op == OP_GET ? TKV_SERVER_RAW_GET
-                                                   : TKV_SERVER_RAW_SCAN;
-    tkv_server_raw_req_encode(kind, &req, &pb);
-    size_t n = pb.len <= cap ? pb.len : 0;
-    if (n)
-        memcpy(buf, pb.ptr, n);
-    tkv_server_pbuf_free(&pb);
-    return n;
+    /* Encode straight into buf: nothing to free, no copy. */
+    size_t n = 0;
+    int rv;
+    if (op == OP_PUT) {
+        kvrpcpb_RawPutRequest r = {.key = k, .value = v};
+        rv = tkv_pb_encode(kvrpcpb_RawPutRequest_fields, &r, buf, cap, &n);
+    } else if (op == OP_GET) {
+        kvrpcpb_RawGetRequest r = {.key = k};
+        rv = tkv_pb_encode(kvrpcpb_RawGetRequest_fields, &r, buf, cap, &n);
+    } else {
+        kvrpcpb_RawScanRequest r = {.start_key = k, .limit = (uint32_t)o.scan_len};
+        rv = tkv_pb_encode(kvrpcpb_RawScanRequest_fields, &r, buf, cap, &n);
+    }
+    return rv == 0 ? n : 0;
 }
 
 /* Check a response; returns -1 if good, or an error kind. *rows: scan rows. */
@@ -243,28 +248,44 @@ static int check_response(enum op op, struct tkv_slice resp, uint64_t *rows)
             return ERR_NOT_FOUND;
         return rr.first_value.len == o.value_size ? -1 : ERR_BAD_VALUE;
     }
-    enum tkv_server_raw_kind kind = op == OP_PUT   ? TKV_SERVER_RAW_PUT
-                                    : op == OP_GET ? TKV_SERVER_RAW_GET
-                                                   : TKV_SERVER_RAW_SCAN;
-    struct tkv_server_raw_resp r;
-    const char *why;
-    if (tkv_server_raw_resp_decode(kind, resp, &r, &why) != 0)
-        return ERR_DECODE;
-    if (r.has_region_error)
-        return ERR_REGION;
-    if (r.error.len)
-        return ERR_RESP;
-    if (op == OP_SCAN) {
-        *rows = r.n_kvs;
-        return -1;
+    /* Raw responses share field numbers 1 (region_error) and 2 (error); the
+     * per-kind message gives the rest. The arena holds only scan rows. */
+    struct tkv_arena arena;
+    tkv_arena_init(&arena, 0);
+    int verdict = -1;
+    if (op == OP_PUT) {
+        kvrpcpb_RawPutResponse r;
+        if (tkv_pb_decode(kvrpcpb_RawPutResponse_fields, &r, resp.ptr, resp.len, &arena) != 0)
+            verdict = ERR_DECODE;
+        else if (r.has_region_error)
+            verdict = ERR_REGION;
+        else if (r.error.len)
+            verdict = ERR_RESP;
+    } else if (op == OP_GET) {
+        kvrpcpb_RawGetResponse r;
+        if (tkv_pb_decode(kvrpcpb_RawGetResponse_fields, &r, resp.ptr, resp.len, &arena) != 0)
+            verdict = ERR_DECODE;
+        else if (r.has_region_error)
+            verdict = ERR_REGION;
+        else if (r.error.len)
+            verdict = ERR_RESP;
+        else if (r.not_found)
+            verdict = ERR_NOT_FOUND;
+        else if (r.value.len != o.value_size)
+            verdict = ERR_BAD_VALUE;
+    } else {
+        kvrpcpb_RawScanResponse r;
+        if (tkv_pb_decode(kvrpcpb_RawScanResponse_fields, &r, resp.ptr, resp.len, &arena) != 0)
+            verdict = ERR_DECODE;
+        else if (r.has_region_error)
+            verdict = ERR_REGION;
+        else if (r.error.len)
+            verdict = ERR_RESP;
+        else
+            *rows = r.kvs.n;
     }
-    if (op == OP_GET) {
-        if (r.not_found)
-            return ERR_NOT_FOUND;
-        if (r.value.len != o.value_size)
-            return ERR_BAD_VALUE;
-    }
-    return -1;
+    tkv_arena_close(&arena);
+    return verdict;
 }
 
 /* ---- the request loop (runs on a client core) ---- */
