@@ -644,7 +644,12 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t 
 
 /* One token per received SETTINGS or PING (not ACKs); false when the peer
  * is over RPC_CTRL_BURST + RPC_CTRL_RATE/s. Each costs us an answer, so a
- * flood of them is CPU and output for free (CVE-2019-9512/9515). */
+ * flood of them is CPU and output for free (CVE-2019-9512/9515). Only
+ * "strikes" count, as in gRPC's A8 keepalive policy: every HEADERS or DATA
+ * frame we send refills the bucket (ctrl_traffic_sent), because grpc-go
+ * sends a BDP-estimation PING almost every time it receives DATA, i.e.
+ * hundreds to thousands per second on a healthy busy connection. A peer
+ * that pings without any traffic from us is still bounded. */
 static bool ctrl_take(struct rpc_conn *c)
 {
     uint64_t now = c->tp->now(c->tp_arg);
@@ -728,9 +733,17 @@ static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t sid, const 
     return 0;
 }
 
+static void ctrl_traffic_sent(struct rpc_conn *c)
+{
+    c->ctrl_tokens = RPC_CTRL_BURST;
+    c->ctrl_refill_ns = c->tp->now(c->tp_arg);
+}
+
 static int on_frame_send(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
 {
     struct rpc_conn *c = ud;
+    if (f->hd.type == NGHTTP2_HEADERS || f->hd.type == NGHTTP2_DATA)
+        ctrl_traffic_sent(c);
     if (!(f->hd.flags & NGHTTP2_FLAG_END_STREAM))
         return 0;
     if (f->hd.type != NGHTTP2_HEADERS && f->hd.type != NGHTTP2_DATA)

@@ -132,7 +132,9 @@ struct rpc_conn {
     bool got_frame; /* a valid frame arrived (preface done) */
     uint64_t rx_bytes;
     /* Token bucket for control frames that make us answer (SETTINGS, PING):
-     * a peer over the rate gets GOAWAY(ENHANCE_YOUR_CALM). */
+     * a peer over the rate gets GOAWAY(ENHANCE_YOUR_CALM). Refilled whenever
+     * we send HEADERS or DATA, so only pings without traffic from us between
+     * them count (gRPC A8 "strikes"; grpc-go's BDP pings follow our DATA). */
     uint32_t ctrl_tokens;
     uint64_t ctrl_refill_ns;
 };

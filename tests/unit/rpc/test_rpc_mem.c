@@ -1124,6 +1124,143 @@ Test(rpc_bounds, control_frames_under_the_rate_are_fine, .init = setup, .fini = 
     cr_assert_eq(s.frames[6], 2000);
 }
 
+/* ---- PING after every DATA (grpc-go BDP estimation) is not a flood ---- */
+
+/* Incremental frame-header scanner over a byte stream cut anywhere. */
+struct fscan {
+    uint8_t h[9];
+    size_t hgot, skip;
+    int data, pings; /* DATA frames, PINGs without ACK */
+};
+
+static void fscan_feed(struct fscan *fs, const uint8_t *p, size_t n)
+{
+    while (n > 0) {
+        if (fs->skip > 0) {
+            size_t k = TKV_MIN(fs->skip, n);
+            fs->skip -= k, p += k, n -= k;
+            continue;
+        }
+        fs->h[fs->hgot++] = *p++, n--;
+        if (fs->hgot < 9)
+            continue;
+        fs->hgot = 0;
+        fs->skip = (size_t)fs->h[0] << 16 | (size_t)fs->h[1] << 8 | fs->h[2];
+        if (fs->h[3] == 0)
+            fs->data++;
+        if (fs->h[3] == 6 && !(fs->h[4] & 1))
+            fs->pings++;
+    }
+}
+
+/* Move from -> to; the receiving engine then queues one PING per DATA frame
+ * it got when `to_pings`, like grpc-go does. */
+static bool move_pinging(struct rpc_conn *from, struct rpc_conn *to, bool *to_failed,
+                         struct fscan *fs, bool to_pings)
+{
+    const uint8_t *p;
+    size_t n;
+    if (rpc_conn_pull(from, &p, &n) != 0 || n == 0)
+        return false;
+    int before = fs->data;
+    fscan_feed(fs, p, n);
+    if (rpc_conn_recv(to, p, n) != 0)
+        *to_failed = true;
+    rpc_conn_sent(from);
+    if (to_pings && !*to_failed)
+        for (int i = before; i < fs->data; i++)
+            cr_assert_eq(nghttp2_submit_ping(to->ng, NGHTTP2_FLAG_NONE, NULL), 0);
+    return true;
+}
+
+/* client_pings: the client engine pings after each DATA from the server
+ * (tests the server's flood bound); else the server pings (tests ours). */
+static void pump_pinging(bool client_pings, struct fscan *to_server, struct fscan *to_client)
+{
+    for (int i = 0; i < 100000; i++) {
+        bool moved = false;
+        if (P.cl && !P.server_failed)
+            moved |= move_pinging(rpc_client_conn(P.cl), P.sc, &P.server_failed, to_server,
+                                  !client_pings);
+        if (P.cl && !P.client_failed)
+            moved |= move_pinging(P.sc, rpc_client_conn(P.cl), &P.client_failed, to_client,
+                                  client_pings);
+        if (!moved)
+            return;
+    }
+    cr_assert_fail("pump did not quiesce");
+}
+
+static void ping_per_data(bool client_pings)
+{
+    enum { N = 10000 };
+    struct sresult r = {0};
+    struct tkv_rpc_ccall *c;
+    struct fscan to_server = {.skip = 24 /* client preface */}, to_client = {0};
+    cr_assert_eq(tkv_rpc_client_start(P.cl, "/test.Echo/Bidi", 0, &scbs, &r, &c), 0);
+    for (int i = 0; i < N; i++) {
+        char m[16];
+        int n = snprintf(m, sizeof(m), "m%d", i);
+        cr_assert_eq(tkv_rpc_ccall_send(c, m, (size_t)n), 0, "send %d refused", i);
+        pump_pinging(client_pings, &to_server, &to_client);
+        cr_assert_eq(r.n, i + 1, "echo %d missing (done %d, status %d %s)", i, r.done, r.status,
+                     r.msg);
+        cr_assert(!P.sc->goaway && tkv_rpc_client_usable(P.cl),
+                  "connection reset after %d messages", i);
+    }
+    tkv_rpc_ccall_close_send(c);
+    pump_pinging(client_pings, &to_server, &to_client);
+    cr_assert(r.done);
+    cr_assert_eq(r.status, TKV_GRPC_OK, "status %d %s", r.status, r.msg);
+    /* the pings really flowed, far over the no-traffic burst, at time 0 */
+    struct fscan *pinged = client_pings ? &to_server : &to_client;
+    cr_assert_geq(pinged->pings, N, "only %d PINGs sent", pinged->pings);
+    cr_assert_gt(N, 4 * RPC_CTRL_BURST);
+    free(r.all);
+}
+
+Test(rpc_bounds, server_tolerates_client_ping_after_every_data, .init = setup, .fini = teardown)
+{
+    ping_per_data(true);
+}
+
+Test(rpc_bounds, client_tolerates_server_ping_after_every_data, .init = setup, .fini = teardown)
+{
+    ping_per_data(false);
+}
+
+Test(rpc_bounds, ping_flood_after_traffic_still_gets_goaway, .init = setup, .fini = teardown)
+{
+    /* traffic earns one refill, not immunity: a flood that follows it with
+     * no further HEADERS/DATA from us is cut off as before */
+    struct result a;
+    unary("/test.Echo/Unary", "hello", 5, 0, &a);
+    pump();
+    cr_assert_eq(a.status, TKV_GRPC_OK);
+    free(a.resp);
+    struct rpc_conn *cc = rpc_client_conn(P.cl);
+    for (int i = 0; i < 2000; i++)
+        nghttp2_submit_ping(cc->ng, NGHTTP2_FLAG_NONE, NULL);
+    pump();
+    cr_assert(P.sc->goaway, "2000 PINGs after the last response did not end the connection");
+    cr_assert_not(tkv_rpc_client_usable(P.cl), "client did not see the GOAWAY");
+}
+
+Test(rpc_bounds, client_gives_goaway_to_a_pinging_server, .init = setup, .fini = teardown)
+{
+    /* the same bound on our client side (a server that pings with no traffic) */
+    struct result a;
+    unary("/test.Echo/Unary", "hello", 5, 0, &a);
+    pump();
+    cr_assert_eq(a.status, TKV_GRPC_OK);
+    free(a.resp);
+    for (int i = 0; i < 2000; i++)
+        nghttp2_submit_ping(P.sc->ng, NGHTTP2_FLAG_NONE, NULL);
+    pump();
+    cr_assert_not(tkv_rpc_client_usable(P.cl), "2000 PINGs from the server did not end it");
+    cr_assert(rpc_client_conn(P.cl)->goaway);
+}
+
 Test(rpc_bounds, continuation_flood_fails_the_connection, .init = setup, .fini = teardown)
 {
     struct wire w = {0}, b = {0};
