@@ -21,8 +21,12 @@ static struct tkv_server_config cfg;
 
 static char tmp_path[64];
 
+static void cleanup(void);
+
+/* One temp file at a time: a second write_tmp in a test removes the first. */
 static const char *write_tmp(const char *text)
 {
+    cleanup();
     snprintf(tmp_path, sizeof(tmp_path), "/tmp/tkv-config-test-XXXXXX");
     int fd = mkstemp(tmp_path);
     cr_assert_geq(fd, 0);
