@@ -116,7 +116,10 @@ struct tkv_rpc_server_config {
                                       idle it is closed in any case.
                                       0 = 60 s; UINT64_MAX = never */
     size_t out_high_water;         /* stop reading a connection whose queued output
-                                      exceeds this; 0 = 4 MiB */
+                                      exceeds this while a send to it is still in
+                                      flight (a slow reader); output held only by
+                                      the peer's flow-control window never stops
+                                      reading; 0 = 4 MiB */
 };
 
 /* Create a server (the method table only; no socket yet). methods is copied

@@ -206,6 +206,15 @@ size_t rpc_conn_pending_out(const struct rpc_conn *c);
 /* Queue a PING (keepalive: a live peer's ACK counts as received bytes). */
 void rpc_conn_ping(struct rpc_conn *c);
 
+/* Output memory of a server's open connections, summed (tests; core of srv). */
+struct rpc_out_stats {
+    size_t pending; /* rpc_conn_pending_out: stream queues + owned send buffer */
+    size_t out_cap; /* allocated owned send buffers */
+    uint32_t paused; /* connections not being read (backpressure) */
+    uint32_t conns;
+};
+void rpc_server_out_stats(const struct tkv_rpc_server *srv, struct rpc_out_stats *st);
+
 /* Per-connection protocol bounds (rpc_conn.c; tests check each). */
 #define RPC_MAX_HEADER_LIST (64u * 1024) /* header block of one stream, RFC 7541 sizes */
 #define RPC_MAX_CONTINUATIONS 8u         /* CONTINUATION frames after one HEADERS */

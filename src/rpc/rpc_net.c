@@ -156,7 +156,14 @@ static void on_send(struct tkv_io *io, int res)
         return;
     }
     sock_flush(s);
-    if (s->recv_paused && rpc_conn_pending_out(s->conn) < s->high_water) {
+    /* Resume reading once the output fell under the mark, or as soon as
+     * nothing is on its way to the socket: then whatever is still queued is
+     * held by the peer's flow-control window, and only reading (its
+     * WINDOW_UPDATE) can release it -- staying paused would deadlock any
+     * response larger than the mark to a peer with a small window. So the
+     * pause only ever lasts while the socket itself is the bottleneck. */
+    if (s->recv_paused &&
+        (!tkv_io_pending(&s->wio) || rpc_conn_pending_out(s->conn) < s->high_water)) {
         s->recv_paused = false;
         post_recv(s);
     }
@@ -207,7 +214,8 @@ static void on_recv(struct tkv_io *io, int res)
         sock_maybe_finish(s);
         return;
     }
-    /* Backpressure: a peer that does not read its responses stops being read. */
+    /* Backpressure: a peer that does not read its responses stops being read
+     * (only while a send is in flight, see on_send). */
     if (tkv_io_pending(&s->wio) && rpc_conn_pending_out(s->conn) >= s->high_water)
         s->recv_paused = true;
     else
@@ -558,4 +566,15 @@ int tkv_rpc_client_connect(struct tkv_reactor *r, const char *host, uint16_t por
     tkv_reactor_connect(r, &s->xio, fd, (const struct sockaddr *)&s->addr, (uint32_t)s->addrlen);
     *out = s->cl;
     return 0;
+}
+
+void rpc_server_out_stats(const struct tkv_rpc_server *srv, struct rpc_out_stats *st)
+{
+    memset(st, 0, sizeof(*st));
+    for (const struct rpc_sock *s = srv->socks; s; s = s->next) {
+        st->pending += rpc_conn_pending_out(s->conn);
+        st->out_cap += s->conn->out.cap;
+        st->paused += s->recv_paused;
+        st->conns++;
+    }
 }

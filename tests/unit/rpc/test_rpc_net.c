@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "rpc_echo.h"
+#include "rpc_int.h"
 #include "tkv/err.h"
 #include "tkv/reactor.h"
 #include "tkv/rpc.h"
@@ -674,17 +675,50 @@ static void frame_hdr(uint8_t *h, size_t len, int type, int flags, uint32_t sid)
     h[8] = (uint8_t)sid;
 }
 
+/* Output stats of the core-0 server, taken on core 0. */
+static struct rpc_out_stats snap;
+
+static void scenario_snapshot(void)
+{
+    rpc_server_out_stats(H.srv[0], &snap);
+    scenario_done();
+}
+
+/* Wait (bounded only as a failure guard) until the server reports `paused`
+ * connections not being read. Returns whether it happened. */
+static bool wait_paused(uint32_t paused)
+{
+    uint64_t t0 = mono_ms();
+    for (;;) {
+        run(scenario_snapshot, 20000);
+        if (snap.paused == paused)
+            return true;
+        if (mono_ms() - t0 > 20000)
+            return false;
+        usleep(1000);
+    }
+}
+
+#define BP_MSGS 600000 /* ~8.5 MB of response: more than any socket buffers hold */
+
 Test(rpc_net, backpressure_slow_reader_then_drain)
 {
     /* a tiny high-water mark: the server stops reading this connection while
-     * its 2+ MB response waits for a client that does not read */
-    struct tkv_rpc_server_config cfg = {.out_high_water = 64 * 1024};
+     * its response waits for a client that does not read. No sleeps: the
+     * test waits for the server to report the pause (observed on its core),
+     * sends a PING the server cannot have read yet, then drains. */
+    struct tkv_rpc_server_config cfg = {.out_high_water = 64 * 1024,
+                                        .idle_timeout_ns = UINT64_MAX};
     start(1, &cfg);
     int fd = raw_connect();
+    /* slow machines: the drain below may stall for a while between reads */
+    struct timeval tv = {.tv_sec = 30};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     uint8_t buf[512];
     size_t k;
     raw_send(fd, preface, sizeof(preface) - 1);
-    /* SETTINGS INITIAL_WINDOW_SIZE = 1 GiB, and a connection WINDOW_UPDATE */
+    /* SETTINGS INITIAL_WINDOW_SIZE = 1 GiB, and a connection WINDOW_UPDATE:
+     * only the socket can hold the server back */
     uint8_t st[15];
     frame_hdr(st, 6, 4, 0, 0);
     st[9] = 0, st[10] = 4, st[11] = 0x40, st[12] = 0, st[13] = 0, st[14] = 0;
@@ -704,50 +738,147 @@ Test(rpc_net, backpressure_slow_reader_then_drain)
     k += hpack_lit(buf + k, "te", "trailers");
     frame_hdr(buf, k - 9, 1, 4 /* END_HEADERS */, 1);
     raw_send(fd, buf, k);
-    const char *count = "200000";
-    uint8_t data[9 + 5 + 6];
-    frame_hdr(data, 11, 0, 1 /* END_STREAM */, 1);
-    data[9] = 0, data[10] = 0, data[11] = 0, data[12] = 0, data[13] = 6;
-    memcpy(data + 14, count, 6);
-    raw_send(fd, data, sizeof(data));
-    usleep(300 * 1000); /* do not read: the server's sends back up */
+    char count[16];
+    int clen = snprintf(count, sizeof(count), "%d", BP_MSGS);
+    uint8_t data[9 + 5 + 16];
+    frame_hdr(data, 5 + (size_t)clen, 0, 1 /* END_STREAM */, 1);
+    data[9] = 0, data[10] = 0, data[11] = 0, data[12] = 0, data[13] = (uint8_t)clen;
+    memcpy(data + 14, count, (size_t)clen);
+    raw_send(fd, data, 14 + (size_t)clen);
+    /* we do not read: the server's sends back up and it stops reading us */
+    cr_assert(wait_paused(1), "the server never stopped reading a client that does not read"
+                              " (pending %zu, conns %u)", snap.pending, snap.conns);
+    cr_assert_geq(snap.pending, 64 * 1024, "paused with only %zu bytes pending", snap.pending);
     uint8_t ping[17];
     frame_hdr(ping, 8, 6, 0, 0);
     memcpy(ping + 9, "slowread", 8);
     raw_send(fd, ping, sizeof(ping));
-    /* now drain everything: all DATA, the trailers, and the PING ACK */
-    size_t data_bytes = 0;
+    /* now drain everything: all DATA, the trailers, and the PING ACK (which
+     * proves reading resumed) */
+    size_t data_bytes = 0, frames = 0;
     bool trailers = false, ack = false;
     while (!(trailers && ack)) {
         uint8_t h[9];
         size_t got = 0;
         while (got < 9) {
             ssize_t r = recv(fd, h + got, 9 - got, 0);
-            cr_assert(r > 0, "connection ended early (data %zu, trailers %d, ack %d)", data_bytes,
-                      trailers, ack);
+            cr_assert(r > 0, "connection ended early (%s; data %zu, trailers %d, ack %d)",
+                      r == 0 ? "EOF" : strerror(errno), data_bytes, trailers, ack);
             got += (size_t)r;
         }
         size_t len = (size_t)h[0] << 16 | (size_t)h[1] << 8 | h[2];
+        uint32_t sid = ((uint32_t)h[5] << 24 | (uint32_t)h[6] << 16 | (uint32_t)h[7] << 8 | h[8]) &
+                       0x7fffffffu;
         uint8_t *p = malloc(len + 1);
         for (got = 0; got < len;) {
             ssize_t r = recv(fd, p + got, len - got, 0);
-            cr_assert(r > 0);
+            cr_assert(r > 0, "connection ended inside a frame (%s)",
+                      r == 0 ? "EOF" : strerror(errno));
             got += (size_t)r;
         }
-        if (h[3] == 0 && h[8] == 1)
+        frames++;
+        cr_assert_neq(h[3], 3, "stream %u reset", sid);
+        cr_assert_neq(h[3], 7, "GOAWAY received");
+        if (h[3] == 0 && sid == 1) {
+            cr_assert_not(trailers, "DATA after the trailers");
             data_bytes += len;
-        if (h[3] == 1 && h[8] == 1 && (h[4] & 1))
+        }
+        if (h[3] == 1 && sid == 1 && (h[4] & 1))
             trailers = true;
         if (h[3] == 6 && (h[4] & 1) && len == 8 && memcmp(p, "slowread", 8) == 0)
             ack = true;
         free(p);
     }
-    /* 200000 messages "msg-<i>" with 5-byte prefixes */
+    /* BP_MSGS messages "msg-<i>" with 5-byte prefixes */
     size_t want = 0;
-    for (int i = 0; i < 200000; i++)
+    for (int i = 0; i < BP_MSGS; i++)
         want += 5 + 4 + (size_t)snprintf(NULL, 0, "%d", i);
-    cr_assert_eq(data_bytes, want);
+    cr_assert_eq(data_bytes, want, "DATA bytes %zu in %zu frames, want %zu", data_bytes, frames,
+                 want);
+    cr_assert(wait_paused(0), "still not reading after the drain");
     close(fd);
+}
+
+/* ---- a response larger than out_high_water to a client with a small
+ * flow-control window: the WINDOW_UPDATEs must still be read ---- */
+#define FC_RESP (8u << 20)
+static struct tkv_timer fc_timer;
+static struct rpc_out_stats fc_max;
+static bool fc_done;
+static int fc_samples;
+
+static void fc_sample(struct tkv_timer *t)
+{
+    struct rpc_out_stats st;
+    rpc_server_out_stats(H.srv[0], &st);
+    fc_max.pending = TKV_MAX(fc_max.pending, st.pending);
+    fc_max.out_cap = TKV_MAX(fc_max.out_cap, st.out_cap);
+    fc_max.paused = TKV_MAX(fc_max.paused, st.paused);
+    fc_samples++;
+    if (!fc_done)
+        tkv_timer_start(tkv_reactor_self(), t, 1 * MS);
+}
+
+static void fc_cb(void *user, enum tkv_grpc_status st, const char *m, struct tkv_slice resp)
+{
+    (void)user;
+    if (st != TKV_GRPC_OK) {
+        fail("8 MiB response: %s (%s)", tkv_grpc_status_name(st), m);
+    } else if (resp.len != FC_RESP) {
+        fail("8 MiB response: %zu bytes", resp.len);
+    } else {
+        for (size_t i = 0; i < resp.len; i++)
+            if (((const uint8_t *)resp.ptr)[i] != 'x') {
+                fail("8 MiB response: byte %zu is %d", i, ((const uint8_t *)resp.ptr)[i]);
+                break;
+            }
+    }
+    fc_done = true;
+    tkv_timer_stop(tkv_reactor_self(), &fc_timer);
+    close_clients();
+    scenario_done();
+}
+
+static void scenario_small_window(void)
+{
+    struct tkv_rpc_client_config cc = {.max_recv_msg = 16u << 20, .window = 64 * 1024};
+    struct tkv_rpc_client *cl;
+    char req[32];
+    int n = snprintf(req, sizeof(req), "size:%u", FC_RESP);
+    memset(&fc_max, 0, sizeof(fc_max));
+    fc_done = false;
+    fc_samples = 0;
+    int rv = tkv_rpc_client_connect(tkv_reactor_self(), "127.0.0.1", H.port, &cc, &cl);
+    if (rv != 0) {
+        fail("connect: %d", rv);
+        scenario_done();
+        return;
+    }
+    clients[n_clients++] = cl;
+    rv = tkv_rpc_client_unary(cl, "/test.Echo/Unary", req, (size_t)n, 0, fc_cb, NULL);
+    if (rv != 0) {
+        fail("unary: %d", rv);
+        close_clients();
+        scenario_done();
+        return;
+    }
+    tkv_timer_init(&fc_timer, fc_sample, NULL);
+    tkv_timer_start(tkv_reactor_self(), &fc_timer, 1 * MS);
+}
+
+Test(rpc_net, response_over_high_water_to_small_window_completes)
+{
+    /* default out_high_water (4 MiB) < the 8 MiB response; window 64 KiB */
+    struct tkv_rpc_server_config cfg = {.max_recv_msg = 8u << 20, .max_send_msg = 16u << 20};
+    start(1, &cfg);
+    cr_assert_eq(H.srv[0]->cfg.out_high_water, 4u << 20);
+    run(scenario_small_window, 20000);
+    /* memory stays bounded: the response is queued once (plus its 5-byte
+     * prefix), the owned send buffer stays around one 256 KiB chunk */
+    cr_assert_leq(fc_max.pending, FC_RESP + 5 + 64 * 1024, "queued output peaked at %zu",
+                  fc_max.pending);
+    cr_assert_leq(fc_max.out_cap, 1u << 20, "send buffer peaked at %zu", fc_max.out_cap);
+    cr_assert_gt(fc_samples, 0);
 }
 
 Test(rpc_net, goaway_on_stop)
