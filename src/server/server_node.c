@@ -76,12 +76,6 @@ static int core_init(struct tkv_reactor *r, uint32_t core, void *arg)
     tkv_arena_init(&c->arena, 0);
     tkv_engine_batch_init(&c->batch);
     c->max_send_msg = rcfg.max_send_msg ? rcfg.max_send_msg : TKV_RPC_DEFAULT_MAX_MSG;
-    /* The rpc layer stops reading a connection whose queued output is over
-     * out_high_water, and (today) that includes output held back by the
-     * peer's flow-control window, so one response larger than the mark
-     * would never see the WINDOW_UPDATE that lets it out. Keep the mark
-     * above the largest response until src/rpc counts only sendable bytes. */
-    rcfg.out_high_water = 2 * c->max_send_msg + (1u << 20);
     rv = tkv_engine_session_open(node->engine, &c->session);
     if (rv) {
         TKV_LOG_ERROR("cannot open an engine session", TKV_LF_U64("core", core), TKV_LF_ERR(rv));
