@@ -208,8 +208,8 @@ void rpc_conn_ping(struct rpc_conn *c);
 
 /* Output memory of a server's open connections, summed (tests; core of srv). */
 struct rpc_out_stats {
-    size_t pending; /* rpc_conn_pending_out: stream queues + owned send buffer */
-    size_t out_cap; /* allocated owned send buffers */
+    size_t pending;  /* rpc_conn_pending_out: stream queues + owned send buffer */
+    size_t out_cap;  /* allocated owned send buffers */
     uint32_t paused; /* connections not being read (backpressure) */
     uint32_t conns;
 };

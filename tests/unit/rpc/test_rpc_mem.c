@@ -846,9 +846,9 @@ static void w_put(struct wire *w, const void *p, size_t n)
 static void w_frame(struct wire *w, size_t len, int type, int flags, uint32_t sid,
                     const void *payload)
 {
-    uint8_t h[9] = {(uint8_t)(len >> 16), (uint8_t)(len >> 8), (uint8_t)len, (uint8_t)type,
-                    (uint8_t)flags,       (uint8_t)(sid >> 24), (uint8_t)(sid >> 16),
-                    (uint8_t)(sid >> 8),  (uint8_t)sid};
+    uint8_t h[9] = {(uint8_t)(len >> 16), (uint8_t)(len >> 8), (uint8_t)len,
+                    (uint8_t)type,        (uint8_t)flags,      (uint8_t)(sid >> 24),
+                    (uint8_t)(sid >> 16), (uint8_t)(sid >> 8), (uint8_t)sid};
     w_put(w, h, 9);
     if (len)
         w_put(w, payload, len);
@@ -922,7 +922,7 @@ static const uint8_t framed_hi2[7] = {0, 0, 0, 0, 2, 'h', 'i'};
 
 struct seen {
     int frames[10];
-    int rst[16];      /* RST_STREAM by error code (codes < 16) */
+    int rst[16]; /* RST_STREAM by error code (codes < 16) */
     uint32_t rst_sid[8192];
     int n_rst;
     int headers_on[16]; /* HEADERS per stream id < 16 */
@@ -953,8 +953,8 @@ static void feed(struct wire *w, struct seen *s)
         if (h[3] < 10)
             s->frames[h[3]]++;
         if (h[3] == 3 && len == 4) {
-            uint32_t code = (uint32_t)h[9] << 24 | (uint32_t)h[10] << 16 | (uint32_t)h[11] << 8 |
-                            h[12];
+            uint32_t code =
+                (uint32_t)h[9] << 24 | (uint32_t)h[10] << 16 | (uint32_t)h[11] << 8 | h[12];
             if (code < 16)
                 s->rst[code]++;
             if (s->n_rst < 8192)
@@ -964,8 +964,8 @@ static void feed(struct wire *w, struct seen *s)
             s->headers_on[sid]++;
         if (h[3] == 7 && len >= 8) {
             s->goaway = true;
-            s->goaway_code = (uint32_t)h[13] << 24 | (uint32_t)h[14] << 16 |
-                             (uint32_t)h[15] << 8 | h[16];
+            s->goaway_code =
+                (uint32_t)h[13] << 24 | (uint32_t)h[14] << 16 | (uint32_t)h[15] << 8 | h[16];
         }
         off += 9 + len;
     }
@@ -1045,8 +1045,7 @@ static void streams4_setup(void)
     setup_cfg(&cfg);
 }
 
-Test(rpc_bounds, streams_over_max_concurrent_are_refused, .init = streams4_setup,
-     .fini = teardown)
+Test(rpc_bounds, streams_over_max_concurrent_are_refused, .init = streams4_setup, .fini = teardown)
 {
     struct wire w = {0};
     struct seen s = {0};
@@ -1075,7 +1074,8 @@ Test(rpc_bounds, rapid_reset_flood_gets_goaway, .init = setup, .fini = teardown)
             feed(&w, &s);
     }
     feed(&w, &s);
-    cr_assert(s.goaway || s.recv_failed, "3000 HEADERS+RST_STREAM pairs did not end the connection");
+    cr_assert(s.goaway || s.recv_failed,
+              "3000 HEADERS+RST_STREAM pairs did not end the connection");
     cr_assert_leq(sid / 2, 1200, "the flood went on for %u streams", sid / 2);
     cr_assert_eq(P.sc->n_calls, 0);
     free(w.p);
@@ -1119,8 +1119,7 @@ Test(rpc_bounds, control_frames_under_the_rate_are_fine, .init = setup, .fini = 
     struct seen s = {0};
     /* 2000 PINGs at half the sustained rate: never closed */
     flood(6, 2000, 2 * 1000000000ull / RPC_CTRL_RATE, &s);
-    cr_assert_not(s.goaway, "a PING every %llu ms closed the connection",
-                  2000ull / RPC_CTRL_RATE);
+    cr_assert_not(s.goaway, "a PING every %llu ms closed the connection", 2000ull / RPC_CTRL_RATE);
     cr_assert_eq(s.frames[6], 2000);
 }
 

@@ -707,8 +707,7 @@ Test(rpc_net, backpressure_slow_reader_then_drain)
      * its response waits for a client that does not read. No sleeps: the
      * test waits for the server to report the pause (observed on its core),
      * sends a PING the server cannot have read yet, then drains. */
-    struct tkv_rpc_server_config cfg = {.out_high_water = 64 * 1024,
-                                        .idle_timeout_ns = UINT64_MAX};
+    struct tkv_rpc_server_config cfg = {.out_high_water = 64 * 1024, .idle_timeout_ns = UINT64_MAX};
     start(1, &cfg);
     int fd = raw_connect();
     /* slow machines: the drain below may stall for a while between reads */
@@ -746,8 +745,10 @@ Test(rpc_net, backpressure_slow_reader_then_drain)
     memcpy(data + 14, count, (size_t)clen);
     raw_send(fd, data, 14 + (size_t)clen);
     /* we do not read: the server's sends back up and it stops reading us */
-    cr_assert(wait_paused(1), "the server never stopped reading a client that does not read"
-                              " (pending %zu, conns %u)", snap.pending, snap.conns);
+    cr_assert(wait_paused(1),
+              "the server never stopped reading a client that does not read"
+              " (pending %zu, conns %u)",
+              snap.pending, snap.conns);
     cr_assert_geq(snap.pending, 64 * 1024, "paused with only %zu bytes pending", snap.pending);
     uint8_t ping[17];
     frame_hdr(ping, 8, 6, 0, 0);
