@@ -421,16 +421,25 @@ static void scenario_goaway_inflight(void)
 
 /* ---------------------------------------------------------- raw sockets */
 
-static int raw_connect(void)
+/* rcvbuf > 0: a fixed small receive buffer (no autotuning), set before
+ * connect so the window scale matches. */
+static int raw_connect_rcvbuf(int rcvbuf)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(H.port)};
     struct timeval tv = {.tv_sec = 3};
     inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
     cr_assert(fd >= 0);
+    if (rcvbuf > 0)
+        cr_assert_eq(setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf)), 0);
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     cr_assert_eq(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0, "connect: %s", strerror(errno));
     return fd;
+}
+
+static int raw_connect(void)
+{
+    return raw_connect_rcvbuf(0);
 }
 
 static void raw_send(int fd, const void *p, size_t n)
@@ -709,7 +718,9 @@ Test(rpc_net, backpressure_slow_reader_then_drain)
      * sends a PING the server cannot have read yet, then drains. */
     struct tkv_rpc_server_config cfg = {.out_high_water = 64 * 1024, .idle_timeout_ns = UINT64_MAX};
     start(1, &cfg);
-    int fd = raw_connect();
+    /* a small fixed receive buffer, so the kernel cannot absorb the response
+     * whatever the machine's TCP buffer limits */
+    int fd = raw_connect_rcvbuf(64 * 1024);
     /* slow machines: the drain below may stall for a while between reads */
     struct timeval tv = {.tv_sec = 30};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
