@@ -33,6 +33,7 @@ static struct {
     uint64_t ok_calls[4]; /* per core, read in fini */
     _Atomic(uintptr_t) cmd;
     atomic_int done, ready;
+    atomic_int port_set; /* core 0 listens first, on a kernel-chosen port */
     struct tkv_timer poll;
     bool stopped;
     char err[512];
@@ -75,8 +76,24 @@ static int h_init(struct tkv_reactor *r, uint32_t core, void *arg)
 {
     (void)arg;
     int rv = tkv_rpc_server_new(&H.cfg, echo_methods, echo_n_methods, &H.srv[core]);
-    if (rv == 0)
-        rv = tkv_rpc_server_listen(H.srv[core], r, "127.0.0.1", H.port, NULL);
+    /* Core 0 binds port 0 and the others join its port: no window in which
+     * the port is free. (Picking a port, closing it and listening again let
+     * another process listening with SO_REUSEPORT -- a tinykv-server of a
+     * parallel test -- share the port and answer some of our connections.) */
+    if (rv == 0 && core == 0) {
+        uint16_t port = 0;
+        rv = tkv_rpc_server_listen(H.srv[core], r, "127.0.0.1", 0, &port);
+        H.port = port;
+        atomic_store(&H.port_set, rv == 0 ? 1 : -1);
+    } else if (rv == 0) {
+        uint64_t t0 = mono_ms();
+        while (atomic_load(&H.port_set) == 0 && mono_ms() - t0 < 10000)
+            usleep(1000);
+        if (atomic_load(&H.port_set) != 1)
+            rv = -ETIMEDOUT;
+        else
+            rv = tkv_rpc_server_listen(H.srv[core], r, "127.0.0.1", H.port, NULL);
+    }
     if (core == 0) {
         tkv_timer_init(&H.poll, poll_cb, NULL);
         tkv_timer_start(r, &H.poll, 1 * MS);
@@ -103,10 +120,6 @@ static void start(int ncores, const struct tkv_rpc_server_config *cfg)
         H.cfg = *cfg;
     else
         H.cfg.max_recv_msg = 8u << 20;
-    /* pick a free port, then let every core listen on it with SO_REUSEPORT */
-    int fd = tkv_reactor_listen_tcp("127.0.0.1", 0, true, 4, &H.port);
-    cr_assert(fd >= 0, "listen: %d", fd);
-    close(fd);
     struct tkv_reactor_config rc = {.n_cores = (uint32_t)ncores};
     int rv = tkv_reactor_group_start(&rc, h_init, h_fini, NULL, &H.g);
     if (rv == -ENOSYS || rv == -EPERM)
@@ -116,6 +129,7 @@ static void start(int ncores, const struct tkv_rpc_server_config *cfg)
     while (atomic_load(&H.ready) < ncores && mono_ms() - t0 < 5000)
         usleep(1000);
     cr_assert_eq(atomic_load(&H.ready), ncores);
+    cr_assert_eq(atomic_load(&H.port_set), 1, "core 0 could not listen");
 }
 
 static void stop(void)
