@@ -254,7 +254,8 @@ size_t tkv_config_dump(const struct tkv_server_config *cfg, enum tkv_config_dump
 int tkv_config_store_addr(const struct tkv_server_config *cfg, uint32_t k, bool advertise,
                           char *buf, size_t cap);
 
-/* Split "host:port" / "[v6]:port" into host (without brackets) and port.
+/* Split "host:port" / "[v6]:port" into host (without brackets) and port
+ * (tkv_hostport_split without the ":port" shorthand).
  * Errors: TKV_EINVAL. Any thread. */
 int tkv_config_split_addr(const char *addr, char *host, size_t host_cap, uint16_t *port_out);
 

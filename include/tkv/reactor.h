@@ -225,7 +225,8 @@ void tkv_reactor_cancel(struct tkv_reactor *r, struct tkv_io *io);
  * kernel spread connections over them. Returns the fd or -errno. */
 int tkv_reactor_listen_tcp(const char *host, uint16_t port, bool reuseport, int backlog,
                            uint16_t *port_out);
-/* Parse "host:port" (IPv4, [IPv6]:port, or ":port" = all interfaces). */
+/* Parse "host:port" (IPv4, [IPv6]:port, or ":port" = all interfaces): the
+ * reactor's defaults for tkv_hostport_split. */
 int tkv_reactor_parse_hostport(const char *s, char *host_out, size_t host_cap, uint16_t *port_out);
 
 /* ---- cross-core messages ----

@@ -9,6 +9,7 @@
 #include "tkv/common.h"
 #include "tkv/config.h"
 #include "tkv/err.h"
+#include "tkv/hostport.h"
 
 static const struct config_key *find_key(const struct config_schema *s, const char *key)
 {
@@ -61,45 +62,8 @@ static void suggest(const struct config_schema *s, const char *key, char *out, s
 
 int tkv_config_split_addr(const char *addr, char *host, size_t host_cap, uint16_t *port_out)
 {
-    const char *colon, *h = addr;
-    size_t hl;
-    if (addr[0] == '[') {
-        const char *close = strchr(addr, ']');
-        if (!close || close[1] != ':')
-            return TKV_EINVAL;
-        h = addr + 1;
-        hl = (size_t)(close - h);
-        colon = close + 1;
-    } else {
-        colon = strrchr(addr, ':');
-        if (!colon)
-            return TKV_EINVAL;
-        hl = (size_t)(colon - addr);
-        if (memchr(addr, ':', hl))
-            return TKV_EINVAL; /* bare IPv6 needs brackets */
-    }
-    if (hl == 0 || hl >= host_cap)
-        return TKV_EINVAL;
-    for (size_t i = 0; i < hl; i++) {
-        unsigned char c = (unsigned char)h[i];
-        if (c <= ' ' || c == '/' || c == '[' || c == ']' || c == ',' || c >= 0x7f)
-            return TKV_EINVAL;
-    }
-    const char *p = colon + 1;
-    unsigned long port = 0;
-    if (!*p || strlen(p) > 5)
-        return TKV_EINVAL;
-    for (; *p; p++) {
-        if (*p < '0' || *p > '9')
-            return TKV_EINVAL;
-        port = port * 10 + (unsigned long)(*p - '0');
-    }
-    if (port > 65535)
-        return TKV_EINVAL;
-    memcpy(host, h, hl);
-    host[hl] = '\0';
-    *port_out = (uint16_t)port;
-    return 0;
+    /* Config addresses always name their host: no ":port" shorthand. */
+    return tkv_hostport_split(addr, NULL, host, host_cap, port_out);
 }
 
 bool config_host_unspecified(const char *host)

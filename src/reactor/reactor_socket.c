@@ -11,6 +11,7 @@
 
 #include "reactor_private.h"
 #include "tkv/err.h"
+#include "tkv/hostport.h"
 
 int tkv_reactor_listen_tcp(const char *host, uint16_t port, bool reuseport, int backlog,
                            uint16_t *port_out)
@@ -65,46 +66,5 @@ err_errno:
 
 int tkv_reactor_parse_hostport(const char *s, char *host_out, size_t host_cap, uint16_t *port_out)
 {
-    const char *host, *colon;
-    size_t hlen;
-    if (s == NULL || host_out == NULL || host_cap == 0)
-        return TKV_EINVAL;
-    if (s[0] == '[') {
-        const char *close_br = strchr(s, ']');
-        if (close_br == NULL || close_br[1] != ':')
-            return TKV_EINVAL;
-        host = s + 1;
-        hlen = (size_t)(close_br - host);
-        colon = close_br + 1;
-        if (hlen == 0)
-            return TKV_EINVAL;
-    } else {
-        colon = strrchr(s, ':');
-        if (colon == NULL || memchr(s, ':', (size_t)(colon - s)) != NULL)
-            return TKV_EINVAL; /* bare IPv6 needs brackets */
-        host = s;
-        hlen = (size_t)(colon - s);
-        if (hlen == 0) {
-            host = "0.0.0.0"; /* ":port" = all interfaces */
-            hlen = strlen(host);
-        }
-    }
-    const char *p = colon + 1;
-    if (*p == '\0')
-        return TKV_EINVAL;
-    unsigned long v = 0;
-    for (; *p; p++) {
-        if (*p < '0' || *p > '9')
-            return TKV_EINVAL;
-        v = v * 10 + (unsigned long)(*p - '0');
-        if (v > 65535)
-            return TKV_EINVAL;
-    }
-    if (hlen + 1 > host_cap)
-        return TKV_EINVAL;
-    memcpy(host_out, host, hlen);
-    host_out[hlen] = '\0';
-    if (port_out != NULL)
-        *port_out = (uint16_t)v;
-    return 0;
+    return tkv_hostport_split(s, "0.0.0.0", host_out, host_cap, port_out); /* ":port" = all */
 }
