@@ -231,6 +231,12 @@ static size_t encode_request(uint8_t *buf, size_t cap, enum op op, uint64_t key,
     return rv == 0 ? n : 0;
 }
 
+/* Every Raw* response carries region_error and an error string. */
+static int raw_verdict(bool has_region_error, struct tkv_slice error)
+{
+    return has_region_error ? ERR_REGION : error.len ? ERR_RESP : -1;
+}
+
 /* Check a response; returns -1 if good, or an error kind. *rows: scan rows. */
 static int check_response(enum op op, struct tkv_slice resp, uint64_t *rows)
 {
@@ -248,40 +254,30 @@ static int check_response(enum op op, struct tkv_slice resp, uint64_t *rows)
             return ERR_NOT_FOUND;
         return rr.first_value.len == o.value_size ? -1 : ERR_BAD_VALUE;
     }
-    /* Raw responses share field numbers 1 (region_error) and 2 (error); the
-     * per-kind message gives the rest. The arena holds only scan rows. */
+    /* The arena holds only scan rows. */
     struct tkv_arena arena;
     tkv_arena_init(&arena, 0);
-    int verdict = -1;
+    int verdict;
     if (op == OP_PUT) {
         kvrpcpb_RawPutResponse r;
-        if (tkv_pb_decode(kvrpcpb_RawPutResponse_fields, &r, resp.ptr, resp.len, &arena) != 0)
-            verdict = ERR_DECODE;
-        else if (r.has_region_error)
-            verdict = ERR_REGION;
-        else if (r.error.len)
-            verdict = ERR_RESP;
+        verdict = tkv_pb_decode(kvrpcpb_RawPutResponse_fields, &r, resp.ptr, resp.len, &arena)
+                      ? ERR_DECODE
+                      : raw_verdict(r.has_region_error, r.error);
     } else if (op == OP_GET) {
         kvrpcpb_RawGetResponse r;
-        if (tkv_pb_decode(kvrpcpb_RawGetResponse_fields, &r, resp.ptr, resp.len, &arena) != 0)
-            verdict = ERR_DECODE;
-        else if (r.has_region_error)
-            verdict = ERR_REGION;
-        else if (r.error.len)
-            verdict = ERR_RESP;
-        else if (r.not_found)
+        verdict = tkv_pb_decode(kvrpcpb_RawGetResponse_fields, &r, resp.ptr, resp.len, &arena)
+                      ? ERR_DECODE
+                      : raw_verdict(r.has_region_error, r.error);
+        if (verdict < 0 && r.not_found)
             verdict = ERR_NOT_FOUND;
-        else if (r.value.len != o.value_size)
+        else if (verdict < 0 && r.value.len != o.value_size)
             verdict = ERR_BAD_VALUE;
     } else {
         kvrpcpb_RawScanResponse r;
-        if (tkv_pb_decode(kvrpcpb_RawScanResponse_fields, &r, resp.ptr, resp.len, &arena) != 0)
-            verdict = ERR_DECODE;
-        else if (r.has_region_error)
-            verdict = ERR_REGION;
-        else if (r.error.len)
-            verdict = ERR_RESP;
-        else
+        verdict = tkv_pb_decode(kvrpcpb_RawScanResponse_fields, &r, resp.ptr, resp.len, &arena)
+                      ? ERR_DECODE
+                      : raw_verdict(r.has_region_error, r.error);
+        if (verdict < 0)
             *rows = r.kvs.n;
     }
     tkv_arena_close(&arena);

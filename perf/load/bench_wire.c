@@ -4,6 +4,8 @@
 
 #include <string.h>
 
+#include "tkv/codec.h"
+
 struct wbuf {
     uint8_t *p;
     size_t len, cap;
@@ -21,11 +23,10 @@ static void put_byte(struct wbuf *w, uint8_t c)
 
 static void put_varint(struct wbuf *w, uint64_t v)
 {
-    while (v >= 0x80) {
-        put_byte(w, (uint8_t)(v | 0x80));
-        v >>= 7;
-    }
-    put_byte(w, (uint8_t)v);
+    uint8_t tmp[TKV_CODEC_VARINT_MAX];
+    size_t n = tkv_codec_put_uvarint(tmp, v);
+    for (size_t i = 0; i < n; i++)
+        put_byte(w, tmp[i]);
 }
 
 static void put_bytes_field(struct wbuf *w, uint32_t field, struct tkv_slice s)
@@ -70,18 +71,11 @@ size_t bench_etcd_range_encode(uint8_t *buf, size_t cap, struct tkv_slice key,
 
 static int get_varint(struct tkv_slice msg, size_t *pos, uint64_t *v)
 {
-    uint64_t x = 0;
-    for (int i = 0; i < 10; i++) {
-        if (*pos >= msg.len)
-            return -1;
-        uint8_t c = ((const uint8_t *)msg.ptr)[(*pos)++];
-        x |= (uint64_t)(c & 0x7f) << (7 * i);
-        if (!(c & 0x80)) {
-            *v = x;
-            return 0;
-        }
-    }
-    return -1;
+    int n = tkv_codec_get_uvarint(msg.ptr + *pos, msg.len - *pos, v);
+    if (n <= 0)
+        return -1;
+    *pos += (size_t)n;
+    return 0;
 }
 
 int bench_pb_next(struct tkv_slice msg, size_t *pos, uint32_t *field, uint32_t *wt, uint64_t *v,
