@@ -32,8 +32,8 @@ static void remove_made(void)
         return;
     for (int i = 0; i < n_made; i++) {
         char cmd[256];
-        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", made[i]);
-        if (system(cmd) != 0)
+        int n = snprintf(cmd, sizeof(cmd), "rm -rf '%s'", made[i]);
+        if (n < 0 || (size_t)n >= sizeof(cmd) || system(cmd) != 0)
             fprintf(stderr, "cannot remove %s\n", made[i]);
     }
     n_made = 0;
