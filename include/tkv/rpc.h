@@ -140,6 +140,15 @@ int tkv_rpc_server_new(const struct tkv_rpc_server_config *cfg,
 int tkv_rpc_server_listen(struct tkv_rpc_server *srv, struct tkv_reactor *r, const char *host,
                           uint16_t port, uint16_t *port_out);
 
+/* Accept on an already listening non-blocking socket instead. Returns 0 (the
+ * server now owns listen_fd and closes it on stop) or TKV_EINVAL (already
+ * listening, or fd < 0; the caller keeps the fd). Several cores may each
+ * pass their own dup() of ONE listening socket: the kernel hands every
+ * connection to one of the cores' pending accepts. That is how a process
+ * listens exclusively (no SO_REUSEPORT, which another process of the same
+ * user could join) on every core. Same stop hook as above. Core of r only. */
+int tkv_rpc_server_listen_fd(struct tkv_rpc_server *srv, struct tkv_reactor *r, int listen_fd);
+
 /* Begin the graceful shutdown described above now (idempotent). */
 void tkv_rpc_server_shutdown(struct tkv_rpc_server *srv);
 

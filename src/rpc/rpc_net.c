@@ -444,6 +444,21 @@ static void server_on_stop(void *arg)
     tkv_rpc_server_shutdown(arg);
 }
 
+int tkv_rpc_server_listen_fd(struct tkv_rpc_server *srv, struct tkv_reactor *r, int listen_fd)
+{
+    if (srv->listening || listen_fd < 0)
+        return TKV_EINVAL;
+    srv->r = r;
+    srv->listen_fd = listen_fd;
+    srv->listening = true;
+    srv->net_drop = server_net_drop;
+    tkv_io_init(&srv->accept_io, on_accept, srv);
+    tkv_io_init(&srv->lclose_io, on_listener_closed, srv);
+    tkv_reactor_accept(r, &srv->accept_io, listen_fd);
+    tkv_reactor_on_stop(r, server_on_stop, srv);
+    return 0;
+}
+
 int tkv_rpc_server_listen(struct tkv_rpc_server *srv, struct tkv_reactor *r, const char *host,
                           uint16_t port, uint16_t *port_out)
 {
@@ -452,15 +467,7 @@ int tkv_rpc_server_listen(struct tkv_rpc_server *srv, struct tkv_reactor *r, con
     int fd = tkv_reactor_listen_tcp(host, port, true, 1024, port_out);
     if (fd < 0)
         return fd;
-    srv->r = r;
-    srv->listen_fd = fd;
-    srv->listening = true;
-    srv->net_drop = server_net_drop;
-    tkv_io_init(&srv->accept_io, on_accept, srv);
-    tkv_io_init(&srv->lclose_io, on_listener_closed, srv);
-    tkv_reactor_accept(r, &srv->accept_io, fd);
-    tkv_reactor_on_stop(r, server_on_stop, srv);
-    return 0;
+    return tkv_rpc_server_listen_fd(srv, r, fd);
 }
 
 void tkv_rpc_server_shutdown(struct tkv_rpc_server *srv)

@@ -1,15 +1,12 @@
-/* Start-up and shutdown of the standalone node: engine once, then one
- * reactor core per server.cores, each with its engine session and a gRPC
- * listener on the shared server.addr port (SO_REUSEPORT spreads
- * connections over the cores). */
+/* Start-up and shutdown of the standalone node: the listening socket and
+ * the engine once, then one reactor core per server.cores, each with its
+ * engine session and a gRPC server accepting on its dup of the listener. */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
-#include <netinet/in.h>
-#include <arpa/inet.h>
 #include <unistd.h>
 
 #if TKV_HAVE_SYSTEMD
@@ -21,6 +18,9 @@
 #include "tkv/log.h"
 #include "tkv/mem.h"
 #include "tkv/reactor.h"
+
+/* Pending connections the kernel queues for us (capped by somaxconn). */
+#define SERVER_LISTEN_BACKLOG 1024
 
 static atomic_uint n_listening;
 
@@ -43,6 +43,10 @@ static void core_teardown(struct server_core *c, uint32_t core)
          * answer nobody; the rpc layer has already ended those calls. */
         c->n_pending = 0;
         server_flush_writes(c);
+    }
+    if (c->listen_fd >= 0) {
+        close(c->listen_fd);
+        c->listen_fd = -1;
     }
     if (c->rpc) {
         tkv_rpc_server_free(c->rpc);
@@ -88,7 +92,9 @@ static int core_init(struct tkv_reactor *r, uint32_t core, void *arg)
         TKV_LOG_ERROR("cannot create the gRPC server", TKV_LF_U64("core", core), TKV_LF_ERR(rv));
         goto err;
     }
-    rv = tkv_rpc_server_listen(c->rpc, r, node->host, node->port, NULL);
+    rv = tkv_rpc_server_listen_fd(c->rpc, r, c->listen_fd);
+    if (rv == 0)
+        c->listen_fd = -1; /* the rpc server closes it on stop */
     if (rv) {
         TKV_LOG_ERROR("cannot listen", TKV_LF_STR("host", node->host),
                       TKV_LF_U64("port", node->port), TKV_LF_U64("core", core), TKV_LF_ERR(rv));
@@ -120,53 +126,6 @@ static void core_fini(struct tkv_reactor *r, uint32_t core, void *arg)
     core_teardown(&node->cores[core], core);
 }
 
-/* Bind a socket with option opt (SO_REUSEPORT or SO_REUSEADDR) to
- * host:port and return it (port_out = the bound port), or -errno.
- * Port 0 means "any free port", but every core must listen on the same
- * one: it is reserved with a bound, never-listening SO_REUSEPORT socket
- * (it receives no connections) that stays open while the cores run. */
-static int reserve_port(const char *host, uint16_t port, int opt, uint16_t *port_out)
-{
-    struct sockaddr_storage ss = {0};
-    socklen_t len;
-    int one = 1, fd, family = strchr(host, ':') ? AF_INET6 : AF_INET;
-
-    fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -errno;
-    if (setsockopt(fd, SOL_SOCKET, opt, &one, sizeof(one)) < 0)
-        goto fail;
-    if (family == AF_INET6) {
-        struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
-        a->sin6_family = AF_INET6;
-        a->sin6_port = htons(port);
-        if (*host && inet_pton(AF_INET6, host, &a->sin6_addr) != 1) {
-            errno = EINVAL;
-            goto fail;
-        }
-        len = sizeof(*a);
-    } else {
-        struct sockaddr_in *a = (struct sockaddr_in *)&ss;
-        a->sin_family = AF_INET;
-        a->sin_port = htons(port);
-        if (*host && inet_pton(AF_INET, host, &a->sin_addr) != 1) {
-            errno = EINVAL;
-            goto fail;
-        }
-        len = sizeof(*a);
-    }
-    if (bind(fd, (struct sockaddr *)&ss, len) < 0 ||
-        getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
-        goto fail;
-    *port_out = ntohs(family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
-                                         : ((struct sockaddr_in *)&ss)->sin_port);
-    return fd;
-fail:
-    one = -errno;
-    close(fd);
-    return one;
-}
-
 /* mkdir -p for the data dir (the engine creates only one level). */
 static int mkdir_p(const char *path)
 {
@@ -192,7 +151,7 @@ int server_node_run(struct server_node *node)
     struct tkv_server_config *cfg = &node->cfg;
     struct tkv_reactor_group *group = NULL;
     char kv_dir[TKV_CONFIG_PATH_MAX + 8];
-    int rv, port_fd = -1, code = 1;
+    int rv, listen_fd = -1, code = 1;
 
     /* Before anything starts a thread (WiredTiger starts its own in open):
      * every thread inherits the mask, so SIGINT/SIGTERM reach only the
@@ -206,27 +165,22 @@ int server_node_run(struct server_node *node)
     if (node->host[0] == '\0')
         snprintf(node->host, sizeof(node->host),
                  "0.0.0.0"); /* ":port": every interface, as TinyKV */
-    if (node->port == 0) {
-        port_fd = reserve_port(node->host, 0, SO_REUSEPORT, &node->port);
-        if (port_fd < 0) {
-            TKV_LOG_ERROR("cannot pick a free port", TKV_LF_STR("host", node->host),
-                          TKV_LF_ERR(port_fd));
-            return 1;
-        }
-    } else {
-        /* The cores listen with SO_REUSEPORT, which the kernel also grants
-         * to ANOTHER process of the same user on the same port: a second
-         * server started by mistake would silently share our connections.
-         * Probe without it first (SO_REUSEADDR only, so TIME_WAIT leftovers
-         * of a previous run do not count): an existing listener fails us. */
-        uint16_t unused;
-        int probe = reserve_port(node->host, node->port, SO_REUSEADDR, &unused);
-        if (probe < 0) {
-            TKV_LOG_ERROR("cannot listen: the address is in use", TKV_LF_STR("host", node->host),
-                          TKV_LF_U64("port", node->port), TKV_LF_ERR(probe));
-            return 1;
-        }
-        close(probe);
+    /* ONE listening socket for the whole node, bound without SO_REUSEPORT:
+     * the bind itself is the "is anybody else here" check, atomically, so
+     * a second server on the same port fails instead of silently sharing
+     * our connections (SO_REUSEPORT lets any process of the same user join
+     * the group; a probe before the cores bind left a window where two
+     * servers starting together both passed and both served, which made
+     * concurrently running tests talk to each other's servers). Every core
+     * accepts on its own dup of it; port 0 picks one port for all. */
+    listen_fd = tkv_reactor_listen_tcp(node->host, node->port, false, SERVER_LISTEN_BACKLOG,
+                                       &node->port);
+    if (listen_fd < 0) {
+        TKV_LOG_ERROR(listen_fd == -EADDRINUSE ? "cannot listen: the address is in use"
+                                               : "cannot listen",
+                      TKV_LF_STR("host", node->host), TKV_LF_U64("port", node->port),
+                      TKV_LF_ERR(listen_fd));
+        return 1;
     }
 
     TKV_LOG_INFO("welcome to tinykv-server", TKV_LF_STR("version", TKV_VERSION),
@@ -254,6 +208,20 @@ int server_node_run(struct server_node *node)
     }
 
     node->cores = tkv_xcalloc(cfg->server.cores, sizeof(*node->cores));
+    for (uint32_t k = 0; k < cfg->server.cores; k++)
+        node->cores[k].listen_fd = -1;
+    for (uint32_t k = 0; k < cfg->server.cores; k++) {
+        node->cores[k].listen_fd = fcntl(listen_fd, F_DUPFD_CLOEXEC, 0);
+        if (node->cores[k].listen_fd < 0) {
+            rv = -errno;
+            TKV_LOG_ERROR("cannot duplicate the listening socket", TKV_LF_ERR(rv));
+            goto out;
+        }
+    }
+    /* Only the cores hold the socket now: it stops listening as soon as
+     * the last core closes its copy on stop. */
+    close(listen_fd);
+    listen_fd = -1;
     struct tkv_reactor_config rcfg = {.n_cores = cfg->server.cores, .pin = true};
     atomic_store(&n_listening, 0);
     rv = tkv_reactor_group_start(&rcfg, core_init, core_fini, node, &group);
@@ -271,10 +239,15 @@ int server_node_run(struct server_node *node)
 out:
     tkv_engine_close(node->engine); /* final checkpoint: a clean stop is durable */
     node->engine = NULL;
+    if (node->cores) {
+        for (uint32_t k = 0; k < cfg->server.cores; k++)
+            if (node->cores[k].listen_fd >= 0) /* a core that never started */
+                close(node->cores[k].listen_fd);
+    }
     tkv_free(node->cores);
     node->cores = NULL;
-    if (port_fd >= 0)
-        close(port_fd);
+    if (listen_fd >= 0)
+        close(listen_fd);
     if (code == 0)
         TKV_LOG_INFO("tinykv-server stopped");
     return code;

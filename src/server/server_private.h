@@ -13,10 +13,11 @@
 struct tkv_reactor;
 
 /* One core of the standalone node: its engine session and its gRPC server
- * (a listener on the shared server.addr port, SO_REUSEPORT). Owned and used
- * by that core only; created by the core's init, freed by its fini. */
+ * (accepting on its own dup of the node's one listening socket). Owned and
+ * used by that core only; created by the core's init, freed by its fini. */
 struct server_core {
     uint32_t core;
+    int listen_fd; /* dup of the node's listener until the rpc server owns it; -1 after */
     struct tkv_engine_session *session;
     struct tkv_rpc_server *rpc;
     uint64_t max_send_msg;

@@ -4,6 +4,7 @@
 import os
 import subprocess
 import tempfile
+import time
 
 import tkvtest
 from tkvtest import raw_get, raw_put
@@ -102,6 +103,43 @@ class Cli(tkvtest.TkvTestCase):
                 self.assertEqual(raw_get(ch, b"port/k").value, b"v")
         finally:
             first.cleanup()
+
+    def test_two_servers_starting_together_never_share_a_port(self):
+        """Regression (flaky integration_server_concurrency): the cores used
+        to listen with SO_REUSEPORT after a probe made before the engine
+        opened, so two servers started at the same moment on one port both
+        passed the probe and both served it, and the kernel spread one
+        test's connections over both. Exactly one may serve now; the other
+        must exit 1 saying the address is in use."""
+        port = tkvtest.free_port()
+        procs = []
+        try:
+            for i in range(2):
+                log = open(os.path.join(self.tmp, "srv-%d.log" % i), "wb")
+                procs.append((subprocess.Popen(
+                    tkvtest._die_with_parent_prefix() +
+                    [tkvtest.server_bin(), "-addr", "127.0.0.1:%d" % port,
+                     "-path", os.path.join(self.tmp, "d%d" % i), "--cores", "2"],
+                    stdout=log, stderr=subprocess.STDOUT), log))
+            deadline = time.monotonic() + tkvtest.START_TIMEOUT
+            while time.monotonic() < deadline and all(p.poll() is None for p, _ in procs):
+                time.sleep(0.05)
+            exited = [(i, p.returncode) for i, (p, _) in enumerate(procs) if p.poll() is not None]
+            self.assertEqual(len(exited), 1,
+                             "two servers started together on port %d: exited %r (both serving "
+                             "means they share the port and each other's clients)" % (port, exited))
+            loser, rc = exited[0]
+            self.assertEqual(rc, 1)
+            with open(os.path.join(self.tmp, "srv-%d.log" % loser)) as f:
+                self.assertIn("address is in use", f.read())
+            with tkvtest.channel("127.0.0.1:%d" % port) as ch:
+                self.assert_ok(raw_put(ch, b"two/k", b"v"))
+        finally:
+            for p, log in procs:
+                if p.poll() is None:
+                    p.kill()
+                p.wait()
+                log.close()
 
     def test_config_file_and_flag_precedence(self):
         port = tkvtest.free_port()

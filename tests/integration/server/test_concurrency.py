@@ -1,5 +1,5 @@
 # 64 concurrent clients, each on its own connection (so the kernel spreads
-# them over the server's cores with SO_REUSEPORT), mixing RawPut, RawGet,
+# them over the server's cores), mixing RawPut, RawGet,
 # RawScan and RawDelete on their own keys; no call may fail or see a value
 # that is not its own.
 import threading

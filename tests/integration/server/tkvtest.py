@@ -9,6 +9,7 @@
 #   TKV_SERVER_ARGS extra server arguments, whitespace separated (optional)
 #   TKV_KEEP_LOGS=1 keep temp dirs and server logs after the run
 import os
+import re
 import shutil
 import signal
 import socket
@@ -72,7 +73,9 @@ def _die_with_parent_prefix():
 
 
 def free_port():
-    """A port the kernel just handed out on 127.0.0.1 (bind port 0)."""
+    """A port the kernel just handed out on 127.0.0.1 (bind port 0). Free only
+    until somebody else binds it: for servers prefer Server.start() without a
+    port (the server binds port 0 itself)."""
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
@@ -100,11 +103,16 @@ class Server:
         return "127.0.0.1:%d" % self.port
 
     def start(self, port=None):
-        self.port = port or free_port()
+        """Start the server on port, or by default on a port it picks itself
+        (-addr 127.0.0.1:0, read back from its log): a port picked here and
+        handed over would be free only until the server binds it, and
+        another test starting at the same moment could get the same one."""
+        self.port = port
         self.n_starts += 1
         self.log_path = os.path.join(self.base_dir, "server-%d.log" % self.n_starts)
         self.log_file = open(self.log_path, "wb")
-        args = _die_with_parent_prefix() + [server_bin(), "-addr", self.addr, "-path", self.data_dir]
+        addr = "127.0.0.1:%d" % (port or 0)
+        args = _die_with_parent_prefix() + [server_bin(), "-addr", addr, "-path", self.data_dir]
         if self.cores:
             args += ["--cores", str(self.cores)]
         args += os.environ.get("TKV_SERVER_ARGS", "").split()
@@ -113,6 +121,18 @@ class Server:
         self.wait_serving()
         return self
 
+    def _bound_port(self):
+        """The port of the welcome line of the current log, or None yet."""
+        try:
+            with open(self.log_path, "rb") as f:
+                for line in f:
+                    if b'["welcome to tinykv-server"]' in line:
+                        m = re.search(rb"\[port=(\d+)\]", line)
+                        return int(m.group(1)) if m else None
+        except OSError:
+            pass
+        return None
+
     def wait_serving(self):
         deadline = time.monotonic() + START_TIMEOUT
         last = None
@@ -120,6 +140,11 @@ class Server:
             if self.proc.poll() is not None:
                 raise AssertionError("tinykv-server exited with %d before serving; log:\n%s" %
                                      (self.proc.returncode, self.log_tail()))
+            if not self.port:
+                self.port = self._bound_port()
+                if not self.port:
+                    time.sleep(0.05)
+                    continue
             try:
                 with channel(self.addr) as ch:
                     r = raw_get(ch, b"\x00tkv-it-probe", timeout=2)
