@@ -1,22 +1,18 @@
-/* tinykv-ctl: raw get/put/delete/scan against one tinykv-server over gRPC.
- * It runs the project's own rpc client on a single reactor core (no second
- * HTTP/2 stack): main builds the request, the core makes one unary call,
- * main prints the answer. Exit: 0 ok, 1 error, 2 usage, 3 key not found. */
+/* tinykv-ctl: raw and transactional get/put/delete/scan against tinykv,
+ * through libtinykv: standalone against one store (--host) or routed by the
+ * scheduler (--pd). It uses the library's blocking runner (one reactor
+ * core): main parses, the core runs the command, main prints the answer.
+ * Exit: 0 ok, 1 error, 2 usage, 3 key not found. */
 #include <errno.h>
 #include <getopt.h>
 #include <stdarg.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "kvrpcpb.pb.h"
-#include "tkv/arena.h"
+#include "tinykv/client.h"
 #include "tkv/err.h"
-#include "tkv/pb.h"
 #include "tkv/log.h"
-#include "tkv/reactor.h"
-#include "tkv/rpc.h"
 #include "tools_private.h"
 
 #define EXIT_ERROR 1
@@ -24,104 +20,205 @@
 #define EXIT_NOT_FOUND 3
 
 static const char usage_text[] =
-    "usage: tinykv-ctl [--host ADDR] [--cf CF] [--hex] [--timeout SECONDS] raw VERB ARGS\n"
+    "usage: tinykv-ctl [--host ADDR | --pd ADDR] [--cf CF] [--hex] [--timeout SECONDS]\n"
+    "                  raw|txn VERB ARGS\n"
     "\n"
     "  raw get KEY                 print the value of KEY\n"
     "  raw put KEY VALUE           store VALUE under KEY (acknowledged once durable)\n"
     "  raw delete KEY              delete KEY (deleting a missing key is fine)\n"
     "  raw scan START [--limit N]  print up to N pairs (default 10) with key >= START\n"
+    "  txn get|put|delete|scan ... the same, each in its own transaction (snapshot\n"
+    "                              read at a fresh timestamp; writes by two-phase commit)\n"
     "\n"
-    "  --host ADDR     store address, host:port (default 127.0.0.1:20160)\n"
-    "  --cf CF         column family: default (the default), lock or write\n"
+    "  --host ADDR     store address, host:port (default 127.0.0.1:20160): standalone\n"
+    "  --pd ADDR       scheduler address(es), host:port[,host:port]: find each key's\n"
+    "                  region and leader there, follow NotLeader/EpochNotMatch\n"
+    "  --cf CF         raw only: column family default (the default), lock or write\n"
     "  --hex           keys and values are hex on the command line and in the output;\n"
     "                  otherwise printable bytes stand for themselves, \\\\ for a\n"
     "                  backslash and \\xHH for any other byte (in both directions)\n"
-    "  --timeout SECS  gRPC deadline (default 10)\n"
+    "  --timeout SECS  deadline of the whole command, retries included (default 10)\n"
     "  -V, --version   print the version\n"
     "\n"
     "Exit status: 0 ok, 1 error (connection, gRPC status, region error, error\n"
-    "string; the reason goes to stderr), 2 usage, 3 key not found (raw get).\n";
+    "string, transaction conflict; the reason goes to stderr), 2 usage, 3 key not\n"
+    "found (get).\n";
 
-/* The one call the core makes, and what came back. */
-static struct ctl_call {
-    char host[256];
-    uint16_t port;
-    const char *path;
-    struct tkv_slice req; /* encoded request, in main's arena */
-    uint64_t timeout_ns;
-    /* results, written on the core, read by main after the group joined */
+enum ctl_verb { VERB_GET, VERB_PUT, VERB_DELETE, VERB_SCAN };
+
+static const char *const verb_names[] = {"get", "put", "delete", "scan"};
+
+/* The command the core runs, and what came back. */
+static struct ctl_cmd {
+    bool txn;
+    enum ctl_verb verb;
+    const char *cf;
+    struct tkv_slice key, value;
+    uint32_t limit;
+    /* results (written on the core, read by main after tinykv_run) */
     bool done;
-    int connect_rv;
-    enum tkv_grpc_status status;
-    char message[512];
-    uint8_t *resp;
-    size_t resp_len;
-    struct tkv_rpc_client *client;
-    struct tkv_timer stop_timer;
-} call;
+    int rv;
+    char errmsg[600];
+    uint8_t *value_out;
+    size_t value_len;
+    struct tinykv_kv *kvs;
+    size_t n_kvs;
+    struct tinykv *kv;
+    struct tinykv_txn *txn_handle;
+} cmd;
 
-/* main publishes the group only after tkv_reactor_group_start returned,
- * which can be after the core already finished its call. */
-static _Atomic(struct tkv_reactor_group *) the_group;
-
-static void stop_group(struct tkv_timer *t)
+static void copy_error(int rv)
 {
-    struct tkv_reactor_group *g = atomic_load(&the_group);
-    if (g)
-        tkv_reactor_group_stop(g);
-    else
-        tkv_timer_start(tkv_reactor_self(), t, 1000000); /* retry in 1 ms */
+    cmd.rv = rv;
+    if (rv && rv != TKV_ENOTFOUND)
+        snprintf(cmd.errmsg, sizeof cmd.errmsg, "%s", tinykv_errmsg(cmd.kv));
 }
 
-static void finish_task(void *arg)
+static void finish(int rv)
 {
-    (void)arg;
-    if (call.client) {
-        tkv_rpc_client_close(call.client);
-        call.client = NULL;
+    cmd.done = true;
+    copy_error(rv);
+    tinykv_run_done(cmd.kv);
+}
+
+static void keep_value(struct tkv_slice v)
+{
+    cmd.value_out = malloc(v.len ? v.len : 1);
+    if (cmd.value_out) {
+        memcpy(cmd.value_out, v.ptr, v.len);
+        cmd.value_len = v.len;
     }
-    tkv_timer_init(&call.stop_timer, stop_group, NULL);
-    stop_group(&call.stop_timer);
 }
 
-static void on_reply(void *user, enum tkv_grpc_status status, const char *message,
-                     struct tkv_slice resp)
+static void keep_pairs(const struct tinykv_kv *kvs, size_t n)
+{
+    cmd.kvs = calloc(n ? n : 1, sizeof *cmd.kvs);
+    if (!cmd.kvs)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        uint8_t *k = malloc(kvs[i].key.len + 1), *v = malloc(kvs[i].value.len + 1);
+        if (!k || !v) {
+            free(k);
+            free(v);
+            return;
+        }
+        memcpy(k, kvs[i].key.ptr, kvs[i].key.len);
+        memcpy(v, kvs[i].value.ptr, kvs[i].value.len);
+        cmd.kvs[i].key = TKV_SLICE(k, kvs[i].key.len);
+        cmd.kvs[i].value = TKV_SLICE(v, kvs[i].value.len);
+        cmd.n_kvs = i + 1;
+    }
+}
+
+static void on_done(void *user, int rv)
 {
     (void)user;
-    call.done = true;
-    call.status = status;
-    snprintf(call.message, sizeof(call.message), "%s", message ? message : "");
-    if (status == TKV_GRPC_OK) {
-        call.resp = malloc(resp.len ? resp.len : 1);
-        if (call.resp) {
-            memcpy(call.resp, resp.ptr, resp.len);
-            call.resp_len = resp.len;
+    finish(rv);
+}
+
+static void on_get(void *user, int rv, struct tkv_slice value)
+{
+    (void)user;
+    if (rv == 0)
+        keep_value(value);
+    finish(rv);
+}
+
+static void on_scan(void *user, int rv, const struct tinykv_kv *kvs, size_t n)
+{
+    (void)user;
+    if (rv == 0)
+        keep_pairs(kvs, n);
+    finish(rv);
+}
+
+/* Transactions: a read ends with a rollback (nothing to undo, it only
+ * frees the transaction); a write commits. */
+static int txn_read_rv;
+
+static void on_txn_read_end(void *user, int rv)
+{
+    (void)user;
+    (void)rv;
+    finish(txn_read_rv);
+}
+
+static void end_read_txn(int rv)
+{
+    txn_read_rv = rv;
+    copy_error(rv);
+    if (tinykv_txn_rollback(cmd.txn_handle, on_txn_read_end, NULL) != 0)
+        finish(rv);
+}
+
+static void on_txn_get(void *user, int rv, struct tkv_slice value)
+{
+    (void)user;
+    if (rv == 0)
+        keep_value(value);
+    end_read_txn(rv);
+}
+
+static void on_txn_scan(void *user, int rv, const struct tinykv_kv *kvs, size_t n)
+{
+    (void)user;
+    if (rv == 0)
+        keep_pairs(kvs, n);
+    end_read_txn(rv);
+}
+
+static void on_begin(void *user, int rv, struct tinykv_txn *txn)
+{
+    (void)user;
+    if (rv) {
+        finish(rv);
+        return;
+    }
+    cmd.txn_handle = txn;
+    switch (cmd.verb) {
+    case VERB_GET:
+        rv = tinykv_txn_get(txn, cmd.key, on_txn_get, NULL);
+        break;
+    case VERB_SCAN:
+        rv = tinykv_txn_scan(txn, cmd.key, cmd.limit, on_txn_scan, NULL);
+        break;
+    case VERB_PUT:
+    case VERB_DELETE:
+        rv = cmd.verb == VERB_PUT ? tinykv_txn_set(txn, cmd.key, cmd.value)
+                                  : tinykv_txn_delete(txn, cmd.key);
+        if (rv == 0)
+            rv = tinykv_txn_commit(txn, on_done, NULL);
+        break;
+    }
+    if (rv)
+        end_read_txn(rv);
+}
+
+static void run(struct tinykv *kv, void *arg)
+{
+    (void)arg;
+    cmd.kv = kv;
+    int rv;
+    if (cmd.txn) {
+        rv = tinykv_txn_begin(kv, on_begin, NULL);
+    } else {
+        switch (cmd.verb) {
+        case VERB_GET:
+            rv = tinykv_raw_get(kv, cmd.cf, cmd.key, on_get, NULL);
+            break;
+        case VERB_PUT:
+            rv = tinykv_raw_put(kv, cmd.cf, cmd.key, cmd.value, on_done, NULL);
+            break;
+        case VERB_DELETE:
+            rv = tinykv_raw_delete(kv, cmd.cf, cmd.key, on_done, NULL);
+            break;
+        default:
+            rv = tinykv_raw_scan(kv, cmd.cf, cmd.key, cmd.limit, on_scan, NULL);
+            break;
         }
     }
-    /* Close outside the client's own callback. */
-    tkv_reactor_defer(tkv_reactor_self(), finish_task, NULL);
-}
-
-static int core_init(struct tkv_reactor *r, uint32_t core, void *arg)
-{
-    (void)core;
-    (void)arg;
-    int rv = tkv_rpc_client_connect(r, call.host, call.port, NULL, &call.client);
-    if (rv == 0)
-        rv = tkv_rpc_client_unary(call.client, call.path, call.req.ptr, call.req.len,
-                                  call.timeout_ns, on_reply, NULL);
-    if (rv) {
-        call.connect_rv = rv;
-        tkv_reactor_defer(r, finish_task, NULL);
-    }
-    return 0;
-}
-
-static void core_fini(struct tkv_reactor *r, uint32_t core, void *arg)
-{
-    (void)r;
-    (void)core;
-    (void)arg;
+    if (rv)
+        finish(rv);
 }
 
 __attribute__((format(printf, 1, 2))) static int fail(const char *fmt, ...)
@@ -141,23 +238,16 @@ static int usage_error(const char *what)
     return EXIT_USAGE;
 }
 
-enum ctl_verb { VERB_GET, VERB_PUT, VERB_DELETE, VERB_SCAN };
-
-static const char *method_name(enum ctl_verb kind)
-{
-    static const char *names[] = {"RawGet", "RawPut", "RawDelete", "RawScan"};
-    return names[kind];
-}
-
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"host", required_argument, NULL, 'h'},    {"cf", required_argument, NULL, 'c'},
-        {"hex", no_argument, NULL, 'x'},           {"limit", required_argument, NULL, 'l'},
-        {"timeout", required_argument, NULL, 't'}, {"version", no_argument, NULL, 'V'},
-        {"help", no_argument, NULL, 'H'},          {NULL, 0, NULL, 0},
+        {"host", required_argument, NULL, 'h'},    {"pd", required_argument, NULL, 'p'},
+        {"cf", required_argument, NULL, 'c'},      {"hex", no_argument, NULL, 'x'},
+        {"limit", required_argument, NULL, 'l'},   {"timeout", required_argument, NULL, 't'},
+        {"version", no_argument, NULL, 'V'},       {"help", no_argument, NULL, 'H'},
+        {NULL, 0, NULL, 0},
     };
-    const char *host = "127.0.0.1:20160", *cf = "";
+    const char *host = NULL, *pd = NULL, *cf = "";
     bool hex = false;
     unsigned long limit = 10;
     double timeout_s = 10;
@@ -168,6 +258,9 @@ int main(int argc, char **argv)
         switch (c) {
         case 'h':
             host = optarg;
+            break;
+        case 'p':
+            pd = optarg;
             break;
         case 'c':
             cf = optarg;
@@ -196,23 +289,27 @@ int main(int argc, char **argv)
             return usage_error("unknown option");
         }
     }
+    if (host && pd)
+        return usage_error("--host and --pd exclude each other");
     int n_args = argc - optind;
     char **args = argv + optind;
-    if (n_args < 2 || strcmp(args[0], "raw") != 0)
-        return usage_error("expected: raw get|put|delete|scan ...");
+    if (n_args < 2 || (strcmp(args[0], "raw") != 0 && strcmp(args[0], "txn") != 0))
+        return usage_error("expected: raw|txn get|put|delete|scan ...");
+    cmd.txn = strcmp(args[0], "txn") == 0;
+    if (cmd.txn && *cf)
+        return usage_error("--cf applies to raw commands only");
 
-    enum ctl_verb kind;
     int want_args;
     if (!strcmp(args[1], "get"))
-        kind = VERB_GET, want_args = 1;
+        cmd.verb = VERB_GET, want_args = 1;
     else if (!strcmp(args[1], "put"))
-        kind = VERB_PUT, want_args = 2;
+        cmd.verb = VERB_PUT, want_args = 2;
     else if (!strcmp(args[1], "delete"))
-        kind = VERB_DELETE, want_args = 1;
+        cmd.verb = VERB_DELETE, want_args = 1;
     else if (!strcmp(args[1], "scan"))
-        kind = VERB_SCAN, want_args = 1;
+        cmd.verb = VERB_SCAN, want_args = 1;
     else
-        return usage_error("unknown raw verb (want get, put, delete or scan)");
+        return usage_error("unknown verb (want get, put, delete or scan)");
     if (n_args - 2 != want_args)
         return usage_error("wrong number of arguments");
 
@@ -226,124 +323,60 @@ int main(int argc, char **argv)
         return usage_error(hex ? "value: expected hex digits"
                                : "value: bad escape (use \\\\ or \\xHH)");
     }
+    cmd.key = TKV_SLICE(key, key_len);
+    cmd.value = TKV_SLICE(value, value_len);
+    cmd.cf = cf;
+    cmd.limit = (uint32_t)limit;
 
-    if (tkv_reactor_parse_hostport(host, call.host, sizeof(call.host), &call.port) ||
-        call.port == 0) {
-        free(key);
-        free(value);
-        return usage_error("--host: expected host:port");
-    }
-    if (call.host[0] == '\0')
-        snprintf(call.host, sizeof(call.host), "127.0.0.1");
-    static char path[64];
-    snprintf(path, sizeof(path), "/tinykvpb.TinyKv/%s", method_name(kind));
-    call.path = path;
-    call.timeout_ns = (uint64_t)(timeout_s * 1e9);
-    struct tkv_arena arena;
-    tkv_arena_init(&arena, 0);
-    struct tkv_slice k = TKV_SLICE(key, key_len), v = TKV_SLICE(value, value_len);
-    struct tkv_slice cfs = tkv_pb_str(cf);
-    int erv;
-    if (kind == VERB_GET) {
-        kvrpcpb_RawGetRequest r = {.key = k, .cf = cfs};
-        erv = tkv_pb_encode_arena(kvrpcpb_RawGetRequest_fields, &r, &arena, 0, &call.req);
-    } else if (kind == VERB_PUT) {
-        kvrpcpb_RawPutRequest r = {.key = k, .value = v, .cf = cfs};
-        erv = tkv_pb_encode_arena(kvrpcpb_RawPutRequest_fields, &r, &arena, 0, &call.req);
-    } else if (kind == VERB_DELETE) {
-        kvrpcpb_RawDeleteRequest r = {.key = k, .cf = cfs};
-        erv = tkv_pb_encode_arena(kvrpcpb_RawDeleteRequest_fields, &r, &arena, 0, &call.req);
-    } else {
-        kvrpcpb_RawScanRequest r = {.start_key = k, .limit = (uint32_t)limit, .cf = cfs};
-        erv = tkv_pb_encode_arena(kvrpcpb_RawScanRequest_fields, &r, &arena, 0, &call.req);
-    }
-    if (erv) {
-        free(key);
-        free(value);
-        return fail("cannot encode the request: %s", tkv_strerror(erv));
-    }
-    free(key);
-    free(value);
+    struct tinykv_config cfg = {
+        .pd_addrs = pd,
+        .store_addr = host ? host : "127.0.0.1:20160",
+        .op_timeout_ms = (uint64_t)(timeout_s * 1000),
+    };
+    if (!pd)
+        cfg.max_attempts = 4; /* one store, no other route: a few quick retries only */
+    const char *where = pd ? pd : cfg.store_addr;
 
     /* Quiet unless something is wrong with the client itself. */
     tkv_log_set_level(TKV_LOG_LEVEL_ERROR);
-    struct tkv_reactor_config rcfg = {.n_cores = 1, .pin = false};
-    struct tkv_reactor_group *group = NULL;
-    int rv = tkv_reactor_group_start(&rcfg, core_init, core_fini, NULL, &group);
+    int rv = tinykv_run(&cfg, run, NULL);
+    free(key);
+    free(value);
+    if (rv == TKV_EINVAL)
+        return usage_error(pd ? "--pd: expected host:port[,host:port]" : "--host: expected host:port");
     if (rv)
-        return fail("cannot start the client reactor: %s", tkv_strerror(rv));
-    atomic_store(&the_group, group);
-    rv = tkv_reactor_group_wait(group);
-    if (rv)
-        return fail("client reactor failed: %s", tkv_strerror(rv));
-    if (call.connect_rv)
-        return fail("cannot call %s: %s", host, tkv_strerror(call.connect_rv));
-    if (!call.done)
-        return fail("%s: no reply from %s", method_name(kind), host);
-    if (call.status != TKV_GRPC_OK) {
-        fprintf(stderr, "tinykv-ctl: %s on %s failed: %s%s%s\n", method_name(kind), host,
-                tkv_grpc_status_name((int)call.status), call.message[0] ? ": " : "", call.message);
-        return EXIT_ERROR;
-    }
+        return fail("cannot start the client: %s", tinykv_strerror(rv));
+    if (!cmd.done)
+        return fail("%s %s: no answer from %s", args[0], verb_names[cmd.verb], where);
 
-    /* The four responses share region_error #1 and error #2. */
-    union {
-        kvrpcpb_RawGetResponse get;
-        kvrpcpb_RawPutResponse put;
-        kvrpcpb_RawDeleteResponse del;
-        kvrpcpb_RawScanResponse scan;
-    } resp;
-    static const pb_msgdesc_t *const resp_fields[] = {
-        kvrpcpb_RawGetResponse_fields, kvrpcpb_RawPutResponse_fields,
-        kvrpcpb_RawDeleteResponse_fields, kvrpcpb_RawScanResponse_fields};
-    const char *why = NULL;
     int code = 0;
-    if (tkv_pb_decode_ex(resp_fields[kind], &resp, call.resp, call.resp_len, &arena, &why)) {
-        code = fail("cannot decode the %s response: %s", method_name(kind), why ? why : "?");
-        goto out;
-    }
-    bool has_region_error = kind == VERB_GET      ? resp.get.has_region_error
-                            : kind == VERB_PUT    ? resp.put.has_region_error
-                            : kind == VERB_DELETE ? resp.del.has_region_error
-                                                  : resp.scan.has_region_error;
-    errorpb_Error *region_error = kind == VERB_GET      ? &resp.get.region_error
-                                  : kind == VERB_PUT    ? &resp.put.region_error
-                                  : kind == VERB_DELETE ? &resp.del.region_error
-                                                        : &resp.scan.region_error;
-    struct tkv_slice error = kind == VERB_GET      ? resp.get.error
-                             : kind == VERB_PUT    ? resp.put.error
-                             : kind == VERB_DELETE ? resp.del.error
-                                                   : resp.scan.error;
-    if (has_region_error) {
-        fprintf(stderr, "tinykv-ctl: %s: region error: %.*s\n", method_name(kind),
-                (int)region_error->message.len, (const char *)region_error->message.ptr);
+    if (cmd.rv == TKV_ENOTFOUND) {
+        fprintf(stderr, "tinykv-ctl: key not found\n");
+        code = EXIT_NOT_FOUND;
+    } else if (cmd.rv) {
+        fprintf(stderr, "tinykv-ctl: %s %s via %s failed: %s%s%s\n", args[0],
+                verb_names[cmd.verb], where, tinykv_strerror(cmd.rv), cmd.errmsg[0] ? ": " : "",
+                cmd.errmsg);
         code = EXIT_ERROR;
-    } else if (error.len) {
-        fprintf(stderr, "tinykv-ctl: %s: %.*s\n", method_name(kind), (int)error.len,
-                (const char *)error.ptr);
-        code = EXIT_ERROR;
-    } else if (kind == VERB_GET) {
-        if (resp.get.not_found) {
-            fprintf(stderr, "tinykv-ctl: key not found\n");
-            code = EXIT_NOT_FOUND;
-        } else {
-            tools_print_bytes(stdout, resp.get.value.ptr, resp.get.value.len, hex);
-            putchar('\n');
-        }
-    } else if (kind == VERB_SCAN) {
-        for (size_t i = 0; i < resp.scan.kvs.n; i++) {
-            const kvrpcpb_KvPair *kv = &resp.scan.kvs.items[i];
-            tools_print_bytes(stdout, kv->key.ptr, kv->key.len, hex);
+    } else if (cmd.verb == VERB_GET) {
+        tools_print_bytes(stdout, cmd.value_out, cmd.value_len, hex);
+        putchar('\n');
+    } else if (cmd.verb == VERB_SCAN) {
+        for (size_t i = 0; i < cmd.n_kvs; i++) {
+            tools_print_bytes(stdout, cmd.kvs[i].key.ptr, cmd.kvs[i].key.len, hex);
             putchar('\t');
-            tools_print_bytes(stdout, kv->value.ptr, kv->value.len, hex);
+            tools_print_bytes(stdout, cmd.kvs[i].value.ptr, cmd.kvs[i].value.len, hex);
             putchar('\n');
         }
     } else {
         puts("OK");
     }
-out:
-    tkv_arena_close(&arena);
-    free(call.resp);
+    free(cmd.value_out);
+    for (size_t i = 0; i < cmd.n_kvs; i++) {
+        free((void *)cmd.kvs[i].key.ptr);
+        free((void *)cmd.kvs[i].value.ptr);
+    }
+    free(cmd.kvs);
     if (fflush(stdout) != 0 && code == 0)
         code = fail("cannot write output: %s", strerror(errno));
     return code;
