@@ -17,7 +17,15 @@
  * one core: every function below must be called from the core that created
  * it, and none of them blocks or sleeps.
  *
- * The caller drives it with tkv_raft_step(r, event, update):
+ * The caller drives it with tkv_raft_step(r, event, update) and
+ * tkv_raft_advance(r, update):
+ *
+ *     tkv_raft_step(r, &ev, &up);
+ *     while (up.flags) {          // an update is outstanding
+ *         handle(&up);            // steps a-e below; may call tkv_raft_step
+ *         tkv_raft_advance(r, &up); // release it, take what accumulated
+ *     }
+ *
  *   1. Feed an event (tick, received message, proposal, ...).
  *   2. Handle the update it produced, IN THIS ORDER:
  *      a. Persist, in one ordered stream per group (updates are persisted in
@@ -26,7 +34,12 @@
  *           - truncate the stored log after entries[0].index - 1 and append
  *             `entries`,
  *           - write `hard_state`,
- *         the entries before (or atomically with) the hard state.
+ *         the entries before (or atomically with) the hard state. The
+ *         snapshot need NOT be atomic with the hard state: a crash between
+ *         them leaves hard_state.commit below the snapshot index, and
+ *         tkv_raft_init repairs that (the snapshot index is committed; a
+ *         term older than the snapshot's is raised to it, without a vote)
+ *         and the first update rewrites the repaired hard state.
  *      b. PERSIST BEFORE YOU SEND WHAT DEPENDS ON IT: the `msgs` of an update
  *         may go on the wire only after (a) of the same update and of every
  *         earlier update is durable, because a vote or an append
@@ -39,18 +52,48 @@
  *         index and term of the persisted `entries` (if any). The leader
  *         counts its own copy toward commit only after this report; a
  *         report for entries overwritten since is recognised and ignored.
+ *         The report may come later (after a group commit), while this or
+ *         a later update is outstanding.
  *      d. Apply `committed` entries in order (they are always durable
- *         locally already; at most 4096 per update, the rest follow in the
- *         updates of later events, e.g. the APPLIED report). For a committed TKV_RAFT_ENTRY_CONF_CHANGE
- *         entry, decode your payload and feed TKV_RAFT_EV_APPLY_CONF_CHANGE.
- *         Report progress with TKV_RAFT_EV_APPLIED.
+ *         locally already; at most 4096 per update, the rest follow in
+ *         later updates). For a committed TKV_RAFT_ENTRY_CONF_CHANGE entry,
+ *         decode your payload and feed TKV_RAFT_EV_APPLY_CONF_CHANGE.
+ *         Report progress with TKV_RAFT_EV_APPLIED, entry by entry if you
+ *         like: stepping while an update is outstanding is safe.
  *      e. Hand `read_states` to the waiting readers: a read with context ctx
  *         is linearizable once the local applied index reaches its index.
- *   Everything an update points to (arrays, messages, the snapshot) is
- *   owned by the raft and valid until the next call to tkv_raft_step() or
- *   tkv_raft_close() on it. To keep an entry payload longer, take a
- *   reference with tkv_raft_buf_ref(). Copying the update struct is fine;
- *   the caller never frees anything in it.
+ *   UPDATE LIFETIME. Everything an update points to (arrays, messages,
+ *   entries, the snapshot) is owned by the raft and stays valid until the
+ *   caller calls tkv_raft_advance() (or tkv_raft_close()), whatever events
+ *   are stepped meanwhile. While an update is outstanding, tkv_raft_step()
+ *   hands out an EMPTY update (flags 0) and keeps what the event produced
+ *   for the update tkv_raft_advance() returns, so nothing is lost or
+ *   reordered; a caller that never advances sees nothing more. An update
+ *   with flags 0 is not outstanding. To keep a payload beyond the advance,
+ *   take a reference with tkv_raft_buf_ref(). Copying the update struct is
+ *   fine; the caller never frees anything in it.
+ *
+ * GENESIS AND NEW MEMBERS (TinyKV's way). A group is born by writing the
+ * same state into every initial voter's storage, as if it had installed a
+ * snapshot: snapshot point TKV_RAFT_INIT_INDEX / TKV_RAFT_INIT_TERM (no
+ * entries), conf state = the initial voters, hard state {term
+ * TKV_RAFT_INIT_TERM, vote 0, commit TKV_RAFT_INIT_INDEX}. A member added
+ * later starts UNINITIALIZED: empty storage (first 1, last 0), empty conf
+ * state, no cfg.peers. It is not a voter in its own view, so it never
+ * campaigns; the leader's first append does not match (its log starts at
+ * INIT_INDEX + 1, which is compacted for the leader), so the leader sends a
+ * snapshot, which brings the conf state. Never give cfg.peers to a member
+ * that joins later: it would replay conf changes from index 1 without the
+ * initial voters and could elect itself alone. cfg.peers (a log starting at
+ * index 1) exists for the etcd/TinyKV catalog tests, where every member is
+ * created at once with the same list.
+ *
+ * CONF STATE ON RESTART. initial_state must return a conf state that
+ * includes every conf change up to at least cfg.applied (TinyKV: the
+ * region's peers, written in the same engine transaction as the applied
+ * index). Committed entries after cfg.applied are handed out again and
+ * re-applying an ADD of a voter or a REMOVE of a non-voter is a no-op, so
+ * a conf state newer than cfg.applied is also fine; an older one is not.
  *
  * The durable log is reached through struct tkv_raft_storage, which must
  * reflect exactly what the caller has persisted and reported (plus the
@@ -114,6 +157,11 @@ struct tkv_raft_entry {
     uint32_t type;             /* enum tkv_raft_entry_type */
     struct tkv_raft_buf *data; /* NULL = empty (the leader's no-op) */
 };
+
+/* Genesis point of a group (see GENESIS in the CONTRACT), as TinyKV's
+ * RaftInitLogIndex / RaftInitLogTerm. */
+#define TKV_RAFT_INIT_INDEX 5
+#define TKV_RAFT_INIT_TERM 5
 
 /* Upper bound of voters in one group (regions use 3-5). */
 #define TKV_RAFT_MAX_VOTERS 16
@@ -212,7 +260,8 @@ struct tkv_raft_config {
     uint32_t election_tick;
     uint32_t heartbeat_tick;
     struct tkv_raft_storage storage;
-    /* Bootstrap voters, used only when the storage's conf state is empty. */
+    /* Bootstrap voters, used only when the storage's conf state is empty:
+     * catalog tests only, see GENESIS in the CONTRACT. */
     const uint64_t *peers;
     size_t n_peers;
     tkv_index applied; /* last index applied by the caller before restart */
@@ -333,7 +382,8 @@ int tkv_raft_init(const struct tkv_raft_config *cfg, struct tkv_raft **r_out);
 /* Free everything (NULL is a no-op). Any update pointers become invalid. */
 void tkv_raft_close(struct tkv_raft *r);
 
-/* Feed one event; fill *up with what the caller must do (see CONTRACT).
+/* Feed one event; fill *up with what the caller must do (see CONTRACT),
+ * or with an empty update while the previous one is outstanding.
  * Returns 0 or:
  *   TKV_ENOTLEADER      PROPOSE / PROPOSE_CONF_CHANGE / READ_INDEX on a
  *                       member that is not (or knows no) leader
@@ -348,6 +398,10 @@ void tkv_raft_close(struct tkv_raft *r);
  *   TKV_ENOMEM          allocation failed (see "Memory" in the CONTRACT)
  * *up is valid (possibly empty) whatever the return value. */
 int tkv_raft_step(struct tkv_raft *r, const struct tkv_raft_event *ev, struct tkv_raft_update *up);
+
+/* Release the outstanding update (if any) and fill *up with everything
+ * produced since it was built (flags 0 if nothing). */
+void tkv_raft_advance(struct tkv_raft *r, struct tkv_raft_update *up);
 
 /* Read-only introspection (tests, raftstore status). */
 struct tkv_raft_status {

@@ -104,35 +104,32 @@ static void q_push(const struct tkv_raft_msg *m)
 
 static void handle(struct bnode *n, struct tkv_raft_update *up)
 {
-    for (;;) {
-        struct tkv_raft_event pe[2];
-        size_t npe = 0;
-        if (up->n_entries) {
+    while (up->flags) {
+        struct tkv_raft_update nested;
+        if (up->n_entries)
             raft_memstore_append(&n->ms, up->entries, up->n_entries);
-            pe[npe].type = TKV_RAFT_EV_LOG_PERSISTED;
-            pe[npe].u.persisted.index = up->entries[up->n_entries - 1].index;
-            pe[npe++].u.persisted.term = up->entries[up->n_entries - 1].term;
-        }
         if (up->flags & TKV_RAFT_UPDATE_HARD_STATE)
             n->ms.hs = up->hard_state;
         for (size_t i = 0; i < up->n_msgs; i++)
             q_push(&up->msgs[i]);
+        if (up->n_entries) {
+            struct tkv_raft_event pe = {.type = TKV_RAFT_EV_LOG_PERSISTED};
+            pe.u.persisted.index = up->entries[up->n_entries - 1].index;
+            pe.u.persisted.term = up->entries[up->n_entries - 1].term;
+            int rv = tkv_raft_step(n->r, &pe, &nested);
+            if (rv < 0)
+                die("step", rv);
+        }
         if (up->n_committed) {
             n->applied = up->committed[up->n_committed - 1].index;
             if (n == &nodes[1])
                 committed_entries += up->n_committed;
-            pe[npe].type = TKV_RAFT_EV_APPLIED;
-            pe[npe++].u.applied = n->applied;
-        }
-        if (!npe)
-            return;
-        for (size_t i = 0; i < npe; i++) {
-            int rv = tkv_raft_step(n->r, &pe[i], up);
+            struct tkv_raft_event pe = {.type = TKV_RAFT_EV_APPLIED, .u.applied = n->applied};
+            int rv = tkv_raft_step(n->r, &pe, &nested);
             if (rv < 0)
                 die("step", rv);
-            if (i + 1 < npe && up->flags)
-                handle(n, up);
         }
+        tkv_raft_advance(n->r, up);
     }
 }
 
@@ -246,15 +243,20 @@ static void bench_ticks(size_t groups, int passes)
         struct tkv_raft_msg hup = {.type = TKV_RAFT_MSG_HUP};
         struct tkv_raft_event ev = {.type = TKV_RAFT_EV_RECEIVE, .u.msg = &hup};
         tkv_raft_step(rs[g], &ev, &up);
+        tkv_raft_advance(rs[g], &up);
         struct tkv_raft_msg v = {.type = TKV_RAFT_MSG_VOTE_RESP, .from = 2, .to = 1, .term = 1};
         ev.u.msg = &v;
         tkv_raft_step(rs[g], &ev, &up);
-        if (up.n_entries) {
-            raft_memstore_append(&ms[g], up.entries, up.n_entries);
-            struct tkv_raft_event pe = {.type = TKV_RAFT_EV_LOG_PERSISTED};
-            pe.u.persisted.index = up.entries[0].index;
-            pe.u.persisted.term = up.entries[0].term;
-            tkv_raft_step(rs[g], &pe, &up);
+        while (up.flags) {
+            if (up.n_entries) {
+                raft_memstore_append(&ms[g], up.entries, up.n_entries);
+                struct tkv_raft_event pe = {.type = TKV_RAFT_EV_LOG_PERSISTED};
+                struct tkv_raft_update nested;
+                pe.u.persisted.index = up.entries[0].index;
+                pe.u.persisted.term = up.entries[0].term;
+                tkv_raft_step(rs[g], &pe, &nested);
+            }
+            tkv_raft_advance(rs[g], &up);
         }
     }
     double best = 1e18, sum = 0;
@@ -266,6 +268,7 @@ static void bench_ticks(size_t groups, int passes)
             struct tkv_raft_event ev = {.type = TKV_RAFT_EV_TICK};
             tkv_raft_step(rs[g], &ev, &up);
             msgs += up.n_msgs;
+            tkv_raft_advance(rs[g], &up);
         }
         double d = cpu_ns() - c0;
         sum += d;

@@ -80,13 +80,25 @@ struct tkv_raft {
     struct raft_read *reads;
     size_t n_reads, cap_reads;
 
-    /* The update under construction / last handed out. */
+    /* Output produced since the last update was built (pending). */
     struct tkv_raft_msg *msgs;
     size_t n_msgs, cap_msgs;
-    struct tkv_raft_entry *committed_out; /* reused across updates */
-    size_t n_committed_out, cap_committed_out;
     struct tkv_raft_read_state *rs;
     size_t n_rs, cap_rs;
+    /* The update handed out and not yet advanced: it owns its arrays and
+     * one reference per payload, so events stepped while the caller works
+     * through it (APPLIED, APPLY_CONF_CHANGE, LOG_PERSISTED, ...) cannot
+     * free or move anything it points to. Arrays are swapped, not copied. */
+    bool outstanding;
+    struct tkv_raft_msg *out_msgs;
+    size_t n_out_msgs, cap_out_msgs;
+    struct tkv_raft_read_state *out_rs;
+    size_t n_out_rs, cap_out_rs;
+    struct tkv_raft_entry *out_ents;
+    size_t n_out_ents, cap_out_ents;
+    struct tkv_raft_snapshot out_snap;
+    struct tkv_raft_entry *committed_out; /* reused across updates */
+    size_t n_committed_out, cap_committed_out;
     struct tkv_raft_hard_state prev_hs;
     struct tkv_raft_soft_state prev_ss;
     bool conf_changed;
@@ -1470,28 +1482,56 @@ static void on_persisted(struct tkv_raft *r, tkv_index index, tkv_term term)
 
 static void release_update(struct tkv_raft *r)
 {
-    for (size_t i = 0; i < r->n_msgs; i++)
-        msg_release(&r->msgs[i]);
-    r->n_msgs = 0;
+    for (size_t i = 0; i < r->n_out_msgs; i++)
+        msg_release(&r->out_msgs[i]);
+    r->n_out_msgs = 0;
+    entries_unref(r->out_ents, r->n_out_ents);
+    r->n_out_ents = 0;
     entries_unref(r->committed_out, r->n_committed_out);
     r->n_committed_out = 0;
-    r->n_rs = 0;
+    r->n_out_rs = 0;
+    tkv_raft_buf_unref(r->out_snap.data);
+    memset(&r->out_snap, 0, sizeof(r->out_snap));
+    r->outstanding = false;
 }
 
+/* Hand out everything produced since the last update (nothing while an
+ * update is outstanding: it accumulates for tkv_raft_advance). */
 static void build_update(struct tkv_raft *r, struct tkv_raft_update *up)
 {
+    memset(up, 0, sizeof(*up));
+    up->soft_state = (struct tkv_raft_soft_state){.leader = r->lead, .role = r->role};
+    if (r->outstanding)
+        return;
+    /* The new entries are copied (with references) because the unstable
+     * tail moves under later events. Without memory for the copy, the
+     * entries, the hard state and the messages (which may promise them
+     * durable) all wait for a later update. */
+    tkv_index last = log_last(r);
+    if (r->u_reported < r->u_offset)
+        r->u_reported = r->u_offset;
+    size_t n_new = r->u_reported <= last ? (size_t)(last - r->u_reported + 1) : 0;
+    bool defer = false;
+    if (n_new > r->cap_out_ents) {
+        struct tkv_raft_entry *n = tkv_realloc(r->out_ents, n_new * sizeof(*n));
+        if (n) {
+            r->out_ents = n;
+            r->cap_out_ents = n_new;
+        } else {
+            defer = true;
+        }
+    }
     struct tkv_raft_hard_state hs = {.term = r->term, .vote = r->vote, .commit = r->committed};
-    if (memcmp(&hs, &r->prev_hs, sizeof(hs)) != 0) {
+    if (!defer && memcmp(&hs, &r->prev_hs, sizeof(hs)) != 0) {
         up->flags |= TKV_RAFT_UPDATE_HARD_STATE;
         up->hard_state = hs;
         r->prev_hs = hs;
     }
-    struct tkv_raft_soft_state ss = {.leader = r->lead, .role = r->role};
+    struct tkv_raft_soft_state ss = up->soft_state;
     if (ss.leader != r->prev_ss.leader || ss.role != r->prev_ss.role) {
         up->flags |= TKV_RAFT_UPDATE_SOFT_STATE;
         r->prev_ss = ss;
     }
-    up->soft_state = ss;
     if (r->conf_changed) {
         up->flags |= TKV_RAFT_UPDATE_CONF_STATE;
         r->conf_changed = false;
@@ -1499,24 +1539,37 @@ static void build_update(struct tkv_raft *r, struct tkv_raft_update *up)
     up->conf_state.n_voters = r->n_prs;
     for (uint32_t i = 0; i < r->n_prs; i++)
         up->conf_state.voters[i] = r->prs[i].id;
-    if (r->has_usnap && !r->usnap_reported) {
+    if (!defer && r->has_usnap && !r->usnap_reported) {
+        r->out_snap = r->usnap;
+        tkv_raft_buf_ref(r->out_snap.data);
         up->flags |= TKV_RAFT_UPDATE_SNAPSHOT;
-        up->snapshot = &r->usnap;
+        up->snapshot = &r->out_snap;
         r->usnap_reported = true;
     }
-    tkv_index last = log_last(r);
-    if (r->u_reported < r->u_offset)
-        r->u_reported = r->u_offset;
-    if (r->u_reported <= last) {
+    if (!defer && n_new) {
+        const struct tkv_raft_entry *src = ue_at(r, r->u_reported);
+        for (size_t i = 0; i < n_new; i++) {
+            r->out_ents[i] = src[i];
+            tkv_raft_buf_ref(r->out_ents[i].data);
+        }
+        r->n_out_ents = n_new;
         up->flags |= TKV_RAFT_UPDATE_ENTRIES;
-        up->entries = ue_at(r, r->u_reported);
-        up->n_entries = (size_t)(last - r->u_reported + 1);
+        up->entries = r->out_ents;
+        up->n_entries = n_new;
         r->u_reported = last + 1;
     }
-    if (r->n_msgs) {
+    if (!defer && r->n_msgs) {
+        struct tkv_raft_msg *m = r->out_msgs;
+        size_t cap = r->cap_out_msgs;
+        r->out_msgs = r->msgs;
+        r->n_out_msgs = r->n_msgs;
+        r->cap_out_msgs = r->cap_msgs;
+        r->msgs = m;
+        r->cap_msgs = cap;
+        r->n_msgs = 0;
         up->flags |= TKV_RAFT_UPDATE_MESSAGES;
-        up->msgs = r->msgs;
-        up->n_msgs = r->n_msgs;
+        up->msgs = r->out_msgs;
+        up->n_msgs = r->n_out_msgs;
     }
     tkv_index hi = TKV_MIN(r->committed, persisted_last(r));
     hi = TKV_MIN(hi, r->emitted + RAFT_MAX_COMMITTED_ENTRIES);
@@ -1543,10 +1596,19 @@ static void build_update(struct tkv_raft *r, struct tkv_raft_update *up)
         }
     }
     if (r->n_rs) {
+        struct tkv_raft_read_state *rs = r->out_rs;
+        size_t cap = r->cap_out_rs;
+        r->out_rs = r->rs;
+        r->n_out_rs = r->n_rs;
+        r->cap_out_rs = r->cap_rs;
+        r->rs = rs;
+        r->cap_rs = cap;
+        r->n_rs = 0;
         up->flags |= TKV_RAFT_UPDATE_READ_STATES;
-        up->read_states = r->rs;
-        up->n_read_states = r->n_rs;
+        up->read_states = r->out_rs;
+        up->n_read_states = r->n_out_rs;
     }
+    r->outstanding = up->flags != 0;
 }
 
 /* Reject what no correct peer sends, before it can touch the log. */
@@ -1577,8 +1639,6 @@ static bool msg_well_formed(const struct tkv_raft_msg *m)
 int tkv_raft_step(struct tkv_raft *r, const struct tkv_raft_event *ev, struct tkv_raft_update *up)
 {
     int rv = 0;
-    release_update(r);
-    memset(up, 0, sizeof(*up));
     switch (ev->type) {
     case TKV_RAFT_EV_TICK:
         rv = tick(r);
@@ -1684,6 +1744,12 @@ int tkv_raft_step(struct tkv_raft *r, const struct tkv_raft_event *ev, struct tk
     return rv;
 }
 
+void tkv_raft_advance(struct tkv_raft *r, struct tkv_raft_update *up)
+{
+    release_update(r);
+    build_update(r, up);
+}
+
 /* ---------------------------------------------------------- lifecycle */
 
 int tkv_raft_init(const struct tkv_raft_config *cfg, struct tkv_raft **r_out)
@@ -1711,6 +1777,7 @@ int tkv_raft_init(const struct tkv_raft_config *cfg, struct tkv_raft **r_out)
     memset(&hs, 0, sizeof(hs));
     memset(&cs, 0, sizeof(cs));
     TKV_ERR(r->st.initial_state(r->st.ctx, &hs, &cs));
+    struct tkv_raft_hard_state stored_hs = hs;
     if (cs.n_voters == 0) {
         if (cfg->n_peers > TKV_RAFT_MAX_VOTERS) {
             rv = TKV_EINVAL;
@@ -1726,9 +1793,23 @@ int tkv_raft_init(const struct tkv_raft_config *cfg, struct tkv_raft **r_out)
     }
     tkv_index first = r->st.first_index(r->st.ctx);
     tkv_index last = r->st.last_index(r->st.ctx);
-    if (first == 0 || last + 1 < first || hs.commit > last || hs.commit + 1 < first) {
+    if (first == 0 || last + 1 < first || hs.commit > last) {
         rv = TKV_EINVAL;
         goto err;
+    }
+    /* A crash between persisting a received snapshot and the hard state of
+     * the same update leaves hs behind the snapshot. A snapshot holds only
+     * committed state, so its index is committed; and nothing of its term
+     * was acknowledged (persist before send), so adopting its term without
+     * a vote promises nothing new. */
+    if (hs.commit + 1 < first) {
+        tkv_term snap_term = 0;
+        TKV_ERR(r->st.term(r->st.ctx, first - 1, &snap_term));
+        hs.commit = first - 1;
+        if (hs.term < snap_term) {
+            hs.term = snap_term;
+            hs.vote = 0;
+        }
     }
     r->u_offset = last + 1;
     r->u_reported = r->u_offset;
@@ -1746,7 +1827,7 @@ int tkv_raft_init(const struct tkv_raft_config *cfg, struct tkv_raft **r_out)
     prs_set(r, &cs);
     r->conf_changed = false;
     become_follower(r, r->term, 0);
-    r->prev_hs = hs;
+    r->prev_hs = stored_hs; /* a repaired hard state is written by the first update */
     r->prev_ss = (struct tkv_raft_soft_state){.leader = 0, .role = TKV_RAFT_FOLLOWER};
     *r_out = r;
     return 0;
@@ -1761,6 +1842,8 @@ void tkv_raft_close(struct tkv_raft *r)
     if (!r)
         return;
     release_update(r);
+    for (size_t i = 0; i < r->n_msgs; i++)
+        msg_release(&r->msgs[i]);
     entries_unref(r->ue + r->ue_start, r->ue_len);
     tkv_free(r->ue);
     if (r->has_usnap)
@@ -1768,8 +1851,11 @@ void tkv_raft_close(struct tkv_raft *r)
     for (uint32_t i = 0; i < r->n_prs; i++)
         infl_free_all(&r->prs[i]);
     tkv_free(r->msgs);
+    tkv_free(r->out_msgs);
+    tkv_free(r->out_ents);
     tkv_free(r->committed_out);
     tkv_free(r->rs);
+    tkv_free(r->out_rs);
     tkv_free(r->reads);
     tkv_free(r);
 }

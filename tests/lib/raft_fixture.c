@@ -434,7 +434,14 @@ int rf_node_step(struct rf_cluster *c, uint64_t id, const struct tkv_raft_event 
         return TKV_EINVAL;
     struct tkv_raft_update up;
     int rv = tkv_raft_step(nd->r, ev, &up);
-    handle_update(c, nd, &up);
+    /* A nested step (from inside handle_update) gets an empty update: its
+     * output waits for the enclosing loop's advance. */
+    while (up.flags && nd->alive) {
+        handle_update(c, nd, &up);
+        if (!nd->alive || !nd->r)
+            break;
+        tkv_raft_advance(nd->r, &up);
+    }
     return rv;
 }
 

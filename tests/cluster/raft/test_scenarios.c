@@ -259,6 +259,39 @@ Test(raft_membership, one_pending_conf_change_at_a_time)
     rf_close(&c);
 }
 
+/* Contract (c): genesis at TKV_RAFT_INIT_INDEX (as if from a snapshot);
+ * a joiner is created uninitialized (empty storage, no peers): it never
+ * campaigns on its own and is filled by the leader's snapshot, which
+ * brings the whole membership. */
+Test(raft_membership, uninitialized_joiner_waits_for_the_snapshot)
+{
+    struct rf_opts o = vt_opts();
+    o.bootstrap_snapshot = true;
+    struct rf_cluster c;
+    rf_init(&c, 3, &o, 5);
+    rf_add_node(&c, 4, NULL, 0);
+    struct tkv_raft_status s4 = stat_of(&c, 4);
+    cr_assert_eq(s4.conf.n_voters, 0, "joiner starts without a configuration");
+    cr_assert_eq(s4.last_index, 0);
+    uint64_t l = run_until_leader(&c);
+    cr_assert_geq(stat_of(&c, l).first_index, TKV_RAFT_INIT_INDEX + 1, "genesis is a snapshot point");
+    rf_run(&c, 10 * 100); /* many election timeouts */
+    s4 = stat_of(&c, 4);
+    cr_assert_eq(s4.hs.term, 0, "uninitialized peer campaigned");
+    cr_assert_eq(s4.ss.role, TKV_RAFT_FOLLOWER);
+    l = rf_leader(&c);
+    cr_assert_eq(rf_propose_conf(&c, l, TKV_RAFT_CONF_ADD_NODE, 4), 0);
+    rf_run(&c, 300);
+    l = rf_leader(&c);
+    s4 = stat_of(&c, 4);
+    cr_assert_eq(s4.conf.n_voters, 4, "the snapshot brought the membership (%u voters)",
+                 s4.conf.n_voters);
+    cr_assert_geq(s4.first_index, TKV_RAFT_INIT_INDEX + 1, "filled by a snapshot, not from index 1");
+    cr_assert_eq(rf_node(&c, 4)->applied, stat_of(&c, l).hs.commit, "joiner caught up");
+    cr_assert(!c.failed, "%s", c.err);
+    rf_close(&c);
+}
+
 Test(raft_membership, removing_the_leader_hands_over)
 {
     struct rf_opts o = vt_opts();

@@ -34,46 +34,44 @@ static void drv_reset(struct drv *d)
     d->n_appended = d->n_committed = d->n_updates_nonempty = 0;
 }
 
-/* Step, then persist and acknowledge like a caller would, until quiet. */
+/* Step, then persist and acknowledge like a caller would, until quiet. The
+ * reports are stepped while the update is outstanding (the natural loop). */
 static int drv_step(struct drv *d, const struct tkv_raft_event *ev)
 {
     struct tkv_raft_update up;
     int rv = tkv_raft_step(d->r, ev, &up);
-    for (;;) {
+    while (up.flags) {
         if (up.flags & ~(uint32_t)TKV_RAFT_UPDATE_SOFT_STATE)
             d->n_updates_nonempty++;
-        struct tkv_raft_event pe[3];
-        size_t npe = 0;
+        struct tkv_raft_update nested;
         if (up.snapshot) {
             raft_memstore_apply_snapshot(&d->ms, up.snapshot);
-            pe[npe].type = TKV_RAFT_EV_SNAPSHOT_PERSISTED;
-            pe[npe++].u.persisted.index = up.snapshot->index;
+            struct tkv_raft_event pe = {.type = TKV_RAFT_EV_SNAPSHOT_PERSISTED};
+            pe.u.persisted.index = up.snapshot->index;
+            cr_assert_eq(tkv_raft_step(d->r, &pe, &nested), 0);
+            cr_assert_eq(nested.flags, 0, "an outstanding update makes nested updates empty");
         }
         if (up.n_entries) {
             raft_memstore_append(&d->ms, up.entries, up.n_entries);
             keep(d->appended, &d->n_appended, up.entries, up.n_entries);
-            pe[npe].type = TKV_RAFT_EV_LOG_PERSISTED;
-            pe[npe].u.persisted.index = up.entries[up.n_entries - 1].index;
-            pe[npe++].u.persisted.term = up.entries[up.n_entries - 1].term;
         }
         if (up.flags & TKV_RAFT_UPDATE_HARD_STATE)
             d->ms.hs = up.hard_state;
-        if (up.n_committed) {
-            keep(d->committed, &d->n_committed, up.committed, up.n_committed);
-            pe[npe].type = TKV_RAFT_EV_APPLIED;
-            pe[npe++].u.applied = up.committed[up.n_committed - 1].index;
+        if (up.n_entries) {
+            struct tkv_raft_event pe = {.type = TKV_RAFT_EV_LOG_PERSISTED};
+            pe.u.persisted.index = up.entries[up.n_entries - 1].index;
+            pe.u.persisted.term = up.entries[up.n_entries - 1].term;
+            cr_assert_eq(tkv_raft_step(d->r, &pe, &nested), 0);
+            cr_assert_eq(nested.flags, 0);
         }
-        if (npe == 0)
-            break;
-        for (size_t i = 0; i < npe; i++) {
-            cr_assert_eq(tkv_raft_step(d->r, &pe[i], &up), 0);
-            if (i + 1 < npe)
-                cr_assert_eq(up.flags & ~(uint32_t)(TKV_RAFT_UPDATE_SOFT_STATE |
-                                                     TKV_RAFT_UPDATE_HARD_STATE |
-                                                     TKV_RAFT_UPDATE_COMMITTED |
-                                                     TKV_RAFT_UPDATE_MESSAGES),
-                             0);
+        for (size_t i = 0; i < up.n_committed; i++) {
+            keep(d->committed, &d->n_committed, &up.committed[i], 1);
+            struct tkv_raft_event pe = {.type = TKV_RAFT_EV_APPLIED,
+                                        .u.applied = up.committed[i].index};
+            cr_assert_eq(tkv_raft_step(d->r, &pe, &nested), 0);
+            cr_assert_eq(nested.flags, 0);
         }
+        tkv_raft_advance(d->r, &up);
     }
     return rv;
 }
@@ -197,6 +195,7 @@ Test(rawnode, start)
     struct tkv_raft_update up;
     cr_assert_eq(tkv_raft_step(d.r, &ev, &up), 0);
     cr_assert_eq(up.flags & ~(uint32_t)TKV_RAFT_UPDATE_SOFT_STATE, 0, "flags %#x", up.flags);
+    tkv_raft_advance(d.r, &up);
     drv_close(&d);
 }
 
@@ -311,4 +310,130 @@ Test(rawnode, wrapped_buffer_freed_by_last_reference)
     cr_assert_eq(freed, 0);
     tkv_raft_buf_unref(b);
     cr_assert_eq(freed, 1);
+}
+
+/* Contract (a): the update lives until tkv_raft_advance. Apply committed
+ * entries one by one, feeding APPLIED, APPLY_CONF_CHANGE, a proposal and a
+ * LOG_PERSISTED between them, and keep reading the update: under ASan any
+ * release of the update's arrays or payloads by those steps is a
+ * use-after-free. What the nested steps produced arrives, in order, from
+ * the advance. */
+Test(rawnode, update_lives_until_advance)
+{
+    struct drv d;
+    memset(&d, 0, sizeof(d));
+    uint64_t peers[] = {1};
+    drv_open(&d, peers, 1, 0);
+    campaign(&d);
+    /* Five entries and a conf change appended and persisted, not yet handed
+     * out as committed: do the persisting by hand. */
+    const char *vals[] = {"a", "bb", "ccc", "dddd", "eeeee"};
+    struct tkv_raft_buf *bufs[5];
+    for (int i = 0; i < 5; i++)
+        cr_assert_eq(tkv_raft_buf_copy(vals[i], strlen(vals[i]), &bufs[i]), 0);
+    struct tkv_raft_event ev = {.type = TKV_RAFT_EV_PROPOSE};
+    ev.u.propose.data = bufs;
+    ev.u.propose.n = 5;
+    struct tkv_raft_update up, nested;
+    cr_assert_eq(tkv_raft_step(d.r, &ev, &up), 0);
+    for (int i = 0; i < 5; i++)
+        tkv_raft_buf_unref(bufs[i]);
+    cr_assert_eq(up.n_entries, 5);
+    raft_memstore_append(&d.ms, up.entries, up.n_entries);
+    struct tkv_raft_event pe = {.type = TKV_RAFT_EV_LOG_PERSISTED};
+    pe.u.persisted.index = up.entries[4].index;
+    pe.u.persisted.term = up.entries[4].term;
+    cr_assert_eq(tkv_raft_step(d.r, &pe, &nested), 0);
+    cr_assert_eq(nested.flags, 0, "nested update must be empty while one is outstanding");
+    tkv_raft_advance(d.r, &up);
+    cr_assert_eq(up.n_committed, 5, "the five entries commit once persisted");
+    if (up.flags & TKV_RAFT_UPDATE_HARD_STATE)
+        d.ms.hs = up.hard_state;
+    tkv_index proposed_last = 0;
+    for (size_t i = 0; i < up.n_committed; i++) {
+        const struct tkv_raft_entry *e = &up.committed[i];
+        cr_assert(e->data && e->data->len == strlen(vals[i]) &&
+                      !memcmp(e->data->data, vals[i], e->data->len),
+                  "committed entry %zu changed under the caller", i);
+        struct tkv_raft_event ap = {.type = TKV_RAFT_EV_APPLIED, .u.applied = e->index};
+        cr_assert_eq(tkv_raft_step(d.r, &ap, &nested), 0);
+        cr_assert_eq(nested.flags, 0);
+        if (i == 1) {
+            /* a conf change applied mid-way (no-op re-add of ourselves) */
+            struct tkv_raft_event cc = {.type = TKV_RAFT_EV_APPLY_CONF_CHANGE};
+            cc.u.conf_change.change_type = TKV_RAFT_CONF_ADD_NODE;
+            cc.u.conf_change.node_id = 1;
+            cr_assert_eq(tkv_raft_step(d.r, &cc, &nested), 0);
+            cr_assert_eq(nested.flags, 0);
+        }
+        if (i == 2) {
+            struct tkv_raft_buf *b;
+            cr_assert_eq(tkv_raft_buf_copy("late", 4, &b), 0);
+            struct tkv_raft_event pr = {.type = TKV_RAFT_EV_PROPOSE};
+            pr.u.propose.data = &b;
+            pr.u.propose.n = 1;
+            cr_assert_eq(tkv_raft_step(d.r, &pr, &nested), 0);
+            cr_assert_eq(nested.flags, 0, "the proposal waits for the advance");
+            tkv_raft_buf_unref(b);
+            struct tkv_raft_status st;
+            tkv_raft_status(d.r, &st);
+            proposed_last = st.last_index;
+        }
+    }
+    /* Still intact after all those steps. */
+    cr_assert(up.committed[0].data->len == 1 && up.committed[0].data->data[0] == 'a');
+    tkv_raft_advance(d.r, &up);
+    cr_assert_eq(up.n_entries, 1, "the proposal made between was not lost");
+    cr_assert_eq(up.entries[0].index, proposed_last);
+    cr_assert(up.entries[0].data->len == 4 && !memcmp(up.entries[0].data->data, "late", 4));
+    tkv_raft_advance(d.r, &up);
+    cr_assert_eq(up.flags, 0);
+    drv_close(&d);
+}
+
+/* Contract (b): a follower that persisted a received snapshot but crashed
+ * before the same update's hard state restarts: the snapshot index is
+ * committed, the term is raised to the snapshot's (without a vote), and
+ * the first update writes the repaired hard state. */
+Test(rawnode, restart_after_snapshot_without_its_hard_state)
+{
+    struct drv d;
+    memset(&d, 0, sizeof(d));
+    struct tkv_raft_snapshot s = {.index = 10, .term = 3};
+    s.conf_state.n_voters = 3;
+    for (uint32_t i = 0; i < 3; i++)
+        s.conf_state.voters[i] = i + 1;
+    raft_memstore_apply_snapshot(&d.ms, &s);
+    d.ms.hs = (struct tkv_raft_hard_state){.term = 2, .vote = 2, .commit = 4};
+    drv_open(&d, NULL, 0, 0);
+    struct tkv_raft_status st;
+    tkv_raft_status(d.r, &st);
+    cr_assert_eq(st.hs.commit, 10, "snapshot index is committed");
+    cr_assert_eq(st.hs.term, 3, "term raised to the snapshot's");
+    cr_assert_eq(st.hs.vote, 0, "no vote invented for the new term");
+    cr_assert_eq(st.applied, 10);
+    struct tkv_raft_event ev = {.type = TKV_RAFT_EV_TICK};
+    struct tkv_raft_update up;
+    cr_assert_eq(tkv_raft_step(d.r, &ev, &up), 0);
+    cr_assert(up.flags & TKV_RAFT_UPDATE_HARD_STATE, "repaired hard state is persisted");
+    cr_assert_eq(up.hard_state.commit, 10);
+    cr_assert_eq(up.hard_state.term, 3);
+    tkv_raft_advance(d.r, &up);
+    drv_close(&d);
+}
+
+/* Contract (b), the still-rejected case: a hard state committing beyond
+ * the stored log is corruption, not a crash window. */
+Test(rawnode, commit_beyond_the_log_is_refused)
+{
+    struct raft_memstore ms;
+    raft_memstore_init(&ms);
+    ms.hs = (struct tkv_raft_hard_state){.term = 1, .commit = 3};
+    uint64_t peers[] = {1};
+    struct tkv_raft_config cfg = {.id = 1, .election_tick = 10, .heartbeat_tick = 1,
+                                  .storage = raft_memstore_storage(&ms), .peers = peers,
+                                  .n_peers = 1, .seed = 1};
+    struct tkv_raft *r = NULL;
+    cr_assert_eq(tkv_raft_init(&cfg, &r), TKV_EINVAL);
+    raft_memstore_free(&ms);
 }
