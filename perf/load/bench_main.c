@@ -19,6 +19,7 @@
 #include "bench_keys.h"
 #include "bench_proc.h"
 #include "bench_wire.h"
+#include "tinykv/client.h"
 #include "tkv/arena.h"
 #include "tkv/err.h"
 #include "tkv/log.h"
@@ -44,11 +45,14 @@ enum {
     ERR_REGION,                         /* tinykv: region_error set */
     ERR_NOT_FOUND,                      /* read of a loaded key found nothing */
     ERR_BAD_VALUE,                      /* value length differs from --value-size */
+    ERR_CONFLICT,                       /* libtinykv: transaction conflict/abort (retryable) */
+    ERR_CLIENT,                         /* libtinykv: any other error of the operation */
     N_ERR
 };
 
-static const char *const extra_err_names[] = {"submit",       "decode",    "resp_error",
-                                              "region_error", "not_found", "bad_value"};
+static const char *const extra_err_names[] = {"submit",    "decode",    "resp_error",
+                                              "region_error", "not_found", "bad_value",
+                                              "txn_conflict", "client_error"};
 
 static const char *err_name(int k)
 {
@@ -79,6 +83,9 @@ struct opts {
     bool quiet;
     const char *label;
     const char *emit_body;
+    const char *pd;      /* --pd: route through the scheduler with libtinykv */
+    uint32_t txn_keys;   /* tinykv-txn: keys written per transaction */
+    bool use_lib;        /* requests go through libtinykv (--pd or tinykv-txn) */
 };
 
 static struct opts o = {
@@ -100,6 +107,7 @@ static struct opts o = {
     .linearizable = true,
     .seed = 1,
     .timeout_ns = 10 * NS,
+    .txn_keys = 1,
 };
 
 struct bench_core;
@@ -121,6 +129,7 @@ struct slot {
     bool retry_key; /* load: the last attempt failed, send the same key again */
     struct tkv_timer backoff;
     struct slot *next_free;
+    struct tinykv_txn *txn; /* tinykv-txn: the transaction in flight */
 };
 
 struct bench_core {
@@ -153,6 +162,7 @@ struct bench_core {
     uint8_t *req;
     size_t req_cap;
     uint8_t *value;
+    struct tinykv *kv; /* libtinykv handle of this core (use_lib) */
 };
 
 static struct bench_core **cores;
@@ -182,6 +192,10 @@ static const char *op_path(enum op op)
 {
     if (o.backend == BK_ETCD)
         return op == OP_PUT ? "/etcdserverpb.KV/Put" : "/etcdserverpb.KV/Range";
+    if (o.backend == BK_TINYKV_TXN)
+        return op == OP_PUT   ? "txn: KvPrewrite + KvCommit"
+               : op == OP_GET ? "txn: KvGet"
+                              : "txn: KvScan";
     switch (op) {
     case OP_PUT:
         return "/tinykvpb.TinyKv/RawPut";
@@ -352,19 +366,15 @@ static void slot_release(struct slot *s)
     }
 }
 
-static void on_reply(void *user, enum tkv_grpc_status status, const char *message,
-                     struct tkv_slice resp)
+/* One request (or transaction) of slot s ended: kind < 0 = success, else an
+ * error kind; cancelled = the client itself is shutting down. */
+static void slot_complete(struct slot *s, int kind, const char *message, uint64_t rows,
+                          bool cancelled)
 {
-    struct slot *s = user;
     struct bench_core *c = s->core;
-    s->conn->inflight--;
     c->inflight--;
     uint64_t now = mono_ns();
-    uint64_t rows = 0;
-    int kind = status != TKV_GRPC_OK ? (int)status : check_response((enum op)s->op, resp, &rows);
     bool stopping = c->stopping || atomic_load_explicit(&g_phase, memory_order_relaxed) == PH_STOP;
-    if (kind < 0 || status == TKV_GRPC_OK)
-        s->conn->worked = true;
     if (kind < 0) {
         atomic_fetch_add_explicit(&c->progress_ok, 1, memory_order_relaxed);
         if (s->phase == PH_MEASURE && !(stopping && o.workload != WL_LOAD)) {
@@ -378,7 +388,7 @@ static void on_reply(void *user, enum tkv_grpc_status status, const char *messag
             c->rows += rows;
         }
         s->retry_key = false;
-    } else if (!(stopping && status == TKV_GRPC_CANCELLED)) {
+    } else if (!(stopping && cancelled)) {
         count_error(c, s, kind, message);
         s->retry_key = o.workload == WL_LOAD;
     }
@@ -393,6 +403,152 @@ static void on_reply(void *user, enum tkv_grpc_status status, const char *messag
         slot_issue(s);
     }
     core_maybe_loaded(c);
+}
+
+static void on_reply(void *user, enum tkv_grpc_status status, const char *message,
+                     struct tkv_slice resp)
+{
+    struct slot *s = user;
+    s->conn->inflight--;
+    uint64_t rows = 0;
+    int kind = status != TKV_GRPC_OK ? (int)status : check_response((enum op)s->op, resp, &rows);
+    if (kind < 0 || status == TKV_GRPC_OK)
+        s->conn->worked = true;
+    slot_complete(s, kind, message, rows, status == TKV_GRPC_CANCELLED);
+}
+
+/* ---- libtinykv paths (--pd, tinykv-txn) ---- */
+
+static int lib_kind(int rv)
+{
+    switch (rv) {
+    case 0:
+        return -1;
+    case TKV_ENOTFOUND:
+        return ERR_NOT_FOUND;
+    case TINYKV_ECONFLICT:
+    case TINYKV_EABORTED:
+        return ERR_CONFLICT;
+    case TKV_ETIMEDOUT:
+        return TKV_GRPC_DEADLINE_EXCEEDED;
+    default:
+        return ERR_CLIENT;
+    }
+}
+
+static void lib_complete(struct slot *s, int rv, uint64_t rows)
+{
+    struct bench_core *c = s->core;
+    char msg[640];
+    msg[0] = '\0';
+    if (rv && rv != TKV_ESHUTDOWN)
+        snprintf(msg, sizeof msg, "%s: %s", tinykv_strerror(rv), c->kv ? tinykv_errmsg(c->kv) : "");
+    slot_complete(s, lib_kind(rv), msg, rows, rv == TKV_ESHUTDOWN);
+}
+
+static void lib_done(void *user, int rv)
+{
+    lib_complete(user, rv, 0);
+}
+
+static void lib_get(void *user, int rv, struct tkv_slice value)
+{
+    if (rv == 0 && value.len != o.value_size) {
+        struct slot *s = user;
+        slot_complete(s, ERR_BAD_VALUE, "value size", 0, false);
+        return;
+    }
+    lib_complete(user, rv, 0);
+}
+
+static void lib_scan(void *user, int rv, const struct tinykv_kv *kvs, size_t n)
+{
+    (void)kvs;
+    lib_complete(user, rv, n);
+}
+
+static void noop_done(void *user, int rv)
+{
+    (void)user;
+    (void)rv;
+}
+
+/* A read-only transaction ends with a rollback (frees it; nothing to undo). */
+static void txn_read_end(struct slot *s)
+{
+    if (s->txn) {
+        tinykv_txn_rollback(s->txn, noop_done, NULL);
+        s->txn = NULL;
+    }
+}
+
+static void txn_get_done(void *user, int rv, struct tkv_slice value)
+{
+    struct slot *s = user;
+    txn_read_end(s);
+    lib_get(user, rv, value);
+}
+
+static void txn_scan_done(void *user, int rv, const struct tinykv_kv *kvs, size_t n)
+{
+    struct slot *s = user;
+    txn_read_end(s);
+    lib_scan(user, rv, kvs, n);
+}
+
+static void txn_commit_done(void *user, int rv)
+{
+    struct slot *s = user;
+    s->txn = NULL; /* commit ends the transaction */
+    lib_complete(s, rv, 0);
+}
+
+static void txn_begun(void *user, int rv, struct tinykv_txn *txn)
+{
+    struct slot *s = user;
+    struct bench_core *c = s->core;
+    if (rv) {
+        lib_complete(s, rv, 0);
+        return;
+    }
+    s->txn = txn;
+    char kb[KEY_MAX + 20];
+    size_t kl = format_key(kb, s->key);
+    struct tkv_slice k = TKV_SLICE(kb, kl);
+    if (s->op == OP_GET) {
+        rv = tinykv_txn_get(txn, k, txn_get_done, s);
+    } else if (s->op == OP_SCAN) {
+        rv = tinykv_txn_scan(txn, k, o.scan_len, txn_scan_done, s);
+    } else {
+        uint32_t n = o.workload == WL_LOAD ? 1 : o.txn_keys;
+        for (uint32_t i = 0; i < n && rv == 0; i++) {
+            if (i > 0)
+                kl = format_key(kb, bench_keys_next(&c->keys));
+            memcpy(c->value, kb, kl < o.value_size ? kl : o.value_size);
+            rv = tinykv_txn_set(txn, TKV_SLICE(kb, kl), TKV_SLICE(c->value, o.value_size));
+        }
+        if (rv == 0)
+            rv = tinykv_txn_commit(txn, txn_commit_done, s);
+    }
+    if (rv) {
+        txn_read_end(s);
+        lib_complete(s, rv, 0);
+    }
+}
+
+/* Start slot s's operation through libtinykv. */
+static int lib_issue(struct bench_core *c, struct slot *s)
+{
+    if (o.backend == BK_TINYKV_TXN)
+        return tinykv_txn_begin(c->kv, txn_begun, s);
+    char kb[KEY_MAX + 20];
+    size_t kl = format_key(kb, s->key);
+    struct tkv_slice k = TKV_SLICE(kb, kl);
+    if (s->op == OP_PUT)
+        return tinykv_raw_put(c->kv, NULL, k, TKV_SLICE(c->value, o.value_size), lib_done, s);
+    if (s->op == OP_GET)
+        return tinykv_raw_get(c->kv, NULL, k, lib_get, s);
+    return tinykv_raw_scan(c->kv, NULL, k, o.scan_len, lib_scan, s);
 }
 
 static enum op choose_op(struct bench_core *c)
@@ -460,6 +616,21 @@ static void slot_issue(struct slot *s)
         s->conn = &c->conns[c->rr++ % c->n_conns];
     else
         s->start_ns = mono_ns();
+    if (o.use_lib) {
+        memcpy(c->value, &s->key, sizeof s->key < o.value_size ? sizeof s->key : o.value_size);
+        int lrv = lib_issue(c, s);
+        if (lrv != 0) {
+            count_error(c, s, ERR_SUBMIT, tinykv_strerror(lrv));
+            s->retry_key = o.workload == WL_LOAD;
+            if (o.rate > 0)
+                slot_release(s);
+            else
+                slot_backoff(s);
+            return;
+        }
+        c->inflight++;
+        return;
+    }
     if (!conn_ready(c, s->conn)) {
         count_error(c, s, TKV_GRPC_UNAVAILABLE, "connection not usable");
         s->retry_key = o.workload == WL_LOAD;
@@ -532,6 +703,11 @@ static void core_on_stop(void *arg)
             tkv_rpc_client_close(cl); /* in-flight calls complete with CANCELLED */
         }
     }
+    if (c->kv != NULL) {
+        struct tinykv *kv = c->kv;
+        c->kv = NULL;
+        tinykv_close(kv); /* in-flight operations complete with TKV_ESHUTDOWN */
+    }
 }
 
 static void core_start(void *arg)
@@ -552,7 +728,20 @@ static int core_init(struct tkv_reactor *r, uint32_t core, void *arg)
     (void)arg;
     struct bench_core *c = cores[core];
     c->r = r;
-    for (uint32_t i = 0; i < c->n_conns; i++) {
+    if (o.use_lib) {
+        char addr[160];
+        snprintf(addr, sizeof addr, "%s:%u", o.host, o.port);
+        struct tinykv_config cfg = {.pd_addrs = o.pd,
+                                    .store_addr = addr,
+                                    .op_timeout_ms = o.timeout_ns / 1000000};
+        int rv = tinykv_new(r, &cfg, &c->kv);
+        if (rv != 0) {
+            fprintf(stderr, "tinykv-bench: libtinykv: %s\n", tinykv_strerror(rv));
+            atomic_store(&g_init_failed, 1);
+            return rv;
+        }
+    }
+    for (uint32_t i = 0; i < c->n_conns && !o.use_lib; i++) {
         int rv = tkv_rpc_client_connect(r, o.host, o.port, NULL, &c->conns[i].cl);
         if (rv != 0) {
             fprintf(stderr, "tinykv-bench: connect %s:%u: %s\n", o.host, o.port, tkv_strerror(rv));
@@ -578,6 +767,10 @@ static void core_fini(struct tkv_reactor *r, uint32_t core, void *arg)
             tkv_rpc_client_close(c->conns[i].cl);
             c->conns[i].cl = NULL;
         }
+    if (c->kv != NULL) {
+        tinykv_close(c->kv);
+        c->kv = NULL;
+    }
 }
 
 /* ---- set-up ---- */
@@ -620,10 +813,15 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "Usage: tinykv-bench [options]\n"
-            "  -b, --backend B        tinykv (raw API) | tinykv-txn | etcd   (default tinykv)\n"
+            "  -b, --backend B        tinykv (raw API) | tinykv-txn (libtinykv transactions:\n"
+            "                         put = begin, set --txn-keys keys, 2PC commit; get/scan =\n"
+            "                         a snapshot read) | etcd   (default tinykv)\n"
             "  -w, --workload W       load | put | get | a (50%% get) | b (95%% get) | c (get)\n"
             "                         | scan   (default put); load writes keys 0..keys-1 once\n"
             "  -a, --addr HOST:PORT   server (default 127.0.0.1:20160)\n"
+            "      --pd HOST:PORT     route through the scheduler (libtinykv: region cache,\n"
+            "                         leader following); instead of --addr\n"
+            "      --txn-keys N       tinykv-txn: keys written per transaction (default 1)\n"
             "  -t, --threads N        client reactor cores (default 1)\n"
             "  -c, --conns N          connections in total (default 8)\n"
             "  -m, --depth M          requests in flight per connection (default 4)\n"
@@ -698,7 +896,9 @@ static int parse_opts(int argc, char **argv)
         O_TIMEOUT,
         O_SEED,
         O_LABEL,
-        O_EMIT
+        O_EMIT,
+        O_PD,
+        O_TXN_KEYS
     };
     static const struct option lo[] = {
         {"backend", 1, 0, 'b'},
@@ -723,6 +923,8 @@ static int parse_opts(int argc, char **argv)
         {"seed", 1, 0, O_SEED},
         {"label", 1, 0, O_LABEL},
         {"emit-body", 1, 0, O_EMIT},
+        {"pd", 1, 0, O_PD},
+        {"txn-keys", 1, 0, O_TXN_KEYS},
         {"quiet", 0, 0, 'q'},
         {"help", 0, 0, 'h'},
         {0, 0, 0, 0},
@@ -836,6 +1038,14 @@ static int parse_opts(int argc, char **argv)
         case O_EMIT:
             o.emit_body = optarg;
             break;
+        case O_PD:
+            o.pd = optarg;
+            break;
+        case O_TXN_KEYS:
+            if (parse_u64(optarg, 1, 1000, &v))
+                return bad("--txn-keys", optarg);
+            o.txn_keys = (uint32_t)v;
+            break;
         case 'q':
             o.quiet = true;
             break;
@@ -947,6 +1157,10 @@ static void print_json(double secs, const struct cpu_snap *a, const struct cpu_s
     printf(",\"addr\":\"%s:%u\",\"threads\":%u,\"conns\":%u,\"depth\":%u,\"mode\":\"%s\","
            "\"rate\":%.0f",
            o.host, o.port, o.threads, o.conns, o.depth, o.rate > 0 ? "open" : "closed", o.rate);
+    if (o.pd)
+        printf(",\"pd\":\"%s\"", o.pd);
+    if (o.backend == BK_TINYKV_TXN)
+        printf(",\"txn_keys\":%u", o.workload == WL_LOAD ? 1 : o.txn_keys);
     printf(",\"keys\":%" PRIu64 ",\"key_size\":%u,\"value_size\":%u,\"dist\":\"%s\"", o.keys,
            o.key_size, o.value_size, o.dist == BENCH_DIST_ZIPFIAN ? "zipfian" : "uniform");
     if (o.backend == BK_ETCD)
@@ -991,10 +1205,14 @@ int main(int argc, char **argv)
     /* The rpc layer logs every failed connect at INFO; our own first-error
      * line per kind says the same once. */
     tkv_log_set_level(TKV_LOG_LEVEL_WARN);
-    if (o.backend == BK_TINYKV_TXN) {
-        fprintf(stderr, "tinykv-bench: backend tinykv-txn is not available yet: tinykv has no "
-                        "transactions (KvPrewrite/KvCommit) to drive. Use --backend tinykv.\n");
-        return 3;
+    if (o.backend == BK_ETCD && o.pd) {
+        fprintf(stderr, "tinykv-bench: --pd is for the tinykv backends\n");
+        return 2;
+    }
+    o.use_lib = o.backend == BK_TINYKV_TXN || o.pd != NULL;
+    if (o.backend == BK_TINYKV_TXN && o.emit_body) {
+        fprintf(stderr, "tinykv-bench: --emit-body has no single request for tinykv-txn\n");
+        return 2;
     }
     if (o.emit_body)
         return emit_body();

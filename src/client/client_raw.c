@@ -161,6 +161,18 @@ static void scan_done(struct client_req *q, int rv, void *resp)
     }
     uint32_t asked = s->limit - (uint32_t)s->n;
     size_t take = r->kvs.n < asked ? r->kvs.n : asked;
+    /* Keep only the region's own keys (a store that answered past its
+     * region's end would otherwise duplicate the next region's pairs). */
+    bool clipped = false;
+    for (size_t i = 0; i < take && q->region_end_len; i++) {
+        struct tkv_slice k = r->kvs.items[i].key;
+        size_t l = k.len < q->region_end_len ? k.len : q->region_end_len;
+        int d = l ? memcmp(k.ptr, q->region_end, l) : 0;
+        if (d > 0 || (d == 0 && k.len >= q->region_end_len)) {
+            take = i;
+            clipped = true;
+        }
+    }
     if (s->n + take > s->cap) {
         s->cap = (s->n + take) * 2;
         s->kvs = tkv_xrealloc(s->kvs, s->cap * sizeof *s->kvs);
@@ -172,7 +184,8 @@ static void scan_done(struct client_req *q, int rv, void *resp)
     }
     /* A region answers only its own keys: fewer than asked means its end
      * was reached; go on from there unless it was the last region. */
-    if (s->n >= s->limit || take == asked || q->region_id == 0 || q->region_end_len == 0) {
+    if (s->n >= s->limit || (take == asked && !clipped) || q->region_id == 0 ||
+        q->region_end_len == 0) {
         scan_finish(s, 0);
         return;
     }

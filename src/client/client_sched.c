@@ -32,6 +32,7 @@ struct sched_op {
     uint64_t deadline_ns;
     uint32_t attempts;
     bool in_rpc, parked;
+    bool follower; /* GET_REGION waiting for another lookup's answer */
     int pending_rv;
     struct client_conn *conn;
     struct tkv_timer timer;
@@ -263,6 +264,21 @@ static void op_attempt(struct sched_op *op)
     if (op->kind == OP_MEMBERS) {
         addr = s->addrs[s->rr++ % s->n_addrs];
     } else {
+        if (op->kind == OP_GET_REGION) {
+            /* Concurrent misses (a burst of requests to a new region) share
+             * one lookup: wait for the one in flight, then look again. */
+            struct client_region *r =
+                client_cache_find(&kv->cache, TKV_SLICE(op->key, op->key_len));
+            if (r) {
+                op_finish(op, 0, r);
+                return;
+            }
+            for (struct sched_op *o = s->ops; o; o = o->next)
+                if (o != op && o->kind == OP_GET_REGION && o->in_rpc) {
+                    op->follower = true;
+                    return;
+                }
+        }
         if (!s->leader) {
             op->parked = true;
             need_members(kv);
@@ -356,6 +372,12 @@ static void on_sched_reply(void *user, enum tkv_grpc_status status, const char *
     if (op->conn && !kv->closing)
         client_conn_done(kv, op->conn);
     op->conn = NULL;
+    if (op->kind == OP_GET_REGION && !kv->closing)
+        for (struct sched_op *o = s->ops; o; o = o->next)
+            if (o->follower) {
+                o->follower = false;
+                tkv_timer_start(kv->r, &o->timer, 0);
+            }
     if (kv->closing) {
         /* client_sched_fail_all ends the op. */
         return;

@@ -75,6 +75,7 @@ struct tinykv_txn {
     void *user;
     int result;       /* first error of the phase */
     int fail_rv;      /* why a failed commit is rolling back */
+    char fail_msg[512]; /* and its detail (the rollback's own errors are not reported) */
     uint32_t pending; /* batches and region lookups outstanding in the phase */
     enum { TA_NONE, TA_GET_BUFFERED, TA_GET_RETRY, TA_SCAN_RETRY, TA_ROLLBACK_DONE } timer_action;
     struct batch *parked; /* batches waiting out a live lock */
@@ -143,10 +144,30 @@ static void txn_free(struct tinykv_txn *t)
     free(t);
 }
 
+/* At handle close: an operation of a transaction that waits only on the
+ * transaction's own timer (buffered get, rollback, live-lock backoff) or on
+ * parked batches still owes its callback: answer TKV_ESHUTDOWN, then free. */
 void client_txn_close_all(struct tinykv *kv)
 {
-    while (kv->txns)
-        txn_free(kv->txns);
+    while (kv->txns) {
+        struct tinykv_txn *t = kv->txns;
+        bool owes = tkv_timer_armed(&t->timer) || t->parked;
+        int action = t->timer_action;
+        enum txn_phase ph = t->phase;
+        tinykv_get_cb get_cb = t->get_cb;
+        tinykv_scan_cb scan_cb = t->scan_cb;
+        tinykv_done_cb done_cb = t->done_cb;
+        void *u = t->user;
+        txn_free(t);
+        if (!owes)
+            continue;
+        if (ph == PH_GET || action == TA_GET_BUFFERED || action == TA_GET_RETRY)
+            get_cb(u, TKV_ESHUTDOWN, (struct tkv_slice){0});
+        else if (ph == PH_SCAN)
+            scan_cb(u, TKV_ESHUTDOWN, NULL, 0);
+        else if (done_cb)
+            done_cb(u, TKV_ESHUTDOWN);
+    }
 }
 
 uint64_t tinykv_txn_start_ts(const struct tinykv_txn *t)
@@ -612,6 +633,20 @@ static void on_scan(struct client_req *q, int rv, void *resp)
             return;
         }
     size_t take = r->pairs.n < asked ? r->pairs.n : asked;
+    /* Keep only the region's own keys (compared in encoded form). */
+    bool clipped = false;
+    for (size_t i = 0; i < take && q->region_end_len; i++) {
+        struct tkv_arena tmp;
+        tkv_arena_init(&tmp, 0);
+        struct tkv_slice e = encode_key(&tmp, r->pairs.items[i].key);
+        size_t l = e.len < q->region_end_len ? e.len : q->region_end_len;
+        int d = l ? memcmp(e.ptr, q->region_end, l) : 0;
+        tkv_arena_close(&tmp);
+        if (d > 0 || (d == 0 && e.len >= q->region_end_len)) {
+            take = i;
+            clipped = true;
+        }
+    }
     if (t->scan_n + take > t->scan_cap) {
         t->scan_cap = (t->scan_n + take) * 2;
         t->scan_kvs = tkv_xrealloc(t->scan_kvs, t->scan_cap * sizeof *t->scan_kvs);
@@ -623,7 +658,7 @@ static void on_scan(struct client_req *q, int rv, void *resp)
             TKV_SLICE(tkv_arena_memdup(&t->scan_arena, p->value.ptr, p->value.len),
                       p->value.len)};
     }
-    if (take == asked) {
+    if (take == asked && !clipped) {
         scan_end(t, 0);
         return;
     }
@@ -950,6 +985,7 @@ static void start_rollback(struct tinykv_txn *t, int why)
 {
     /* Best effort, under a fresh deadline: `why` is what we report. */
     t->fail_rv = why;
+    snprintf(t->fail_msg, sizeof t->fail_msg, "%s", t->kv->errmsg);
     t->deadline_ns = client_deadline(t->kv);
     size_t *all = tkv_xcalloc(t->n_muts, sizeof *all);
     for (size_t i = 0; i < t->n_muts; i++)
@@ -1028,6 +1064,7 @@ static void phase_unit_done(struct tinykv_txn *t)
         commit_end(t, 0);
         return;
     case PH_ROLLBACK:
+        client_set_errmsg(t->kv, "%s", t->fail_msg);
         commit_end(t, t->fail_rv);
         return;
     default:
