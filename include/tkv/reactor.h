@@ -219,10 +219,26 @@ void tkv_reactor_cancel(struct tkv_reactor *r, struct tkv_io *io);
 
 /* ---- sockets (synchronous set-up helpers, any thread) ---- */
 
-/* Create a non-blocking listening TCP socket on host:port ("127.0.0.1",
- * "0.0.0.0", "::"); port 0 picks a free port, reported in *port_out when
- * not NULL. reuseport=true lets every core listen on the same port and the
- * kernel spread connections over them. Returns the fd or -errno. */
+/* Turn host + port into a socket address: "1.2.3.4", "::1" or "[::1]",
+ * "localhost" (always 127.0.0.1, on both the listening and the connecting
+ * side, so they meet), "" (0.0.0.0 with TKV_RESOLVE_PASSIVE, else
+ * 127.0.0.1), or with neither literal nor TKV_RESOLVE_NUMERIC a name looked
+ * up with getaddrinfo (first IPv4 answer, else the first answer; this may
+ * block on DNS: set-up code only, never on a core). Returns 0, TKV_EINVAL
+ * (not an address / a name under TKV_RESOLVE_NUMERIC) or TKV_ENOTFOUND
+ * (the name does not resolve). Any thread. */
+#define TKV_RESOLVE_PASSIVE 1u /* for bind(): "" is every interface */
+#define TKV_RESOLVE_NUMERIC 2u /* literals and "localhost" only: never blocks */
+int tkv_reactor_resolve(const char *host, uint16_t port, unsigned flags,
+                        struct sockaddr_storage *ss, socklen_t *len_out);
+
+/* Create a non-blocking listening TCP socket on host:port (anything
+ * tkv_reactor_resolve accepts for binding); port 0 picks a free port,
+ * reported in *port_out when not NULL. reuseport=true lets every core
+ * listen on the same port and the kernel spread connections over them (any
+ * process of the same user may join such a port: tinykv-server binds once
+ * without it). Returns the fd, -errno (-EADDRINUSE: somebody listens
+ * there) or a tkv_reactor_resolve error. */
 int tkv_reactor_listen_tcp(const char *host, uint16_t port, bool reuseport, int backlog,
                            uint16_t *port_out);
 /* Parse "host:port" (IPv4, [IPv6]:port, or ":port" = all interfaces): the

@@ -517,45 +517,14 @@ static void on_connect(struct tkv_io *io, int res)
     sock_rearm(s);
 }
 
-static int resolve(const char *host, uint16_t port, struct sockaddr_storage *ss, socklen_t *len)
-{
-    char h[64];
-    size_t n = strlen(host);
-    if (n >= sizeof(h))
-        return TKV_EINVAL;
-    if (n >= 2 && host[0] == '[' && host[n - 1] == ']') {
-        memcpy(h, host + 1, n - 2);
-        h[n - 2] = 0;
-    } else {
-        memcpy(h, host, n + 1);
-    }
-    if (strcmp(h, "localhost") == 0 || h[0] == 0)
-        strcpy(h, "127.0.0.1");
-    memset(ss, 0, sizeof(*ss));
-    struct sockaddr_in *a4 = (struct sockaddr_in *)ss;
-    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)ss;
-    if (inet_pton(AF_INET, h, &a4->sin_addr) == 1) {
-        a4->sin_family = AF_INET;
-        a4->sin_port = htons(port);
-        *len = sizeof(*a4);
-        return 0;
-    }
-    if (inet_pton(AF_INET6, h, &a6->sin6_addr) == 1) {
-        a6->sin6_family = AF_INET6;
-        a6->sin6_port = htons(port);
-        *len = sizeof(*a6);
-        return 0;
-    }
-    return TKV_EINVAL;
-}
-
 int tkv_rpc_client_connect(struct tkv_reactor *r, const char *host, uint16_t port,
                            const struct tkv_rpc_client_config *cfg, struct tkv_rpc_client **out)
 {
     struct sockaddr_storage ss;
     socklen_t len;
     char authority[96];
-    TKV_RET(resolve(host, port, &ss, &len));
+    /* On a core: literals and "localhost" only, a DNS lookup would block. */
+    TKV_RET(tkv_reactor_resolve(host, port, TKV_RESOLVE_NUMERIC, &ss, &len));
     int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -errno;

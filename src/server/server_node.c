@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #if TKV_HAVE_SYSTEMD
@@ -21,6 +22,10 @@
 
 /* Pending connections the kernel queues for us (capped by somaxconn). */
 #define SERVER_LISTEN_BACKLOG 1024
+/* How long start-up waits for an address still held (e.g. by the listener
+ * of a process killed a moment ago), and how often it retries. */
+#define SERVER_LISTEN_WAIT_MS 5000
+#define SERVER_LISTEN_RETRY_MS 50
 
 static atomic_uint n_listening;
 
@@ -126,6 +131,48 @@ static void core_fini(struct tkv_reactor *r, uint32_t core, void *arg)
     core_teardown(&node->cores[core], core);
 }
 
+/* Bind and listen on host:port, waiting (bounded) while the address is in
+ * use. After kill -9 the dead process's listener outlives it for a moment:
+ * its io_uring is torn down asynchronously, and the pending accept holds
+ * the socket until then, so an immediate restart would fail. A live
+ * server there keeps the address past the wait and we give up. Returns
+ * the fd (port_io = the bound port, for port 0) or -1 (logged). */
+static int listen_once_free(const char *host, uint16_t *port_io)
+{
+    uint64_t waited_ms = 0;
+    for (;;) {
+        int fd = tkv_reactor_listen_tcp(host, *port_io, false, SERVER_LISTEN_BACKLOG, port_io);
+        if (fd >= 0) {
+            if (waited_ms)
+                TKV_LOG_INFO("the address is free now", TKV_LF_STR("host", host),
+                             TKV_LF_U64("port", *port_io), TKV_LF_U64("waited_ms", waited_ms));
+            return fd;
+        }
+        if (fd == -EADDRINUSE && waited_ms < SERVER_LISTEN_WAIT_MS) {
+            if (waited_ms == 0)
+                TKV_LOG_WARN("the address is in use; waiting for it to be released "
+                             "(a previous instance's listener may still be closing)",
+                             TKV_LF_STR("host", host), TKV_LF_U64("port", *port_io),
+                             TKV_LF_U64("max_wait_ms", SERVER_LISTEN_WAIT_MS));
+            struct timespec ts = {0, SERVER_LISTEN_RETRY_MS * 1000000L};
+            nanosleep(&ts, NULL);
+            waited_ms += SERVER_LISTEN_RETRY_MS;
+            continue;
+        }
+        if (fd == -EADDRINUSE)
+            TKV_LOG_ERROR("cannot listen: the address is in use", TKV_LF_STR("host", host),
+                          TKV_LF_U64("port", *port_io), TKV_LF_U64("waited_ms", waited_ms));
+        else if (fd == TKV_ENOTFOUND || fd == TKV_EINVAL)
+            TKV_LOG_ERROR("cannot listen: cannot resolve the host (use an IPv4 address, "
+                          "[an IPv6 address], localhost or a name that resolves)",
+                          TKV_LF_STR("host", host), TKV_LF_ERR(fd));
+        else
+            TKV_LOG_ERROR("cannot listen", TKV_LF_STR("host", host), TKV_LF_U64("port", *port_io),
+                          TKV_LF_ERR(fd));
+        return -1;
+    }
+}
+
 /* mkdir -p for the data dir (the engine creates only one level). */
 static int mkdir_p(const char *path)
 {
@@ -173,15 +220,9 @@ int server_node_run(struct server_node *node)
      * servers starting together both passed and both served, which made
      * concurrently running tests talk to each other's servers). Every core
      * accepts on its own dup of it; port 0 picks one port for all. */
-    listen_fd = tkv_reactor_listen_tcp(node->host, node->port, false, SERVER_LISTEN_BACKLOG,
-                                       &node->port);
-    if (listen_fd < 0) {
-        TKV_LOG_ERROR(listen_fd == -EADDRINUSE ? "cannot listen: the address is in use"
-                                               : "cannot listen",
-                      TKV_LF_STR("host", node->host), TKV_LF_U64("port", node->port),
-                      TKV_LF_ERR(listen_fd));
+    listen_fd = listen_once_free(node->host, &node->port);
+    if (listen_fd < 0)
         return 1;
-    }
 
     TKV_LOG_INFO("welcome to tinykv-server", TKV_LF_STR("version", TKV_VERSION),
                  TKV_LF_STR("git_hash", TKV_GIT_HASH), TKV_LF_STR("addr", cfg->server.addr),

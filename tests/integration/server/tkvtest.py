@@ -86,9 +86,10 @@ def free_port():
 class Server:
     """One tinykv-server process with its own port and data dir."""
 
-    def __init__(self, cores=None, extra_args=None, env=None):
+    def __init__(self, cores=None, extra_args=None, env=None, host="127.0.0.1"):
         self.base_dir = tempfile.mkdtemp(prefix="tkv-it-")
         self.data_dir = os.path.join(self.base_dir, "data")
+        self.host = host  # as given to -addr: "127.0.0.1", "localhost", "[::1]"
         self.port = None
         self.proc = None
         self.cores = cores
@@ -100,7 +101,7 @@ class Server:
 
     @property
     def addr(self):
-        return "127.0.0.1:%d" % self.port
+        return "%s:%d" % (self.host, self.port)
 
     def start(self, port=None):
         """Start the server on port, or by default on a port it picks itself
@@ -111,7 +112,7 @@ class Server:
         self.n_starts += 1
         self.log_path = os.path.join(self.base_dir, "server-%d.log" % self.n_starts)
         self.log_file = open(self.log_path, "wb")
-        addr = "127.0.0.1:%d" % (port or 0)
+        addr = "%s:%d" % (self.host, port or 0)
         args = _die_with_parent_prefix() + [server_bin(), "-addr", addr, "-path", self.data_dir]
         if self.cores:
             args += ["--cores", str(self.cores)]
