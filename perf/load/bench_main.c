@@ -476,7 +476,7 @@ static void noop_done(void *user, int rv)
 /* A read-only transaction ends with a rollback (frees it; nothing to undo). */
 static void txn_read_end(struct slot *s)
 {
-    if (s->txn) {
+    if (s->txn && s->core->kv) { /* (a closing handle frees its transactions) */
         tinykv_txn_rollback(s->txn, noop_done, NULL);
         s->txn = NULL;
     }

@@ -158,15 +158,20 @@ void client_txn_close_all(struct tinykv *kv)
         tinykv_scan_cb scan_cb = t->scan_cb;
         tinykv_done_cb done_cb = t->done_cb;
         void *u = t->user;
+        /* The callback may still name t (and get TINYKV_ETXNDONE from it):
+         * free only afterwards. */
+        t->done = true;
+        tkv_timer_stop(kv->r, &t->timer);
+        if (owes) {
+            t->phase = PH_IDLE;
+            if (ph == PH_GET || action == TA_GET_BUFFERED || action == TA_GET_RETRY)
+                get_cb(u, TKV_ESHUTDOWN, (struct tkv_slice){0});
+            else if (ph == PH_SCAN)
+                scan_cb(u, TKV_ESHUTDOWN, NULL, 0);
+            else if (done_cb)
+                done_cb(u, TKV_ESHUTDOWN);
+        }
         txn_free(t);
-        if (!owes)
-            continue;
-        if (ph == PH_GET || action == TA_GET_BUFFERED || action == TA_GET_RETRY)
-            get_cb(u, TKV_ESHUTDOWN, (struct tkv_slice){0});
-        else if (ph == PH_SCAN)
-            scan_cb(u, TKV_ESHUTDOWN, NULL, 0);
-        else if (done_cb)
-            done_cb(u, TKV_ESHUTDOWN);
     }
 }
 
@@ -1045,6 +1050,10 @@ static void phase_unit_done(struct tinykv_txn *t)
         if (rv == TINYKV_EABORTED || rv == TINYKV_ECONFLICT) {
             /* Our lock was gone: rolled back by another client (expired). */
             start_rollback(t, TINYKV_EABORTED);
+            return;
+        }
+        if (rv == TKV_ESHUTDOWN) { /* the handle is closing: say so */
+            commit_end(t, rv);
             return;
         }
         if (rv) { /* no answer: the commit point may or may not have passed */
