@@ -9,7 +9,9 @@
  * Commit: the smallest key is the primary. Phases, each a set of per-region
  * batches (keys grouped by the region cache; a batch whose region changed
  * comes back with TKV_EEPOCH and is regrouped):
- *   1. prewrite the primary's region batch;
+ *   1. prewrite the primary's region batch (the primary with every key of
+ *      its cached region; all keys in standalone mode; the primary alone
+ *      when its region is not cached yet);
  *   2. prewrite every other batch (in parallel);
  *   3. commit_ts from the TSO; commit the primary key alone: the commit point;
  *   4. commit the secondaries (in parallel, best effort: a failure leaves a
@@ -34,6 +36,7 @@ struct txn_mut {
     uint8_t *enc; /* EncodeBytes(key), for routing */
     size_t enc_len;
     kvrpcpb_Op op; /* Put or Del */
+    bool in_first; /* prewritten with the primary (same region) */
 };
 
 enum txn_phase {
@@ -1031,9 +1034,17 @@ static void phase_unit_done(struct tinykv_txn *t)
             start_rollback(t, rv);
             return;
         }
-        if (t->n_muts > 1) {
-            start_rest(t, PH_PREWRITE_SECONDARY);
-            return;
+        {
+            size_t *rest = tkv_xcalloc(t->n_muts, sizeof *rest), n = 0;
+            for (size_t i = 0; i < t->n_muts; i++)
+                if (!t->muts[i].in_first)
+                    rest[n++] = i;
+            if (n) {
+                start_phase(t, PH_PREWRITE_SECONDARY, rest, n);
+                free(rest);
+                return;
+            }
+            free(rest);
         }
         t->phase = PH_TSO_COMMIT;
         client_tso(t->kv, t->deadline_ns, on_commit_ts, t);
@@ -1093,8 +1104,22 @@ int tinykv_txn_commit(struct tinykv_txn *t, tinykv_done_cb cb, void *user)
         tkv_timer_start(t->kv->r, &t->timer, 0);
         return 0;
     }
-    size_t primary = 0;
-    start_phase(t, PH_PREWRITE_PRIMARY, &primary, 1);
+    /* Phase 1: the primary with every key of its region (standalone: one
+     * region, so everything; region not cached yet: the primary alone). */
+    struct tinykv *kv = t->kv;
+    struct client_region *pr =
+        kv->standalone ? NULL
+                       : client_cache_find(&kv->cache, TKV_SLICE(t->muts[0].enc, t->muts[0].enc_len));
+    size_t *first = tkv_xcalloc(t->n_muts, sizeof *first), n = 0;
+    for (size_t i = 0; i < t->n_muts; i++) {
+        struct txn_mut *m = &t->muts[i];
+        m->in_first = i == 0 || kv->standalone ||
+                      (pr && client_region_contains(pr, TKV_SLICE(m->enc, m->enc_len)));
+        if (m->in_first)
+            first[n++] = i;
+    }
+    start_phase(t, PH_PREWRITE_PRIMARY, first, n);
+    free(first);
     return 0;
 }
 
