@@ -19,6 +19,8 @@
  *   4. fire expired timers;
  *   5. before-sleep hooks, in registration order (the raft log flushes its
  *      group commit here, BEFORE anything that depends on it is sent);
+ *      then (5b) the tasks those hooks deferred, so what a commit answered
+ *      is sent in this turn's submit, not after the next turn's commit;
  *   6. submit queued SQEs and wait for a completion, a timer or a wake-up
  *      (never sleeping through a message posted by another core).
  */
@@ -121,7 +123,9 @@ void tkv_reactor_get_stats(const struct tkv_reactor *r, struct tkv_reactor_stats
 
 typedef void (*tkv_task_fn)(void *arg);
 
-/* Run fn(arg) on this core during the next loop turn (step 3). Never fails
+/* Run fn(arg) on this core during the next loop turn (step 3), or, when
+ * called from a before-sleep hook, right after the hooks of this turn
+ * (step 5b). Never fails
  * (allocates with tkv_xmalloc when the internal queue must grow). */
 void tkv_reactor_defer(struct tkv_reactor *r, tkv_task_fn fn, void *arg);
 

@@ -52,7 +52,7 @@ void reactor_taskq_free(struct reactor_taskq *q)
 void tkv_reactor_defer(struct tkv_reactor *r, tkv_task_fn fn, void *arg)
 {
     REACTOR_OWNER(r);
-    reactor_taskq_push(&r->deferred, fn, arg);
+    reactor_taskq_push(r->in_hooks ? &r->after_hooks : &r->deferred, fn, arg);
 }
 
 void tkv_reactor_on_before_sleep(struct tkv_reactor *r, tkv_task_fn fn, void *arg)
@@ -109,6 +109,18 @@ static void run_deferred(struct tkv_reactor *r)
     size_t n = r->deferred.len;
     struct reactor_task t;
     while (n-- > 0 && reactor_taskq_pop(&r->deferred, &t))
+        t.fn(t.arg);
+}
+
+/* Step 5b: what the hooks deferred (typically "flush this connection" after
+ * a group commit answered its calls) runs now, so its sends are submitted
+ * at step 6 of THIS turn. Without it they would run at step 3 of the next
+ * turn and be submitted only after that turn's hooks -- one blocking commit
+ * later. Tasks these tasks defer go to the ordinary queue (next turn). */
+static void run_after_hooks(struct tkv_reactor *r)
+{
+    struct reactor_task t;
+    while (reactor_taskq_pop(&r->after_hooks, &t))
         t.fn(t.arg);
 }
 
@@ -208,8 +220,11 @@ void reactor_loop_run(struct tkv_reactor *r)
         r->st.cqes += reactor_uring_reap(r);           /* 2 */
         run_deferred(r);                               /* 3 */
         reactor_timers_fire(r);                        /* 4 */
+        r->in_hooks = true;
         for (size_t i = 0; i < r->n_before_sleep; i++) /* 5 */
             r->before_sleep[i].fn(r->before_sleep[i].arg);
+        r->in_hooks = false;
+        run_after_hooks(r); /* 5b */
         reactor_rings_flush(r);
 
         if (r->stopping) {

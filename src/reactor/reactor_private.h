@@ -87,6 +87,11 @@ struct tkv_reactor {
     uint64_t wake_buf;
 
     struct reactor_taskq deferred;
+    /* Tasks deferred BY a before-sleep hook: run right after the hooks, in
+     * the same turn (step 5b), so a reply a group commit produced reaches
+     * this turn's submit instead of waiting behind the next commit. */
+    struct reactor_taskq after_hooks;
+    bool in_hooks;
     struct reactor_task *before_sleep;
     size_t n_before_sleep, cap_before_sleep;
     struct reactor_taskq on_stop;

@@ -85,6 +85,7 @@ static void reactor_destroy(struct tkv_reactor *r)
     reactor_uring_exit(r);
     reactor_wake_close(r);
     reactor_taskq_free(&r->deferred);
+    reactor_taskq_free(&r->after_hooks);
     reactor_taskq_free(&r->on_stop);
     tkv_free(r->before_sleep);
     tkv_free(r->heap);
