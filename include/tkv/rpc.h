@@ -120,6 +120,14 @@ struct tkv_rpc_server_config {
                                       flight (a slow reader); output held only by
                                       the peer's flow-control window never stops
                                       reading; 0 = 4 MiB */
+    uint32_t turn_max_requests;    /* unary requests handed to handlers per
+                                      connection per loop turn; the rest wait
+                                      (the connection is not read meanwhile) so
+                                      one pipelining client cannot monopolise
+                                      the core; 0 = 64 */
+    size_t turn_max_bytes;         /* request message bytes handed to handlers
+                                      per connection per turn (the first
+                                      request of a turn always goes); 0 = 4 MiB */
 };
 
 /* Create a server (the method table only; no socket yet). methods is copied

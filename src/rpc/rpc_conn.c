@@ -94,10 +94,41 @@ static void call_drop_partial(struct tkv_rpc_call *call)
     call->hdr_got = 0;
 }
 
+static void ready_remove(struct tkv_rpc_call *call)
+{
+    struct rpc_conn *c = call->conn;
+    if (!call->in_ready)
+        return;
+    if (call->ready_prev)
+        call->ready_prev->ready_next = call->ready_next;
+    else
+        c->ready_head = call->ready_next;
+    if (call->ready_next)
+        call->ready_next->ready_prev = call->ready_prev;
+    else
+        c->ready_tail = call->ready_prev;
+    call->ready_prev = call->ready_next = NULL;
+    call->in_ready = false;
+}
+
+static void ready_push(struct tkv_rpc_call *call)
+{
+    struct rpc_conn *c = call->conn;
+    call->ready_prev = c->ready_tail;
+    call->ready_next = NULL;
+    if (c->ready_tail)
+        c->ready_tail->ready_next = call;
+    else
+        c->ready_head = call;
+    c->ready_tail = call;
+    call->in_ready = true;
+}
+
 void rpc_call_free(struct tkv_rpc_call *call)
 {
     struct rpc_conn *c = call->conn;
     dl_remove(call);
+    ready_remove(call);
     if (call->prev)
         call->prev->next = call->next;
     else
@@ -214,6 +245,7 @@ void rpc_server_finish(struct tkv_rpc_call *call, int status, const char *msg)
     call->discard = true;
     call_drop_partial(call);
     dl_remove(call);
+    ready_remove(call);
     call->status = status;
     call->status_msg = msg ? rpc_percent_encode(msg) : NULL;
     rpc_server_count(c->srv, status);
@@ -295,6 +327,44 @@ static bool kind_single_request(enum tkv_rpc_kind k)
     return k == TKV_RPC_UNARY || k == TKV_RPC_SERVER_STREAM;
 }
 
+static bool budget_left(const struct rpc_conn *c)
+{
+    return !c->budgeted || (c->turn_requests < c->lim.turn_max_requests &&
+                            c->turn_bytes < c->lim.turn_max_bytes);
+}
+
+static void server_deliver_unary(struct tkv_rpc_call *call)
+{
+    struct rpc_conn *c = call->conn;
+    c->turn_requests++;
+    c->turn_bytes += call->held_len;
+    call->handler_owns = true;
+    /* An empty message has no buffer; handlers get a valid pointer
+     * anyway (memcpy(dst, msg.ptr, 0) with NULL is UB). */
+    call->method->on_message(
+        call, TKV_SLICE(call->held ? call->held : (const uint8_t *)"", call->held_len));
+    held_free(call);
+}
+
+void rpc_conn_new_turn(struct rpc_conn *c)
+{
+    c->turn_requests = 0;
+    c->turn_bytes = 0;
+}
+
+bool rpc_conn_run_ready(struct rpc_conn *c)
+{
+    c->in_engine++; /* the transport flushes afterwards */
+    while (c->ready_head && !c->aborted && budget_left(c)) {
+        struct tkv_rpc_call *call = c->ready_head;
+        ready_remove(call);
+        if (!call->finished)
+            server_deliver_unary(call);
+    }
+    c->in_engine--;
+    return c->ready_head != NULL && !c->aborted;
+}
+
 static void server_remote_end(struct tkv_rpc_call *call)
 {
     call->remote_closed = true;
@@ -309,12 +379,11 @@ static void server_remote_end(struct tkv_rpc_call *call)
             server_fail(call, TKV_GRPC_INTERNAL, "missing request message");
             return;
         }
-        call->handler_owns = true;
-        /* An empty message has no buffer; handlers get a valid pointer
-         * anyway (memcpy(dst, msg.ptr, 0) with NULL is UB). */
-        call->method->on_message(
-            call, TKV_SLICE(call->held ? call->held : (const uint8_t *)"", call->held_len));
-        held_free(call);
+        if (!budget_left(call->conn)) {
+            ready_push(call); /* next turn: rpc_conn_run_ready */
+            return;
+        }
+        server_deliver_unary(call);
     } else {
         call->handler_owns = true;
         if (call->method->on_half_close)

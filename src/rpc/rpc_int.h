@@ -38,6 +38,8 @@ struct rpc_transport {
 struct rpc_limits {
     size_t max_recv_msg, max_send_msg, max_buffered;
     uint32_t window, max_streams;
+    uint32_t turn_max_requests; /* server, budgeted connections only */
+    size_t turn_max_bytes;
 };
 
 struct rpc_conn;
@@ -95,6 +97,9 @@ struct tkv_rpc_call {
     char *status_msg;
 
     uint32_t n_sent;
+    /* server: complete unary request waiting for the next turn's budget */
+    struct tkv_rpc_call *ready_prev, *ready_next;
+    bool in_ready;
 
     /* client */
     bool unary;
@@ -137,6 +142,13 @@ struct rpc_conn {
      * them count (gRPC A8 "strikes"; grpc-go's BDP pings follow our DATA). */
     uint32_t ctrl_tokens;
     uint64_t ctrl_refill_ns;
+    /* Per-turn budget (server, when the transport sets budgeted): unary
+     * requests beyond it wait in the ready list, oldest first, and the
+     * transport stops reading until rpc_conn_run_ready() emptied it. */
+    bool budgeted;
+    uint32_t turn_requests;
+    size_t turn_bytes;
+    struct tkv_rpc_call *ready_head, *ready_tail;
 };
 
 struct rpc_sock; /* rpc_net.c */
@@ -203,6 +215,16 @@ void rpc_conn_abort(struct rpc_conn *c, enum tkv_grpc_status why, const char *ms
 void rpc_conn_free(struct rpc_conn *c);
 /* Bytes waiting in stream queues and out. */
 size_t rpc_conn_pending_out(const struct rpc_conn *c);
+/* A new loop turn for this connection: reset its request budget. */
+void rpc_conn_new_turn(struct rpc_conn *c);
+/* Hand waiting requests to their handlers within the budget. Returns true
+ * while some still wait (call again next turn, do not read meanwhile). */
+bool rpc_conn_run_ready(struct rpc_conn *c);
+static inline bool rpc_conn_has_ready(const struct rpc_conn *c)
+{
+    return c->ready_head != NULL;
+}
+
 /* Queue a PING (keepalive: a live peer's ACK counts as received bytes). */
 void rpc_conn_ping(struct rpc_conn *c);
 

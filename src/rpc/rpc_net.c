@@ -40,6 +40,7 @@ struct rpc_sock {
     bool finished;    /* every operation done; waiting only for the user (client) */
     bool user_closed; /* client: tkv_rpc_client_close called */
     bool recv_paused;
+    bool ready_wait; /* requests wait for the next turn's budget: not read */
     uint64_t hs_deadline;
     uint64_t last_rx;
     bool ping_sent; /* keepalive PING sent since last_rx */
@@ -51,6 +52,7 @@ struct rpc_sock {
 static void sock_flush(struct rpc_sock *s);
 static void sock_close(struct rpc_sock *s);
 static void sock_rearm(struct rpc_sock *s);
+static void post_recv(struct rpc_sock *s);
 
 static void sock_destroy(struct rpc_sock *s)
 {
@@ -100,6 +102,35 @@ static void sock_defer(struct rpc_sock *s)
     tkv_reactor_defer(s->r, deferred_task, s);
 }
 
+/* Next turn for a connection whose requests exceeded its per-turn budget:
+ * hand over the next share, read again only once all were handed over. */
+static void ready_task(void *arg)
+{
+    struct rpc_sock *s = arg;
+    s->tasks--;
+    if (s->closing) {
+        s->ready_wait = false;
+        sock_maybe_finish(s);
+        return;
+    }
+    rpc_conn_new_turn(s->conn);
+    bool more = rpc_conn_run_ready(s->conn);
+    sock_flush(s);
+    if (s->closing) {
+        sock_maybe_finish(s);
+        return;
+    }
+    if (more) {
+        s->tasks++;
+        tkv_reactor_defer(s->r, ready_task, s);
+    } else {
+        s->ready_wait = false;
+        if (!s->recv_paused)
+            post_recv(s);
+    }
+    sock_rearm(s);
+}
+
 /* ---- transport ops for the engine ---- */
 
 static void tp_want_write(void *arg)
@@ -138,7 +169,7 @@ static const struct rpc_transport net_tp = {tp_want_write, tp_now, tp_close};
 
 static void post_recv(struct rpc_sock *s)
 {
-    if (!s->closing && !tkv_io_pending(&s->rio))
+    if (!s->closing && !s->ready_wait && !tkv_io_pending(&s->rio))
         tkv_reactor_recv(s->r, &s->rio, s->fd, s->rbuf, RPC_RBUF);
 }
 
@@ -204,6 +235,7 @@ static void on_recv(struct tkv_io *io, int res)
     }
     s->last_rx = tkv_now_ns(s->r);
     s->ping_sent = false;
+    rpc_conn_new_turn(s->conn);
     if (rpc_conn_recv(s->conn, s->rbuf, (size_t)res) != 0) {
         sock_close(s);
         sock_maybe_finish(s);
@@ -213,6 +245,13 @@ static void on_recv(struct tkv_io *io, int res)
     if (s->closing) {
         sock_maybe_finish(s);
         return;
+    }
+    /* Fairness: requests over this turn's budget wait for the next turns,
+     * and the connection is not read until they were all handed over. */
+    if (rpc_conn_has_ready(s->conn)) {
+        s->ready_wait = true;
+        s->tasks++;
+        tkv_reactor_defer(s->r, ready_task, s);
     }
     /* Backpressure: a peer that does not read its responses stops being read
      * (only while a send is in flight, see on_send). */
@@ -390,6 +429,7 @@ static void server_accepted(struct tkv_rpc_server *srv, int fd)
     s->srv = srv;
     s->high_water = srv->cfg.out_high_water;
     s->conn = rpc_conn_new_server(srv, &net_tp, s);
+    s->conn->budgeted = true;
     s->connected = true;
     s->hs_deadline = tkv_now_ns(srv->r) + srv->cfg.handshake_timeout_ns;
     s->next = srv->socks;

@@ -44,6 +44,8 @@ int tkv_rpc_server_new(const struct tkv_rpc_server_config *cfg,
         srv->cfg.idle_timeout_ns = 0; /* never (internally 0) */
     if (!srv->cfg.out_high_water)
         srv->cfg.out_high_water = 4u << 20;
+    srv->lim.turn_max_requests = cfg->turn_max_requests ? cfg->turn_max_requests : 64;
+    srv->lim.turn_max_bytes = cfg->turn_max_bytes ? cfg->turn_max_bytes : 4u << 20;
     srv->methods = n_methods ? tkv_xmemdup(methods, n_methods * sizeof(*methods)) : NULL;
     srv->n_methods = n_methods;
     srv->listen_fd = -1;

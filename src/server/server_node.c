@@ -57,16 +57,25 @@ static void core_teardown(struct server_core *c, uint32_t core)
         tkv_rpc_server_free(c->rpc);
         c->rpc = NULL;
     }
-    if (c->n_batches)
+    server_abandon_scans(c);
+    if (c->n_batches || c->n_scans_abandoned)
         TKV_LOG_INFO("core stopped", TKV_LF_U64("core", core),
                      TKV_LF_U64("write_batches", c->n_batches),
-                     TKV_LF_U64("batched_writes", c->n_batched_writes));
+                     TKV_LF_U64("batched_writes", c->n_batched_writes),
+                     TKV_LF_U64("scans_abandoned", c->n_scans_abandoned));
     tkv_engine_batch_close(&c->batch);
     tkv_free(c->pending);
     c->pending = NULL;
     tkv_engine_session_close(c->session);
     c->session = NULL;
     tkv_arena_close(&c->arena);
+}
+
+static void core_on_stop(void *arg)
+{
+    struct server_core *c = arg;
+    c->stopping = true;
+    server_abandon_scans(c);
 }
 
 static int core_init(struct tkv_reactor *r, uint32_t core, void *arg)
@@ -90,7 +99,11 @@ static int core_init(struct tkv_reactor *r, uint32_t core, void *arg)
         TKV_LOG_ERROR("cannot open an engine session", TKV_LF_U64("core", core), TKV_LF_ERR(rv));
         goto err;
     }
+    c->reactor = r;
     tkv_reactor_on_before_sleep(r, server_flush_writes, c);
+    /* Registered before the rpc server's own stop hook, so queued scans
+     * are answered before the GOAWAY and never delay the stop. */
+    tkv_reactor_on_stop(r, core_on_stop, c);
     server_methods(c, methods, &n_methods);
     rv = tkv_rpc_server_new(&rcfg, methods, n_methods, &c->rpc);
     if (rv) {

@@ -3,6 +3,7 @@
 #ifndef TKV_SERVER_PRIVATE_H
 #define TKV_SERVER_PRIVATE_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "tkv/arena.h"
@@ -11,6 +12,7 @@
 #include "tkv/rpc.h"
 
 struct tkv_reactor;
+struct scan_job;
 
 /* One core of the standalone node: its engine session and its gRPC server
  * (accepting on its own dup of the node's one listening socket). Owned and
@@ -27,6 +29,13 @@ struct server_core {
     struct tkv_rpc_call **pending; /* calls answered after the batch; NULL = cancelled */
     size_t n_pending, cap_pending;
     uint64_t n_batches, n_batched_writes; /* for the shutdown log line */
+    /* RawScans longer than one chunk, served round-robin (server_raw.c). */
+    struct tkv_reactor *reactor;
+    struct scan_job *scan_head, *scan_tail;
+    size_t n_scans_queued;
+    bool scan_pump_queued;
+    bool stopping; /* orderly stop began: new scans answer UNAVAILABLE */
+    uint64_t n_scans_abandoned;
 };
 
 /* The node: everything main() sets up before the cores start. Read-only
@@ -49,6 +58,10 @@ void server_methods(struct server_core *core, struct tkv_rpc_method *methods, si
  * writes of this loop turn in one engine write (one fsync), then answer
  * their calls. Core of arg only. */
 void server_flush_writes(void *arg);
+
+/* Answer every queued RawScan UNAVAILABLE and free it (the stop hook: a
+ * SIGTERM must not wait for queued scans). Core of core only. */
+void server_abandon_scans(struct server_core *core);
 
 /* Run the node until SIGINT/SIGTERM. Returns the process exit code
  * (0 clean stop, 1 start-up or runtime failure). Main thread. */

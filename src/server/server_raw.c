@@ -11,6 +11,7 @@
 #include "tkv/pb.h"
 #include "tkv/log.h"
 #include "tkv/mem.h"
+#include "tkv/reactor.h"
 
 /* Errors a client caused (unknown cf, key or value too large) go in the
  * response's error string, as TinyKV's raw handlers do; engine failures are
@@ -208,46 +209,219 @@ static void on_raw_delete(struct tkv_rpc_call *call, struct tkv_slice msg)
         raw_write(call, req.cf, req.key, NULL);
 }
 
-/* Bytes one KvPair adds to a RawScanResponse, at most (tags and lengths
- * bounded by 1 + 5 bytes each). */
-static size_t pair_bound(size_t key_len, size_t value_len)
+/* ---- RawScan: chunked, so one core keeps serving everyone ----
+ *
+ * A scan reads from ONE engine snapshot (TestIterWithRawDelete1), but in
+ * chunks of at most SCAN_CHUNK_ROWS rows / SCAN_CHUNK_BYTES bytes: the first
+ * chunk runs inside the request's callback (a short scan answers at once);
+ * a longer one becomes a job on the core's scan queue, which a deferred
+ * task serves round-robin, at most SCAN_TURN_ROWS / SCAN_TURN_BYTES per loop
+ * turn, so other connections are read and answered between chunks
+ * (issue 13 item 4: pipelined full-range scans stalled a core for 24 s).
+ * A job whose stream was reset or cancelled (on_cancel) is abandoned at its
+ * next chunk; at shutdown every queued job is answered UNAVAILABLE at once
+ * instead of being finished. */
+#define SCAN_CHUNK_ROWS 512u
+#define SCAN_CHUNK_BYTES (512u * 1024)
+#define SCAN_TURN_ROWS 2048u
+#define SCAN_TURN_BYTES (2u * 1024 * 1024)
+
+struct scan_job {
+    struct server_core *core;
+    struct tkv_rpc_call *call; /* NULL once cancelled: drop at the next chunk */
+    struct tkv_engine_snap *snap;
+    struct tkv_engine_iter *it;
+    uint32_t limit;
+    size_t bytes; /* encoded size of resp.kvs so far */
+    struct tkv_arena arena; /* keys and values of resp */
+    kvrpcpb_RawScanResponse resp;
+    struct scan_job *next;
+};
+
+static size_t varint_len(uint64_t v)
 {
-    return 6 + (6 + key_len) + (6 + value_len);
+    size_t n = 1;
+    while (v >= 0x80) {
+        v >>= 7;
+        n++;
+    }
+    return n;
 }
 
-/* Collect up to limit pairs >= start from ONE snapshot, so a scan never
- * mixes states (TestIterWithRawDelete1); keys and values are copied into the
- * arena because the iterator's memory moves on. Stops with TKV_ETOOBIG
- * before the response could exceed max_bytes. */
-static int scan(struct server_core *core, struct tkv_arena *arena, enum tkv_cf cf,
-                struct tkv_slice start, uint32_t limit, size_t max_bytes,
-                kvrpcpb_RawScanResponse *resp)
+/* Exact bytes one KvPair (key and value set) adds to a RawScanResponse:
+ * field 2 tag + length + the pair's own fields 2 (key) and 3 (value). */
+static size_t pair_size(size_t key_len, size_t value_len)
 {
-    struct tkv_engine_snap *snap = NULL;
-    struct tkv_engine_iter *it = NULL;
+    size_t inner = 1 + varint_len(key_len) + key_len + 1 + varint_len(value_len) + value_len;
+    return 1 + varint_len(inner) + inner;
+}
+
+static void scan_job_free(struct scan_job *job)
+{
+    tkv_engine_iter_close(job->it);
+    tkv_engine_snap_close(job->snap);
+    tkv_arena_close(&job->arena);
+    tkv_free(job);
+}
+
+/* Outcome of one chunk. */
+enum scan_step { SCAN_MORE, SCAN_DONE };
+
+/* Answer the call and free the job. */
+static void scan_reply(struct scan_job *job)
+{
+    struct tkv_rpc_call *call = job->call;
+    tkv_rpc_call_set_data(call, NULL);
+    reply(call, &job->arena, kvrpcpb_RawScanResponse_fields, &job->resp);
+    scan_job_free(job);
+}
+
+static void scan_fail(struct scan_job *job, int rv)
+{
+    struct tkv_rpc_call *call = job->call;
+    tkv_rpc_call_set_data(call, NULL);
+    scan_job_free(job);
+    finish_engine_error(call, rv, "RawScan");
+}
+
+/* Collect up to max_rows more pairs (about max_bytes). A response stays
+ * within max_send_msg: when the next pair would not fit, the scan ends
+ * with the pairs it has (fewer than limit; the client continues after the
+ * last key), so a value at the message limit is still readable by a scan
+ * that starts at it. Only a first pair that alone exceeds the limit (the
+ * limit was lowered after it was stored) is an error. Finishes the call
+ * and frees the job unless it returns SCAN_MORE. */
+static enum scan_step scan_chunk(struct scan_job *job, uint32_t max_rows, size_t max_bytes,
+                                 uint32_t *rows_out, size_t *bytes_out)
+{
+    struct server_core *core = job->core;
+    uint32_t rows = 0;
     size_t bytes = 0;
     int rv;
 
-    TKV_ERR(tkv_engine_snap_open(core->session, &snap));
-    TKV_ERR(tkv_engine_iter_open(snap, cf, start, TKV_SLICE(NULL, 0), &it));
-    TKV_ERR(tkv_engine_iter_seek(it, start));
-    while (resp->kvs.n < limit && tkv_engine_iter_valid(it)) {
-        struct tkv_slice k = tkv_engine_iter_key(it), v = tkv_engine_iter_value(it);
-        bytes += pair_bound(k.len, v.len);
-        if (bytes > max_bytes) {
-            rv = TKV_ETOOBIG;
-            goto err;
+    while (job->resp.kvs.n < job->limit && tkv_engine_iter_valid(job->it)) {
+        if (rows >= max_rows || bytes >= max_bytes) {
+            *rows_out += rows;
+            *bytes_out += bytes;
+            return SCAN_MORE;
         }
-        kvrpcpb_KvPair *kv = TKV_PB_PUSH(arena, &resp->kvs);
-        kv->key = tkv_pb_dup(arena, k.ptr, k.len);
-        kv->value = tkv_pb_dup(arena, v.ptr, v.len);
-        TKV_ERR(tkv_engine_iter_next(it));
+        struct tkv_slice k = tkv_engine_iter_key(job->it), v = tkv_engine_iter_value(job->it);
+        size_t sz = pair_size(k.len, v.len);
+        if (job->bytes + sz > core->max_send_msg) {
+            if (job->resp.kvs.n > 0)
+                break; /* fewer pairs: the next one would not fit */
+            char ebuf[200];
+            struct tkv_rpc_call *call = job->call;
+            snprintf(ebuf, sizeof(ebuf),
+                     "RawScan: the first pair (%zu-byte key, %zu-byte value) alone exceeds "
+                     "max-grpc-send-msg-len (%llu bytes)",
+                     k.len, v.len, (unsigned long long)core->max_send_msg);
+            tkv_rpc_call_set_data(call, NULL);
+            scan_job_free(job);
+            tkv_rpc_call_finish(call, TKV_GRPC_RESOURCE_EXHAUSTED, ebuf);
+            return SCAN_DONE;
+        }
+        job->bytes += sz;
+        bytes += k.len + v.len;
+        rows++;
+        kvrpcpb_KvPair *kv = TKV_PB_PUSH(&job->arena, &job->resp.kvs);
+        kv->key = tkv_pb_dup(&job->arena, k.ptr, k.len);
+        kv->value = tkv_pb_dup(&job->arena, v.ptr, v.len);
+        rv = tkv_engine_iter_next(job->it);
+        if (rv != 0) {
+            scan_fail(job, rv);
+            return SCAN_DONE;
+        }
     }
-    rv = 0;
-err:
-    tkv_engine_iter_close(it);
-    tkv_engine_snap_close(snap);
-    return rv;
+    *rows_out += rows;
+    *bytes_out += bytes;
+    scan_reply(job);
+    return SCAN_DONE;
+}
+
+static void scan_pump(void *arg);
+
+static void scan_enqueue(struct server_core *core, struct scan_job *job)
+{
+    job->next = NULL;
+    if (core->scan_tail)
+        core->scan_tail->next = job;
+    else
+        core->scan_head = job;
+    core->scan_tail = job;
+    core->n_scans_queued++;
+    if (!core->scan_pump_queued) {
+        core->scan_pump_queued = true;
+        tkv_reactor_defer(core->reactor, scan_pump, core);
+    }
+}
+
+static struct scan_job *scan_dequeue(struct server_core *core)
+{
+    struct scan_job *job = core->scan_head;
+    if (!job)
+        return NULL;
+    core->scan_head = job->next;
+    if (!core->scan_head)
+        core->scan_tail = NULL;
+    core->n_scans_queued--;
+    return job;
+}
+
+/* Deferred task: one chunk per queued scan, round-robin, within the turn's
+ * budget; re-deferred while jobs remain (a deferred task yields to I/O and
+ * timers, so the other connections of the core are served in between). */
+static void scan_pump(void *arg)
+{
+    struct server_core *core = arg;
+    uint32_t rows = 0;
+    size_t bytes = 0;
+    struct scan_job *job;
+
+    core->scan_pump_queued = false;
+    while (rows < SCAN_TURN_ROWS && bytes < SCAN_TURN_BYTES && (job = scan_dequeue(core))) {
+        if (!job->call) { /* reset or cancelled: abandon the rest */
+            core->n_scans_abandoned++;
+            scan_job_free(job);
+            continue;
+        }
+        if (scan_chunk(job, SCAN_CHUNK_ROWS, SCAN_CHUNK_BYTES, &rows, &bytes) == SCAN_MORE) {
+            job->next = NULL;
+            if (core->scan_tail)
+                core->scan_tail->next = job;
+            else
+                core->scan_head = job;
+            core->scan_tail = job;
+            core->n_scans_queued++;
+        }
+    }
+    if (core->scan_head && !core->scan_pump_queued) {
+        core->scan_pump_queued = true;
+        tkv_reactor_defer(core->reactor, scan_pump, core);
+    }
+}
+
+static void on_scan_cancel(struct tkv_rpc_call *call, enum tkv_grpc_status why)
+{
+    struct scan_job *job = tkv_rpc_call_data(call);
+    (void)why;
+    if (job)
+        job->call = NULL; /* the pump drops it at its next chunk */
+}
+
+void server_abandon_scans(struct server_core *core)
+{
+    struct scan_job *job;
+    while ((job = scan_dequeue(core))) {
+        struct tkv_rpc_call *call = job->call;
+        scan_job_free(job);
+        if (call) {
+            tkv_rpc_call_set_data(call, NULL);
+            tkv_rpc_call_finish(call, TKV_GRPC_UNAVAILABLE,
+                                "RawScan abandoned: the server is shutting down");
+        }
+        core->n_scans_abandoned++;
+    }
 }
 
 static void on_raw_scan(struct tkv_rpc_call *call, struct tkv_slice msg)
@@ -256,30 +430,41 @@ static void on_raw_scan(struct tkv_rpc_call *call, struct tkv_slice msg)
     struct tkv_arena *arena = call_arena(core);
     kvrpcpb_RawScanRequest req;
     kvrpcpb_RawScanResponse resp = {0};
-    char ebuf[160];
     enum tkv_cf cf;
     int rv;
 
     if (!decode(call, arena, kvrpcpb_RawScanRequest_fields, msg, &req))
         return;
     rv = tkv_engine_cf_from_name(req.cf, &cf);
-    if (rv != 0) {
-        resp.error = client_error(arena, rv, req.cf);
-    } else if (req.limit > 0) { /* limit 0 returns nothing (TINYKV-API.md 2.3) */
-        rv = scan(core, arena, cf, req.start_key, req.limit, core->max_send_msg, &resp);
-        if (rv == TKV_ETOOBIG) {
-            snprintf(ebuf, sizeof(ebuf),
-                     "RawScan response would exceed %llu bytes; use a smaller limit",
-                     (unsigned long long)core->max_send_msg);
-            tkv_rpc_call_finish(call, TKV_GRPC_RESOURCE_EXHAUSTED, ebuf);
-            return;
-        }
-        if (rv != 0) {
-            finish_engine_error(call, rv, "RawScan");
-            return;
-        }
+    if (rv != 0 || req.limit == 0) { /* limit 0 returns nothing (TINYKV-API.md 2.3) */
+        if (rv != 0)
+            resp.error = client_error(arena, rv, req.cf);
+        reply(call, arena, kvrpcpb_RawScanResponse_fields, &resp);
+        return;
     }
-    reply(call, arena, kvrpcpb_RawScanResponse_fields, &resp);
+    if (core->stopping) {
+        tkv_rpc_call_finish(call, TKV_GRPC_UNAVAILABLE, "the server is shutting down");
+        return;
+    }
+    struct scan_job *job = tkv_xcalloc(1, sizeof(*job));
+    job->core = core;
+    job->call = call;
+    job->limit = req.limit;
+    tkv_arena_init(&job->arena, 0);
+    rv = tkv_engine_snap_open(core->session, &job->snap);
+    if (rv == 0)
+        rv = tkv_engine_iter_open(job->snap, cf, req.start_key, TKV_SLICE(NULL, 0), &job->it);
+    if (rv == 0)
+        rv = tkv_engine_iter_seek(job->it, req.start_key);
+    if (rv != 0) {
+        scan_fail(job, rv);
+        return;
+    }
+    tkv_rpc_call_set_data(call, job);
+    uint32_t rows = 0;
+    size_t bytes = 0;
+    if (scan_chunk(job, SCAN_CHUNK_ROWS, SCAN_CHUNK_BYTES, &rows, &bytes) == SCAN_MORE)
+        scan_enqueue(core, job);
 }
 
 /* Methods of tinykvpb.TinyKv that need Raft or transactions: not built yet,
@@ -336,7 +521,8 @@ void server_methods(struct server_core *core, struct tkv_rpc_method *methods, si
             .on_cancel = method_table[i].on_message == on_raw_put ||
                                  method_table[i].on_message == on_raw_delete
                              ? on_write_cancel
-                             : NULL,
+                         : method_table[i].on_message == on_raw_scan ? on_scan_cancel
+                                                                     : NULL,
             .data = core,
         };
     }
