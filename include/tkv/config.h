@@ -153,6 +153,14 @@ struct tkv_server_config {
         /* gRPC messages larger than this get RESOURCE_EXHAUSTED. */
         uint64_t max_grpc_recv_msg_len;
         uint64_t max_grpc_send_msg_len;
+        /* Bytes all gRPC connections of the node may hold in partial
+         * requests and unsent responses (split evenly over the cores), and
+         * one connection's share (issue 13 item 3; src/rpc/README.md). */
+        uint64_t grpc_memory_pool_quota;
+        uint64_t grpc_conn_memory_quota;
+        /* A connection that completes no request (and answers no keepalive
+         * PING) for this long is closed; trickled bytes do not count. */
+        uint64_t grpc_idle_timeout_ms;
         /* Shard threads = stores on this node; 0 in the file or flag means one
          * per online CPU and is resolved by tkv_config_load(), so after a
          * successful load 1 <= cores <= TKV_CONFIG_MAX_CORES. */

@@ -125,6 +125,18 @@ struct tkv_rpc_server_config {
                                       (the connection is not read meanwhile) so
                                       one pipelining client cannot monopolise
                                       the core; 0 = 64 */
+    size_t conn_mem_quota;         /* bytes one connection may hold in partial
+                                      received messages plus unsent responses;
+                                      a stream that would cross it gets
+                                      RESOURCE_EXHAUSTED; 0 = 64 MiB (at least
+                                      max_recv_msg + max_send_msg) */
+    size_t mem_quota;              /* the same over ALL connections of this
+                                      server (a core's share of the node's
+                                      server.grpc-memory-pool-quota): the hard
+                                      cap; over half of it in partial messages,
+                                      the connections holding the most are not
+                                      read until it fell under a quarter;
+                                      0 = 256 MiB */
     size_t turn_max_bytes;         /* request message bytes handed to handlers
                                       per connection per turn (the first
                                       request of a turn always goes); 0 = 4 MiB */
@@ -173,6 +185,8 @@ uint32_t tkv_rpc_server_connections(const struct tkv_rpc_server *srv);
 
 /* Queue one response message: copies msg (frames it, sends response headers
  * first if not sent yet). Returns 0; TKV_ETOOBIG over max_send_msg;
+ * TKV_ENOMEM when the connection or the server would exceed its memory
+ * quota (conn_mem_quota / mem_quota: the client does not read);
  * TKV_EINVAL for a second message on a UNARY/CLIENT_STREAM call;
  * TKV_ECLOSED if the stream is gone (no on_cancel yet because it is
  * delivered later in this turn) -- the handler still owns the call until
@@ -200,6 +214,12 @@ void *tkv_rpc_call_method_data(const struct tkv_rpc_call *call);
 const char *tkv_rpc_call_path(const struct tkv_rpc_call *call);
 /* Absolute deadline on the reactor clock (tkv_now_ns), 0 = none. */
 uint64_t tkv_rpc_call_deadline_ns(const struct tkv_rpc_call *call);
+/* Bytes the call's connection holds (partial requests + unsent responses)
+ * and its quota: a producer (a long scan) can give up early instead of
+ * building a response that tkv_rpc_call_send would refuse. */
+size_t tkv_rpc_call_conn_mem(const struct tkv_rpc_call *call);
+size_t tkv_rpc_call_conn_mem_quota(const struct tkv_rpc_call *call);
+
 /* Response bytes queued but not yet handed to the socket (flow control of
  * server streams: stop producing above a few MiB). */
 size_t tkv_rpc_call_out_bytes(const struct tkv_rpc_call *call);

@@ -26,6 +26,11 @@ static const struct config_key server_keys[] = {
     {"server.advertise-status-addr", CONFIG_K_ADDR_OPT, F(server.advertise_status_addr), 0, 0, 0},
     {"server.max-grpc-recv-msg-len", CONFIG_K_SIZE, F(server.max_grpc_recv_msg_len), KiB, GiB, 0},
     {"server.max-grpc-send-msg-len", CONFIG_K_SIZE, F(server.max_grpc_send_msg_len), KiB, GiB, 0},
+    {"server.grpc-memory-pool-quota", CONFIG_K_SIZE, F(server.grpc_memory_pool_quota), MiB,
+     1024 * GiB, 0},
+    {"server.grpc-conn-memory-quota", CONFIG_K_SIZE, F(server.grpc_conn_memory_quota), MiB,
+     1024 * GiB, 0},
+    {"server.grpc-idle-timeout", CONFIG_K_DURATION, F(server.grpc_idle_timeout_ms), 100, DAY_MS, 0},
     {"server.cores", CONFIG_K_U32, F(server.cores), 0, TKV_CONFIG_MAX_CORES, 0},
     {"server.max-connections", CONFIG_K_U32, F(server.max_connections), 0, 1000000, 0},
     {"storage.data-dir", CONFIG_K_STR, F(storage.data_dir), 0, 0, 0},
@@ -124,6 +129,9 @@ void tkv_config_defaults(struct tkv_server_config *cfg)
     snprintf(cfg->server.status_addr, sizeof(cfg->server.status_addr), "127.0.0.1:20180");
     cfg->server.max_grpc_recv_msg_len = 16 * MiB;
     cfg->server.max_grpc_send_msg_len = 16 * MiB;
+    cfg->server.grpc_memory_pool_quota = 512 * MiB;
+    cfg->server.grpc_conn_memory_quota = 64 * MiB;
+    cfg->server.grpc_idle_timeout_ms = 60000;
     cfg->server.cores = 1;
     cfg->server.max_connections = 0;
     snprintf(cfg->storage.data_dir, sizeof(cfg->storage.data_dir), "./tinykv-data");
@@ -286,6 +294,15 @@ int tkv_config_validate(const struct tkv_server_config *cfg, char *err, size_t e
     }
     if (cfg->server.max_grpc_recv_msg_len < KiB || cfg->server.max_grpc_send_msg_len < KiB)
         return config_errf(err, errlen, "server.max-grpc-*-msg-len: must be at least 1KiB");
+    if (cfg->server.grpc_conn_memory_quota <
+        cfg->server.max_grpc_recv_msg_len + cfg->server.max_grpc_send_msg_len)
+        return config_errf(err, errlen,
+                           "server.grpc-conn-memory-quota: must be at least "
+                           "max-grpc-recv-msg-len + max-grpc-send-msg-len");
+    if (cfg->server.grpc_memory_pool_quota < cfg->server.grpc_conn_memory_quota)
+        return config_errf(err, errlen,
+                           "server.grpc-memory-pool-quota: must be at least "
+                           "grpc-conn-memory-quota");
     if (cfg->raftstore.raft_base_tick_interval_ms == 0)
         return config_errf(err, errlen, "raftstore.raft-base-tick-interval: must be positive");
     if (cfg->raftstore.raft_heartbeat_ticks == 0)

@@ -1,9 +1,11 @@
 /* nanopb glue: the field callback that makes bytes/string fields zero-copy
  * slices and repeated fields arena arrays, plus decode/encode entry points.
  * Design and invariants: src/pb/README.md. */
+#include <pb_common.h>
 #include <pb_decode.h>
 #include <pb_encode.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "tkv/err.h"
@@ -19,7 +21,21 @@ struct dec_ctx {
     struct tkv_arena *arena;
     const pb_msgdesc_t *cached_desc; /* last element type looked up */
     size_t cached_size;
+    /* Decode amplification bound: bytes of repeated-field elements this
+     * decode may create (a 2-byte empty sub-message becomes a struct of
+     * dozens of bytes; unbounded, a 16 MiB message could take ~20x). */
+    size_t elem_bytes, elem_budget;
 };
+
+/* TKV_PB_DECODE_AMPLIFICATION x the message size + 64 KiB. */
+static bool dec_charge(pb_istream_t *istream, struct dec_ctx *ctx, size_t size)
+{
+    ctx->elem_bytes += size;
+    if (ctx->elem_bytes > ctx->elem_budget)
+        PB_RETURN_ERROR(istream, "message decodes to too many repeated elements (more than "
+                                 "4x its size in memory)");
+    return true;
+}
 
 /* The decode in progress on this thread. Needed only for one case: nanopb
  * hands an unpacked repeated scalar to the callback on a temporary buffer
@@ -141,8 +157,16 @@ static bool decode_field(pb_istream_t *istream, const pb_field_t *field)
     pb_type_t lt = PB_LTYPE(field->type);
     bool ours = istream->callback == dec_read;
     struct dec_ctx *ctx = ours ? istream->state : current_ctx;
-    if (!ctx || (!ours && lt != PB_LTYPE_UVARINT && lt != PB_LTYPE_VARINT))
+    if (!ctx)
         PB_RETURN_ERROR(istream, "tkv_pb: use tkv_pb_decode for tinykv messages");
+    if (!ours && lt != PB_LTYPE_UVARINT && lt != PB_LTYPE_VARINT) {
+        /* nanopb hands a non-length-delimited value of a bytes/string/
+         * message field on a temporary buffer: the wire type is wrong. */
+        static _Thread_local char why[96];
+        snprintf(why, sizeof(why), "field %u has the wrong wire type (want length-delimited)",
+                 (unsigned)field->tag);
+        PB_RETURN_ERROR(istream, why);
+    }
 
     if (lt == PB_LTYPE_BYTES || lt == PB_LTYPE_STRING) {
         /* istream is the substream of exactly this value. */
@@ -150,6 +174,8 @@ static bool decode_field(pb_istream_t *istream, const pb_field_t *field)
         ctx->cur += s.len;
         istream->bytes_left = 0;
         if (field_is_rep(field)) {
+            if (!dec_charge(istream, ctx, sizeof(s)))
+                return false;
             struct tkv_slice *e = tkv_pb_rep_push(ctx->arena, field->pData, sizeof(s));
             *e = s;
         } else {
@@ -166,6 +192,8 @@ static bool decode_field(pb_istream_t *istream, const pb_field_t *field)
         size_t size = dec_elem_size(ctx, field->submsg_desc);
         if (size == 0)
             PB_RETURN_ERROR(istream, "tkv_pb: unregistered sub-message type");
+        if (!dec_charge(istream, ctx, size))
+            return false;
         void *e = tkv_pb_rep_push(ctx->arena, field->pData, size);
         /* e is zeroed, which is every proto3 default: skip nanopb's init. */
         return pb_decode_ex(istream, field->submsg_desc, e, PB_DECODE_NOINIT);
@@ -177,6 +205,8 @@ static bool decode_field(pb_istream_t *istream, const pb_field_t *field)
             return true;
         uint64_t v;
         if (!pb_decode_varint(istream, &v))
+            return false;
+        if (!dec_charge(istream, ctx, sizeof(v)))
             return false;
         uint64_t *e = tkv_pb_rep_push(ctx->arena, field->pData, sizeof(v));
         *e = v;
@@ -262,6 +292,49 @@ bool tkv_pb_field_cb(pb_istream_t *istream, pb_ostream_t *ostream, const pb_fiel
     return true;
 }
 
+/* After a failed decode: find the first top-level field whose wire type
+ * does not match its declared type (nanopb fails those without a message),
+ * so the error names it instead of saying "(none)". Writes into out and
+ * returns it, or NULL if nothing specific was found. */
+static const char *diagnose(const pb_msgdesc_t *fields, size_t msg_size, const uint8_t *buf,
+                            size_t len, char *out, size_t cap)
+{
+    pb_istream_t s = pb_istream_from_buffer(buf, len);
+    void *scratch = tkv_xcalloc(1, msg_size ? msg_size : 1);
+    const char *res = NULL;
+    while (s.bytes_left > 0) {
+        pb_wire_type_t wt;
+        uint32_t tag;
+        bool eof;
+        if (!pb_decode_tag(&s, &wt, &tag, &eof) || eof)
+            break;
+        pb_field_iter_t it;
+        if (pb_field_iter_begin(&it, fields, scratch) && pb_field_iter_find(&it, tag)) {
+            pb_type_t lt = PB_LTYPE(it.type);
+            int want = -1;
+            if (lt == PB_LTYPE_BYTES || lt == PB_LTYPE_STRING || PB_LTYPE_IS_SUBMSG(lt))
+                want = PB_WT_STRING;
+            else if (PB_HTYPE(it.type) != PB_HTYPE_REPEATED) /* packed or not: both fine */
+                want = lt == PB_LTYPE_FIXED32 ? PB_WT_32BIT
+                       : lt == PB_LTYPE_FIXED64 ? PB_WT_64BIT
+                                                : PB_WT_VARINT;
+            if (want >= 0 && (int)wt != want) {
+                snprintf(out, cap, "field %u has wire type %d, want %d", (unsigned)tag, (int)wt,
+                         want);
+                res = out;
+                break;
+            }
+        }
+        if (!pb_skip_field(&s, wt)) {
+            snprintf(out, cap, "field %u is truncated", (unsigned)tag);
+            res = out;
+            break;
+        }
+    }
+    tkv_free(scratch);
+    return res;
+}
+
 int tkv_pb_decode_ex(const pb_msgdesc_t *fields, void *msg, const uint8_t *buf, size_t len,
                      struct tkv_arena *arena, const char **why_out)
 {
@@ -272,15 +345,20 @@ int tkv_pb_decode_ex(const pb_msgdesc_t *fields, void *msg, const uint8_t *buf, 
         return TKV_EINVAL;
     }
     memset(msg, 0, mi->size);
-    struct dec_ctx ctx = {.cur = buf, .arena = arena};
+    struct dec_ctx ctx = {.cur = buf, .arena = arena, .elem_budget = 4 * len + 64 * 1024};
     pb_istream_t s = {.callback = dec_read, .state = &ctx, .bytes_left = len, .errmsg = NULL};
     struct dec_ctx *saved = current_ctx;
     current_ctx = &ctx;
     bool ok = pb_decode_ex(&s, fields, msg, PB_DECODE_NOINIT);
     current_ctx = saved;
     if (!ok) {
+        static _Thread_local char diag[96];
         if (why_out)
-            *why_out = PB_GET_ERROR(&s);
+            *why_out = s.errmsg ? s.errmsg
+                       : diagnose(fields, mi->size, buf, len, diag, sizeof(diag))
+                           ? diag
+                           : "malformed protobuf (a field with the wrong wire type, or "
+                             "truncated)";
         return TKV_EPROTO;
     }
     return 0;

@@ -17,6 +17,51 @@
  * bytes arrive so a huge announced length costs nothing until sent. */
 #define RPC_MSG_INITIAL (64u * 1024)
 
+/* ---------------------------------------------------------- accounting */
+
+void rpc_conn_buffered_add(struct rpc_conn *c, size_t n)
+{
+    c->buffered += n;
+    if (c->srv)
+        c->srv->mem_buffered += n;
+}
+
+void rpc_conn_buffered_sub(struct rpc_conn *c, size_t n)
+{
+    c->buffered -= n;
+    if (c->srv)
+        c->srv->mem_buffered -= n;
+}
+
+static void queued_add(struct rpc_conn *c, size_t n)
+{
+    c->queued += n;
+    if (c->srv)
+        c->srv->mem_queued += n;
+}
+
+static void queued_sub(struct rpc_conn *c, size_t n)
+{
+    c->queued -= n;
+    if (c->srv)
+        c->srv->mem_queued -= n;
+}
+
+bool rpc_conn_mem_ok(const struct rpc_conn *c, size_t n, const char **why)
+{
+    if (c->buffered + c->queued + n > c->lim.conn_quota) {
+        *why = "connection memory quota exhausted (partial requests and unsent responses; "
+               "is the client reading its responses?)";
+        return false;
+    }
+    if (c->srv && c->srv->mem_buffered + c->srv->mem_queued + n > c->srv->mem_quota) {
+        *why = "server memory quota for gRPC buffers exhausted; retry later";
+        c->srv->n_quota_refused++;
+        return false;
+    }
+    return true;
+}
+
 /* ---------------------------------------------------------------- calls */
 
 struct tkv_rpc_call *rpc_call_new(struct rpc_conn *c)
@@ -76,7 +121,7 @@ static void dl_insert(struct tkv_rpc_call *call)
 static void held_free(struct tkv_rpc_call *call)
 {
     if (call->have_held)
-        call->conn->buffered -= call->held_len;
+        rpc_conn_buffered_sub(call->conn, call->held_len);
     tkv_free(call->held);
     call->held = NULL;
     call->held_len = 0;
@@ -86,7 +131,7 @@ static void held_free(struct tkv_rpc_call *call)
 static void call_drop_partial(struct tkv_rpc_call *call)
 {
     if (call->msg) {
-        call->conn->buffered -= call->msg_cap;
+        rpc_conn_buffered_sub(call->conn, call->msg_cap);
         tkv_free(call->msg);
         call->msg = NULL;
     }
@@ -137,7 +182,7 @@ void rpc_call_free(struct tkv_rpc_call *call)
         call->next->prev = call->prev;
     c->n_calls--;
     call_drop_partial(call);
-    c->queued -= rpc_buf_avail(&call->q);
+    queued_sub(c, rpc_buf_avail(&call->q));
     rpc_buf_free(&call->q);
     held_free(call);
     tkv_free(call->path);
@@ -160,7 +205,7 @@ void rpc_call_queue_msg(struct tkv_rpc_call *call, const void *msg, size_t len)
                       (uint8_t)len};
     rpc_buf_append(&call->q, hdr, 5);
     rpc_buf_append(&call->q, msg, len);
-    call->conn->queued += 5 + len;
+    queued_add(call->conn, 5 + len);
 }
 
 void rpc_call_notify(struct tkv_rpc_call *call)
@@ -203,7 +248,7 @@ ssize_t rpc_call_read(nghttp2_session *ng, int32_t sid, uint8_t *buf, size_t len
     if (n)
         memcpy(buf, call->q.p + call->q.off, n);
     call->q.off += n;
-    c->queued -= n;
+    queued_sub(c, n);
     if (rpc_buf_avail(&call->q) == 0) {
         call->q.off = call->q.len = 0;
         if (call->eof) {
@@ -517,6 +562,7 @@ static void call_deliver(struct tkv_rpc_call *call, const uint8_t *p, size_t n)
 {
     struct rpc_conn *c = call->conn;
     call->n_msgs++;
+    c->progress++;
     bool single = c->is_server ? kind_single_request(call->method->kind) : call->unary;
     if (single) {
         if (call->n_msgs > 1) {
@@ -525,11 +571,16 @@ static void call_deliver(struct tkv_rpc_call *call, const uint8_t *p, size_t n)
                                    : "more than one response message for a unary call");
             return;
         }
+        const char *why;
         if (c->buffered + n > c->lim.max_buffered) {
             call_fail(call, TKV_GRPC_RESOURCE_EXHAUSTED, "connection receive buffer full");
             return;
         }
-        c->buffered += n;
+        if (c->is_server && !rpc_conn_mem_ok(c, n, &why)) {
+            call_fail(call, TKV_GRPC_RESOURCE_EXHAUSTED, why);
+            return;
+        }
+        rpc_conn_buffered_add(c, n);
         call->held = n ? tkv_xmemdup(p, n) : NULL;
         call->held_len = n;
         call->have_held = true;
@@ -583,14 +634,19 @@ static void call_feed(struct tkv_rpc_call *call, const uint8_t *p, size_t n)
                 continue;
             }
             size_t cap = TKV_MIN((size_t)call->msg_len, (size_t)RPC_MSG_INITIAL);
+            const char *why;
             if (c->buffered + cap > c->lim.max_buffered) {
                 call_fail(call, TKV_GRPC_RESOURCE_EXHAUSTED, "connection receive buffer full");
+                return;
+            }
+            if (c->is_server && !rpc_conn_mem_ok(c, cap, &why)) {
+                call_fail(call, TKV_GRPC_RESOURCE_EXHAUSTED, why);
                 return;
             }
             call->msg = tkv_xmalloc(cap);
             call->msg_cap = cap;
             call->msg_got = 0;
-            c->buffered += cap;
+            rpc_conn_buffered_add(c, cap);
         }
         size_t k = TKV_MIN((size_t)call->msg_len - call->msg_got, n);
         if (call->msg_got + k > call->msg_cap) {
@@ -598,12 +654,17 @@ static void call_feed(struct tkv_rpc_call *call, const uint8_t *p, size_t n)
             while (cap < call->msg_got + k)
                 cap *= 2;
             cap = TKV_MIN(cap, (size_t)call->msg_len);
+            const char *why;
             if (c->buffered + (cap - call->msg_cap) > c->lim.max_buffered) {
                 call_fail(call, TKV_GRPC_RESOURCE_EXHAUSTED, "connection receive buffer full");
                 return;
             }
+            if (c->is_server && !rpc_conn_mem_ok(c, cap - call->msg_cap, &why)) {
+                call_fail(call, TKV_GRPC_RESOURCE_EXHAUSTED, why);
+                return;
+            }
             call->msg = tkv_xrealloc(call->msg, cap);
-            c->buffered += cap - call->msg_cap;
+            rpc_conn_buffered_add(c, cap - call->msg_cap);
             call->msg_cap = cap;
         }
         memcpy(call->msg + call->msg_got, p, k);
@@ -616,7 +677,7 @@ static void call_feed(struct tkv_rpc_call *call, const uint8_t *p, size_t n)
             call->msg = NULL;
             call->msg_cap = call->msg_got = 0;
             call->hdr_got = 0;
-            c->buffered -= cap;
+            rpc_conn_buffered_sub(c, cap);
             call_deliver(call, m, len);
             tkv_free(m);
         }
@@ -719,24 +780,30 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t 
  * sends a BDP-estimation PING almost every time it receives DATA, i.e.
  * hundreds to thousands per second on a healthy busy connection. A peer
  * that pings without any traffic from us is still bounded. */
-static bool ctrl_take(struct rpc_conn *c)
+static bool bucket_take(struct rpc_conn *c, uint32_t *tokens, uint64_t *refill_ns,
+                        uint32_t burst, uint32_t rate)
 {
     uint64_t now = c->tp->now(c->tp_arg);
-    const uint64_t per = 1000000000ull / RPC_CTRL_RATE;
-    if (now > c->ctrl_refill_ns) {
-        uint64_t add = (now - c->ctrl_refill_ns) / per;
-        if (add >= RPC_CTRL_BURST - c->ctrl_tokens) {
-            c->ctrl_tokens = RPC_CTRL_BURST;
-            c->ctrl_refill_ns = now;
+    const uint64_t per = 1000000000ull / rate;
+    if (now > *refill_ns) {
+        uint64_t add = (now - *refill_ns) / per;
+        if (add >= burst - *tokens) {
+            *tokens = burst;
+            *refill_ns = now;
         } else {
-            c->ctrl_tokens += (uint32_t)add;
-            c->ctrl_refill_ns += add * per;
+            *tokens += (uint32_t)add;
+            *refill_ns += add * per;
         }
     }
-    if (c->ctrl_tokens == 0)
+    if (*tokens == 0)
         return false;
-    c->ctrl_tokens--;
+    (*tokens)--;
     return true;
+}
+
+static bool ctrl_take(struct rpc_conn *c)
+{
+    return bucket_take(c, &c->ctrl_tokens, &c->ctrl_refill_ns, RPC_CTRL_BURST, RPC_CTRL_RATE);
 }
 
 static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
@@ -754,6 +821,16 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
         nghttp2_session_terminate_session(ng, NGHTTP2_ENHANCE_YOUR_CALM);
         return 0;
     }
+    if (f->hd.type == NGHTTP2_RST_STREAM && c->is_server &&
+        !bucket_take(c, &c->rst_tokens, &c->rst_refill_ns, RPC_RST_BURST, RPC_RST_RATE)) {
+        if (!c->goaway)
+            TKV_LOG_WARN("rpc: rapid reset (RST_STREAM flood), closing the connection");
+        c->goaway = true;
+        nghttp2_session_terminate_session(ng, NGHTTP2_ENHANCE_YOUR_CALM);
+        return 0;
+    }
+    if (f->hd.type == NGHTTP2_PING && (f->hd.flags & NGHTTP2_FLAG_ACK))
+        c->progress++;
     struct tkv_rpc_call *call = stream_call(c, f->hd.stream_id);
     bool end = (f->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
     switch (f->hd.type) {
@@ -802,10 +879,14 @@ static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t sid, const 
     return 0;
 }
 
+/* One token back per HEADERS or DATA frame we send, never a full refill:
+ * a peer that answers each of our DATA frames with a PING (grpc-go's BDP
+ * estimation) stays even, while one that interleaves a cheap request with
+ * hundreds of PINGs (a few frames from us per request) runs dry. */
 static void ctrl_traffic_sent(struct rpc_conn *c)
 {
-    c->ctrl_tokens = RPC_CTRL_BURST;
-    c->ctrl_refill_ns = c->tp->now(c->tp_arg);
+    if (c->ctrl_tokens < RPC_CTRL_BURST)
+        c->ctrl_tokens++;
 }
 
 static int on_frame_send(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
@@ -915,6 +996,8 @@ static struct rpc_conn *conn_new(bool server, const struct rpc_limits *lim,
     c->tp_arg = tp_arg;
     c->ctrl_tokens = RPC_CTRL_BURST;
     c->ctrl_refill_ns = tp->now(tp_arg);
+    c->rst_tokens = RPC_RST_BURST;
+    c->rst_refill_ns = c->ctrl_refill_ns;
     if (nghttp2_option_new(&opt) != 0)
         TKV_PANIC("nghttp2_option_new: out of memory");
     /* We raise the connection window ourselves below. */
@@ -927,7 +1010,7 @@ static struct rpc_conn *conn_new(bool server, const struct rpc_limits *lim,
     nghttp2_option_set_max_settings(opt, RPC_MAX_SETTINGS_ENTRIES);
     nghttp2_option_set_max_outbound_ack(opt, RPC_MAX_OUTBOUND_ACK);
     if (server)
-        nghttp2_option_set_stream_reset_rate_limit(opt, RPC_RST_BURST, RPC_RST_RATE);
+        nghttp2_option_set_stream_reset_rate_limit(opt, 2 * RPC_RST_BURST, 2 * RPC_RST_RATE);
     rv = server ? nghttp2_session_server_new2(&c->ng, cbs, c, opt)
                 : nghttp2_session_client_new2(&c->ng, cbs, c, opt);
     nghttp2_option_del(opt);

@@ -38,6 +38,7 @@ struct rpc_transport {
 struct rpc_limits {
     size_t max_recv_msg, max_send_msg, max_buffered;
     uint32_t window, max_streams;
+    size_t conn_quota;          /* partial received + unsent, per connection */
     uint32_t turn_max_requests; /* server, budgeted connections only */
     size_t turn_max_bytes;
 };
@@ -142,6 +143,14 @@ struct rpc_conn {
      * them count (gRPC A8 "strikes"; grpc-go's BDP pings follow our DATA). */
     uint32_t ctrl_tokens;
     uint64_t ctrl_refill_ns;
+    /* Received RST_STREAM (server): our own bucket, so the rapid-reset
+     * limit answers GOAWAY(ENHANCE_YOUR_CALM) (nghttp2's own limit, kept
+     * as a backstop at twice ours, says INTERNAL_ERROR). */
+    uint32_t rst_tokens;
+    uint64_t rst_refill_ns;
+    /* Requests (server) or messages completed, and ACKs of our PINGs:
+     * the transport's idle rule counts progress, not bytes. */
+    uint64_t progress;
     /* Per-turn budget (server, when the transport sets budgeted): unary
      * requests beyond it wait in the ready list, oldest first, and the
      * transport stops reading until rpc_conn_run_ready() emptied it. */
@@ -160,6 +169,10 @@ struct tkv_rpc_server {
     size_t n_methods;
     uint64_t calls[TKV_GRPC_STATUS_COUNT];
     uint32_t n_conns;
+    /* Memory of all connections (sums of their buffered and queued). */
+    size_t mem_buffered, mem_queued, mem_quota;
+    uint32_t n_mem_paused;
+    uint64_t n_quota_refused;
     /* reactor side (rpc_net.c) */
     struct tkv_reactor *r;
     int listen_fd;
@@ -246,6 +259,14 @@ void rpc_server_out_stats(const struct tkv_rpc_server *srv, struct rpc_out_stats
 #define RPC_RST_RATE 33u                 /* ... and refill per second (server) */
 #define RPC_CTRL_BURST 256u              /* received SETTINGS + PING: burst ... */
 #define RPC_CTRL_RATE 64u                /* ... and refill per second */
+
+/* Memory accounting: a connection's partial/held request bytes and its
+ * queued response bytes, mirrored in its server's totals. */
+void rpc_conn_buffered_add(struct rpc_conn *c, size_t n);
+void rpc_conn_buffered_sub(struct rpc_conn *c, size_t n);
+/* May c hold n more bytes (its quota, and its server's)? If not, *why says
+ * which quota. */
+bool rpc_conn_mem_ok(const struct rpc_conn *c, size_t n, const char **why);
 
 /* Server internals used by the engine. */
 const struct tkv_rpc_method *rpc_server_lookup(const struct tkv_rpc_server *srv, const char *path);

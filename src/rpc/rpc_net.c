@@ -41,6 +41,8 @@ struct rpc_sock {
     bool user_closed; /* client: tkv_rpc_client_close called */
     bool recv_paused;
     bool ready_wait; /* requests wait for the next turn's budget: not read */
+    bool mem_paused; /* the server is over its partial-message budget and this
+                        connection holds the most: not read */
     uint64_t hs_deadline;
     uint64_t last_rx;
     bool ping_sent; /* keepalive PING sent since last_rx */
@@ -54,14 +56,18 @@ static void sock_close(struct rpc_sock *s);
 static void sock_rearm(struct rpc_sock *s);
 static void post_recv(struct rpc_sock *s);
 
+static void mem_check(struct tkv_rpc_server *srv);
+
 static void sock_destroy(struct rpc_sock *s)
 {
+    struct tkv_rpc_server *srv = s->srv;
     if (s->cl)
         rpc_client_destroy(s->cl); /* frees the conn too */
     else
         rpc_conn_free(s->conn);
     tkv_free(s->rbuf);
     tkv_free(s);
+    mem_check(srv); /* its partial messages were released: maybe resume others */
 }
 
 /* Called from reactor callbacks only. */
@@ -128,7 +134,52 @@ static void ready_task(void *arg)
         if (!s->recv_paused)
             post_recv(s);
     }
+    mem_check(s->srv);
     sock_rearm(s);
+}
+
+/* Node memory (issue 13 item 3): partial messages of all connections may
+ * take half of the server's quota; over it, the connections holding the
+ * most stop being read (their bytes stay in the kernel) until the total
+ * fell under a quarter. A connection that never completes its message is
+ * closed by the idle rule (no request completed). The hard cap (the whole
+ * quota, partial + unsent) is enforced by the engine (rpc_conn_mem_ok). */
+static void mem_check(struct tkv_rpc_server *srv)
+{
+    if (!srv)
+        return;
+    size_t half = srv->mem_quota / 2, quarter = srv->mem_quota / 4;
+    if (srv->mem_buffered > half) {
+        size_t unpaused = srv->mem_buffered;
+        for (struct rpc_sock *s = srv->socks; s; s = s->next)
+            if (s->mem_paused)
+                unpaused -= s->conn->buffered;
+        while (unpaused > quarter) {
+            struct rpc_sock *big = NULL;
+            for (struct rpc_sock *s = srv->socks; s; s = s->next)
+                if (!s->mem_paused && !s->closing && s->conn->buffered > 0 &&
+                    (!big || s->conn->buffered > big->conn->buffered))
+                    big = s;
+            if (!big)
+                break;
+            big->mem_paused = true;
+            srv->n_mem_paused++;
+            unpaused -= big->conn->buffered;
+            TKV_LOG_WARN("rpc: gRPC receive memory over budget, not reading the largest holder",
+                         TKV_LF_U64("holds", big->conn->buffered),
+                         TKV_LF_U64("server_buffered", srv->mem_buffered),
+                         TKV_LF_U64("quota", srv->mem_quota));
+        }
+    } else if (srv->n_mem_paused > 0 && srv->mem_buffered <= quarter) {
+        for (struct rpc_sock *s = srv->socks; s; s = s->next) {
+            if (!s->mem_paused)
+                continue;
+            s->mem_paused = false;
+            if (!s->recv_paused)
+                post_recv(s);
+        }
+        srv->n_mem_paused = 0;
+    }
 }
 
 /* ---- transport ops for the engine ---- */
@@ -169,7 +220,7 @@ static const struct rpc_transport net_tp = {tp_want_write, tp_now, tp_close};
 
 static void post_recv(struct rpc_sock *s)
 {
-    if (!s->closing && !s->ready_wait && !tkv_io_pending(&s->rio))
+    if (!s->closing && !s->ready_wait && !s->mem_paused && !tkv_io_pending(&s->rio))
         tkv_reactor_recv(s->r, &s->rio, s->fd, s->rbuf, RPC_RBUF);
 }
 
@@ -233,13 +284,19 @@ static void on_recv(struct tkv_io *io, int res)
         sock_maybe_finish(s);
         return;
     }
-    s->last_rx = tkv_now_ns(s->r);
-    s->ping_sent = false;
+    /* Idle = no PROGRESS (a request or message completed, or an ACK of our
+     * keepalive PING), not "no byte": a peer trickling a byte every few
+     * seconds without ever completing anything is closed like a silent one. */
+    uint64_t progress = s->conn->progress;
     rpc_conn_new_turn(s->conn);
     if (rpc_conn_recv(s->conn, s->rbuf, (size_t)res) != 0) {
         sock_close(s);
         sock_maybe_finish(s);
         return;
+    }
+    if (s->conn->progress != progress || !s->srv) {
+        s->last_rx = tkv_now_ns(s->r);
+        s->ping_sent = false;
     }
     sock_flush(s);
     if (s->closing) {
@@ -259,6 +316,7 @@ static void on_recv(struct tkv_io *io, int res)
         s->recv_paused = true;
     else
         post_recv(s);
+    mem_check(s->srv);
     sock_rearm(s);
 }
 
@@ -361,6 +419,10 @@ static void sock_close(struct rpc_sock *s)
     s->closing = true;
     tkv_timer_stop(s->r, &s->timer);
     if (s->srv) {
+        if (s->mem_paused) {
+            s->mem_paused = false;
+            s->srv->n_mem_paused--;
+        }
         if (s->prev)
             s->prev->next = s->next;
         else

@@ -32,8 +32,13 @@ int tkv_rpc_server_new(const struct tkv_rpc_server_config *cfg,
     srv->lim.window = cfg->window ? cfg->window : TKV_RPC_DEFAULT_WINDOW;
     if (srv->lim.window > 0x7fffffffu)
         srv->lim.window = 0x7fffffffu;
-    srv->lim.max_buffered =
-        cfg->max_conn_buffered ? cfg->max_conn_buffered : 4 * srv->lim.max_recv_msg;
+    srv->lim.conn_quota = cfg->conn_mem_quota ? cfg->conn_mem_quota : 64u << 20;
+    if (srv->lim.conn_quota < srv->lim.max_recv_msg + srv->lim.max_send_msg + 1024)
+        srv->lim.conn_quota = srv->lim.max_recv_msg + srv->lim.max_send_msg + 1024;
+    srv->mem_quota = cfg->mem_quota ? cfg->mem_quota : 256u << 20;
+    if (srv->mem_quota < srv->lim.conn_quota)
+        srv->mem_quota = srv->lim.conn_quota;
+    srv->lim.max_buffered = cfg->max_conn_buffered ? cfg->max_conn_buffered : srv->lim.conn_quota;
     if (srv->lim.max_buffered < srv->lim.max_recv_msg)
         srv->lim.max_buffered = srv->lim.max_recv_msg;
     if (!srv->cfg.handshake_timeout_ns)
@@ -105,6 +110,9 @@ int tkv_rpc_call_send(struct tkv_rpc_call *call, const void *msg, size_t len)
         return TKV_ECLOSED;
     if (len > c->lim.max_send_msg || len > 0xffffffffu)
         return TKV_ETOOBIG;
+    const char *why;
+    if (!rpc_conn_mem_ok(c, len + 5, &why))
+        return TKV_ENOMEM;
     enum tkv_rpc_kind k = call->method->kind;
     if ((k == TKV_RPC_UNARY || k == TKV_RPC_CLIENT_STREAM) && call->n_sent > 0)
         return TKV_EINVAL;
@@ -132,10 +140,15 @@ void tkv_rpc_call_finish(struct tkv_rpc_call *call, enum tkv_grpc_status status,
 void tkv_rpc_call_reply(struct tkv_rpc_call *call, const void *msg, size_t len)
 {
     int rv = tkv_rpc_call_send(call, msg, len);
+    const char *why = NULL;
     if (rv == 0)
         rpc_server_finish(call, TKV_GRPC_OK, NULL);
+    else if (rv == TKV_ENOMEM && !rpc_conn_mem_ok(call->conn, len + 5, &why))
+        rpc_server_finish(call, TKV_GRPC_RESOURCE_EXHAUSTED, why);
     else
-        rpc_server_finish(call, rv == TKV_ETOOBIG ? TKV_GRPC_RESOURCE_EXHAUSTED : TKV_GRPC_INTERNAL,
+        rpc_server_finish(call,
+                          rv == TKV_ETOOBIG || rv == TKV_ENOMEM ? TKV_GRPC_RESOURCE_EXHAUSTED
+                                                                : TKV_GRPC_INTERNAL,
                           tkv_strerror(rv));
 }
 
@@ -167,6 +180,16 @@ const char *tkv_rpc_call_path(const struct tkv_rpc_call *call)
 uint64_t tkv_rpc_call_deadline_ns(const struct tkv_rpc_call *call)
 {
     return call->has_timeout ? call->deadline : 0;
+}
+
+size_t tkv_rpc_call_conn_mem(const struct tkv_rpc_call *call)
+{
+    return call->conn->buffered + call->conn->queued;
+}
+
+size_t tkv_rpc_call_conn_mem_quota(const struct tkv_rpc_call *call)
+{
+    return call->conn->lim.conn_quota;
 }
 
 size_t tkv_rpc_call_out_bytes(const struct tkv_rpc_call *call)

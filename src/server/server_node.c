@@ -86,6 +86,9 @@ static int core_init(struct tkv_reactor *r, uint32_t core, void *arg)
     struct tkv_rpc_server_config rcfg = {
         .max_recv_msg = node->cfg.server.max_grpc_recv_msg_len,
         .max_send_msg = node->cfg.server.max_grpc_send_msg_len,
+        .conn_mem_quota = node->cfg.server.grpc_conn_memory_quota,
+        .mem_quota = node->cfg.server.grpc_memory_pool_quota / node->cfg.server.cores,
+        .idle_timeout_ns = node->cfg.server.grpc_idle_timeout_ms * 1000000ull,
     };
     size_t n_methods;
     int rv;

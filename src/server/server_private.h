@@ -36,6 +36,7 @@ struct server_core {
     bool scan_pump_queued;
     bool stopping; /* orderly stop began: new scans answer UNAVAILABLE */
     uint64_t n_scans_abandoned;
+    size_t scan_bytes; /* response bytes held by queued scans */
 };
 
 /* The node: everything main() sets up before the cores start. Read-only

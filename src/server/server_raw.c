@@ -76,12 +76,32 @@ static bool decode(struct tkv_rpc_call *call, struct tkv_arena *arena, const pb_
     return false;
 }
 
+/* name, quoted-printable: bytes outside printable ASCII as \xNN, at most
+ * 64 input bytes (then "..."), so "lock\0x" is not reported as "lock". */
+static void escape_name(char *out, size_t cap, struct tkv_slice name)
+{
+    size_t o = 0, n = TKV_MIN(name.len, 64);
+    for (size_t i = 0; i < n && o + 5 < cap; i++) {
+        uint8_t ch = name.ptr[i];
+        if (ch >= 0x20 && ch < 0x7f && ch != '"' && ch != '\\')
+            out[o++] = (char)ch;
+        else
+            o += (size_t)snprintf(out + o, cap - o, "\\x%02x", ch);
+    }
+    if (name.len > n && o + 4 < cap)
+        o += (size_t)snprintf(out + o, cap - o, "...");
+    out[o] = 0;
+}
+
 /* The error string of a client error, naming the cf when it is unknown. */
 static struct tkv_slice client_error(struct tkv_arena *arena, int rv, struct tkv_slice cf)
 {
-    if (rv == TKV_ECF)
-        return tkv_pb_printf(arena, "unknown column family \"%.*s\" (want default, lock or write)",
-                             (int)TKV_MIN(cf.len, 64), (const char *)cf.ptr);
+    if (rv == TKV_ECF) {
+        char name[300];
+        escape_name(name, sizeof(name), cf);
+        return tkv_pb_printf(arena, "unknown column family \"%s\" (want default, lock or write)",
+                             name);
+    }
     return tkv_pb_printf(arena, "%s", tkv_strerror(rv));
 }
 
@@ -225,6 +245,10 @@ static void on_raw_delete(struct tkv_rpc_call *call, struct tkv_slice msg)
 #define SCAN_CHUNK_BYTES (512u * 1024)
 #define SCAN_TURN_ROWS 2048u
 #define SCAN_TURN_BYTES (2u * 1024 * 1024)
+/* Response bytes all scans of a core may hold while they are built; over
+ * it only the oldest scan goes on (it finishes, hands its bytes to the
+ * connection's quota, and the next one continues). */
+#define SCAN_MEM_BUDGET (64u * 1024 * 1024)
 
 struct scan_job {
     struct server_core *core;
@@ -258,6 +282,7 @@ static size_t pair_size(size_t key_len, size_t value_len)
 
 static void scan_job_free(struct scan_job *job)
 {
+    job->core->scan_bytes -= job->bytes;
     tkv_engine_iter_close(job->it);
     tkv_engine_snap_close(job->snap);
     tkv_arena_close(&job->arena);
@@ -299,6 +324,17 @@ static enum scan_step scan_chunk(struct scan_job *job, uint32_t max_rows, size_t
     size_t bytes = 0;
     int rv;
 
+    /* A client that does not read its responses: give up before building
+     * one its connection could not hold anyway. */
+    if (tkv_rpc_call_conn_mem(job->call) + job->bytes > tkv_rpc_call_conn_mem_quota(job->call)) {
+        struct tkv_rpc_call *call = job->call;
+        tkv_rpc_call_set_data(call, NULL);
+        scan_job_free(job);
+        tkv_rpc_call_finish(call, TKV_GRPC_RESOURCE_EXHAUSTED,
+                            "RawScan: the connection's memory quota is full of unsent responses "
+                            "(the client does not read them)");
+        return SCAN_DONE;
+    }
     while (job->resp.kvs.n < job->limit && tkv_engine_iter_valid(job->it)) {
         if (rows >= max_rows || bytes >= max_bytes) {
             *rows_out += rows;
@@ -322,6 +358,7 @@ static enum scan_step scan_chunk(struct scan_job *job, uint32_t max_rows, size_t
             return SCAN_DONE;
         }
         job->bytes += sz;
+        core->scan_bytes += sz;
         bytes += k.len + v.len;
         rows++;
         kvrpcpb_KvPair *kv = TKV_PB_PUSH(&job->arena, &job->resp.kvs);
@@ -386,12 +423,20 @@ static void scan_pump(void *arg)
             continue;
         }
         if (scan_chunk(job, SCAN_CHUNK_ROWS, SCAN_CHUNK_BYTES, &rows, &bytes) == SCAN_MORE) {
-            job->next = NULL;
-            if (core->scan_tail)
-                core->scan_tail->next = job;
-            else
+            if (core->scan_bytes >= SCAN_MEM_BUDGET) {
+                /* over the memory budget: the oldest scan goes on alone */
+                job->next = core->scan_head;
                 core->scan_head = job;
-            core->scan_tail = job;
+                if (!core->scan_tail)
+                    core->scan_tail = job;
+            } else {
+                job->next = NULL;
+                if (core->scan_tail)
+                    core->scan_tail->next = job;
+                else
+                    core->scan_head = job;
+                core->scan_tail = job;
+            }
             core->n_scans_queued++;
         }
     }
@@ -463,7 +508,10 @@ static void on_raw_scan(struct tkv_rpc_call *call, struct tkv_slice msg)
     tkv_rpc_call_set_data(call, job);
     uint32_t rows = 0;
     size_t bytes = 0;
-    if (scan_chunk(job, SCAN_CHUNK_ROWS, SCAN_CHUNK_BYTES, &rows, &bytes) == SCAN_MORE)
+    /* First chunk now (short scans answer at once) unless the core's scans
+     * already hold their memory budget: then it waits its turn. */
+    if (core->scan_bytes >= SCAN_MEM_BUDGET ||
+        scan_chunk(job, SCAN_CHUNK_ROWS, SCAN_CHUNK_BYTES, &rows, &bytes) == SCAN_MORE)
         scan_enqueue(core, job);
 }
 

@@ -129,6 +129,24 @@ class Hostile(tkvtest.ServerTestCase):
             self.assert_ok(tkvtest.raw_delete(ch, b"zz-big-0"))
 
 
+class ErrorTexts(tkvtest.ServerTestCase):
+    """Error texts say what is wrong (issue 13 item 5)."""
+
+    def test_wrong_wire_type_is_named(self):
+        # RawGetRequest.key (field 2, bytes) sent as a varint
+        with self.assertRaises(grpc.RpcError) as cm:
+            tkvtest.call_bytes(self.ch, tkvtest.SERVICE + "RawGet", b"\x10\x01")
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+        details = cm.exception.details()
+        self.assertNotIn("(none)", details)
+        self.assertIn("field 2", details)
+        self.assertIn("wire type", details)
+
+    def test_cf_with_a_nul_byte_is_shown_whole(self):
+        r = tkvtest.raw_get(self.ch, b"k", cf="lock\x00x")
+        self.assertIn("lock\\x00x", r.error, "cf reported as %r" % r.error)
+
+
 class HostileShutdown(tkvtest.TkvTestCase):
     def test_sigterm_does_not_wait_for_queued_scans(self):
         """SIGTERM while 400 full-range scans are queued on a core exits

@@ -1076,6 +1076,10 @@ Test(rpc_bounds, rapid_reset_flood_gets_goaway, .init = setup, .fini = teardown)
     feed(&w, &s);
     cr_assert(s.goaway || s.recv_failed,
               "3000 HEADERS+RST_STREAM pairs did not end the connection");
+    cr_assert(s.goaway, "rapid reset ended the connection without a GOAWAY");
+    cr_assert_eq(s.goaway_code, 11 /* ENHANCE_YOUR_CALM */,
+                 "rapid reset answered with GOAWAY code %u, want ENHANCE_YOUR_CALM (11)",
+                 s.goaway_code);
     cr_assert_leq(sid / 2, 1200, "the flood went on for %u streams", sid / 2);
     cr_assert_eq(P.sc->n_calls, 0);
     free(w.p);
@@ -1112,6 +1116,31 @@ Test(rpc_bounds, ping_flood_gets_goaway, .init = setup, .fini = teardown)
     cr_assert(s.goaway, "2000 PINGs at once did not end the connection");
     cr_assert_eq(s.goaway_code, 11);
     cr_assert_leq(s.frames[6], RPC_CTRL_BURST + 1, "%d PING ACKs", s.frames[6]);
+}
+
+/* Issue 13 item 5: every response we sent used to refill the whole bucket,
+ * so one cheap request per 200 PINGs kept a flood going for ever. */
+Test(rpc_bounds, ping_flood_interleaved_with_requests_gets_goaway, .init = setup,
+     .fini = teardown)
+{
+    struct wire w = {0};
+    struct seen s = {0};
+    uint8_t ping[8] = "flood!!!";
+    client_hello(&w);
+    feed(&w, &s);
+    uint32_t sid = 1;
+    int round = 0;
+    for (; round < 100 && !s.goaway && !s.recv_failed; round++, sid += 2) {
+        for (int i = 0; i < 200; i++)
+            w_frame(&w, 8, 6, 0, 0, ping);
+        w_request(&w, sid, "/test.Echo/Unary", false);
+        w_frame(&w, sizeof(framed_hi2), 0, 1 /* END_STREAM */, sid, framed_hi2);
+        feed(&w, &s);
+    }
+    cr_assert(s.goaway, "%d rounds of 200 PINGs + 1 request did not end the connection", round);
+    cr_assert_eq(s.goaway_code, 11, "GOAWAY code %u", s.goaway_code);
+    cr_assert_leq(round, 3, "the flood went on for %d rounds", round);
+    free(w.p);
 }
 
 Test(rpc_bounds, control_frames_under_the_rate_are_fine, .init = setup, .fini = teardown)

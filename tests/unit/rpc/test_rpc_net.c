@@ -959,6 +959,50 @@ Test(rpc_net, idle_stall_mid_frame_with_open_stream_is_closed)
     run(scenario_check, 5000);
 }
 
+/* Issue 13 item 5: a peer trickling one byte every 50 ms into a frame it
+ * never completes used to stay forever (every byte reset the idle clock);
+ * idle now means "no request completed". Bounded: 60 bytes at most. */
+Test(rpc_net, idle_trickling_peer_is_closed)
+{
+    struct tkv_rpc_server_config cfg = {.idle_timeout_ns = 300 * MS};
+    start(1, &cfg);
+    int fd = raw_connect();
+    uint8_t buf[512];
+    size_t k = 9;
+    struct timeval tv = {.tv_usec = 50 * 1000};
+    raw_send(fd, preface, sizeof(preface) - 1);
+    raw_send(fd, settings_empty, 9);
+    k += hpack_lit(buf + k, ":method", "POST");
+    k += hpack_lit(buf + k, ":scheme", "http");
+    k += hpack_lit(buf + k, ":path", "/test.Echo/ClientStream");
+    k += hpack_lit(buf + k, ":authority", "x");
+    k += hpack_lit(buf + k, "content-type", "application/grpc");
+    frame_hdr(buf, k - 9, 1, 4 /* END_HEADERS */, 1);
+    raw_send(fd, buf, k);
+    /* DATA of 100 bytes: a gRPC prefix announcing a 90-byte message, whose
+     * bytes are then trickled (never completing it) */
+    frame_hdr(buf, 100, 0, 0, 1);
+    memcpy(buf + 9, "\0\0\0\0\x5a", 5);
+    raw_send(fd, buf, 14);
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    bool closed = false;
+    int sent = 0;
+    for (; sent < 60 && !closed; sent++) {
+        char rb[4096];
+        ssize_t r = recv(fd, rb, sizeof(rb), 0);
+        if (r == 0 || (r < 0 && errno == ECONNRESET)) {
+            closed = true;
+            break;
+        }
+        if (send(fd, "\0", 1, MSG_NOSIGNAL) != 1)
+            closed = true;
+    }
+    cr_assert(closed, "a peer trickling a byte every 50 ms was not closed after %d bytes "
+                      "(idle timeout 300 ms)", sent);
+    close(fd);
+    run(scenario_check, 5000);
+}
+
 /* A quiet stream on a live connection survives many idle periods: the
  * server's keepalive PINGs are answered by the client engine. */
 static struct tkv_rpc_ccall *quiet_call;
