@@ -137,6 +137,12 @@ struct tkv_rpc_server_config {
                                       the connections holding the most are not
                                       read until it fell under a quarter;
                                       0 = 256 MiB */
+    size_t turn_max_big_bytes;     /* bytes of BIG requests (over 64 KiB) handed
+                                      to handlers per turn over ALL connections
+                                      of this server: 64 clients each putting
+                                      8 MiB are spread over turns, and small
+                                      requests (never held by this) are served
+                                      between them; 0 = 8 MiB */
     size_t turn_max_bytes;         /* request message bytes handed to handlers
                                       per connection per turn (the first
                                       request of a turn always goes); 0 = 4 MiB */

@@ -372,10 +372,25 @@ static bool kind_single_request(enum tkv_rpc_kind k)
     return k == TKV_RPC_UNARY || k == TKV_RPC_SERVER_STREAM;
 }
 
-static bool budget_left(const struct rpc_conn *c)
+static bool budget_left(struct rpc_conn *c, const struct tkv_rpc_call *call)
 {
-    return !c->budgeted || (c->turn_requests < c->lim.turn_max_requests &&
-                            c->turn_bytes < c->lim.turn_max_bytes);
+    if (!c->budgeted)
+        return true;
+    if (c->turn_requests >= c->lim.turn_max_requests || c->turn_bytes >= c->lim.turn_max_bytes)
+        return false;
+    /* Big requests share one budget per turn over the whole server (the
+     * first of a turn always goes); small ones never wait for it. */
+    struct tkv_rpc_server *srv = c->srv;
+    if (srv && call->held_len > RPC_BIG_REQUEST) {
+        uint64_t now = c->tp->now(c->tp_arg);
+        if (now != srv->big_turn_ns) {
+            srv->big_turn_ns = now;
+            srv->turn_big_bytes = 0;
+        }
+        if (srv->turn_big_bytes >= c->lim.turn_max_big_bytes)
+            return false;
+    }
+    return true;
 }
 
 static void server_deliver_unary(struct tkv_rpc_call *call)
@@ -383,6 +398,8 @@ static void server_deliver_unary(struct tkv_rpc_call *call)
     struct rpc_conn *c = call->conn;
     c->turn_requests++;
     c->turn_bytes += call->held_len;
+    if (c->srv && call->held_len > RPC_BIG_REQUEST)
+        c->srv->turn_big_bytes += call->held_len;
     call->handler_owns = true;
     /* An empty message has no buffer; handlers get a valid pointer
      * anyway (memcpy(dst, msg.ptr, 0) with NULL is UB). */
@@ -400,7 +417,7 @@ void rpc_conn_new_turn(struct rpc_conn *c)
 bool rpc_conn_run_ready(struct rpc_conn *c)
 {
     c->in_engine++; /* the transport flushes afterwards */
-    while (c->ready_head && !c->aborted && budget_left(c)) {
+    while (c->ready_head && !c->aborted && budget_left(c, c->ready_head)) {
         struct tkv_rpc_call *call = c->ready_head;
         ready_remove(call);
         if (!call->finished)
@@ -424,7 +441,7 @@ static void server_remote_end(struct tkv_rpc_call *call)
             server_fail(call, TKV_GRPC_INTERNAL, "missing request message");
             return;
         }
-        if (!budget_left(call->conn)) {
+        if (!budget_left(call->conn, call)) {
             ready_push(call); /* next turn: rpc_conn_run_ready */
             return;
         }

@@ -40,6 +40,7 @@ struct rpc_limits {
     uint32_t window, max_streams;
     size_t conn_quota;          /* partial received + unsent, per connection */
     uint32_t turn_max_requests; /* server, budgeted connections only */
+    size_t turn_max_big_bytes;  /* server-wide, requests over RPC_BIG_REQUEST */
     size_t turn_max_bytes;
 };
 
@@ -172,6 +173,10 @@ struct tkv_rpc_server {
     /* Memory of all connections (sums of their buffered and queued). */
     size_t mem_buffered, mem_queued, mem_quota;
     uint32_t n_mem_paused;
+    /* Big requests handed over in the current turn (identified by its
+     * cached clock value, tp->now), over all connections. */
+    uint64_t big_turn_ns;
+    size_t turn_big_bytes;
     uint64_t n_quota_refused;
     /* reactor side (rpc_net.c) */
     struct tkv_reactor *r;
@@ -259,6 +264,7 @@ void rpc_server_out_stats(const struct tkv_rpc_server *srv, struct rpc_out_stats
 #define RPC_RST_RATE 33u                 /* ... and refill per second (server) */
 #define RPC_CTRL_BURST 256u              /* received SETTINGS + PING: burst ... */
 #define RPC_CTRL_RATE 64u                /* ... and refill per second */
+#define RPC_BIG_REQUEST (64u * 1024)     /* a request this large counts as big */
 
 /* Memory accounting: a connection's partial/held request bytes and its
  * queued response bytes, mirrored in its server's totals. */

@@ -51,6 +51,7 @@ int tkv_rpc_server_new(const struct tkv_rpc_server_config *cfg,
         srv->cfg.out_high_water = 4u << 20;
     srv->lim.turn_max_requests = cfg->turn_max_requests ? cfg->turn_max_requests : 64;
     srv->lim.turn_max_bytes = cfg->turn_max_bytes ? cfg->turn_max_bytes : 4u << 20;
+    srv->lim.turn_max_big_bytes = cfg->turn_max_big_bytes ? cfg->turn_max_big_bytes : 8u << 20;
     srv->methods = n_methods ? tkv_xmemdup(methods, n_methods * sizeof(*methods)) : NULL;
     srv->n_methods = n_methods;
     srv->listen_fd = -1;

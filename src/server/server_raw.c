@@ -232,8 +232,9 @@ static void on_raw_delete(struct tkv_rpc_call *call, struct tkv_slice msg)
 /* ---- RawScan: chunked, so one core keeps serving everyone ----
  *
  * A scan reads from ONE engine snapshot (TestIterWithRawDelete1), but in
- * chunks of at most SCAN_CHUNK_ROWS rows / SCAN_CHUNK_BYTES bytes: the first
- * chunk runs inside the request's callback (a short scan answers at once);
+ * chunks of at most SCAN_CHUNK_ROWS rows / SCAN_CHUNK_BYTES bytes: a first,
+ * smaller chunk (SCAN_FIRST_*) runs inside the request's callback (a short
+ * scan answers at once, and 64 pipelined requests per turn stay cheap);
  * a longer one becomes a job on the core's scan queue, which a deferred
  * task serves round-robin, at most SCAN_TURN_ROWS / SCAN_TURN_BYTES per loop
  * turn, so other connections are read and answered between chunks
@@ -241,6 +242,8 @@ static void on_raw_delete(struct tkv_rpc_call *call, struct tkv_slice msg)
  * A job whose stream was reset or cancelled (on_cancel) is abandoned at its
  * next chunk; at shutdown every queued job is answered UNAVAILABLE at once
  * instead of being finished. */
+#define SCAN_FIRST_ROWS 64u /* the chunk run inside the request's callback */
+#define SCAN_FIRST_BYTES (64u * 1024)
 #define SCAN_CHUNK_ROWS 512u
 #define SCAN_CHUNK_BYTES (512u * 1024)
 #define SCAN_TURN_ROWS 2048u
@@ -511,7 +514,7 @@ static void on_raw_scan(struct tkv_rpc_call *call, struct tkv_slice msg)
     /* First chunk now (short scans answer at once) unless the core's scans
      * already hold their memory budget: then it waits its turn. */
     if (core->scan_bytes >= SCAN_MEM_BUDGET ||
-        scan_chunk(job, SCAN_CHUNK_ROWS, SCAN_CHUNK_BYTES, &rows, &bytes) == SCAN_MORE)
+        scan_chunk(job, SCAN_FIRST_ROWS, SCAN_FIRST_BYTES, &rows, &bytes) == SCAN_MORE)
         scan_enqueue(core, job);
 }
 

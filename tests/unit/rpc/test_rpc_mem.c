@@ -1391,3 +1391,81 @@ Test(rpc_mem, fuzz_server_stream_empty_request)
     cr_assert_eq(r.status, TKV_GRPC_OK);
     cr_assert_eq(r.n, 0);
 }
+
+/* ---- per-turn budgets (issue 13 item 4) ---- */
+
+static void turn_budget_setup(void)
+{
+    struct tkv_rpc_server_config cfg = {.turn_max_requests = 4,
+                                        .turn_max_big_bytes = 200 * 1024};
+    setup_cfg(&cfg);
+    P.sc->budgeted = true; /* what the reactor transport sets */
+}
+
+static int n_done(const struct result *r, int n)
+{
+    int k = 0;
+    for (int i = 0; i < n; i++)
+        k += r[i].done;
+    return k;
+}
+
+/* The next loop turn as the reactor transport runs it. */
+static bool next_turn(void)
+{
+    P.now += 1000;
+    rpc_conn_new_turn(P.sc);
+    bool more = rpc_conn_run_ready(P.sc);
+    pump();
+    return more;
+}
+
+Test(rpc_budget, pipelined_requests_get_one_share_per_turn, .init = turn_budget_setup,
+     .fini = teardown)
+{
+    struct result r[10];
+    for (int i = 0; i < 10; i++)
+        unary("/test.Echo/Unary", "hi", 2, 0, &r[i]);
+    pump();
+    cr_assert_eq(n_done(r, 10), 4, "%d of 10 pipelined requests served in the first turn, want 4",
+                 n_done(r, 10));
+    cr_assert(rpc_conn_has_ready(P.sc));
+    cr_assert(next_turn(), "requests still waiting after the second turn");
+    cr_assert_eq(n_done(r, 10), 8);
+    cr_assert_not(next_turn());
+    cr_assert_eq(n_done(r, 10), 10);
+    for (int i = 0; i < 10; i++) {
+        cr_assert_eq(r[i].status, TKV_GRPC_OK, "request %d: status %d", i, r[i].status);
+        free(r[i].resp);
+    }
+}
+
+Test(rpc_budget, big_requests_share_a_server_budget_small_ones_pass, .init = turn_budget_setup,
+     .fini = teardown)
+{
+    /* 150 KiB requests are big (over 64 KiB); the server-wide budget for
+     * big requests is 200 KiB per turn (the first of a turn always goes). */
+    size_t big = 150 * 1024;
+    uint8_t *m = calloc(1, big);
+    struct result r[3], s;
+    unary("/test.Echo/Unary", m, big, 0, &r[0]);
+    unary("/test.Echo/Unary", m, big, 0, &r[1]);
+    pump();
+    cr_assert_eq(n_done(r, 2), 2, "%d of 2 big requests in the first turn", n_done(r, 2));
+    /* same turn, budget of big bytes used up: a small request still goes */
+    unary("/test.Echo/Unary", "small", 5, 0, &s);
+    pump();
+    cr_assert(s.done, "a small request waited for the big-request budget");
+    /* ... a third big one waits for the next turn */
+    unary("/test.Echo/Unary", m, big, 0, &r[2]);
+    pump();
+    cr_assert_not(r[2].done, "a big request over the turn's big budget was served at once");
+    cr_assert_not(next_turn());
+    cr_assert(r[2].done, "the waiting big request was not served in the next turn");
+    for (int i = 0; i < 3; i++) {
+        cr_assert_eq(r[i].status, TKV_GRPC_OK, "request %d: status %d", i, r[i].status);
+        free(r[i].resp);
+    }
+    free(s.resp);
+    free(m);
+}
