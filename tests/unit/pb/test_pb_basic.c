@@ -1,6 +1,7 @@
 /* tkv_pb glue: zero-copy slices, repeated arrays, presence, helpers. */
 #include <criterion/criterion.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "errorpb.pb.h"
@@ -174,4 +175,56 @@ Test(pb_basic, registry_knows_names_and_sizes)
     cr_assert_str_eq(mi->name, "kvrpcpb.RawGetRequest");
     cr_assert_str_eq(tkv_pb_msg_name(errorpb_StaleCommand_fields), "errorpb.StaleCommand");
     cr_assert_eq(tkv_pb_registry_len, 138, "one row per message of proto/*.proto");
+}
+
+/* Issue 13 item 3: decoding may not amplify a message without bound. A
+ * PrewriteRequest of 100,000 empty mutations (2 bytes each on the wire)
+ * would become 100,000 kvrpcpb_Mutation structs; the decode refuses past
+ * 4x the message size + 64 KiB of repeated elements, while a real one
+ * (keys and values in the mutations) still decodes. */
+Test(pb_basic, decode_amplification_is_bounded)
+{
+    enum { N = 100000 };
+    uint8_t *bomb = malloc(2 * N);
+    for (size_t i = 0; i < N; i++) {
+        bomb[2 * i] = 0x12; /* field 2 (mutations), length-delimited */
+        bomb[2 * i + 1] = 0x00;
+    }
+    kvrpcpb_PrewriteRequest req;
+    const char *why = NULL;
+    int rv = tkv_pb_decode_ex(kvrpcpb_PrewriteRequest_fields, &req, bomb, 2 * N, &arena, &why);
+    cr_assert_eq(rv, TKV_EPROTO, "a %d-byte message of empty mutations decoded (%zu mutations, "
+                 "%zu arena bytes)", 2 * N, rv == 0 ? req.mutations.n : 0, tkv_arena_used(&arena));
+    cr_assert(why && strstr(why, "repeated elements"), "why: %s", why ? why : "(null)");
+    cr_assert_leq(tkv_arena_used(&arena), (size_t)(16 * 2 * N + (1 << 20)),
+                  "the refused decode still took %zu bytes", tkv_arena_used(&arena));
+    free(bomb);
+
+    /* 200 mutations with 100-byte values: about 1 element byte per wire byte */
+    kvrpcpb_PrewriteRequest ok = kvrpcpb_PrewriteRequest_init_zero;
+    static uint8_t value[100];
+    for (int i = 0; i < 200; i++) {
+        kvrpcpb_Mutation *m = TKV_PB_PUSH(&arena, &ok.mutations);
+        m->key = TKV_SLICE_STR("some-key");
+        m->value = TKV_SLICE(value, sizeof(value));
+    }
+    uint8_t *buf = malloc(1 << 16);
+    size_t len;
+    cr_assert_eq(tkv_pb_encode(kvrpcpb_PrewriteRequest_fields, &ok, buf, 1 << 16, &len), 0);
+    cr_assert_eq(tkv_pb_decode(kvrpcpb_PrewriteRequest_fields, &req, buf, len, &arena), 0);
+    cr_assert_eq(req.mutations.n, 200);
+    free(buf);
+}
+
+/* Issue 13 item 5: a field with the wrong wire type is named, never "(none)". */
+Test(pb_basic, wrong_wire_type_names_the_field)
+{
+    static const uint8_t key_as_varint[] = {0x10, 0x01}; /* RawGetRequest.key = field 2 */
+    kvrpcpb_RawGetRequest req;
+    const char *why = NULL;
+    cr_assert_eq(tkv_pb_decode_ex(kvrpcpb_RawGetRequest_fields, &req, key_as_varint,
+                                  sizeof(key_as_varint), &arena, &why),
+                 TKV_EPROTO);
+    cr_assert(why && strstr(why, "field 2") && strstr(why, "wire type"), "why: %s",
+              why ? why : "(null)");
 }
