@@ -1,0 +1,233 @@
+/* The raftstore: one store (one core) holding replicated region peers, each
+ * a Raft group member (tkv/raft.h) whose log lives in the store's raft log
+ * (tkv/raftlog.h) and whose state machine is the store's engine
+ * (tkv/engine.h). See src/raftstore/README.md for the design. */
+#ifndef TKV_RAFTSTORE_H
+#define TKV_RAFTSTORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tkv/common.h"
+#include "tkv/engine.h"
+#include "tkv/raft.h"
+
+/*
+ * CONTRACT (read this first)
+ * --------------------------
+ * A struct tkv_raftstore is one store: it belongs to one core (thread) and
+ * every call below happens on that core; nothing blocks except the engine
+ * calls the engine contract allows and tkv_raftstore_snapshot generation
+ * (see README "Departures").
+ *
+ * It reaches the world ONLY through the env seam (struct tkv_raftstore_env):
+ * the clock, sending a message to another store, the store's raft log (a
+ * struct tkv_raftlog opened by the host, reactor mode or synchronous mode)
+ * and the store's engine. The host (the server's core loop, or the
+ * simulator) drives it:
+ *   - tkv_raftstore_receive() for each RaftMessage from another store,
+ *   - tkv_raftstore_put/_delete/_get() for client requests,
+ *   - tkv_raftstore_tick() every cfg.tick_ms,
+ *   - tkv_raftstore_ready() ONCE PER LOOP TURN after the events of the turn:
+ *     every region's entries and hard state are staged into the raft log
+ *     and one sync barrier is staged after them (ONE group commit per
+ *     turn); the turn's messages leave (env.send) only when that barrier
+ *     completes; committed entries are applied (data and the region's
+ *     RaftApplyState in one engine batch); clients are answered after the
+ *     apply (writes) or once the read index is applied (reads).
+ *   - tkv_raftstore_checkpoint_begin()/_done() around an engine checkpoint:
+ *     the applied index captured by a completed checkpoint is what the raft
+ *     log may drop below (its safe-to-drop hook) and where a restart
+ *     replays from.
+ *
+ * Every request callback is called exactly once: synchronously from the
+ * request call when the request is refused up front, otherwise from a later
+ * ready/receive/tick/close. A request not answered when the store closes is
+ * answered with TKV_ESHUTDOWN (the outcome of a write is then unknown).
+ *
+ * Crash model (what the simulator reproduces): the raft log loses what was
+ * not synced, the engine loses every write after the last checkpoint; on
+ * open, each region resumes from its applied index in the engine and raft
+ * replays the committed entries after it from the raft log.
+ */
+
+/* Region boundaries are kept inline; longer keys are refused (TKV_ETOOBIG). */
+#define TKV_RS_BOUND_MAX 256
+#define TKV_RS_MAX_PEERS TKV_RAFT_MAX_VOTERS
+
+struct tkv_rs_peer {
+    uint64_t id;
+    uint64_t store_id;
+};
+
+struct tkv_rs_epoch {
+    uint64_t conf_ver; /* bumped by each conf change */
+    uint64_t version;  /* bumped by each split / merge */
+};
+
+/* metapb.Region. end_len == 0 means +infinity. */
+struct tkv_rs_region {
+    uint64_t id;
+    struct tkv_rs_epoch epoch;
+    uint32_t start_len, end_len;
+    uint8_t start[TKV_RS_BOUND_MAX];
+    uint8_t end[TKV_RS_BOUND_MAX];
+    uint32_t n_peers;
+    struct tkv_rs_peer peers[TKV_RS_MAX_PEERS];
+};
+
+/* raft_serverpb.RaftMessage: one raft message with its routing envelope. */
+struct tkv_rs_msg {
+    uint64_t region_id;
+    struct tkv_rs_peer from, to;
+    struct tkv_rs_epoch epoch;
+    bool is_tombstone;
+    struct tkv_raft_msg msg; /* entries / snapshot data referenced */
+};
+
+/* Deep copy for a transport that keeps a message past the call (takes
+ * references on payloads; allocation failure aborts), and its release. */
+void tkv_rs_msg_clone(struct tkv_rs_msg *dst, const struct tkv_rs_msg *src);
+void tkv_rs_msg_release(struct tkv_rs_msg *m);
+
+/* errorpb.Error, the region errors of TINYKV-API.md 2.4. */
+enum tkv_rs_error_kind {
+    TKV_RS_OK = 0,
+    TKV_RS_NOT_LEADER,        /* leader: hint (id 0 = unknown) */
+    TKV_RS_EPOCH_NOT_MATCH,   /* current[0..n_current) */
+    TKV_RS_KEY_NOT_IN_REGION, /* key, current[0] = the region */
+    TKV_RS_REGION_NOT_FOUND,  /* region_id */
+    TKV_RS_STALE_COMMAND,     /* retry: the proposal was overwritten / term moved on */
+    TKV_RS_STORE_NOT_MATCH,   /* request addressed to another store */
+    TKV_RS_SERVER_BUSY,       /* too many requests in flight on the region */
+};
+
+struct tkv_rs_region_error {
+    uint32_t kind; /* enum tkv_rs_error_kind */
+    uint64_t region_id;
+    struct tkv_rs_peer leader;
+    uint32_t n_current;
+    struct tkv_rs_region current[2];
+    uint32_t key_len;
+    uint8_t key[TKV_RS_BOUND_MAX]; /* KeyNotInRegion: the key (truncated) */
+};
+
+/* kvrpcpb.Context as the raftstore needs it. */
+struct tkv_rs_header {
+    uint64_t region_id;
+    struct tkv_rs_peer peer;
+    struct tkv_rs_epoch epoch;
+    uint64_t term; /* 0 = do not check */
+};
+
+/* The answer to a request. rv: 0; TKV_ENOTFOUND (get: no such key);
+ * TKV_EREGION with region_error filled (a TinyKV region error); TKV_EINVAL
+ * / TKV_ETOOBIG / TKV_ECF (bad request); TKV_ESHUTDOWN (store closed,
+ * outcome unknown); TKV_EENGINE. value is valid during the callback only. */
+struct tkv_rs_result {
+    int rv;
+    struct tkv_rs_region_error region_error;
+    struct tkv_slice value;
+};
+typedef void (*tkv_rs_done_fn)(void *arg, const struct tkv_rs_result *res);
+
+/* The env seam. */
+struct tkv_raftlog;
+struct tkv_raftstore_env {
+    void *ctx;
+    uint64_t (*now_ms)(void *ctx);
+    /* Send m to store to_store. m is borrowed for the call: a transport that
+     * queues it clones it (tkv_rs_msg_clone). Sending never fails: an
+     * undeliverable message is dropped (and counted by the transport). */
+    void (*send)(void *ctx, uint64_t to_store, const struct tkv_rs_msg *m);
+    struct tkv_raftlog *raftlog;  /* the store's raft log, owned by the host */
+    struct tkv_engine *engine;    /* the store's engine (sync = false), owned by the host */
+};
+
+struct tkv_raftstore_config {
+    uint64_t store_id;
+    uint32_t election_tick;  /* in ticks (TinyKV 10) */
+    uint32_t heartbeat_tick; /* in ticks (TinyKV 2) */
+    /* Raft log GC (TINYKV-API.md 2.9): every gc_tick_interval ticks the
+     * leader proposes CompactLog once applied - first_index >= limit. */
+    uint32_t raft_log_gc_tick;
+    uint64_t raft_log_gc_count_limit;
+    uint32_t max_pending_per_region; /* 0: 4096 */
+    uint64_t seed;                   /* raft PRNG seed base */
+};
+
+struct tkv_raftstore;
+
+/* Open the store: load every region of this store from the engine (region
+ * and apply state) and create its peer from the raft log. The env and its
+ * raftlog/engine must outlive the store. Errors: TKV_EINVAL, TKV_ECORRUPT
+ * (unreadable region/apply state), TKV_EENGINE, raft init errors. */
+int tkv_raftstore_open(const struct tkv_raftstore_config *cfg, const struct tkv_raftstore_env *env,
+                       struct tkv_raftstore **out);
+
+/* Answer every pending request with TKV_ESHUTDOWN and free the store. The
+ * raft log and engine stay the host's. NULL is a no-op. */
+void tkv_raftstore_close(struct tkv_raftstore *s);
+
+/* Write the genesis state of `region` for this store (TinyKV bootstrap:
+ * region and apply state at TKV_RAFT_INIT_INDEX/TERM in the engine, hard
+ * state and compaction point in the raft log), make it durable (raft log
+ * flush in synchronous mode, engine checkpoint) before returning. Call
+ * before tkv_raftstore_open, once per store. The store must be one of the
+ * region's peers. Errors: TKV_EINVAL, engine / raft log errors. */
+int tkv_raftstore_bootstrap(struct tkv_raftlog *log, struct tkv_engine *engine, uint64_t store_id,
+                            const struct tkv_rs_region *region);
+
+/* Feed one message from another store (borrowed for the call). Malformed,
+ * misaddressed or unroutable messages are dropped and counted. */
+void tkv_raftstore_receive(struct tkv_raftstore *s, const struct tkv_rs_msg *m);
+
+/* Advance every region's logical clock by one tick. */
+void tkv_raftstore_tick(struct tkv_raftstore *s);
+
+/* The Ready loop of one turn (see CONTRACT). Returns true when more work
+ * is ready right away (call again in the same or the next turn). */
+bool tkv_raftstore_ready(struct tkv_raftstore *s);
+
+/* Checkpoint protocol: _begin captures each region's applied index (the
+ * engine writes up to it are committed); after the engine checkpoint that
+ * started after _begin completes, _done makes those indexes durable, lets
+ * the raft log drop below them and purges the raft log. */
+void tkv_raftstore_checkpoint_begin(struct tkv_raftstore *s);
+void tkv_raftstore_checkpoint_done(struct tkv_raftstore *s);
+
+/* Requests (TinyKV Raw*): cf is a client CF (DEFAULT, LOCK, WRITE). */
+void tkv_raftstore_put(struct tkv_raftstore *s, const struct tkv_rs_header *h, enum tkv_cf cf,
+                       struct tkv_slice key, struct tkv_slice value, tkv_rs_done_fn cb, void *arg);
+void tkv_raftstore_delete(struct tkv_raftstore *s, const struct tkv_rs_header *h, enum tkv_cf cf,
+                          struct tkv_slice key, tkv_rs_done_fn cb, void *arg);
+/* Linearizable read by ReadIndex (or the leader lease), no log append. */
+void tkv_raftstore_get(struct tkv_raftstore *s, const struct tkv_rs_header *h, enum tkv_cf cf,
+                       struct tkv_slice key, tkv_rs_done_fn cb, void *arg);
+
+/* Leadership transfer (TINYKV-API.md 2.12: not replicated). */
+int tkv_raftstore_transfer_leader(struct tkv_raftstore *s, uint64_t region_id, uint64_t to_peer);
+
+/* Introspection (tests, status, heartbeats). */
+struct tkv_rs_region_status {
+    bool exists;
+    bool is_leader;
+    uint64_t peer_id, leader_peer_id;
+    tkv_term term;
+    tkv_index applied, commit, first_index, last_index;
+    tkv_index truncated_index, durable_applied;
+    struct tkv_rs_region region;
+};
+void tkv_raftstore_region_status(const struct tkv_raftstore *s, uint64_t region_id,
+                                 struct tkv_rs_region_status *out);
+
+struct tkv_raftstore_stats {
+    uint64_t msgs_sent, msgs_received;
+    uint64_t msgs_dropped; /* malformed, misaddressed, unroutable, no peer */
+    uint64_t proposals, applied_entries, snapshots_generated, snapshots_applied;
+    uint64_t compact_logs, ready_turns;
+};
+void tkv_raftstore_stats(const struct tkv_raftstore *s, struct tkv_raftstore_stats *out);
+
+#endif

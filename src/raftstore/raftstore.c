@@ -1,0 +1,1306 @@
+/* The raftstore: region peers of one store, the per-turn Ready loop (one
+ * raft log group commit, then messages, then apply, then answers), region
+ * checks and errors, ReadIndex reads, CompactLog, snapshots. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "rs_private.h"
+#include "tkv/err.h"
+#include "tkv/log.h"
+#include "tkv/mem.h"
+#include "tkv/raftlog.h"
+
+struct rs_proposal {
+    tkv_index index;
+    tkv_term term;
+    tkv_rs_done_fn cb;
+    void *arg;
+};
+
+struct rs_read {
+    uint64_t ctx;
+    tkv_index index; /* 0 until the read state arrived */
+    enum tkv_cf cf;
+    uint8_t *key;
+    size_t key_len;
+    tkv_rs_done_fn cb;
+    void *arg;
+};
+
+struct rs_peer {
+    struct tkv_raftstore *s;
+    uint64_t serial; /* tells incarnations apart in completions */
+    struct tkv_rs_region region;
+    uint64_t peer_id;
+    bool initialized; /* has a region state (bootstrapped or from a snapshot) */
+    struct tkv_raft *raft;
+    struct tkv_raft_update up;
+    bool has_up;
+    struct rs_apply_state apply;
+    tkv_index ckpt_applied, durable_applied;
+    uint64_t leader_peer_id;
+    bool is_leader;
+    struct rs_proposal *props;
+    size_t n_props, cap_props;
+    struct rs_read *reads;
+    size_t n_reads, cap_reads;
+    /* what this turn staged in the raft log, reported when it is synced */
+    bool staged_entries, staged_snap;
+    tkv_index staged_last;
+    tkv_term staged_last_term;
+    tkv_index staged_snap_index;
+    /* cached generated snapshot */
+    struct tkv_raft_buf *snap_data;
+    tkv_index snap_index;
+    tkv_term snap_term;
+};
+
+struct rs_persist {
+    uint64_t region_id, serial;
+    bool entries, snap;
+    tkv_index last, snap_index;
+    tkv_term last_term;
+};
+
+/* One turn's group commit: what becomes true / may leave once it is synced. */
+struct rs_turn {
+    struct tkv_raftstore *s; /* NULL once the store closed */
+    struct rs_turn *next;
+    struct tkv_rs_msg *msgs;
+    size_t n_msgs;
+    struct rs_persist *persist;
+    size_t n_persist;
+};
+
+struct tkv_raftstore {
+    struct tkv_raftstore_config cfg;
+    struct tkv_raftstore_env env;
+    struct tkv_engine_session *sess;
+    struct rs_peer **peers;
+    size_t n_peers, cap_peers;
+    uint64_t next_serial, next_ctx, ticks;
+    /* the current turn's outgoing messages and persistence marks */
+    struct tkv_rs_msg *out;
+    size_t n_out, cap_out;
+    struct rs_turn *inflight; /* turns staged, not yet synced */
+    bool dirty;
+    struct tkv_raftstore_stats stats;
+};
+
+#define GROW(arr, n, cap)                                                      \
+    do {                                                                       \
+        if ((n) == (cap)) {                                                    \
+            (cap) = (cap) ? (cap) * 2 : 8;                                     \
+            (arr) = tkv_xrealloc((arr), (cap) * sizeof(*(arr)));               \
+        }                                                                      \
+    } while (0)
+
+/* ------------------------------------------------------------ messages */
+
+void tkv_rs_msg_clone(struct tkv_rs_msg *dst, const struct tkv_rs_msg *src)
+{
+    *dst = *src;
+    const struct tkv_raft_msg *m = &src->msg;
+    if (m->n_entries) {
+        dst->msg.entries = tkv_xmalloc(m->n_entries * sizeof(*m->entries));
+        for (size_t i = 0; i < m->n_entries; i++) {
+            dst->msg.entries[i] = m->entries[i];
+            tkv_raft_buf_ref(dst->msg.entries[i].data);
+        }
+    } else {
+        dst->msg.entries = NULL;
+    }
+    if (m->snapshot) {
+        dst->msg.snapshot = tkv_xmalloc(sizeof(*m->snapshot));
+        *dst->msg.snapshot = *m->snapshot;
+        tkv_raft_buf_ref(dst->msg.snapshot->data);
+    }
+}
+
+void tkv_rs_msg_release(struct tkv_rs_msg *m)
+{
+    for (size_t i = 0; i < m->msg.n_entries; i++)
+        tkv_raft_buf_unref(m->msg.entries[i].data);
+    tkv_free(m->msg.entries);
+    if (m->msg.snapshot) {
+        tkv_raft_buf_unref(m->msg.snapshot->data);
+        tkv_free(m->msg.snapshot);
+    }
+    memset(m, 0, sizeof(*m));
+}
+
+/* ------------------------------------------------------------ helpers */
+
+static struct rs_peer *peer_get(const struct tkv_raftstore *s, uint64_t region_id)
+{
+    for (size_t i = 0; i < s->n_peers; i++)
+        if (s->peers[i]->region.id == region_id)
+            return s->peers[i];
+    return NULL;
+}
+
+static const struct tkv_rs_peer *region_peer_by_id(const struct tkv_rs_region *rg, uint64_t id)
+{
+    for (uint32_t i = 0; i < rg->n_peers; i++)
+        if (rg->peers[i].id == id)
+            return &rg->peers[i];
+    return NULL;
+}
+
+static const struct tkv_rs_peer *region_peer_on_store(const struct tkv_rs_region *rg,
+                                                      uint64_t store_id)
+{
+    for (uint32_t i = 0; i < rg->n_peers; i++)
+        if (rg->peers[i].store_id == store_id)
+            return &rg->peers[i];
+    return NULL;
+}
+
+static bool key_in_region(const struct tkv_rs_region *rg, struct tkv_slice k)
+{
+    size_t n = TKV_MIN(k.len, rg->start_len);
+    int c = memcmp(k.ptr, rg->start, n);
+    if (c < 0 || (c == 0 && k.len < rg->start_len))
+        return false;
+    if (rg->end_len == 0)
+        return true;
+    n = TKV_MIN(k.len, rg->end_len);
+    c = memcmp(k.ptr, rg->end, n);
+    return c < 0 || (c == 0 && k.len < rg->end_len);
+}
+
+static void answer(tkv_rs_done_fn cb, void *arg, int rv)
+{
+    struct tkv_rs_result res;
+    memset(&res, 0, sizeof(res));
+    res.rv = rv;
+    cb(arg, &res);
+}
+
+static void answer_region_error(tkv_rs_done_fn cb, void *arg, const struct tkv_rs_region_error *e)
+{
+    struct tkv_rs_result res;
+    memset(&res, 0, sizeof(res));
+    res.rv = TKV_EREGION;
+    res.region_error = *e;
+    cb(arg, &res);
+}
+
+static void rerr_init(struct tkv_rs_region_error *e, uint32_t kind, uint64_t region_id)
+{
+    memset(e, 0, sizeof(*e));
+    e->kind = kind;
+    e->region_id = region_id;
+}
+
+static void answer_kind(tkv_rs_done_fn cb, void *arg, uint32_t kind, const struct rs_peer *p,
+                        uint64_t region_id)
+{
+    struct tkv_rs_region_error e;
+    rerr_init(&e, kind, region_id);
+    if (p && kind == TKV_RS_NOT_LEADER && p->leader_peer_id) {
+        const struct tkv_rs_peer *l = region_peer_by_id(&p->region, p->leader_peer_id);
+        if (l)
+            e.leader = *l;
+    }
+    if (p && kind == TKV_RS_EPOCH_NOT_MATCH) {
+        e.n_current = 1;
+        e.current[0] = p->region;
+    }
+    answer_region_error(cb, arg, &e);
+}
+
+/* ------------------------------------------------------------ raft storage */
+
+static int st_initial_state(void *ctx, struct tkv_raft_hard_state *hs, struct tkv_raft_conf_state *cs)
+{
+    struct rs_peer *p = ctx;
+    struct tkv_raftlog_hardstate h;
+    memset(hs, 0, sizeof(*hs));
+    if (tkv_raftlog_hardstate(p->s->env.raftlog, p->region.id, &h) == 0)
+        *hs = (struct tkv_raft_hard_state){.term = h.term, .vote = h.vote, .commit = h.commit};
+    /* Applied entries were committed: a hard state whose sync was lost
+     * behind an engine checkpoint is repaired here. */
+    if (hs->commit < p->apply.applied)
+        hs->commit = p->apply.applied;
+    memset(cs, 0, sizeof(*cs));
+    if (p->initialized) {
+        cs->n_voters = p->region.n_peers;
+        for (uint32_t i = 0; i < p->region.n_peers; i++)
+            cs->voters[i] = p->region.peers[i].id;
+    }
+    return 0;
+}
+
+static int st_term(void *ctx, tkv_index i, tkv_term *t)
+{
+    struct rs_peer *p = ctx;
+    return tkv_raftlog_term(p->s->env.raftlog, p->region.id, i, t);
+}
+
+static int st_entries(void *ctx, tkv_index lo, tkv_index hi, uint64_t max_bytes,
+                      struct tkv_raft_entry *out, size_t *n_out)
+{
+    struct rs_peer *p = ctx;
+    struct tkv_raftlog_entry *ents = NULL;
+    size_t n = 0;
+    int rv = tkv_raftlog_read(p->s->env.raftlog, p->region.id, lo, hi, max_bytes, &ents, &n);
+    if (rv < 0)
+        return rv;
+    for (size_t i = 0; i < n; i++) {
+        out[i] = (struct tkv_raft_entry){.term = ents[i].term, .index = ents[i].index,
+                                         .type = ents[i].type, .data = NULL};
+        if (ents[i].data.len) {
+            rv = tkv_raft_buf_copy(ents[i].data.ptr, ents[i].data.len, &out[i].data);
+            if (rv < 0) {
+                for (size_t k = 0; k < i; k++)
+                    tkv_raft_buf_unref(out[k].data);
+                tkv_free(ents);
+                return rv;
+            }
+        }
+    }
+    tkv_free(ents);
+    *n_out = n;
+    return 0;
+}
+
+static tkv_index st_first(void *ctx)
+{
+    struct rs_peer *p = ctx;
+    return tkv_raftlog_first_index(p->s->env.raftlog, p->region.id);
+}
+
+static tkv_index st_last(void *ctx)
+{
+    struct rs_peer *p = ctx;
+    return tkv_raftlog_last_index(p->s->env.raftlog, p->region.id);
+}
+
+/* Generate a snapshot of the region at the applied index: one engine
+ * snapshot read in full (see README "Departures": not yet chunked). */
+static int st_snapshot(void *ctx, struct tkv_raft_snapshot *out)
+{
+    struct rs_peer *p = ctx;
+    struct tkv_raftstore *s = p->s;
+    if (!p->snap_data || p->snap_index != p->apply.applied) {
+        tkv_term term = 0;
+        int rv = tkv_raftlog_term(s->env.raftlog, p->region.id, p->apply.applied, &term);
+        if (rv < 0) {
+            if (p->apply.applied != p->apply.truncated_index)
+                return TKV_EUNAVAILABLE;
+            term = p->apply.truncated_term;
+        }
+        struct rs_buf b = {0};
+        rv = rs_snapshot_build(s->sess, &p->region, &b);
+        if (rv < 0) {
+            rs_buf_free(&b);
+            return TKV_EUNAVAILABLE;
+        }
+        struct tkv_raft_buf *d = NULL;
+        rv = tkv_raft_buf_copy(b.p, b.len, &d);
+        rs_buf_free(&b);
+        if (rv < 0)
+            return rv;
+        tkv_raft_buf_unref(p->snap_data);
+        p->snap_data = d;
+        p->snap_index = p->apply.applied;
+        p->snap_term = term;
+        s->stats.snapshots_generated++;
+    }
+    memset(out, 0, sizeof(*out));
+    out->index = p->snap_index;
+    out->term = p->snap_term;
+    out->conf_state.n_voters = p->region.n_peers;
+    for (uint32_t i = 0; i < p->region.n_peers; i++)
+        out->conf_state.voters[i] = p->region.peers[i].id;
+    out->data = tkv_raft_buf_ref(p->snap_data);
+    return 0;
+}
+
+/* ------------------------------------------------------------ peers */
+
+static void peer_mark_ready(struct rs_peer *p)
+{
+    p->s->dirty = true;
+}
+
+/* Step the peer's raft; a non-empty update is kept for the next ready. */
+static int peer_step(struct rs_peer *p, const struct tkv_raft_event *ev)
+{
+    struct tkv_raft_update up;
+    int rv = tkv_raft_step(p->raft, ev, &up);
+    if (up.flags) {
+        p->up = up;
+        p->has_up = true;
+        peer_mark_ready(p);
+    }
+    return rv;
+}
+
+static int peer_start_raft(struct rs_peer *p)
+{
+    struct tkv_raftstore *s = p->s;
+    struct tkv_raft_config rc = {
+        .id = p->peer_id,
+        .election_tick = s->cfg.election_tick,
+        .heartbeat_tick = s->cfg.heartbeat_tick,
+        .storage = {.ctx = p,
+                    .initial_state = st_initial_state,
+                    .term = st_term,
+                    .entries = st_entries,
+                    .first_index = st_first,
+                    .last_index = st_last,
+                    .snapshot = st_snapshot},
+        .applied = p->apply.applied,
+        .seed = s->cfg.seed ^ (s->cfg.store_id * 0x100000001b3ULL) ^ p->region.id,
+        .max_msg_bytes = 1u << 20,
+        .pre_vote = true,
+        .check_quorum = true,
+        .lease_read = true,
+    };
+    return tkv_raft_init(&rc, &p->raft);
+}
+
+static struct rs_peer *peer_new(struct tkv_raftstore *s, const struct tkv_rs_region *rg,
+                                uint64_t peer_id, bool initialized)
+{
+    struct rs_peer *p = tkv_xcalloc(1, sizeof(*p));
+    p->s = s;
+    p->serial = ++s->next_serial;
+    p->region = *rg;
+    p->peer_id = peer_id;
+    p->initialized = initialized;
+    return p;
+}
+
+static void peer_fail_all(struct rs_peer *p, int rv)
+{
+    for (size_t i = 0; i < p->n_props; i++)
+        answer(p->props[i].cb, p->props[i].arg, rv);
+    p->n_props = 0;
+    for (size_t i = 0; i < p->n_reads; i++) {
+        answer(p->reads[i].cb, p->reads[i].arg, rv);
+        tkv_free(p->reads[i].key);
+    }
+    p->n_reads = 0;
+}
+
+static void peer_free(struct rs_peer *p)
+{
+    peer_fail_all(p, TKV_ESHUTDOWN);
+    tkv_raft_close(p->raft);
+    tkv_raft_buf_unref(p->snap_data);
+    tkv_free(p->props);
+    tkv_free(p->reads);
+    tkv_free(p);
+}
+
+static void store_add_peer(struct tkv_raftstore *s, struct rs_peer *p)
+{
+    GROW(s->peers, s->n_peers, s->cap_peers);
+    s->peers[s->n_peers++] = p;
+}
+
+/* ------------------------------------------------------------ open / close */
+
+static tkv_index safe_to_drop(void *arg, tkv_region_id region)
+{
+    struct tkv_raftstore *s = arg;
+    struct rs_peer *p = peer_get(s, region);
+    if (!p)
+        return UINT64_MAX;
+    return p->durable_applied;
+}
+
+static int load_region(struct tkv_raftstore *s, struct tkv_slice key, struct tkv_slice val)
+{
+    (void)key;
+    struct rs_rd r = {val.ptr, val.len, 0};
+    uint8_t state;
+    struct tkv_rs_region rg;
+    if (!rs_rd_u8(&r, &state) || !rs_decode_region(&r, &rg) || r.off != r.len)
+        return TKV_ECORRUPT;
+    if (state == RS_REGION_TOMBSTONE)
+        return 0;
+    const struct tkv_rs_peer *me = region_peer_on_store(&rg, s->cfg.store_id);
+    if (!me)
+        return TKV_ECORRUPT;
+    uint8_t k[RS_META_KEY_LEN];
+    struct tkv_slice v;
+    rs_key_apply_state(k, rg.id);
+    struct rs_apply_state a;
+    int rv = tkv_engine_get(s->sess, TKV_CF_META, TKV_SLICE(k, sizeof(k)), &v);
+    if (rv < 0 || !rs_decode_apply_state(v, &a))
+        return TKV_ECORRUPT;
+    struct rs_peer *p = peer_new(s, &rg, me->id, true);
+    p->apply = a;
+    p->durable_applied = a.applied;
+    p->ckpt_applied = a.applied;
+    /* The engine may hold a snapshot whose raft log compaction was not
+     * synced before a crash: redo it (the snapshot is the truncation). */
+    struct tkv_raftlog *log = s->env.raftlog;
+    if (tkv_raftlog_last_index(log, rg.id) < a.applied) {
+        if (a.truncated_index != a.applied) {
+            TKV_LOG_ERROR("raft log behind the applied index", TKV_LF_U64("region_id", rg.id));
+            tkv_free(p);
+            return TKV_ECORRUPT;
+        }
+        struct tkv_raftlog_hardstate h = {0};
+        (void)tkv_raftlog_hardstate(log, rg.id, &h);
+        if (h.term < a.truncated_term) {
+            h.term = a.truncated_term;
+            h.vote = 0;
+        }
+        h.commit = a.applied;
+        rv = tkv_raftlog_compact(log, rg.id, a.applied, a.truncated_term, NULL, NULL);
+        if (rv == 0)
+            rv = tkv_raftlog_append(log, rg.id, NULL, 0, &h, NULL, NULL);
+        if (rv < 0) {
+            tkv_free(p);
+            return rv;
+        }
+    }
+    rv = peer_start_raft(p);
+    if (rv < 0) {
+        TKV_LOG_ERROR("region peer failed to start", TKV_LF_U64("region_id", rg.id), TKV_LF_ERR(rv));
+        tkv_free(p);
+        return rv;
+    }
+    store_add_peer(s, p);
+    return 0;
+}
+
+int tkv_raftstore_open(const struct tkv_raftstore_config *cfg, const struct tkv_raftstore_env *env,
+                       struct tkv_raftstore **out)
+{
+    if (!cfg || !env || !env->raftlog || !env->engine || !env->send || cfg->store_id == 0 ||
+        cfg->election_tick <= cfg->heartbeat_tick || cfg->heartbeat_tick == 0)
+        return TKV_EINVAL;
+    struct tkv_raftstore *s = tkv_xcalloc(1, sizeof(*s));
+    s->cfg = *cfg;
+    if (s->cfg.max_pending_per_region == 0)
+        s->cfg.max_pending_per_region = 4096;
+    if (s->cfg.raft_log_gc_tick == 0)
+        s->cfg.raft_log_gc_tick = 10;
+    if (s->cfg.raft_log_gc_count_limit == 0)
+        s->cfg.raft_log_gc_count_limit = 128000;
+    s->env = *env;
+    int rv = tkv_engine_session_open(env->engine, &s->sess);
+    if (rv < 0) {
+        tkv_free(s);
+        return rv;
+    }
+    /* every region state under 01 03 */
+    struct tkv_engine_snap *snap = NULL;
+    struct tkv_engine_iter *it = NULL;
+    const uint8_t lo[] = {0x01, 0x03}, hi[] = {0x01, 0x04};
+    rv = tkv_engine_snap_open(s->sess, &snap);
+    if (rv == 0)
+        rv = tkv_engine_iter_open(snap, TKV_CF_META, TKV_SLICE(lo, 2), TKV_SLICE(hi, 2), &it);
+    /* collect first: loading reads the engine through the session */
+    struct rs_buf keys = {0}, vals = {0};
+    size_t n = 0;
+    if (rv == 0) {
+        for (rv = tkv_engine_iter_seek_first(it); rv == 0 && tkv_engine_iter_valid(it);
+             rv = tkv_engine_iter_next(it)) {
+            rs_buf_slice(&keys, tkv_engine_iter_key(it));
+            rs_buf_slice(&vals, tkv_engine_iter_value(it));
+            n++;
+        }
+    }
+    tkv_engine_iter_close(it);
+    tkv_engine_snap_close(snap);
+    struct rs_rd kr = {keys.p, keys.len, 0}, vr = {vals.p, vals.len, 0};
+    for (size_t i = 0; i < n && rv == 0; i++) {
+        struct tkv_slice k, v;
+        if (!rs_rd_slice(&kr, SIZE_MAX, &k) || !rs_rd_slice(&vr, SIZE_MAX, &v)) {
+            rv = TKV_ECORRUPT;
+            break;
+        }
+        rv = load_region(s, k, v);
+    }
+    rs_buf_free(&keys);
+    rs_buf_free(&vals);
+    if (rv == 0)
+        rv = tkv_raftlog_flush(env->raftlog) < 0 ? TKV_EIOFATAL : 0;
+    if (rv < 0) {
+        tkv_raftstore_close(s);
+        return rv;
+    }
+    tkv_raftlog_set_safe_fn(env->raftlog, safe_to_drop, s);
+    *out = s;
+    return 0;
+}
+
+void tkv_raftstore_close(struct tkv_raftstore *s)
+{
+    if (!s)
+        return;
+    tkv_raftlog_set_safe_fn(s->env.raftlog, NULL, NULL);
+    for (struct rs_turn *t = s->inflight; t; t = t->next)
+        t->s = NULL;
+    for (size_t i = 0; i < s->n_out; i++)
+        tkv_rs_msg_release(&s->out[i]);
+    tkv_free(s->out);
+    for (size_t i = 0; i < s->n_peers; i++)
+        peer_free(s->peers[i]);
+    tkv_free(s->peers);
+    tkv_engine_session_close(s->sess);
+    tkv_free(s);
+}
+
+int tkv_raftstore_bootstrap(struct tkv_raftlog *log, struct tkv_engine *engine, uint64_t store_id,
+                            const struct tkv_rs_region *region)
+{
+    if (!region || region->id == 0 || !region_peer_on_store(region, store_id))
+        return TKV_EINVAL;
+    struct tkv_engine_session *sess = NULL;
+    int rv = tkv_engine_session_open(engine, &sess);
+    if (rv < 0)
+        return rv;
+    struct tkv_engine_batch b;
+    tkv_engine_batch_init(&b);
+    struct rs_buf v = {0};
+    uint8_t k[RS_META_KEY_LEN];
+    rs_buf_u8(&v, RS_REGION_NORMAL);
+    rs_encode_region(&v, region);
+    rs_key_region_state(k, region->id);
+    rv = tkv_engine_batch_put(&b, TKV_CF_META, TKV_SLICE(k, sizeof(k)), TKV_SLICE(v.p, v.len));
+    v.len = 0;
+    struct rs_apply_state a = {.applied = TKV_RAFT_INIT_INDEX,
+                               .truncated_index = TKV_RAFT_INIT_INDEX,
+                               .truncated_term = TKV_RAFT_INIT_TERM};
+    rs_encode_apply_state(&v, &a);
+    rs_key_apply_state(k, region->id);
+    if (rv == 0)
+        rv = tkv_engine_batch_put(&b, TKV_CF_META, TKV_SLICE(k, sizeof(k)), TKV_SLICE(v.p, v.len));
+    if (rv == 0)
+        rv = tkv_engine_write(sess, &b);
+    tkv_engine_batch_close(&b);
+    rs_buf_free(&v);
+    tkv_engine_session_close(sess);
+    if (rv == 0)
+        rv = tkv_engine_checkpoint(engine);
+    struct tkv_raftlog_hardstate hs = {.term = TKV_RAFT_INIT_TERM, .commit = TKV_RAFT_INIT_INDEX};
+    if (rv == 0)
+        rv = tkv_raftlog_compact(log, region->id, TKV_RAFT_INIT_INDEX, TKV_RAFT_INIT_TERM, NULL, NULL);
+    if (rv == 0)
+        rv = tkv_raftlog_append(log, region->id, NULL, 0, &hs, NULL, NULL);
+    if (rv == 0)
+        rv = tkv_raftlog_flush(log);
+    return rv;
+}
+
+/* ------------------------------------------------------------ receive */
+
+static bool is_initial_msg(const struct tkv_raft_msg *m)
+{
+    return m->type == TKV_RAFT_MSG_VOTE || m->type == TKV_RAFT_MSG_PRE_VOTE ||
+           (m->type == TKV_RAFT_MSG_HEARTBEAT && m->commit == 0);
+}
+
+void tkv_raftstore_receive(struct tkv_raftstore *s, const struct tkv_rs_msg *m)
+{
+    s->stats.msgs_received++;
+    if (!m || m->region_id == 0 || m->to.store_id != s->cfg.store_id || m->to.id == 0 ||
+        m->from.id == 0 || m->msg.to != m->to.id || m->msg.from != m->from.id) {
+        s->stats.msgs_dropped++;
+        return;
+    }
+    struct rs_peer *p = peer_get(s, m->region_id);
+    if (!p) {
+        /* TINYKV-API.md 2.14: only a vote or the leader's first heartbeat
+         * creates a peer, uninitialized, filled by the leader's snapshot.
+         * (Tombstone and overlap checks arrive with conf change, issue 10.) */
+        if (!is_initial_msg(&m->msg) || m->is_tombstone) {
+            s->stats.msgs_dropped++;
+            return;
+        }
+        struct tkv_rs_region rg;
+        memset(&rg, 0, sizeof(rg));
+        rg.id = m->region_id;
+        p = peer_new(s, &rg, m->to.id, false);
+        if (peer_start_raft(p) < 0) {
+            tkv_free(p);
+            s->stats.msgs_dropped++;
+            return;
+        }
+        store_add_peer(s, p);
+    }
+    if (m->to.id != p->peer_id) {
+        /* a different incarnation of our peer: issue 10 (destroy/recreate) */
+        s->stats.msgs_dropped++;
+        return;
+    }
+    /* remember how to reach the sender (uninitialized peers know nobody) */
+    if (!p->initialized && !region_peer_by_id(&p->region, m->from.id) &&
+        p->region.n_peers < TKV_RS_MAX_PEERS)
+        p->region.peers[p->region.n_peers++] = m->from;
+    if (m->msg.type == TKV_RAFT_MSG_SNAPSHOT) {
+        /* refuse a snapshot that is corrupt or not for this peer */
+        struct tkv_rs_region rg;
+        size_t off;
+        const struct tkv_raft_snapshot *sn = m->msg.snapshot;
+        if (!sn || !sn->data ||
+            rs_snapshot_check(TKV_SLICE(sn->data->data, sn->data->len), &rg, &off) < 0 ||
+            rg.id != p->region.id || !region_peer_by_id(&rg, p->peer_id)) {
+            s->stats.msgs_dropped++;
+            return;
+        }
+    }
+    struct tkv_raft_event ev = {.type = TKV_RAFT_EV_RECEIVE, .u.msg = &m->msg};
+    if (peer_step(p, &ev) == TKV_EPROTO)
+        s->stats.msgs_dropped++;
+}
+
+/* ------------------------------------------------------------ tick, GC */
+
+static void propose_compact(struct rs_peer *p)
+{
+    struct tkv_raftstore *s = p->s;
+    /* from the truncated state, not the raft log's first index: the log
+     * keeps entries above the last checkpoint however far GC went */
+    tkv_index first = p->apply.truncated_index + 1;
+    tkv_index applied = p->apply.applied;
+    if (applied <= first || applied - first < s->cfg.raft_log_gc_count_limit)
+        return;
+    tkv_index ci = applied - 1;
+    tkv_term ct = 0;
+    if (ci < first || tkv_raft_term(p->raft, ci, &ct) < 0)
+        return;
+    struct rs_buf b = {0};
+    rs_cmd_header(&b, RS_CMD_COMPACT_LOG, &p->region);
+    rs_buf_u64(&b, ci);
+    rs_buf_u64(&b, ct);
+    struct tkv_raft_buf *d = NULL;
+    if (tkv_raft_buf_copy(b.p, b.len, &d) == 0) {
+        struct tkv_raft_event ev = {.type = TKV_RAFT_EV_PROPOSE};
+        ev.u.propose.data = &d;
+        ev.u.propose.n = 1;
+        (void)peer_step(p, &ev);
+        tkv_raft_buf_unref(d);
+    }
+    rs_buf_free(&b);
+}
+
+void tkv_raftstore_tick(struct tkv_raftstore *s)
+{
+    s->ticks++;
+    struct tkv_raft_event ev = {.type = TKV_RAFT_EV_TICK};
+    for (size_t i = 0; i < s->n_peers; i++) {
+        struct rs_peer *p = s->peers[i];
+        (void)peer_step(p, &ev);
+        if (p->is_leader && s->ticks % s->cfg.raft_log_gc_tick == 0)
+            propose_compact(p);
+    }
+}
+
+/* ------------------------------------------------------------ requests */
+
+/* Checks common to every request (TINYKV-API.md 2.4); NULL = answered. */
+static struct rs_peer *check_request(struct tkv_raftstore *s, const struct tkv_rs_header *h,
+                                     struct tkv_slice key, tkv_rs_done_fn cb, void *arg)
+{
+    if (h->peer.store_id && h->peer.store_id != s->cfg.store_id) {
+        answer_kind(cb, arg, TKV_RS_STORE_NOT_MATCH, NULL, h->region_id);
+        return NULL;
+    }
+    struct rs_peer *p = peer_get(s, h->region_id);
+    if (!p || !p->initialized) {
+        answer_kind(cb, arg, TKV_RS_REGION_NOT_FOUND, NULL, h->region_id);
+        return NULL;
+    }
+    if (!p->is_leader) {
+        answer_kind(cb, arg, TKV_RS_NOT_LEADER, p, h->region_id);
+        return NULL;
+    }
+    if (h->peer.id && h->peer.id != p->peer_id) {
+        answer(cb, arg, TKV_EINVAL);
+        return NULL;
+    }
+    struct tkv_raft_status st;
+    tkv_raft_status(p->raft, &st);
+    if (h->term && st.hs.term > h->term + 1) {
+        answer_kind(cb, arg, TKV_RS_STALE_COMMAND, p, h->region_id);
+        return NULL;
+    }
+    if (h->epoch.version != p->region.epoch.version) {
+        answer_kind(cb, arg, TKV_RS_EPOCH_NOT_MATCH, p, h->region_id);
+        return NULL;
+    }
+    if (key.len == 0 || key.len > TKV_ENGINE_KEY_MAX) {
+        answer(cb, arg, key.len ? TKV_ETOOBIG : TKV_EINVAL);
+        return NULL;
+    }
+    if (!key_in_region(&p->region, key)) {
+        struct tkv_rs_region_error e;
+        rerr_init(&e, TKV_RS_KEY_NOT_IN_REGION, p->region.id);
+        e.key_len = (uint32_t)TKV_MIN(key.len, TKV_RS_BOUND_MAX);
+        memcpy(e.key, key.ptr, e.key_len);
+        e.n_current = 1;
+        e.current[0] = p->region;
+        answer_region_error(cb, arg, &e);
+        return NULL;
+    }
+    if (p->n_props + p->n_reads >= s->cfg.max_pending_per_region) {
+        answer_kind(cb, arg, TKV_RS_SERVER_BUSY, p, h->region_id);
+        return NULL;
+    }
+    return p;
+}
+
+static bool valid_cf(enum tkv_cf cf)
+{
+    return cf == TKV_CF_DEFAULT || cf == TKV_CF_LOCK || cf == TKV_CF_WRITE;
+}
+
+static void propose_write(struct tkv_raftstore *s, const struct tkv_rs_header *h, enum tkv_cf cf,
+                          uint8_t op, struct tkv_slice key, struct tkv_slice value,
+                          tkv_rs_done_fn cb, void *arg)
+{
+    if (!valid_cf(cf)) {
+        answer(cb, arg, TKV_ECF);
+        return;
+    }
+    if (value.len > TKV_ENGINE_VALUE_MAX) {
+        answer(cb, arg, TKV_ETOOBIG);
+        return;
+    }
+    struct rs_peer *p = check_request(s, h, key, cb, arg);
+    if (!p)
+        return;
+    struct rs_buf b = {0};
+    rs_cmd_header(&b, RS_CMD_WRITE, &p->region);
+    rs_buf_u32(&b, 1);
+    rs_buf_u8(&b, op);
+    rs_buf_u8(&b, (uint8_t)cf);
+    rs_buf_slice(&b, key);
+    if (op == RS_OP_PUT)
+        rs_buf_slice(&b, value);
+    struct tkv_raft_buf *d = NULL;
+    int rv = tkv_raft_buf_copy(b.p, b.len, &d);
+    rs_buf_free(&b);
+    if (rv < 0) {
+        answer(cb, arg, rv);
+        return;
+    }
+    struct tkv_raft_event ev = {.type = TKV_RAFT_EV_PROPOSE};
+    ev.u.propose.data = &d;
+    ev.u.propose.n = 1;
+    rv = peer_step(p, &ev);
+    tkv_raft_buf_unref(d);
+    if (rv < 0) {
+        answer_kind(cb, arg, rv == TKV_ENOTLEADER ? TKV_RS_NOT_LEADER : TKV_RS_STALE_COMMAND, p,
+                    h->region_id);
+        return;
+    }
+    struct tkv_raft_status st;
+    tkv_raft_status(p->raft, &st);
+    GROW(p->props, p->n_props, p->cap_props);
+    p->props[p->n_props++] =
+        (struct rs_proposal){.index = st.last_index, .term = st.hs.term, .cb = cb, .arg = arg};
+    s->stats.proposals++;
+}
+
+void tkv_raftstore_put(struct tkv_raftstore *s, const struct tkv_rs_header *h, enum tkv_cf cf,
+                       struct tkv_slice key, struct tkv_slice value, tkv_rs_done_fn cb, void *arg)
+{
+    propose_write(s, h, cf, RS_OP_PUT, key, value, cb, arg);
+}
+
+void tkv_raftstore_delete(struct tkv_raftstore *s, const struct tkv_rs_header *h, enum tkv_cf cf,
+                          struct tkv_slice key, tkv_rs_done_fn cb, void *arg)
+{
+    propose_write(s, h, cf, RS_OP_DELETE, key, TKV_SLICE(NULL, 0), cb, arg);
+}
+
+void tkv_raftstore_get(struct tkv_raftstore *s, const struct tkv_rs_header *h, enum tkv_cf cf,
+                       struct tkv_slice key, tkv_rs_done_fn cb, void *arg)
+{
+    if (!valid_cf(cf)) {
+        answer(cb, arg, TKV_ECF);
+        return;
+    }
+    struct rs_peer *p = check_request(s, h, key, cb, arg);
+    if (!p)
+        return;
+    uint64_t ctx = ++s->next_ctx;
+    struct tkv_raft_event ev = {.type = TKV_RAFT_EV_READ_INDEX, .u.ctx = ctx};
+    int rv = peer_step(p, &ev);
+    if (rv < 0) {
+        /* not leader, or a new leader that has not committed in its term */
+        answer_kind(cb, arg, rv == TKV_ENOTLEADER ? TKV_RS_NOT_LEADER : TKV_RS_STALE_COMMAND, p,
+                    h->region_id);
+        return;
+    }
+    GROW(p->reads, p->n_reads, p->cap_reads);
+    p->reads[p->n_reads++] = (struct rs_read){.ctx = ctx, .cf = cf,
+                                              .key = tkv_xmemdup(key.ptr, key.len),
+                                              .key_len = key.len, .cb = cb, .arg = arg};
+}
+
+int tkv_raftstore_transfer_leader(struct tkv_raftstore *s, uint64_t region_id, uint64_t to_peer)
+{
+    struct rs_peer *p = peer_get(s, region_id);
+    if (!p)
+        return TKV_EREGION;
+    if (!region_peer_by_id(&p->region, to_peer))
+        return TKV_EINVAL;
+    struct tkv_raft_event ev = {.type = TKV_RAFT_EV_TRANSFER_LEADER, .u.target = to_peer};
+    return peer_step(p, &ev);
+}
+
+/* Serve the reads whose read index is applied; on losing leadership fail
+ * those still waiting for a read index (raft drops them silently). */
+static void serve_reads(struct rs_peer *p)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < p->n_reads; i++) {
+        struct rs_read *rd = &p->reads[i];
+        if (rd->index && rd->index <= p->apply.applied) {
+            struct tkv_rs_result res;
+            memset(&res, 0, sizeof(res));
+            struct tkv_slice key = TKV_SLICE(rd->key, rd->key_len);
+            if (!key_in_region(&p->region, key)) {
+                rerr_init(&res.region_error, TKV_RS_KEY_NOT_IN_REGION, p->region.id);
+                res.rv = TKV_EREGION;
+            } else {
+                res.rv = tkv_engine_get(p->s->sess, rd->cf, key, &res.value);
+            }
+            rd->cb(rd->arg, &res);
+            tkv_free(rd->key);
+            continue;
+        }
+        if (!rd->index && !p->is_leader) {
+            answer_kind(rd->cb, rd->arg, TKV_RS_NOT_LEADER, p, p->region.id);
+            tkv_free(rd->key);
+            continue;
+        }
+        p->reads[k++] = *rd;
+    }
+    p->n_reads = k;
+}
+
+/* ------------------------------------------------------------ apply */
+
+static void answer_proposals(struct rs_peer *p, tkv_index index, tkv_term term, int rv,
+                             const struct tkv_rs_region_error *rerr)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < p->n_props; i++) {
+        struct rs_proposal *pr = &p->props[i];
+        if (pr->index > index) {
+            p->props[k++] = *pr;
+            continue;
+        }
+        if (pr->index == index && pr->term == term) {
+            if (rerr)
+                answer_region_error(pr->cb, pr->arg, rerr);
+            else
+                answer(pr->cb, pr->arg, rv);
+        } else {
+            /* its entry was overwritten by another leader's */
+            answer_kind(pr->cb, pr->arg, TKV_RS_STALE_COMMAND, p, p->region.id);
+        }
+    }
+    p->n_props = k;
+}
+
+struct applied_result {
+    tkv_index index;
+    tkv_term term;
+    int rv;
+    bool has_rerr;
+    struct tkv_rs_region_error rerr;
+};
+
+/* Decode one committed entry into the batch; what to answer goes in *res. */
+static void apply_entry(struct rs_peer *p, const struct tkv_raft_entry *e,
+                        struct tkv_engine_batch *b, struct applied_result *res, tkv_index *compact_to,
+                        tkv_term *compact_term)
+{
+    res->index = e->index;
+    res->term = e->term;
+    res->rv = 0;
+    res->has_rerr = false;
+    if (!e->data || e->type != TKV_RAFT_ENTRY_NORMAL)
+        return; /* the leader's no-op; conf changes arrive with issue 10 */
+    struct rs_rd r = {e->data->data, e->data->len, 0};
+    uint8_t kind;
+    uint64_t region_id;
+    struct tkv_rs_epoch ep;
+    if (!rs_cmd_decode_header(&r, &kind, &region_id, &ep) || region_id != p->region.id) {
+        TKV_LOG_WARN("undecodable raft command skipped", TKV_LF_U64("region_id", p->region.id),
+                     TKV_LF_U64("index", e->index));
+        res->rv = TKV_ECORRUPT;
+        return;
+    }
+    if (kind == RS_CMD_COMPACT_LOG) {
+        uint64_t ci, ct;
+        if (!rs_rd_u64(&r, &ci) || !rs_rd_u64(&r, &ct))
+            return;
+        if (ci > p->apply.truncated_index && ci <= e->index) {
+            p->apply.truncated_index = ci;
+            p->apply.truncated_term = ct;
+            *compact_to = ci;
+            *compact_term = ct;
+            p->s->stats.compact_logs++;
+        }
+        return;
+    }
+    if (kind != RS_CMD_WRITE)
+        return;
+    /* the region may have changed between propose and apply */
+    if (ep.version != p->region.epoch.version) {
+        res->has_rerr = true;
+        rerr_init(&res->rerr, TKV_RS_EPOCH_NOT_MATCH, p->region.id);
+        res->rerr.n_current = 1;
+        res->rerr.current[0] = p->region;
+        return;
+    }
+    uint32_t n;
+    if (!rs_rd_u32(&r, &n))
+        goto bad;
+    size_t mark = b->len, ops = b->n_ops, bytes = b->data_bytes;
+    for (uint32_t i = 0; i < n; i++) {
+        uint8_t op, cf;
+        struct tkv_slice k, v = {0};
+        if (!rs_rd_u8(&r, &op) || !rs_rd_u8(&r, &cf) || !rs_rd_slice(&r, TKV_ENGINE_KEY_MAX, &k) ||
+            !valid_cf((enum tkv_cf)cf) || !key_in_region(&p->region, k))
+            goto undo;
+        if (op == RS_OP_PUT) {
+            if (!rs_rd_slice(&r, TKV_ENGINE_VALUE_MAX, &v) ||
+                tkv_engine_batch_put(b, (enum tkv_cf)cf, k, v) < 0)
+                goto undo;
+        } else if (op != RS_OP_DELETE || tkv_engine_batch_delete(b, (enum tkv_cf)cf, k) < 0) {
+            goto undo;
+        }
+    }
+    return;
+undo:
+    b->len = mark;
+    b->n_ops = ops;
+    b->data_bytes = bytes;
+bad:
+    res->rv = TKV_EINVAL;
+}
+
+static void write_apply_state(struct rs_peer *p, struct tkv_engine_batch *b)
+{
+    uint8_t k[RS_META_KEY_LEN];
+    struct rs_buf v = {0};
+    rs_key_apply_state(k, p->region.id);
+    rs_encode_apply_state(&v, &p->apply);
+    (void)tkv_engine_batch_put(b, TKV_CF_META, TKV_SLICE(k, sizeof(k)), TKV_SLICE(v.p, v.len));
+    rs_buf_free(&v);
+}
+
+static void write_region_state(struct rs_peer *p, struct tkv_engine_batch *b)
+{
+    uint8_t k[RS_META_KEY_LEN];
+    struct rs_buf v = {0};
+    rs_buf_u8(&v, RS_REGION_NORMAL);
+    rs_encode_region(&v, &p->region);
+    rs_key_region_state(k, p->region.id);
+    (void)tkv_engine_batch_put(b, TKV_CF_META, TKV_SLICE(k, sizeof(k)), TKV_SLICE(v.p, v.len));
+    rs_buf_free(&v);
+}
+
+static void fatal_engine(int rv)
+{
+    /* An engine that cannot apply committed entries cannot go on: the
+     * state machine would fork from the log (RELIABILITY.md fail-stop). */
+    TKV_LOG_FATAL("engine write failed while applying", TKV_LF_ERR(rv));
+    abort();
+}
+
+static void apply_committed(struct rs_peer *p, const struct tkv_raft_entry *ents, size_t n)
+{
+    struct tkv_raftstore *s = p->s;
+    struct tkv_engine_batch b;
+    tkv_engine_batch_init(&b);
+    struct applied_result *res = tkv_xmalloc(n * sizeof(*res));
+    tkv_index compact_to = 0;
+    tkv_term compact_term = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (ents[i].index <= p->apply.applied) {
+            res[i].index = 0; /* already applied (replay overlap) */
+            continue;
+        }
+        apply_entry(p, &ents[i], &b, &res[i], &compact_to, &compact_term);
+        p->apply.applied = ents[i].index;
+    }
+    write_apply_state(p, &b);
+    int rv = tkv_engine_write(s->sess, &b);
+    tkv_engine_batch_close(&b);
+    if (rv < 0)
+        fatal_engine(rv);
+    s->stats.applied_entries += n;
+    for (size_t i = 0; i < n; i++)
+        if (res[i].index)
+            answer_proposals(p, res[i].index, res[i].term, res[i].rv,
+                             res[i].has_rerr ? &res[i].rerr : NULL);
+    tkv_free(res);
+    if (compact_to) {
+        /* the raft log clamps this to what the last checkpoint covers */
+        (void)tkv_raftlog_compact(s->env.raftlog, p->region.id, compact_to, compact_term, NULL,
+                                  NULL);
+    }
+    struct tkv_raft_event ev = {.type = TKV_RAFT_EV_APPLIED, .u.applied = p->apply.applied};
+    (void)peer_step(p, &ev);
+}
+
+/* Install a snapshot into the engine atomically (old range data out, the
+ * snapshot's data, region and apply state in), make that durable with a
+ * checkpoint, then stage the raft log truncation. A crash between the two
+ * is repaired at open (load_region). */
+static void apply_snapshot(struct rs_peer *p, const struct tkv_raft_snapshot *sn)
+{
+    struct tkv_raftstore *s = p->s;
+    struct tkv_rs_region rg;
+    size_t off;
+    struct tkv_slice data = sn->data ? TKV_SLICE(sn->data->data, sn->data->len) : TKV_SLICE(NULL, 0);
+    if (rs_snapshot_check(data, &rg, &off) < 0) {
+        /* checked on receive; a local corruption is fatal */
+        TKV_LOG_FATAL("corrupt snapshot in an update", TKV_LF_U64("region_id", p->region.id));
+        abort();
+    }
+    struct tkv_engine_batch b;
+    tkv_engine_batch_init(&b);
+    const struct tkv_rs_region *old = p->initialized ? &p->region : &rg;
+    for (int c = 0; c < 3; c++)
+        (void)tkv_engine_batch_delete_range(&b, rs_data_cfs[c], TKV_SLICE(old->start, old->start_len),
+                                            TKV_SLICE(old->end, old->end_len));
+    int rv = rs_snapshot_to_batch(data, off, &b);
+    if (rv < 0)
+        fatal_engine(rv);
+    p->region = rg;
+    p->initialized = true;
+    p->apply.applied = sn->index;
+    p->apply.truncated_index = sn->index;
+    p->apply.truncated_term = sn->term;
+    write_apply_state(p, &b);
+    write_region_state(p, &b);
+    rv = tkv_engine_write(s->sess, &b);
+    tkv_engine_batch_close(&b);
+    if (rv < 0)
+        fatal_engine(rv);
+    tkv_raftstore_checkpoint_begin(s);
+    rv = tkv_engine_checkpoint(s->env.engine);
+    if (rv < 0)
+        fatal_engine(rv);
+    tkv_raftstore_checkpoint_done(s);
+    (void)tkv_raftlog_compact(s->env.raftlog, p->region.id, sn->index, sn->term, NULL, NULL);
+    p->staged_snap = true;
+    p->staged_snap_index = sn->index;
+    s->stats.snapshots_applied++;
+    /* requests against the old state are void */
+    answer_proposals(p, sn->index, 0, 0, NULL);
+}
+
+/* ------------------------------------------------------------ ready */
+
+static void queue_msg(struct rs_peer *p, const struct tkv_raft_msg *m)
+{
+    struct tkv_raftstore *s = p->s;
+    const struct tkv_rs_peer *to = region_peer_by_id(&p->region, m->to);
+    if (!to) {
+        s->stats.msgs_dropped++;
+        return;
+    }
+    struct tkv_rs_msg rm = {.region_id = p->region.id,
+                            .from = {.id = p->peer_id, .store_id = s->cfg.store_id},
+                            .to = *to,
+                            .epoch = p->region.epoch,
+                            .msg = *m};
+    GROW(s->out, s->n_out, s->cap_out);
+    tkv_rs_msg_clone(&s->out[s->n_out++], &rm);
+}
+
+static void handle_update(struct rs_peer *p, const struct tkv_raft_update *up)
+{
+    struct tkv_raftstore *s = p->s;
+    if (up->flags & TKV_RAFT_UPDATE_SOFT_STATE) {
+        p->leader_peer_id = up->soft_state.leader;
+        p->is_leader = up->soft_state.role == TKV_RAFT_LEADER;
+    }
+    /* 1. persistence, staged into this turn's group commit */
+    if (up->snapshot)
+        apply_snapshot(p, up->snapshot);
+    if (up->n_entries || (up->flags & TKV_RAFT_UPDATE_HARD_STATE)) {
+        struct tkv_raftlog_entry small[32];
+        struct tkv_raftlog_entry *le = up->n_entries <= 32 ? small : tkv_xmalloc(up->n_entries * sizeof(*le));
+        for (size_t i = 0; i < up->n_entries; i++) {
+            const struct tkv_raft_entry *e = &up->entries[i];
+            le[i] = (struct tkv_raftlog_entry){
+                .index = e->index, .term = e->term, .type = e->type,
+                .data = e->data ? TKV_SLICE(e->data->data, e->data->len) : TKV_SLICE(NULL, 0)};
+        }
+        struct tkv_raftlog_hardstate hs = {.term = up->hard_state.term, .vote = up->hard_state.vote,
+                                           .commit = up->hard_state.commit};
+        int rv = tkv_raftlog_append(s->env.raftlog, p->region.id, le, up->n_entries,
+                                    (up->flags & TKV_RAFT_UPDATE_HARD_STATE) ? &hs : NULL, NULL, NULL);
+        if (le != small)
+            tkv_free(le);
+        if (rv < 0) {
+            TKV_LOG_FATAL("raft log append failed", TKV_LF_U64("region_id", p->region.id),
+                          TKV_LF_ERR(rv));
+            abort();
+        }
+        if (up->n_entries) {
+            p->staged_entries = true;
+            p->staged_last = up->entries[up->n_entries - 1].index;
+            p->staged_last_term = up->entries[up->n_entries - 1].term;
+        }
+    }
+    /* 2. messages wait for this turn's sync */
+    for (size_t i = 0; i < up->n_msgs; i++)
+        queue_msg(p, &up->msgs[i]);
+    /* 3. apply (committed entries are durable locally already) */
+    if (up->n_committed)
+        apply_committed(p, up->committed, up->n_committed);
+    for (size_t i = 0; i < up->n_read_states; i++)
+        for (size_t k = 0; k < p->n_reads; k++)
+            if (p->reads[k].ctx == up->read_states[i].ctx && !p->reads[k].index)
+                p->reads[k].index = TKV_MAX(up->read_states[i].index, 1);
+    /* 4. answer */
+    serve_reads(p);
+}
+
+static void turn_synced(void *arg, int rv)
+{
+    struct rs_turn *t = arg;
+    struct tkv_raftstore *s = t->s;
+    if (s) {
+        struct rs_turn **pp = &s->inflight;
+        while (*pp && *pp != t)
+            pp = &(*pp)->next;
+        if (*pp)
+            *pp = t->next;
+    }
+    if (s && rv == 0) {
+        for (size_t i = 0; i < t->n_persist; i++) {
+            struct rs_persist *ps = &t->persist[i];
+            struct rs_peer *p = peer_get(s, ps->region_id);
+            if (!p || p->serial != ps->serial)
+                continue;
+            struct tkv_raft_event ev;
+            if (ps->snap) {
+                ev = (struct tkv_raft_event){.type = TKV_RAFT_EV_SNAPSHOT_PERSISTED};
+                ev.u.persisted.index = ps->snap_index;
+                (void)peer_step(p, &ev);
+            }
+            if (ps->entries) {
+                ev = (struct tkv_raft_event){.type = TKV_RAFT_EV_LOG_PERSISTED};
+                ev.u.persisted.index = ps->last;
+                ev.u.persisted.term = ps->last_term;
+                (void)peer_step(p, &ev);
+            }
+        }
+        for (size_t i = 0; i < t->n_msgs; i++) {
+            s->env.send(s->env.ctx, t->msgs[i].to.store_id, &t->msgs[i]);
+            s->stats.msgs_sent++;
+        }
+    } else if (s && rv < 0) {
+        TKV_LOG_FATAL("raft log sync failed", TKV_LF_ERR(rv));
+        abort();
+    }
+    for (size_t i = 0; i < t->n_msgs; i++)
+        tkv_rs_msg_release(&t->msgs[i]);
+    tkv_free(t->msgs);
+    tkv_free(t->persist);
+    tkv_free(t);
+}
+
+bool tkv_raftstore_ready(struct tkv_raftstore *s)
+{
+    s->dirty = false;
+    s->stats.ready_turns++;
+    struct rs_turn *t = tkv_xcalloc(1, sizeof(*t));
+    size_t cap_persist = 0;
+    for (size_t i = 0; i < s->n_peers; i++) {
+        struct rs_peer *p = s->peers[i];
+        p->staged_entries = p->staged_snap = false;
+        /* bounded: each advance hands out at most what accumulated */
+        for (int round = 0; p->has_up && round < 8; round++) {
+            struct tkv_raft_update up = p->up;
+            handle_update(p, &up);
+            tkv_raft_advance(p->raft, &p->up);
+            p->has_up = p->up.flags != 0;
+        }
+        if (p->has_up)
+            s->dirty = true;
+        if (p->staged_entries || p->staged_snap) {
+            GROW(t->persist, t->n_persist, cap_persist);
+            t->persist[t->n_persist++] = (struct rs_persist){
+                .region_id = p->region.id, .serial = p->serial, .entries = p->staged_entries,
+                .snap = p->staged_snap, .last = p->staged_last, .last_term = p->staged_last_term,
+                .snap_index = p->staged_snap_index};
+        }
+    }
+    if (!t->n_persist && !s->n_out) {
+        tkv_free(t->persist);
+        tkv_free(t);
+        return s->dirty;
+    }
+    t->s = s;
+    t->msgs = s->out;
+    t->n_msgs = s->n_out;
+    s->out = NULL;
+    s->n_out = s->cap_out = 0;
+    t->next = s->inflight;
+    s->inflight = t;
+    int rv = tkv_raftlog_sync(s->env.raftlog, turn_synced, t);
+    if (rv < 0) {
+        TKV_LOG_FATAL("raft log sync refused", TKV_LF_ERR(rv));
+        abort();
+    }
+    return s->dirty;
+}
+
+/* ------------------------------------------------------------ checkpoints */
+
+void tkv_raftstore_checkpoint_begin(struct tkv_raftstore *s)
+{
+    for (size_t i = 0; i < s->n_peers; i++)
+        s->peers[i]->ckpt_applied = s->peers[i]->apply.applied;
+}
+
+void tkv_raftstore_checkpoint_done(struct tkv_raftstore *s)
+{
+    for (size_t i = 0; i < s->n_peers; i++)
+        if (s->peers[i]->initialized)
+            s->peers[i]->durable_applied = s->peers[i]->ckpt_applied;
+    (void)tkv_raftlog_purge(s->env.raftlog);
+}
+
+/* ------------------------------------------------------------ status */
+
+void tkv_raftstore_region_status(const struct tkv_raftstore *s, uint64_t region_id,
+                                 struct tkv_rs_region_status *out)
+{
+    memset(out, 0, sizeof(*out));
+    struct rs_peer *p = peer_get(s, region_id);
+    if (!p)
+        return;
+    struct tkv_raft_status st;
+    tkv_raft_status(p->raft, &st);
+    out->exists = true;
+    out->is_leader = p->is_leader;
+    out->peer_id = p->peer_id;
+    out->leader_peer_id = p->leader_peer_id;
+    out->term = st.hs.term;
+    out->applied = p->apply.applied;
+    out->commit = st.hs.commit;
+    out->first_index = tkv_raftlog_first_index(s->env.raftlog, region_id);
+    out->last_index = st.last_index;
+    out->truncated_index = p->apply.truncated_index;
+    out->durable_applied = p->durable_applied;
+    out->region = p->region;
+}
+
+void tkv_raftstore_stats(const struct tkv_raftstore *s, struct tkv_raftstore_stats *out)
+{
+    *out = s->stats;
+}

@@ -1,0 +1,72 @@
+/* Internals shared by the raftstore's files. */
+#ifndef TKV_RS_PRIVATE_H
+#define TKV_RS_PRIVATE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tkv/engine.h"
+#include "tkv/raftstore.h"
+
+/* Growable byte buffer (aborts on OOM: server layer). */
+struct rs_buf {
+    uint8_t *p;
+    size_t len, cap;
+};
+void rs_buf_reserve(struct rs_buf *b, size_t more);
+void rs_buf_bytes(struct rs_buf *b, const void *p, size_t n);
+void rs_buf_u8(struct rs_buf *b, uint8_t v);
+void rs_buf_u32(struct rs_buf *b, uint32_t v);
+void rs_buf_u64(struct rs_buf *b, uint64_t v);
+void rs_buf_slice(struct rs_buf *b, struct tkv_slice s);
+void rs_buf_free(struct rs_buf *b);
+
+/* Bounds-checked reader. */
+struct rs_rd {
+    const uint8_t *p;
+    size_t len, off;
+};
+bool rs_rd_u8(struct rs_rd *r, uint8_t *v);
+bool rs_rd_u32(struct rs_rd *r, uint32_t *v);
+bool rs_rd_u64(struct rs_rd *r, uint64_t *v);
+bool rs_rd_slice(struct rs_rd *r, size_t max, struct tkv_slice *s);
+
+void rs_encode_region(struct rs_buf *b, const struct tkv_rs_region *rg);
+bool rs_decode_region(struct rs_rd *r, struct tkv_rs_region *rg);
+
+/* RaftApplyState. */
+struct rs_apply_state {
+    tkv_index applied;
+    tkv_index truncated_index;
+    tkv_term truncated_term;
+};
+#define RS_META_KEY_LEN 11
+size_t rs_key_apply_state(uint8_t out[RS_META_KEY_LEN], uint64_t region_id);
+size_t rs_key_region_state(uint8_t out[RS_META_KEY_LEN], uint64_t region_id);
+void rs_encode_apply_state(struct rs_buf *b, const struct rs_apply_state *a);
+bool rs_decode_apply_state(struct tkv_slice v, struct rs_apply_state *a);
+
+/* Region state value: u8 state (0 normal, 1 tombstone) + region. */
+enum { RS_REGION_NORMAL = 0, RS_REGION_TOMBSTONE = 1 };
+
+extern const enum tkv_cf rs_data_cfs[3];
+int rs_snapshot_build(struct tkv_engine_session *sess, const struct tkv_rs_region *rg,
+                      struct rs_buf *b);
+/* Verify checksum and framing; the region it carries and where the body
+ * starts. Errors: TKV_ECORRUPT. */
+int rs_snapshot_check(struct tkv_slice data, struct tkv_rs_region *rg_out, size_t *body_off);
+int rs_snapshot_to_batch(struct tkv_slice data, size_t body_off, struct tkv_engine_batch *batch);
+
+enum {
+    RS_CMD_WRITE = 1,
+    RS_CMD_COMPACT_LOG = 2,
+    /* reserved for issue 10: RS_CMD_CHANGE_PEER = 3 (in a CONF_CHANGE
+     * entry), RS_CMD_SPLIT = 4 */
+};
+enum { RS_OP_PUT = 1, RS_OP_DELETE = 2 };
+void rs_cmd_header(struct rs_buf *b, uint8_t kind, const struct tkv_rs_region *rg);
+bool rs_cmd_decode_header(struct rs_rd *r, uint8_t *kind, uint64_t *region_id,
+                          struct tkv_rs_epoch *ep);
+
+#endif

@@ -1,0 +1,743 @@
+/* The raftstore cluster simulator (see rs_sim.h). Single thread, virtual
+ * time, every random choice from one seeded PRNG: a seed replays exactly. */
+#include "rs_sim.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tkv/engine.h"
+#include "tkv/err.h"
+#include "tkv/raftlog.h"
+
+#define TICK_MS 10
+#define ELECTION_MS (10 * TICK_MS)
+#define OP_TIMEOUT_MS 1000
+
+struct sim_store {
+    struct sim *sim;
+    int id;
+    bool alive;
+    struct tkv_raftlog_memdisk *disk;
+    struct tkv_raftlog *log;
+    struct tkv_engine *engine;
+    struct tkv_raftstore *rs;
+    uint64_t next_tick, next_ckpt, restart_at;
+};
+
+struct sim_msg {
+    uint64_t at, seq;
+    int from, to;
+    struct tkv_rs_msg m;
+};
+
+enum { C_IDLE = 0, C_WAIT = 1 };
+
+enum { OP_PUT = 1, OP_GET = 2 };
+
+struct sim_client {
+    int idx;
+    int state;
+    uint64_t token;
+    size_t op; /* lincheck op id */
+    uint32_t kind;
+    uint32_t key;
+    uint64_t value;
+    uint64_t deadline;
+    uint64_t next_at;
+    int leader_guess;
+    /* synchronous helper result */
+    bool done;
+    int rv;
+    char val[64];
+};
+
+struct sim_req {
+    struct sim *sim;
+    int client;
+    uint64_t token;
+};
+
+static bool clients_on;
+static uint32_t *key_ops; /* ops recorded per key (bounded for the checker) */
+
+/* ------------------------------------------------------------ basics */
+
+static uint64_t rnd(struct sim *s)
+{
+    uint64_t z = (s->rng += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+static uint64_t rnd_range(struct sim *s, uint64_t lo, uint64_t hi)
+{
+    return lo + rnd(s) % (hi - lo + 1);
+}
+
+void sim_fail(struct sim *s, const char *fmt, ...)
+{
+    if (s->failed)
+        return;
+    s->failed = true;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(s->err, sizeof(s->err), fmt, ap);
+    va_end(ap);
+}
+
+/* ------------------------------------------------------------ network */
+
+static uint64_t env_now(void *ctx)
+{
+    struct sim_store *st = ctx;
+    return st->sim->now;
+}
+
+static void enqueue(struct sim *s, int from, int to, const struct tkv_rs_msg *m, uint64_t delay)
+{
+    if (s->n_q == s->cap_q) {
+        s->cap_q = s->cap_q ? s->cap_q * 2 : 256;
+        s->q = realloc(s->q, s->cap_q * sizeof(*s->q));
+        if (!s->q)
+            abort();
+    }
+    struct sim_msg *q = &s->q[s->n_q++];
+    q->at = s->now + delay;
+    q->seq = ++s->seq;
+    q->from = from;
+    q->to = to;
+    tkv_rs_msg_clone(&q->m, m);
+}
+
+static void env_send(void *ctx, uint64_t to_store, const struct tkv_rs_msg *m)
+{
+    struct sim_store *st = ctx;
+    struct sim *s = st->sim;
+    if (to_store == 0 || to_store > (uint64_t)s->o.n_stores)
+        return;
+    int to = (int)to_store;
+    if (s->cut[st->id][to])
+        return;
+    uint64_t lo = 1, hi = 3;
+    if (s->o.unreliable) {
+        if (rnd(s) % 100 < 10)
+            return;
+        hi = 30;
+        if (rnd(s) % 100 < 5)
+            enqueue(s, st->id, to, m, rnd_range(s, lo, hi));
+    }
+    enqueue(s, st->id, to, m, rnd_range(s, lo, hi));
+}
+
+static int cmp_msg(const void *a, const void *b)
+{
+    const struct sim_msg *x = a, *y = b;
+    if (x->at != y->at)
+        return x->at < y->at ? -1 : 1;
+    return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+static void deliver_due(struct sim *s)
+{
+    /* take the due messages out first: delivery may enqueue more */
+    size_t n_due = 0;
+    for (size_t i = 0; i < s->n_q; i++)
+        if (s->q[i].at <= s->now)
+            n_due++;
+    if (!n_due)
+        return;
+    struct sim_msg *due = malloc(n_due * sizeof(*due));
+    size_t k = 0, d = 0;
+    for (size_t i = 0; i < s->n_q; i++) {
+        if (s->q[i].at <= s->now)
+            due[d++] = s->q[i];
+        else
+            s->q[k++] = s->q[i];
+    }
+    s->n_q = k;
+    qsort(due, n_due, sizeof(*due), cmp_msg);
+    for (size_t i = 0; i < n_due; i++) {
+        struct sim_store *to = s->stores[due[i].to];
+        if (to && to->alive && !s->cut[due[i].from][due[i].to])
+            tkv_raftstore_receive(to->rs, &due[i].m);
+        tkv_rs_msg_release(&due[i].m);
+    }
+    free(due);
+}
+
+/* ------------------------------------------------------------ stores */
+
+static void store_open(struct sim *s, struct sim_store *st)
+{
+    struct tkv_raftlog_config lc = {.segment_size = 1u << 20};
+    int rv = tkv_raftlog_open_mem(&lc, st->disk, &st->log, NULL);
+    if (rv < 0) {
+        sim_fail(s, "store %d: raft log open failed: %d", st->id, rv);
+        return;
+    }
+    struct tkv_raftstore_config cfg = {.store_id = (uint64_t)st->id,
+                                       .election_tick = 10,
+                                       .heartbeat_tick = 2,
+                                       .raft_log_gc_tick = 5,
+                                       .raft_log_gc_count_limit = s->o.gc_limit,
+                                       .seed = s->seed};
+    struct tkv_raftstore_env env = {.ctx = st, .now_ms = env_now, .send = env_send,
+                                    .raftlog = st->log, .engine = st->engine};
+    rv = tkv_raftstore_open(&cfg, &env, &st->rs);
+    if (rv < 0) {
+        sim_fail(s, "store %d: raftstore open failed: %d", st->id, rv);
+        tkv_raftlog_close(st->log);
+        st->log = NULL;
+        return;
+    }
+    st->alive = true;
+    st->next_tick = s->now + rnd_range(s, 1, TICK_MS);
+    st->next_ckpt = s->now + rnd_range(s, 20, 100);
+}
+
+struct tkv_raftstore *sim_store(struct sim *s, int store)
+{
+    return s->stores[store] && s->stores[store]->alive ? s->stores[store]->rs : NULL;
+}
+
+void sim_crash(struct sim *s, int id)
+{
+    struct sim_store *st = s->stores[id];
+    if (!st || !st->alive)
+        return;
+    /* Stage this turn's writes and crash before the sync: the unsynced
+     * raft log tail and the turn's messages are lost with it. */
+    (void)tkv_raftstore_ready(st->rs);
+    tkv_raftstore_close(st->rs);
+    st->rs = NULL;
+    tkv_raftlog_close(st->log);
+    st->log = NULL;
+    if (tkv_engine_mem_crash(st->engine) < 0)
+        sim_fail(s, "engine crash hook failed");
+    st->alive = false;
+    st->restart_at = 0;
+}
+
+void sim_restart(struct sim *s, int id)
+{
+    struct sim_store *st = s->stores[id];
+    if (!st || st->alive)
+        return;
+    store_open(s, st);
+}
+
+static void store_process(struct sim *s, struct sim_store *st)
+{
+    for (int round = 0; round < 3 && st->alive; round++) {
+        bool more = tkv_raftstore_ready(st->rs);
+        if (tkv_raftlog_flush(st->log) < 0)
+            sim_fail(s, "store %d: raft log flush failed", st->id);
+        (void)more;
+    }
+}
+
+static void store_checkpoint(struct sim *s, struct sim_store *st)
+{
+    tkv_raftstore_checkpoint_begin(st->rs);
+    if (tkv_engine_checkpoint(st->engine) < 0)
+        sim_fail(s, "store %d: checkpoint failed", st->id);
+    tkv_raftstore_checkpoint_done(st->rs);
+    if (tkv_raftlog_flush(st->log) < 0)
+        sim_fail(s, "store %d: raft log flush failed", st->id);
+}
+
+int sim_leader(struct sim *s)
+{
+    int best = 0;
+    tkv_term best_term = 0;
+    for (int i = 1; i <= s->o.n_stores; i++) {
+        struct tkv_raftstore *rs = sim_store(s, i);
+        if (!rs)
+            continue;
+        struct tkv_rs_region_status st;
+        tkv_raftstore_region_status(rs, 1, &st);
+        if (st.exists && st.is_leader && st.term >= best_term) {
+            best = i;
+            best_term = st.term;
+        }
+    }
+    return best;
+}
+
+/* ------------------------------------------------------------ clients */
+
+/* Ops per key are bounded so each key's search stays small. */
+static void count_key(uint32_t key)
+{
+    key_ops[key]++;
+}
+
+static void key_name(char *buf, size_t cap, uint32_t key)
+{
+    snprintf(buf, cap, "k%04u", key);
+}
+
+static void client_finish(struct sim *s, struct sim_client *c, const struct tkv_rs_result *res)
+{
+    c->state = C_IDLE;
+    c->next_at = s->now + rnd_range(s, 0, 3);
+    if (res->rv == 0 || (res->rv == TKV_ENOTFOUND && c->kind == OP_GET)) {
+        if (c->kind == OP_PUT) {
+            lc_complete_ok(s->hist, c->op, ++s->seq);
+            s->n_ok_puts++;
+        } else {
+            lc_complete_get(s->hist, c->op, ++s->seq, res->rv == 0, res->value.ptr, res->value.len);
+            s->n_ok_gets++;
+        }
+        return;
+    }
+    if (res->rv == TKV_EREGION) {
+        const struct tkv_rs_region_error *e = &res->region_error;
+        if (e->kind == TKV_RS_NOT_LEADER && e->leader.store_id)
+            c->leader_guess = (int)e->leader.store_id;
+        else
+            c->leader_guess = (int)rnd_range(s, 1, (uint64_t)s->o.n_stores);
+        s->n_failed_ops++;
+        /* region errors: the command did not and will not apply */
+        lc_complete_failed(s->hist, c->op);
+        return;
+    }
+    /* ESHUTDOWN and the like: the outcome of a write is unknown */
+    lc_complete_unknown(s->hist, c->op);
+    if (c->kind == OP_PUT)
+        s->n_unknown++;
+    c->leader_guess = (int)rnd_range(s, 1, (uint64_t)s->o.n_stores);
+}
+
+static void on_answer(void *arg, const struct tkv_rs_result *res)
+{
+    struct sim_req *rq = arg;
+    struct sim *s = rq->sim;
+    struct sim_client *c = &s->clients[rq->client];
+    if (c->state == C_WAIT && c->token == rq->token)
+        client_finish(s, c, res);
+    free(rq);
+}
+
+static void client_start(struct sim *s, struct sim_client *c, uint32_t kind, uint32_t key)
+{
+    c->state = C_WAIT;
+    c->token++;
+    c->kind = kind;
+    c->key = key;
+    c->deadline = s->now + OP_TIMEOUT_MS;
+    if (kind == OP_PUT)
+        c->value = ++s->next_value;
+    int target = c->leader_guess;
+    if (target < 1 || target > s->o.n_stores)
+        target = 1;
+    struct tkv_raftstore *rs = sim_store(s, target);
+    if (!rs) {
+        c->state = C_IDLE;
+        c->next_at = s->now + 5;
+        c->leader_guess = (int)rnd_range(s, 1, (uint64_t)s->o.n_stores);
+        return;
+    }
+    char k[32], v[32];
+    key_name(k, sizeof(k), key);
+    snprintf(v, sizeof(v), "v%llu", (unsigned long long)c->value);
+    c->op = lc_invoke(s->hist, (uint32_t)c->idx, kind == OP_PUT ? LC_PUT : LC_GET, k, strlen(k), v,
+                      kind == OP_PUT ? strlen(v) : 0, ++s->seq);
+    count_key(key);
+    struct tkv_rs_header h = {.region_id = 1, .peer = {.id = (uint64_t)target,
+                                                       .store_id = (uint64_t)target}};
+    struct tkv_rs_region_status rst;
+    tkv_raftstore_region_status(rs, 1, &rst);
+    h.epoch = rst.region.epoch; /* the mock scheduler's view */
+    if (kind == OP_GET && s->o.inject_stale_read) {
+        /* INJECTED BUG: serve the read from the local engine of any store
+         * (a follower, a deposed leader) without ReadIndex */
+        int any = (int)rnd_range(s, 1, (uint64_t)s->o.n_stores);
+        struct tkv_rs_result res;
+        memset(&res, 0, sizeof(res));
+        char buf[64];
+        res.rv = sim_engine_get(s, any, TKV_CF_DEFAULT, k, buf, sizeof(buf));
+        res.value = TKV_SLICE(buf, res.rv == 0 ? strlen(buf) : 0);
+        client_finish(s, c, &res);
+        return;
+    }
+    struct sim_req *rq = malloc(sizeof(*rq));
+    *rq = (struct sim_req){.sim = s, .client = c->idx, .token = c->token};
+    if (kind == OP_PUT) {
+        tkv_raftstore_put(rs, &h, TKV_CF_DEFAULT, TKV_SLICE(k, strlen(k)), TKV_SLICE(v, strlen(v)),
+                          on_answer, rq);
+        if (s->o.inject_early_ack && c->state == C_WAIT && c->token == rq->token) {
+            /* INJECTED BUG: acknowledge a write once proposed, before it
+             * commits (the store's later answer is ignored) */
+            struct tkv_rs_result ok;
+            memset(&ok, 0, sizeof(ok));
+            c->token++;
+            client_finish(s, c, &ok);
+        }
+    } else {
+        tkv_raftstore_get(rs, &h, TKV_CF_DEFAULT, TKV_SLICE(k, strlen(k)), on_answer, rq);
+    }
+}
+
+static void clients_step(struct sim *s)
+{
+    for (int i = 0; i < s->o.n_clients; i++) {
+        struct sim_client *c = &s->clients[i];
+        if (c->state == C_WAIT && s->now >= c->deadline) {
+            /* gave up: a write may still apply later */
+            c->state = C_IDLE;
+            c->next_at = s->now;
+            lc_complete_unknown(s->hist, c->op);
+            if (c->kind == OP_PUT)
+                s->n_unknown++;
+            c->leader_guess = (int)rnd_range(s, 1, (uint64_t)s->o.n_stores);
+            continue;
+        }
+        if (!clients_on || c->state != C_IDLE || s->now < c->next_at)
+            continue;
+        uint32_t key = (uint32_t)(rnd(s) % (uint64_t)s->o.n_keys);
+        if (key_ops[key] >= 500)
+            continue; /* keep each key's history within the checker's reach */
+        client_start(s, c, rnd(s) % 2 ? OP_PUT : OP_GET, key);
+    }
+}
+
+static bool clients_idle(struct sim *s)
+{
+    for (int i = 0; i < s->o.n_clients; i++)
+        if (s->clients[i].state == C_WAIT)
+            return false;
+    return true;
+}
+
+void sim_clients(struct sim *s, bool on)
+{
+    (void)s;
+    clients_on = on;
+}
+
+/* ------------------------------------------------------------ time */
+
+static void step_ms(struct sim *s)
+{
+    s->now++;
+    deliver_due(s);
+    for (int i = 1; i <= s->o.n_stores; i++) {
+        struct sim_store *st = s->stores[i];
+        if (!st->alive) {
+            if (st->restart_at && s->now >= st->restart_at)
+                sim_restart(s, i);
+            continue;
+        }
+        while (st->alive && s->now >= st->next_tick) {
+            tkv_raftstore_tick(st->rs);
+            st->next_tick += TICK_MS;
+        }
+    }
+    clients_step(s);
+    for (int i = 1; i <= s->o.n_stores; i++) {
+        struct sim_store *st = s->stores[i];
+        if (!st->alive)
+            continue;
+        store_process(s, st);
+        if (s->now >= st->next_ckpt) {
+            store_checkpoint(s, st);
+            st->next_ckpt = s->now + rnd_range(s, 20, 150);
+        }
+    }
+}
+
+void sim_run(struct sim *s, uint64_t ms)
+{
+    for (uint64_t i = 0; i < ms && !s->failed; i++)
+        step_ms(s);
+}
+
+/* ------------------------------------------------------------ setup */
+
+void sim_init(struct sim *s, const struct sim_opts *o, uint64_t seed)
+{
+    memset(s, 0, sizeof(*s));
+    s->o = *o;
+    if (s->o.n_keys == 0)
+        s->o.n_keys = 10;
+    s->seed = seed;
+    s->rng = seed * 0x2545f4914f6cdd1dULL + 1;
+    s->clients = calloc(SIM_MAX_CLIENTS + 1, sizeof(*s->clients));
+    for (int i = 0; i <= SIM_MAX_CLIENTS; i++) {
+        s->clients[i].idx = i;
+        s->clients[i].leader_guess = 1 + i % o->n_stores;
+    }
+    key_ops = calloc((size_t)s->o.n_keys + 1, sizeof(*key_ops));
+    s->hist = lc_history_new();
+    clients_on = false;
+    /* mock scheduler: bootstrap region 1 ["", "") epoch (1,1), one peer
+     * per store with peer id = store id (TinyKV's bootstrap) */
+    struct tkv_rs_region rg;
+    memset(&rg, 0, sizeof(rg));
+    rg.id = 1;
+    rg.epoch = (struct tkv_rs_epoch){.conf_ver = 1, .version = 1};
+    rg.n_peers = (uint32_t)o->n_stores;
+    for (int i = 0; i < o->n_stores; i++)
+        rg.peers[i] = (struct tkv_rs_peer){.id = (uint64_t)i + 1, .store_id = (uint64_t)i + 1};
+    for (int i = 1; i <= o->n_stores; i++) {
+        struct sim_store *st = calloc(1, sizeof(*st));
+        st->sim = s;
+        st->id = i;
+        st->disk = tkv_raftlog_memdisk_new();
+        struct tkv_engine_opts eo = {.kind = TKV_ENGINE_MEM, .sync = false};
+        if (tkv_engine_open(&eo, &st->engine) < 0)
+            abort();
+        struct tkv_raftlog_config lc = {.segment_size = 1u << 20};
+        struct tkv_raftlog *log = NULL;
+        if (tkv_raftlog_open_mem(&lc, st->disk, &log, NULL) < 0 ||
+            tkv_raftstore_bootstrap(log, st->engine, (uint64_t)i, &rg) < 0)
+            sim_fail(s, "bootstrap of store %d failed", i);
+        tkv_raftlog_close(log);
+        s->stores[i] = st;
+        store_open(s, st);
+    }
+}
+
+void sim_close(struct sim *s)
+{
+    for (int i = 1; i <= s->o.n_stores; i++) {
+        struct sim_store *st = s->stores[i];
+        if (!st)
+            continue;
+        if (st->alive) {
+            tkv_raftstore_close(st->rs);
+            tkv_raftlog_close(st->log);
+        }
+        tkv_engine_close(st->engine);
+        tkv_raftlog_memdisk_free(st->disk);
+        free(st);
+    }
+    for (size_t i = 0; i < s->n_q; i++)
+        tkv_rs_msg_release(&s->q[i].m);
+    free(s->q);
+    lc_history_free(s->hist);
+    free(s->clients);
+    free(key_ops);
+    key_ops = NULL;
+}
+
+void sim_partition(struct sim *s, const int *side_a, int n_a)
+{
+    bool in_a[SIM_MAX_STORES + 1] = {0};
+    for (int i = 0; i < n_a; i++)
+        in_a[side_a[i]] = true;
+    for (int a = 1; a <= s->o.n_stores; a++)
+        for (int b = 1; b <= s->o.n_stores; b++)
+            s->cut[a][b] = in_a[a] != in_a[b];
+}
+
+void sim_heal(struct sim *s)
+{
+    memset(s->cut, 0, sizeof(s->cut));
+}
+
+/* ------------------------------------------------------------ sync ops */
+
+struct sync_req {
+    bool done, abandoned;
+    int rv;
+    struct tkv_rs_region_error rerr;
+    char val[256];
+};
+
+static void on_sync(void *arg, const struct tkv_rs_result *res)
+{
+    struct sync_req *r = arg;
+    if (r->abandoned) {
+        free(r);
+        return;
+    }
+    r->done = true;
+    r->rv = res->rv;
+    r->rerr = res->region_error;
+    size_t n = TKV_MIN(res->value.len, sizeof(r->val) - 1);
+    if (res->rv == 0 && n)
+        memcpy(r->val, res->value.ptr, n);
+    r->val[n] = 0;
+}
+
+/* One op through the raft path, retried on region errors until timeout. */
+static int sync_op(struct sim *s, int kind, enum tkv_cf cf, const char *key, const char *val,
+                   char *out, size_t cap, uint64_t timeout_ms)
+{
+    uint64_t end = s->now + timeout_ms;
+    int guess = sim_leader(s);
+    while (s->now < end && !s->failed) {
+        if (guess < 1 || guess > s->o.n_stores)
+            guess = (int)rnd_range(s, 1, (uint64_t)s->o.n_stores);
+        struct tkv_raftstore *rs = sim_store(s, guess);
+        if (!rs) {
+            guess = 0;
+            sim_run(s, 5);
+            continue;
+        }
+        struct tkv_rs_region_status st;
+        tkv_raftstore_region_status(rs, 1, &st);
+        struct tkv_rs_header h = {.region_id = 1, .epoch = st.region.epoch};
+        /* every request is answered exactly once (ESHUTDOWN on close), so
+         * an abandoned one is freed by its late answer */
+        struct sync_req *r = calloc(1, sizeof(*r));
+        if (kind == 1)
+            tkv_raftstore_put(rs, &h, cf, TKV_SLICE(key, strlen(key)), TKV_SLICE(val, strlen(val)),
+                              on_sync, r);
+        else if (kind == 2)
+            tkv_raftstore_delete(rs, &h, cf, TKV_SLICE(key, strlen(key)), on_sync, r);
+        else
+            tkv_raftstore_get(rs, &h, cf, TKV_SLICE(key, strlen(key)), on_sync, r);
+        uint64_t wait_end = s->now + OP_TIMEOUT_MS;
+        while (!r->done && s->now < wait_end && !s->failed)
+            sim_run(s, 1);
+        if (!r->done) {
+            r->abandoned = true;
+            guess = 0;
+            continue;
+        }
+        int rv = r->rv;
+        if (rv == 0 && out)
+            snprintf(out, cap, "%s", r->val);
+        if (rv == TKV_EREGION) {
+            guess = r->rerr.kind == TKV_RS_NOT_LEADER && r->rerr.leader.store_id
+                        ? (int)r->rerr.leader.store_id
+                        : 0;
+            free(r);
+            sim_run(s, 10);
+            continue;
+        }
+        free(r);
+        if (rv == TKV_ESHUTDOWN) {
+            guess = 0;
+            continue;
+        }
+        return rv;
+    }
+    return TKV_ETIMEDOUT;
+}
+
+int sim_put(struct sim *s, enum tkv_cf cf, const char *key, const char *val, uint64_t timeout_ms)
+{
+    return sync_op(s, 1, cf, key, val, NULL, 0, timeout_ms);
+}
+
+int sim_delete(struct sim *s, enum tkv_cf cf, const char *key, uint64_t timeout_ms)
+{
+    return sync_op(s, 2, cf, key, NULL, NULL, 0, timeout_ms);
+}
+
+int sim_get(struct sim *s, enum tkv_cf cf, const char *key, char *val_out, size_t cap,
+            uint64_t timeout_ms)
+{
+    return sync_op(s, 3, cf, key, NULL, val_out, cap, timeout_ms);
+}
+
+int sim_engine_get(struct sim *s, int store, enum tkv_cf cf, const char *key, char *val_out,
+                   size_t cap)
+{
+    struct sim_store *st = s->stores[store];
+    struct tkv_engine_session *sess = NULL;
+    if (tkv_engine_session_open(st->engine, &sess) < 0)
+        return TKV_EENGINE;
+    struct tkv_slice v;
+    int rv = tkv_engine_get(sess, cf, TKV_SLICE(key, strlen(key)), &v);
+    if (rv == 0)
+        snprintf(val_out, cap, "%.*s", (int)v.len, (const char *)v.ptr);
+    tkv_engine_session_close(sess);
+    return rv;
+}
+
+/* ------------------------------------------------------------ GenericTest */
+
+static void random_partition(struct sim *s)
+{
+    int side[SIM_MAX_STORES], n = 0;
+    for (int i = 1; i <= s->o.n_stores; i++)
+        if (rnd(s) % 2)
+            side[n++] = i;
+    if (n == 0 || n == s->o.n_stores) {
+        sim_heal(s);
+        return;
+    }
+    sim_partition(s, side, n);
+}
+
+void sim_generic(struct sim *s)
+{
+    sim_run(s, 2 * ELECTION_MS * 2);
+    for (int it = 0; it < s->o.iterations && !s->failed; it++) {
+        sim_clients(s, true);
+        uint64_t end = s->now + s->o.iteration_ms;
+        while (s->now < end && !s->failed) {
+            uint64_t chaos = ELECTION_MS + rnd_range(s, 0, 199);
+            sim_run(s, chaos);
+            if (s->o.partitions)
+                random_partition(s);
+            if (s->o.crash && rnd(s) % 3 == 0) {
+                int victim = (int)rnd_range(s, 1, (uint64_t)s->o.n_stores);
+                if (s->stores[victim]->alive) {
+                    sim_crash(s, victim);
+                    s->stores[victim]->restart_at = s->now + rnd_range(s, 20, 300);
+                }
+            }
+        }
+        sim_clients(s, false);
+        for (int i = 0; i < OP_TIMEOUT_MS && !clients_idle(s); i++)
+            sim_run(s, 1);
+        sim_heal(s);
+        for (int i = 1; i <= s->o.n_stores; i++)
+            sim_restart(s, i);
+        sim_run(s, ELECTION_MS);
+        if (s->o.crash) {
+            /* TinyKV restarts every server between iterations */
+            for (int i = 1; i <= s->o.n_stores; i++)
+                sim_crash(s, i);
+            for (int i = 1; i <= s->o.n_stores; i++)
+                sim_restart(s, i);
+        }
+        sim_run(s, 2 * ELECTION_MS);
+    }
+    if (s->failed)
+        return;
+    /* final reads of every key, recorded: the end state must be explained
+     * by the acknowledged (and maybe the unknown) writes */
+    for (uint32_t k = 0; k < (uint32_t)s->o.n_keys && !s->failed; k++) {
+        char key[32], val[256];
+        key_name(key, sizeof(key), k);
+        size_t op = lc_invoke(s->hist, SIM_MAX_CLIENTS, LC_GET, key, strlen(key), NULL, 0, ++s->seq);
+        int rv = sim_get(s, TKV_CF_DEFAULT, key, val, sizeof(val), 5000);
+        if (rv != 0 && rv != TKV_ENOTFOUND) {
+            sim_fail(s, "final read of %s failed: %d (no progress after healing)", key, rv);
+            return;
+        }
+        lc_complete_get(s->hist, op, ++s->seq, rv == 0, val, rv == 0 ? strlen(val) : 0);
+    }
+    if (s->n_ok_puts == 0)
+        sim_fail(s, "no write succeeded (liveness)");
+    struct lc_result r;
+    enum lc_verdict v = lc_check(s->hist, NULL, &r);
+    if (v != LC_LINEARIZABLE) {
+        if (getenv("TKV_RS_VERBOSE"))
+            fprintf(stderr, "%s\n", r.report);
+        sim_fail(s, "linearizability: %s (%zu ops, %zu keys failed, %zu unknown)",
+                 lc_verdict_name(v), r.n_ops, r.n_keys_failed, r.n_keys_unknown);
+    }
+    lc_result_free(&r);
+    if (s->o.gc_limit && !s->failed) {
+        sim_run(s, 1000);
+        for (int i = 1; i <= s->o.n_stores; i++) {
+            struct tkv_rs_region_status st;
+            tkv_raftstore_region_status(sim_store(s, i), 1, &st);
+            if (st.applied - st.truncated_index > 2 * s->o.gc_limit)
+                sim_fail(s, "store %d: applied %llu - truncated %llu > 2 * %llu (log GC)", i,
+                         (unsigned long long)st.applied, (unsigned long long)st.truncated_index,
+                         (unsigned long long)s->o.gc_limit);
+        }
+    }
+}

@@ -1,0 +1,81 @@
+/* Deterministic whole-cluster simulation of raftstores: N stores in one
+ * thread on the in-memory raft log and engine, virtual time in ms, a
+ * seeded network that drops, delays (reorders) and duplicates messages,
+ * partitions, crashes that lose the raft log's unsynced tail and every
+ * engine write after the last checkpoint, an in-process mock scheduler
+ * (bootstrap + leader lookup), and clients whose histories are checked for
+ * linearizability
+ * (tests/lib/lincheck.h). */
+#ifndef TKV_TEST_RS_SIM_H
+#define TKV_TEST_RS_SIM_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "lincheck.h"
+#include "tkv/raftstore.h"
+
+#define SIM_MAX_STORES 8
+#define SIM_MAX_CLIENTS 32
+
+struct sim_opts {
+    int n_stores;
+    int n_clients;
+    bool unreliable;  /* drop 10%, duplicate 5%, delays 1-30 ms */
+    bool crash;       /* crash/restart stores during and between iterations */
+    bool partitions;  /* random partitions during iterations */
+    uint64_t gc_limit; /* raft log GC count limit (0 = default 128000) */
+    int iterations;
+    uint64_t iteration_ms; /* client load per iteration (virtual) */
+    int n_keys;
+    bool inject_stale_read; /* test hook: reads skip ReadIndex (rs_sim.c) */
+    bool inject_early_ack;  /* test hook: writes acknowledged before commit */
+};
+
+struct sim_store;
+struct sim_client;
+struct sim_msg;
+
+struct sim {
+    struct sim_opts o;
+    uint64_t seed, rng, now, seq;
+    struct sim_store *stores[SIM_MAX_STORES + 1]; /* 1-based store ids */
+    bool cut[SIM_MAX_STORES + 1][SIM_MAX_STORES + 1];
+    struct sim_msg *q;
+    size_t n_q, cap_q;
+    struct sim_client *clients;
+    struct lc_history *hist;
+    uint64_t next_value;
+    bool failed;
+    char err[512];
+    uint64_t n_ok_puts, n_ok_gets, n_unknown, n_failed_ops;
+};
+
+void sim_init(struct sim *s, const struct sim_opts *o, uint64_t seed);
+void sim_close(struct sim *s);
+/* Advance virtual time by ms (events, ticks, checkpoints, clients). */
+void sim_run(struct sim *s, uint64_t ms);
+/* Clients on / off. */
+void sim_clients(struct sim *s, bool on);
+void sim_partition(struct sim *s, const int *side_a, int n_a);
+void sim_heal(struct sim *s);
+void sim_crash(struct sim *s, int store);
+void sim_restart(struct sim *s, int store);
+struct tkv_raftstore *sim_store(struct sim *s, int store);
+/* Current leader store of region 1 (0: none). */
+int sim_leader(struct sim *s);
+/* Synchronous client ops through the raft path (retrying until timeout_ms
+ * virtual); recorded in the history. rv 0 / TKV_ENOTFOUND / TKV_ETIMEDOUT. */
+int sim_put(struct sim *s, enum tkv_cf cf, const char *key, const char *val, uint64_t timeout_ms);
+int sim_delete(struct sim *s, enum tkv_cf cf, const char *key, uint64_t timeout_ms);
+int sim_get(struct sim *s, enum tkv_cf cf, const char *key, char *val_out, size_t cap,
+            uint64_t timeout_ms);
+/* Read a key straight from a store's engine (no raft). */
+int sim_engine_get(struct sim *s, int store, enum tkv_cf cf, const char *key, char *val_out,
+                   size_t cap);
+void sim_fail(struct sim *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* The GenericTest of TinyKV's test_raftstore, checked for linearizability. */
+void sim_generic(struct sim *s);
+
+#endif
