@@ -456,6 +456,12 @@ static int load_region(struct tkv_raftstore *s, struct tkv_slice key, struct tkv
         rv = tkv_raftlog_compact(log, rg.id, a.applied, a.truncated_term, NULL, NULL);
         if (rv == 0)
             rv = tkv_raftlog_append(log, rg.id, NULL, 0, &h, NULL, NULL);
+        /* raft reads the durable view: the repair must be written first
+         * (synchronous at open; see README "Departures" for reactor mode) */
+        if (rv == 0)
+            rv = tkv_raftlog_flush(log);
+        if (rv == 0 && tkv_raftlog_last_index(log, rg.id) < a.applied)
+            rv = TKV_EIOFATAL;
         if (rv < 0) {
             tkv_free(p);
             return rv;

@@ -232,7 +232,15 @@ void sim_restart(struct sim *s, int id)
 static void store_process(struct sim *s, struct sim_store *st)
 {
     for (int round = 0; round < 3 && st->alive; round++) {
+        struct tkv_raftstore_stats before, after;
+        tkv_raftstore_stats(st->rs, &before);
         bool more = tkv_raftstore_ready(st->rs);
+        tkv_raftstore_stats(st->rs, &after);
+        if (s->o.crash_on_snapshot == st->id && after.snapshots_applied > before.snapshots_applied) {
+            s->o.crash_on_snapshot = 0;
+            sim_crash(s, st->id);
+            return;
+        }
         if (tkv_raftlog_flush(st->log) < 0)
             sim_fail(s, "store %d: raft log flush failed", st->id);
         (void)more;

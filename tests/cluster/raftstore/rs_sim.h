@@ -30,6 +30,9 @@ struct sim_opts {
     int n_keys;
     bool inject_stale_read; /* test hook: reads skip ReadIndex (rs_sim.c) */
     bool inject_early_ack;  /* test hook: writes acknowledged before commit */
+    /* crash this store in the loop turn in which it applies a snapshot,
+     * before the turn's raft log sync (the truncation is lost) */
+    int crash_on_snapshot;
 };
 
 struct sim_store;
