@@ -125,11 +125,22 @@ struct tkv_rs_header {
  * TKV_EREGION with region_error filled (a TinyKV region error); TKV_EINVAL
  * / TKV_ETOOBIG / TKV_ECF (bad request); TKV_ESHUTDOWN (store closed,
  * outcome unknown); TKV_EENGINE. value is valid during the callback only. */
+struct tkv_rs_kv {
+    struct tkv_slice key, value;
+};
+
 struct tkv_rs_result {
     int rv;
     struct tkv_rs_region_error region_error;
     struct tkv_slice value;
+    /* scan: the pairs, valid during the callback only */
+    const struct tkv_rs_kv *kvs;
+    size_t n_kvs;
 };
+
+/* Largest scan limit accepted (larger is TKV_EINVAL): bounds one read's
+ * work on the core. */
+#define TKV_RS_SCAN_LIMIT_MAX 100000u
 typedef void (*tkv_rs_done_fn)(void *arg, const struct tkv_rs_result *res);
 
 /* The env seam. */
@@ -207,6 +218,12 @@ void tkv_raftstore_get(struct tkv_raftstore *s, const struct tkv_rs_header *h, e
                        struct tkv_slice key, tkv_rs_done_fn cb, void *arg);
 
 /* Leadership transfer (TINYKV-API.md 2.12: not replicated). */
+/* RawScan: keys >= start (start must be in the region) up to the region's
+ * end, at most limit pairs, ascending, from one engine snapshot taken once
+ * the read index is applied (linearizable like get). */
+void tkv_raftstore_scan(struct tkv_raftstore *s, const struct tkv_rs_header *h, enum tkv_cf cf,
+                        struct tkv_slice start, uint32_t limit, tkv_rs_done_fn cb, void *arg);
+
 int tkv_raftstore_transfer_leader(struct tkv_raftstore *s, uint64_t region_id, uint64_t to_peer);
 
 /* Introspection (tests, status, heartbeats). */

@@ -21,8 +21,10 @@ struct rs_read {
     uint64_t ctx;
     tkv_index index; /* 0 until the read state arrived */
     enum tkv_cf cf;
-    uint8_t *key;
+    uint8_t *key; /* get: the key; scan: the start key */
     size_t key_len;
+    bool scan;
+    uint32_t limit;
     tkv_rs_done_fn cb;
     void *arg;
 };
@@ -821,8 +823,29 @@ void tkv_raftstore_delete(struct tkv_raftstore *s, const struct tkv_rs_header *h
     propose_write(s, h, cf, RS_OP_DELETE, key, TKV_SLICE(NULL, 0), cb, arg);
 }
 
+static void start_read(struct tkv_raftstore *s, const struct tkv_rs_header *h, enum tkv_cf cf,
+                       struct tkv_slice key, bool scan, uint32_t limit, tkv_rs_done_fn cb,
+                       void *arg);
+
 void tkv_raftstore_get(struct tkv_raftstore *s, const struct tkv_rs_header *h, enum tkv_cf cf,
                        struct tkv_slice key, tkv_rs_done_fn cb, void *arg)
+{
+    start_read(s, h, cf, key, false, 0, cb, arg);
+}
+
+void tkv_raftstore_scan(struct tkv_raftstore *s, const struct tkv_rs_header *h, enum tkv_cf cf,
+                        struct tkv_slice start, uint32_t limit, tkv_rs_done_fn cb, void *arg)
+{
+    if (limit > TKV_RS_SCAN_LIMIT_MAX) {
+        answer(cb, arg, TKV_EINVAL);
+        return;
+    }
+    start_read(s, h, cf, start, true, limit, cb, arg);
+}
+
+static void start_read(struct tkv_raftstore *s, const struct tkv_rs_header *h, enum tkv_cf cf,
+                       struct tkv_slice key, bool scan, uint32_t limit, tkv_rs_done_fn cb,
+                       void *arg)
 {
     if (!valid_cf(cf)) {
         answer(cb, arg, TKV_ECF);
@@ -843,7 +866,8 @@ void tkv_raftstore_get(struct tkv_raftstore *s, const struct tkv_rs_header *h, e
     GROW(p->reads, p->n_reads, p->cap_reads);
     p->reads[p->n_reads++] = (struct rs_read){.ctx = ctx, .cf = cf,
                                               .key = tkv_xmemdup(key.ptr, key.len),
-                                              .key_len = key.len, .cb = cb, .arg = arg};
+                                              .key_len = key.len, .scan = scan, .limit = limit,
+                                              .cb = cb, .arg = arg};
 }
 
 int tkv_raftstore_transfer_leader(struct tkv_raftstore *s, uint64_t region_id, uint64_t to_peer)
@@ -855,6 +879,42 @@ int tkv_raftstore_transfer_leader(struct tkv_raftstore *s, uint64_t region_id, u
         return TKV_EINVAL;
     struct tkv_raft_event ev = {.type = TKV_RAFT_EV_TRANSFER_LEADER, .u.target = to_peer};
     return peer_step(p, &ev);
+}
+
+/* One engine snapshot, keys in [start, region end), at most limit pairs;
+ * answers and frees the read. */
+static void serve_scan(struct rs_peer *p, struct rs_read *rd, struct tkv_rs_result *res)
+{
+    struct tkv_engine_snap *snap = NULL;
+    struct tkv_engine_iter *it = NULL;
+    struct rs_buf b = {0};
+    size_t n = 0;
+    int rv = tkv_engine_snap_open(p->s->sess, &snap);
+    if (rv == 0)
+        rv = tkv_engine_iter_open(snap, rd->cf, TKV_SLICE(rd->key, rd->key_len),
+                                  TKV_SLICE(p->region.end, p->region.end_len), &it);
+    if (rv == 0) {
+        for (rv = tkv_engine_iter_seek_first(it); rv == 0 && n < rd->limit && tkv_engine_iter_valid(it);
+             rv = tkv_engine_iter_next(it)) {
+            rs_buf_slice(&b, tkv_engine_iter_key(it));
+            rs_buf_slice(&b, tkv_engine_iter_value(it));
+            n++;
+        }
+    }
+    tkv_engine_iter_close(it);
+    tkv_engine_snap_close(snap);
+    struct tkv_rs_kv *kvs = n ? tkv_xmalloc(n * sizeof(*kvs)) : NULL;
+    struct rs_rd r = {b.p, b.len, 0};
+    for (size_t i = 0; i < n; i++)
+        if (!rs_rd_slice(&r, SIZE_MAX, &kvs[i].key) || !rs_rd_slice(&r, SIZE_MAX, &kvs[i].value))
+            abort(); /* we just wrote it */
+    res->rv = rv < 0 ? rv : 0;
+    res->kvs = rv < 0 ? NULL : kvs;
+    res->n_kvs = rv < 0 ? 0 : n;
+    rd->cb(rd->arg, res);
+    tkv_free(kvs);
+    rs_buf_free(&b);
+    tkv_free(rd->key);
 }
 
 /* Serve the reads whose read index is applied; on losing leadership fail
@@ -871,6 +931,9 @@ static void serve_reads(struct rs_peer *p)
             if (!key_in_region(&p->region, key)) {
                 rerr_init(&res.region_error, TKV_RS_KEY_NOT_IN_REGION, p->region.id);
                 res.rv = TKV_EREGION;
+            } else if (rd->scan) {
+                serve_scan(p, rd, &res);
+                continue;
             } else {
                 res.rv = tkv_engine_get(p->s->sess, rd->cf, key, &res.value);
             }

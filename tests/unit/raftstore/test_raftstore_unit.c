@@ -24,6 +24,8 @@ struct answer {
     int rv;
     struct tkv_rs_region_error e;
     char val[64];
+    size_t n_kvs;
+    char keys[256];
 };
 
 static void on_answer(void *arg, const struct tkv_rs_result *res)
@@ -33,6 +35,14 @@ static void on_answer(void *arg, const struct tkv_rs_result *res)
     a->rv = res->rv;
     a->e = res->region_error;
     snprintf(a->val, sizeof(a->val), "%.*s", (int)res->value.len, (const char *)res->value.ptr);
+    a->n_kvs = res->n_kvs;
+    a->keys[0] = 0;
+    for (size_t i = 0; i < res->n_kvs; i++) {
+        size_t l = strlen(a->keys);
+        snprintf(a->keys + l, sizeof(a->keys) - l, "%s%.*s=%.*s", i ? "," : "",
+                 (int)res->kvs[i].key.len, (const char *)res->kvs[i].key.ptr,
+                 (int)res->kvs[i].value.len, (const char *)res->kvs[i].value.ptr);
+    }
 }
 
 static void count_send(void *ctx, uint64_t to_store, const struct tkv_rs_msg *m)
@@ -290,5 +300,39 @@ Test(raftstore_durability, restart_replays_from_the_checkpointed_applied_index)
     cr_assert_str_eq(a.val, "two", "acknowledged write lost: replay from the raft log missing");
     a = get(&o, hdr(&o), "dog");
     cr_assert_str_eq(a.val, "woof");
+    teardown(&o);
+}
+
+static struct answer scan(struct one *o, const char *start, uint32_t limit)
+{
+    struct answer a = {0};
+    struct tkv_rs_header h = hdr(o);
+    tkv_raftstore_scan(o->rs, &h, TKV_CF_DEFAULT, TKV_SLICE(start, strlen(start)), limit,
+                       on_answer, &a);
+    for (int i = 0; i < 10 && !a.done; i++)
+        turn(o, 1);
+    cr_assert(a.done, "scan never answered");
+    return a;
+}
+
+Test(raftstore_requests, scan_stays_inside_the_region)
+{
+    struct one o;
+    setup(&o);
+    const char *keys[] = {"bat", "cat", "dog", "eel", "lynx"};
+    for (int i = 0; i < 5; i++)
+        cr_assert_eq(put(&o, hdr(&o), keys[i], "1").rv, 0);
+    struct answer a = scan(&o, "c", 3);
+    cr_assert_eq(a.rv, 0);
+    cr_assert_str_eq(a.keys, "cat=1,dog=1,eel=1");
+    a = scan(&o, "dog", 100);
+    cr_assert_str_eq(a.keys, "dog=1,eel=1,lynx=1", "scan must stop at the region end");
+    a = scan(&o, "b", 0);
+    cr_assert_eq(a.rv, 0);
+    cr_assert_eq(a.n_kvs, 0, "limit 0 returns nothing");
+    a = scan(&o, "zebra", 10);
+    cr_assert_eq(a.e.kind, TKV_RS_KEY_NOT_IN_REGION, "start outside the region");
+    a = scan(&o, "b", TKV_RS_SCAN_LIMIT_MAX + 1);
+    cr_assert_eq(a.rv, TKV_EINVAL);
     teardown(&o);
 }
