@@ -1169,6 +1169,13 @@ void tkv_sched_cluster_close(struct tkv_sched_cluster *c)
     if (!c)
         return;
     tkv_sched_flush_regions(c);
+    tkv_sched_cluster_drop(c);
+}
+
+void tkv_sched_cluster_drop(struct tkv_sched_cluster *c)
+{
+    if (!c)
+        return;
     for (size_t i = 0; i < c->n_tree; i++)
         tkv_free(c->tree[i]);
     tkv_free(c->tree);

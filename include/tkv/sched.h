@@ -152,6 +152,8 @@ int tkv_sched_cluster_open(struct tkv_engine_session *sess, const struct tkv_sch
                            struct tkv_sched_cluster **out);
 /* Flush region metas and free. NULL is a no-op. */
 void tkv_sched_cluster_close(struct tkv_sched_cluster *c);
+/* Free without the final flush (tests: what a crash leaves behind). */
+void tkv_sched_cluster_drop(struct tkv_sched_cluster *c);
 
 uint64_t tkv_sched_cluster_id(const struct tkv_sched_cluster *c);
 bool tkv_sched_is_bootstrapped(const struct tkv_sched_cluster *c);
