@@ -589,8 +589,7 @@ static int validate_heartbeat(const schedulerpb_RegionHeartbeatRequest *hb, cons
 static struct tkv_sched_region *region_from_hb(const schedulerpb_RegionHeartbeatRequest *hb)
 {
     const metapb_Region *pr = &hb->region;
-    struct tkv_sched_region *r =
-        tkv_xmalloc(sizeof(*r) + pr->start_key.len + pr->end_key.len + 1);
+    struct tkv_sched_region *r = tkv_xmalloc(sizeof(*r) + pr->start_key.len + pr->end_key.len + 1);
     uint8_t *keys = (uint8_t *)(r + 1);
 
     memset(r, 0, sizeof(*r));
@@ -1064,8 +1063,8 @@ static int load_prefix(struct sched_cluster_s *c, const char *prefix, uint64_t n
                 rv = TKV_ECORRUPT;
         }
         if (rv) {
-            TKV_LOG_ERROR("persisted scheduler record does not decode", TKV_LF_STR("prefix", prefix),
-                          TKV_LF_STR("why", why));
+            TKV_LOG_ERROR("persisted scheduler record does not decode",
+                          TKV_LF_STR("prefix", prefix), TKV_LF_STR("why", why));
             break;
         }
         rv = tkv_engine_iter_next(it);

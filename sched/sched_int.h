@@ -9,7 +9,7 @@ struct sched_map {
     struct {
         uint64_t key;
         void *val;
-    } *slots;
+    } * slots;
     size_t cap, n; /* cap is 0 or a power of two */
 };
 

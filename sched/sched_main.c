@@ -104,8 +104,8 @@ static int core_init(struct tkv_reactor *r, uint32_t core, void *arg)
     }
     rv = tkv_rpc_server_listen(srv->rpc, r, srv->host, srv->port, &srv->port);
     if (rv) {
-        TKV_LOG_ERROR("cannot listen", TKV_LF_STR("host", srv->host),
-                      TKV_LF_U64("port", srv->port), TKV_LF_ERR(rv));
+        TKV_LOG_ERROR("cannot listen", TKV_LF_STR("host", srv->host), TKV_LF_U64("port", srv->port),
+                      TKV_LF_ERR(rv));
         goto err;
     }
     sched_service_start(srv);
@@ -201,7 +201,8 @@ static int run(struct sched_server *srv)
                       TKV_LF_U64("port", srv->port), TKV_LF_ERR(rv));
         return 1;
     }
-    srv->member_id = fnv1a(srv->cfg.advertise_peer_urls, fnv1a(srv->cfg.name, 0xcbf29ce484222325ull));
+    srv->member_id =
+        fnv1a(srv->cfg.advertise_peer_urls, fnv1a(srv->cfg.name, 0xcbf29ce484222325ull));
     if (srv->member_id == 0)
         srv->member_id = 1;
     srv->prepare_ns = 3ull * 1000000000ull;

@@ -264,16 +264,16 @@ static void op_init(struct tkv_sched_operator *op, const struct tkv_sched_region
     op->epoch_version = r->version;
 }
 
-static void op_step(struct tkv_sched_operator *op, enum tkv_sched_step_kind kind,
-                    uint64_t store_id, uint64_t peer_id)
+static void op_step(struct tkv_sched_operator *op, enum tkv_sched_step_kind kind, uint64_t store_id,
+                    uint64_t peer_id)
 {
     TKV_DASSERT(op->n_steps < TKV_SCHED_MAX_STEPS);
     op->steps[op->n_steps++] = (struct tkv_sched_step){kind, store_id, peer_id};
 }
 
 /* MovePeer: add on `to`, move leadership away if `from` leads, remove `from`. */
-static bool make_move(struct tkv_sched_cluster *c, const struct tkv_sched_region *r,
-                      uint64_t from, uint64_t to, enum tkv_sched_op_kind kind, const char *desc,
+static bool make_move(struct tkv_sched_cluster *c, const struct tkv_sched_region *r, uint64_t from,
+                      uint64_t to, enum tkv_sched_op_kind kind, const char *desc,
                       struct tkv_sched_operator *op)
 {
     uint64_t peer_id;
@@ -505,8 +505,7 @@ bool tkv_sched_balance_leader(struct tkv_sched_cluster *c, uint64_t now_ns, uint
 
 /* ---- patrol ---- */
 
-size_t tkv_sched_patrol(struct tkv_sched_cluster *c, uint64_t now_ns, uint64_t *rng,
-                        size_t max_new)
+size_t tkv_sched_patrol(struct tkv_sched_cluster *c, uint64_t now_ns, uint64_t *rng, size_t max_new)
 {
     struct tkv_sched_operator op;
     size_t added = 0;
@@ -525,7 +524,8 @@ size_t tkv_sched_patrol(struct tkv_sched_cluster *c, uint64_t now_ns, uint64_t *
         const struct tkv_sched_region *r = c->tree[i];
         if (op_running(c, r->id))
             continue;
-        if (tkv_sched_check_replicas(c, r, now_ns, &op) && tkv_sched_add_operator(c, &op, now_ns) == 0)
+        if (tkv_sched_check_replicas(c, r, now_ns, &op) &&
+            tkv_sched_add_operator(c, &op, now_ns) == 0)
             added++;
     }
     while (added < max_new && c->opts.region_schedule_limit &&

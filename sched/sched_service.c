@@ -118,16 +118,16 @@ static void finish_engine(struct tkv_rpc_call *call, int rv, const char *what)
     tkv_rpc_call_finish(call, TKV_GRPC_INTERNAL, text);
 }
 
-#define HANDLER_BEGIN(REQ, RESP, BOOT)                                                         \
-    struct sched_server *srv = server_of(call);                                                \
-    struct tkv_arena *arena = tkv_rpc_call_arena(call);                                        \
-    schedulerpb_##REQ req;                                                                     \
-    schedulerpb_##RESP resp;                                                                   \
-    memset(&resp, 0, sizeof(resp));                                                            \
-    if (!begin(call, msg, schedulerpb_##REQ##_fields, &req, schedulerpb_##RESP##_fields, &resp, \
-               BOOT))                                                                          \
-        return;                                                                                \
-    (void)arena;                                                                               \
+#define HANDLER_BEGIN(REQ, RESP, BOOT)                                                             \
+    struct sched_server *srv = server_of(call);                                                    \
+    struct tkv_arena *arena = tkv_rpc_call_arena(call);                                            \
+    schedulerpb_##REQ req;                                                                         \
+    schedulerpb_##RESP resp;                                                                       \
+    memset(&resp, 0, sizeof(resp));                                                                \
+    if (!begin(call, msg, schedulerpb_##REQ##_fields, &req, schedulerpb_##RESP##_fields, &resp,    \
+               BOOT))                                                                              \
+        return;                                                                                    \
+    (void)arena;                                                                                   \
     (void)srv
 
 #define REPLY(RESP) reply(call, schedulerpb_##RESP##_fields, &resp)
@@ -195,7 +195,8 @@ static void on_tso(struct tkv_rpc_call *call, struct tkv_slice msg)
 
     tkv_arena_reset(arena); /* one arena for the whole stream: reuse per message */
     if (tkv_pb_decode(schedulerpb_TsoRequest_fields, &req, msg.ptr, msg.len, arena) != 0) {
-        tkv_rpc_call_finish(call, TKV_GRPC_INVALID_ARGUMENT, "cannot decode schedulerpb.TsoRequest");
+        tkv_rpc_call_finish(call, TKV_GRPC_INVALID_ARGUMENT,
+                            "cannot decode schedulerpb.TsoRequest");
         return;
     }
     uint64_t got = req.has_header ? req.header.cluster_id : 0;
@@ -346,16 +347,19 @@ static void on_store_heartbeat(struct tkv_rpc_call *call, struct tkv_slice msg)
 {
     HANDLER_BEGIN(StoreHeartbeatRequest, StoreHeartbeatResponse, true);
     if (!req.has_stats || req.stats.store_id == 0) {
-        tkv_rpc_call_finish(call, TKV_GRPC_INVALID_ARGUMENT, "StoreHeartbeat without stats.store_id");
+        tkv_rpc_call_finish(call, TKV_GRPC_INVALID_ARGUMENT,
+                            "StoreHeartbeat without stats.store_id");
         return;
     }
     int rv = tkv_sched_store_heartbeat(srv->cluster, &req.stats, now_ns(srv));
     if (rv == TKV_ENOTFOUND) {
         char text[96];
-        snprintf(text, sizeof(text), "store %llu not found", (unsigned long long)req.stats.store_id);
+        snprintf(text, sizeof(text), "store %llu not found",
+                 (unsigned long long)req.stats.store_id);
         header_err(srv, arena, &resp, schedulerpb_ErrorType_UNKNOWN, text);
     } else if (rv == TKV_ESTALE) {
-        header_err(srv, arena, &resp, schedulerpb_ErrorType_STORE_TOMBSTONE, "store is a tombstone");
+        header_err(srv, arena, &resp, schedulerpb_ErrorType_STORE_TOMBSTONE,
+                   "store is a tombstone");
     }
     REPLY(StoreHeartbeatResponse);
 }
@@ -658,7 +662,10 @@ static void on_get_operator(struct tkv_rpc_call *call, struct tkv_slice msg)
 
 /* ---- method table ---- */
 
-#define M(name, fn) {"/schedulerpb.Scheduler/" name, TKV_RPC_UNARY, fn, NULL, NULL, srv}
+#define M(name, fn)                                                                                \
+    {                                                                                              \
+        "/schedulerpb.Scheduler/" name, TKV_RPC_UNARY, fn, NULL, NULL, srv                         \
+    }
 
 void sched_methods(struct sched_server *srv, struct tkv_rpc_method *methods, size_t *n_out)
 {

@@ -41,14 +41,14 @@ struct tkv_engine_session;
 #define TKV_SCHED_NODE_LABEL "node"
 
 /* Limits on untrusted input. */
-#define TKV_SCHED_MAX_PEERS 16         /* peers per region (max-replicas <= 15) */
-#define TKV_SCHED_MAX_LABELS 8         /* labels per store */
-#define TKV_SCHED_MAX_LABEL_LEN 128    /* bytes of a label key or value */
-#define TKV_SCHED_MAX_ADDR_LEN 255     /* bytes of a store address */
-#define TKV_SCHED_MAX_KEY_LEN 65536    /* bytes of a region boundary */
+#define TKV_SCHED_MAX_PEERS 16      /* peers per region (max-replicas <= 15) */
+#define TKV_SCHED_MAX_LABELS 8      /* labels per store */
+#define TKV_SCHED_MAX_LABEL_LEN 128 /* bytes of a label key or value */
+#define TKV_SCHED_MAX_ADDR_LEN 255  /* bytes of a store address */
+#define TKV_SCHED_MAX_KEY_LEN 65536 /* bytes of a region boundary */
 #define TKV_SCHED_MAX_TSO_COUNT ((1u << 18) - 1)
 #define TKV_SCHED_LOGICAL_BITS 18
-#define TKV_SCHED_ID_WINDOW 1000       /* ids reserved per persisted bound */
+#define TKV_SCHED_ID_WINDOW 1000 /* ids reserved per persisted bound */
 
 /* Operator timeouts (TINYKV-API.md 2.15). */
 #define TKV_SCHED_LEADER_OP_TIMEOUT_NS (10ull * 1000000000ull)
@@ -100,8 +100,8 @@ struct tkv_sched_region {
 /* ---- operators ---- */
 
 enum tkv_sched_step_kind {
-    TKV_SCHED_STEP_ADD_PEER,        /* add peer{peer_id, store_id}; done when present, not pending */
-    TKV_SCHED_STEP_REMOVE_PEER,     /* remove the peer on store_id; done when gone */
+    TKV_SCHED_STEP_ADD_PEER,    /* add peer{peer_id, store_id}; done when present, not pending */
+    TKV_SCHED_STEP_REMOVE_PEER, /* remove the peer on store_id; done when gone */
     TKV_SCHED_STEP_TRANSFER_LEADER, /* leader to the peer on store_id; done when it leads */
 };
 
@@ -126,7 +126,7 @@ struct tkv_sched_operator {
     struct tkv_sched_step steps[TKV_SCHED_MAX_STEPS];
     uint32_t n_steps, current;
     uint64_t created_ns, timeout_ns;
-    int status; /* schedulerpb_OperatorStatus: RUNNING until it ends */
+    int status;                             /* schedulerpb_OperatorStatus: RUNNING until it ends */
     uint64_t epoch_conf_ver, epoch_version; /* region epoch when created */
 };
 
@@ -211,8 +211,9 @@ void tkv_sched_store_to_pb(struct tkv_arena *arena, const struct tkv_sched_store
  * store 0, duplicate stores, inverted range, leader not a peer, oversized
  * keys), TKV_ESTALE (older epoch than what is cached or than an overlapped
  * region). *updated (may be NULL) says whether the cache changed. */
-int tkv_sched_region_heartbeat(struct tkv_sched_cluster *c, const schedulerpb_RegionHeartbeatRequest *hb,
-                               bool *updated, const char **why);
+int tkv_sched_region_heartbeat(struct tkv_sched_cluster *c,
+                               const schedulerpb_RegionHeartbeatRequest *hb, bool *updated,
+                               const char **why);
 
 /* Lookups. Returned pointers are valid until the next region update. */
 const struct tkv_sched_region *tkv_sched_region_by_key(const struct tkv_sched_cluster *c,

@@ -289,7 +289,9 @@ Test(cluster, TestRegionSplitAndMerge3C)
     struct hb h;
     char s[3], e[3];
 
-#define KEY(buf, v) ((v) == 0 ? (buf[0] = 0, buf) : (buf[0] = (char)((v) >> 8), buf[1] = (char)((v)&0xff), buf[2] = 0, buf))
+#define KEY(buf, v)                                                                                \
+    ((v) == 0 ? (buf[0] = 0, buf)                                                                  \
+              : (buf[0] = (char)((v) >> 8), buf[1] = (char)((v)&0xff), buf[2] = 0, buf))
     /* Keys with a 0 byte would end the C string: use values whose bytes are
      * non-zero (multiples of 257 are 0x0101..). */
     for (int round = 0; round < 21; round++) {

@@ -180,8 +180,7 @@ Test(state, put_store_rules)
     cr_assert_eq(tkv_sched_put_store(c, &st, T0, &why), TKV_ECONFLICT,
                  "two stores with one address");
     tkv_sched_get_store(c, 1)->state = metapb_StoreState_Tombstone;
-    cr_assert_eq(tkv_sched_put_store(c, &st, T0, &why), 0,
-                 "a tombstone's address may be reused");
+    cr_assert_eq(tkv_sched_put_store(c, &st, T0, &why), 0, "a tombstone's address may be reused");
     st.id = 1;
     cr_assert_eq(tkv_sched_put_store(c, &st, T0, &why), TKV_ESTALE, "tombstone store");
     metapb_StoreLabel labels[9];
