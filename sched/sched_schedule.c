@@ -376,28 +376,51 @@ static bool op_running(const struct tkv_sched_cluster *c, uint64_t region_id)
     return op && op->status == schedulerpb_OperatorStatus_RUNNING;
 }
 
-/* A random region with a peer on store s: pending there first, then where s
- * follows, then where s leads (TinyKV's RandPendingRegion, RandFollowerRegion,
- * RandLeaderRegion). Uses scratch of n_regions entries. */
-static const struct tkv_sched_region *pick_region(struct tkv_sched_cluster *c, uint64_t store_id,
-                                                  const struct tkv_sched_region **scratch,
-                                                  uint64_t *rng)
+/* The regions with a peer on store_id, grouped: pending there, then where
+ * it follows, then where it leads (TinyKV's RandPendingRegion,
+ * RandFollowerRegion, RandLeaderRegion). One pass over the tree; scratch
+ * holds n_regions entries. Returns the group to pick from (*n_out entries at
+ * *out), or n_out 0. */
+static void region_groups(struct tkv_sched_cluster *c, uint64_t store_id,
+                          const struct tkv_sched_region **scratch,
+                          const struct tkv_sched_region ***out, size_t *n_out)
 {
-    for (int pass = 0; pass < 3; pass++) {
-        size_t n = 0;
-        for (size_t i = 0; i < c->n_tree; i++) {
-            const struct tkv_sched_region *r = c->tree[i];
-            const struct tkv_sched_peer *p = peer_on(r, store_id);
-            if (!p)
-                continue;
-            bool pend = is_pending(r, p->id), leads = r->leader.id == p->id;
-            if ((pass == 0 && pend) || (pass == 1 && !pend && !leads) || (pass == 2 && leads))
-                scratch[n++] = r;
-        }
-        if (n)
-            return scratch[rng_next(rng) % n];
+    size_t n_pend = 0, n_foll = 0, n_lead = 0, total = c->n_tree;
+    /* pending from the front, leaders from the back, followers after pending */
+    for (size_t i = 0; i < c->n_tree; i++) {
+        const struct tkv_sched_region *r = c->tree[i];
+        const struct tkv_sched_peer *p = peer_on(r, store_id);
+        if (!p)
+            continue;
+        if (is_pending(r, p->id))
+            n_pend++;
+        else if (r->leader.id == p->id)
+            scratch[total - ++n_lead] = r;
     }
-    return NULL;
+    if (n_pend) {
+        size_t k = 0;
+        for (size_t i = 0; i < c->n_tree && k < n_pend; i++) {
+            const struct tkv_sched_peer *p = peer_on(c->tree[i], store_id);
+            if (p && is_pending(c->tree[i], p->id))
+                scratch[k++] = c->tree[i];
+        }
+        *out = scratch;
+        *n_out = n_pend;
+        return;
+    }
+    for (size_t i = 0; i < c->n_tree && n_foll < total - n_lead; i++) {
+        const struct tkv_sched_region *r = c->tree[i];
+        const struct tkv_sched_peer *p = peer_on(r, store_id);
+        if (p && r->leader.id != p->id)
+            scratch[n_foll++] = r;
+    }
+    if (n_foll) {
+        *out = scratch;
+        *n_out = n_foll;
+        return;
+    }
+    *out = scratch + (total - n_lead);
+    *n_out = n_lead;
 }
 
 bool tkv_sched_balance_region(struct tkv_sched_cluster *c, uint64_t now_ns, uint64_t *rng,
@@ -415,10 +438,11 @@ bool tkv_sched_balance_region(struct tkv_sched_cluster *c, uint64_t now_ns, uint
     qsort(suit, n, sizeof(*suit), by_region_size_desc);
     for (size_t si = 0; si < n && !found; si++) {
         struct tkv_sched_store *src = suit[si].s;
-        for (int attempt = 0; attempt < 10 && !found; attempt++) {
-            const struct tkv_sched_region *r = pick_region(c, src->id, scratch, rng);
-            if (!r)
-                break;
+        const struct tkv_sched_region **group;
+        size_t n_group;
+        region_groups(c, src->id, scratch, &group, &n_group);
+        for (int attempt = 0; attempt < 10 && !found && n_group; attempt++) {
+            const struct tkv_sched_region *r = group[rng_next(rng) % n_group];
             if (r->n_peers != max || op_running(c, r->id))
                 continue;
             /* Target: the smallest suitable store that may hold it. */
