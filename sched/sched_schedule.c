@@ -27,6 +27,47 @@ static unsigned kind_index(enum tkv_sched_op_kind k)
     return (unsigned)__builtin_ctz((unsigned)k);
 }
 
+/* ---- operator influence ---- */
+
+static void step_influence(struct tkv_sched_cluster *c, const struct tkv_sched_operator *op,
+                           uint32_t i, int sign)
+{
+    const struct tkv_sched_step *st = &op->steps[i];
+    struct tkv_sched_store *s = tkv_sched_get_store(c, st->store_id);
+    int64_t size = (int64_t)op->region_size * sign;
+    switch (st->kind) {
+    case TKV_SCHED_STEP_ADD_PEER:
+        if (s)
+            s->influence_size += size;
+        break;
+    case TKV_SCHED_STEP_REMOVE_PEER:
+        if (s)
+            s->influence_size -= size;
+        break;
+    case TKV_SCHED_STEP_TRANSFER_LEADER: {
+        struct tkv_sched_store *from = tkv_sched_get_store(c, op->leader_store);
+        if (s)
+            s->influence_leaders += sign;
+        if (from)
+            from->influence_leaders -= sign;
+        break;
+    }
+    }
+}
+
+/* Effective size and leader count: counters plus running operators. */
+static uint64_t eff_size(const struct tkv_sched_store *s)
+{
+    int64_t v = (int64_t)s->region_size + s->influence_size;
+    return v > 0 ? (uint64_t)v : 0;
+}
+
+static uint64_t eff_leaders(const struct tkv_sched_store *s)
+{
+    int64_t v = (int64_t)s->leader_count + s->influence_leaders;
+    return v > 0 ? (uint64_t)v : 0;
+}
+
 /* ---- placement helpers ---- */
 
 static const char *node_of(const struct tkv_sched_store *s)
@@ -90,8 +131,8 @@ static struct tkv_sched_store *best_target(struct tkv_sched_cluster *c,
             continue;
         if (node_taken(c, r, s, skip_id))
             continue;
-        if (!best || s->region_size < best->region_size ||
-            (s->region_size == best->region_size && s->id < best->id))
+        if (!best || eff_size(s) < eff_size(best) ||
+            (eff_size(s) == eff_size(best) && s->id < best->id))
             best = s;
     }
     return best;
@@ -119,6 +160,8 @@ static void op_end(struct tkv_sched_cluster *c, struct tkv_sched_operator *op, i
     if (op->status != schedulerpb_OperatorStatus_RUNNING)
         return;
     op->status = status;
+    for (uint32_t i = op->current; i < op->n_steps; i++)
+        step_influence(c, op, i, -1);
     c->n_running[kind_index(op->kind)]--;
     if (status == schedulerpb_OperatorStatus_SUCCESS)
         c->stats.ops_finished++;
@@ -149,6 +192,13 @@ int tkv_sched_add_operator(struct tkv_sched_cluster *c, const struct tkv_sched_o
         cur->timeout_ns = op->kind == TKV_SCHED_OP_LEADER ? TKV_SCHED_LEADER_OP_TIMEOUT_NS
                                                           : TKV_SCHED_REGION_OP_TIMEOUT_NS;
     cur->status = schedulerpb_OperatorStatus_RUNNING;
+    if (!cur->region_size) {
+        const struct tkv_sched_region *r = tkv_sched_region_by_id(c, op->region_id);
+        cur->region_size = r ? r->approximate_size : 1;
+        cur->leader_store = r ? r->leader.store_id : 0;
+    }
+    for (uint32_t i = 0; i < cur->n_steps; i++)
+        step_influence(c, cur, i, 1);
     c->n_running[kind_index(op->kind)]++;
     c->stats.ops_created++;
     TKV_LOG_DEBUG("operator added", TKV_LF_U64("region_id", op->region_id),
@@ -183,7 +233,7 @@ bool tkv_sched_dispatch(struct tkv_sched_cluster *c, uint64_t region_id, uint64_
         return false;
     }
     while (op->current < op->n_steps && step_done(r, &op->steps[op->current]))
-        op->current++;
+        step_influence(c, op, op->current++, -1);
     if (op->current == op->n_steps) {
         op_end(c, op, schedulerpb_OperatorStatus_SUCCESS);
         return false;
@@ -262,6 +312,8 @@ static void op_init(struct tkv_sched_operator *op, const struct tkv_sched_region
     snprintf(op->desc, sizeof(op->desc), "%s", desc);
     op->epoch_conf_ver = r->conf_ver;
     op->epoch_version = r->version;
+    op->region_size = r->approximate_size;
+    op->leader_store = r->leader.store_id;
 }
 
 static void op_step(struct tkv_sched_operator *op, enum tkv_sched_step_kind kind, uint64_t store_id,
@@ -365,8 +417,8 @@ static int by_region_size_desc(const void *a, const void *b)
 {
     const struct tkv_sched_store *x = ((const struct store_ref *)a)->s;
     const struct tkv_sched_store *y = ((const struct store_ref *)b)->s;
-    if (x->region_size != y->region_size)
-        return x->region_size > y->region_size ? -1 : 1;
+    if (eff_size(x) != eff_size(y))
+        return eff_size(x) > eff_size(y) ? -1 : 1;
     return x->id < y->id ? -1 : x->id > y->id;
 }
 
@@ -456,8 +508,8 @@ bool tkv_sched_balance_region(struct tkv_sched_cluster *c, uint64_t now_ns, uint
             }
             if (!dst)
                 continue;
-            if (src->region_size < dst->region_size ||
-                src->region_size - dst->region_size < 2 * r->approximate_size)
+            if (eff_size(src) < eff_size(dst) ||
+                eff_size(src) - eff_size(dst) < 2 * r->approximate_size)
                 continue;
             found = make_move(c, r, src->id, dst->id, TKV_SCHED_OP_REGION, "balance-region", op);
         }
@@ -473,8 +525,8 @@ static int by_leader_count_desc(const void *a, const void *b)
 {
     const struct tkv_sched_store *x = ((const struct store_ref *)a)->s;
     const struct tkv_sched_store *y = ((const struct store_ref *)b)->s;
-    if (x->leader_count != y->leader_count)
-        return x->leader_count > y->leader_count ? -1 : 1;
+    if (eff_leaders(x) != eff_leaders(y))
+        return eff_leaders(x) > eff_leaders(y) ? -1 : 1;
     return x->id < y->id ? -1 : x->id > y->id;
 }
 
@@ -491,7 +543,7 @@ bool tkv_sched_balance_leader(struct tkv_sched_cluster *c, uint64_t now_ns, uint
     (void)rng;
 
     for (size_t i = 0; i < c->n_stores; i++)
-        if (c->stores[i].state != metapb_StoreState_Tombstone && c->stores[i].leader_count)
+        if (c->stores[i].state != metapb_StoreState_Tombstone && eff_leaders(&c->stores[i]))
             src[n++].s = &c->stores[i];
     qsort(src, n, sizeof(*src), by_leader_count_desc);
     for (size_t si = 0; si < n && si < 4 && !found; si++) {
@@ -510,14 +562,14 @@ bool tkv_sched_balance_leader(struct tkv_sched_cluster *c, uint64_t now_ns, uint
                 struct tkv_sched_store *t = tkv_sched_get_store(c, p->store_id);
                 if (!tkv_sched_store_available(c, t, now_ns) || t->is_busy)
                     continue;
-                if (t->leader_count < best_count) {
-                    best_count = t->leader_count;
+                if (eff_leaders(t) < best_count) {
+                    best_count = eff_leaders(t);
                     best_r = r;
                     best_p = p;
                 }
             }
         }
-        if (best_r && s->leader_count >= best_count + 2) {
+        if (best_r && eff_leaders(s) >= best_count + 2) {
             op_init(op, best_r, TKV_SCHED_OP_LEADER, "balance-leader");
             op_step(op, TKV_SCHED_STEP_TRANSFER_LEADER, best_p->store_id, 0);
             found = true;

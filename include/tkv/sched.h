@@ -81,6 +81,10 @@ struct tkv_sched_store {
     /* From the region tree. */
     uint64_t leader_count, region_count, pending_peer_count;
     uint64_t leader_size, region_size; /* MiB: sums of approximate sizes */
+    /* What running operators will still change (steps not done yet): the
+     * balancers decide on counters + influence, so the operators of one
+     * patrol do not all pile onto the same emptiest store. */
+    int64_t influence_size, influence_leaders;
 };
 
 /* A region as last accepted from a heartbeat (or loaded from disk). One
@@ -128,6 +132,8 @@ struct tkv_sched_operator {
     uint64_t created_ns, timeout_ns;
     int status;                             /* schedulerpb_OperatorStatus: RUNNING until it ends */
     uint64_t epoch_conf_ver, epoch_version; /* region epoch when created */
+    uint64_t region_size;                   /* MiB, when created (influence) */
+    uint64_t leader_store;                  /* leader's store when created (influence) */
 };
 
 /* ---- the cluster ---- */
