@@ -5,7 +5,6 @@
 # cluster config and regions known before any heartbeat. Plus: SIGTERM is a
 # clean exit 0, a bad config exits 2.
 import os
-import shutil
 import subprocess
 import threading
 import time
@@ -19,18 +18,19 @@ from schedtest import metapb, pb, ts
 RT = schedtest.RPC_TIMEOUT
 
 
-def faketime_prefix(spec):
-    """Run under libfaketime with the wall clock at `spec` (e.g. "-1d");
-    monotonic clocks stay real (the reactor's timers use them)."""
-    ft = shutil.which("faketime")
-    if not ft:
+LIBFAKETIME = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
+
+
+def faketime_env(spec):
+    """Environment that runs the server under libfaketime with the wall
+    clock at `spec` (e.g. "-1d"), preloaded directly: the faketime wrapper
+    program forks, so killing it would orphan the server. Monotonic clocks
+    stay real (the reactor's timers use them); ASan must otherwise come
+    first in the link order."""
+    if not os.path.exists(LIBFAKETIME):
         return None
-    return [ft, "-f", spec]
-
-
-FAKETIME_ENV = {"FAKETIME_DONT_FAKE_MONOTONIC": "1",
-                # ASan must come first in the link order; libfaketime is preloaded.
-                "ASAN_OPTIONS": "verify_asan_link_order=0:" + os.environ.get("ASAN_OPTIONS", "")}
+    return {"LD_PRELOAD": LIBFAKETIME, "FAKETIME": spec, "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+            "ASAN_OPTIONS": "verify_asan_link_order=0:" + os.environ.get("ASAN_OPTIONS", "")}
 
 
 class Durability(schedtest.SchedTestCase):
@@ -131,16 +131,16 @@ class Durability(schedtest.SchedTestCase):
         self.assertEqual(len(all_ts), len(set(all_ts)), "a timestamp was handed out twice")
 
     def test_restart_with_clock_a_day_behind(self):
-        prefix = faketime_prefix("-1d")
-        if prefix is None:
-            self.skipTest("faketime not installed (Debian package faketime)")
+        env = faketime_env("-1d")
+        if env is None:
+            self.skipTest("libfaketime not installed (Debian package faketime)")
         s = self.new_sched()
         s.start()
         c = schedtest.Client(s)
         before = max(ts(p, l) for p, l, _ in c.tso([5] * 50))
         c.close()
         s.kill()
-        s.start(prefix=prefix, env=FAKETIME_ENV)
+        s.start(env=env)
         c = schedtest.Client(s)
         try:
             t0 = time.monotonic()
@@ -160,7 +160,7 @@ class Durability(schedtest.SchedTestCase):
             c.close()
         s.kill()
         # And back to the real clock: still increasing.
-        s.start(prefix=[])
+        s.start()
         c = schedtest.Client(s)
         try:
             (p, l, _), = c.tso([1])
