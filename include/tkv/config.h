@@ -165,7 +165,8 @@ struct tkv_server_config {
          * per online CPU and is resolved by tkv_config_load(), so after a
          * successful load 1 <= cores <= TKV_CONFIG_MAX_CORES. */
         uint32_t cores;
-        /* Accepted client connections per node; 0 = unlimited. */
+        /* Accepted client connections per node; 0 = derived from the file
+         * descriptor limit (see conf/tinykv.toml and src/server). */
         uint32_t max_connections;
     } server;
     struct {

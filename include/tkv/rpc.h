@@ -146,6 +146,11 @@ struct tkv_rpc_server_config {
     size_t turn_max_bytes;         /* request message bytes handed to handlers
                                       per connection per turn (the first
                                       request of a turn always goes); 0 = 4 MiB */
+    uint32_t max_connections;      /* open connections on this server (one core);
+                                      one more is accepted and closed at once
+                                      (a fast, clear failure for the client
+                                      instead of a wait in the backlog), counted
+                                      in a rate-limited log line; 0 = no limit */
 };
 
 /* Create a server (the method table only; no socket yet). methods is copied

@@ -185,6 +185,18 @@ struct tkv_rpc_server {
     bool listening, shutting;
     struct rpc_sock *socks;
     void (*net_drop)(struct tkv_rpc_server *srv); /* set by listen: drop sockets */
+    /* Accept throttling (rpc_net.c). Out of descriptors, accept fails at
+     * once for as long as a connection waits in the backlog: the listener
+     * then pauses (backoff timer) after shedding that connection with the
+     * spare descriptor, instead of spinning. */
+    int spare_fd;                 /* /dev/null, closed to make room for accept-and-close */
+    struct tkv_timer accept_timer; /* resumes accepting after a pause */
+    uint32_t accept_pause_ms;     /* current backoff; 0 = not backing off */
+    uint64_t n_fd_exhausted;      /* accepts that failed EMFILE/ENFILE/ENOBUFS/ENOMEM */
+    uint64_t n_shed;              /* connections accepted and closed: no descriptors */
+    uint64_t n_over_limit;        /* connections accepted and closed: max_connections */
+    uint64_t n_logged[3];         /* the counters above at the last log line */
+    uint64_t last_log_ns;
 };
 
 struct tkv_rpc_client {

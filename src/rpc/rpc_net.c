@@ -3,6 +3,7 @@
  * buffer, a per-connection timer, graceful GOAWAY on stop, client connect. */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -504,15 +505,94 @@ static void server_accepted(struct tkv_rpc_server *srv, int fd)
     sock_rearm(s);
 }
 
+/* Accept-loop trouble is logged at most once per interval per core, with
+ * counts since the previous line: a flood must not become a log flood. */
+#define ACCEPT_LOG_INTERVAL_NS (5ull * 1000000000ull)
+#define ACCEPT_PAUSE_MIN_MS 10u
+#define ACCEPT_PAUSE_MAX_MS 1000u
+
+static void accept_log(struct tkv_rpc_server *srv, bool force)
+{
+    uint64_t now = tkv_now_ns(srv->r);
+    uint64_t d_fd = srv->n_fd_exhausted - srv->n_logged[0];
+    uint64_t d_shed = srv->n_shed - srv->n_logged[1];
+    uint64_t d_over = srv->n_over_limit - srv->n_logged[2];
+    if (!d_fd && !d_shed && !d_over)
+        return;
+    if (!force && srv->last_log_ns && now - srv->last_log_ns < ACCEPT_LOG_INTERVAL_NS)
+        return;
+    if (d_fd)
+        TKV_LOG_WARN("rpc: out of file descriptors; accepting paused with backoff, waiting "
+                     "connections shed",
+                     TKV_LF_U64("failed_accepts", d_fd), TKV_LF_U64("shed", d_shed),
+                     TKV_LF_U64("pause_ms", srv->accept_pause_ms),
+                     TKV_LF_U64("connections", srv->n_conns));
+    if (d_over)
+        TKV_LOG_WARN("rpc: connection limit reached; new connections closed at once",
+                     TKV_LF_U64("refused", d_over),
+                     TKV_LF_U64("max_connections", srv->cfg.max_connections),
+                     TKV_LF_U64("connections", srv->n_conns));
+    srv->n_logged[0] = srv->n_fd_exhausted;
+    srv->n_logged[1] = srv->n_shed;
+    srv->n_logged[2] = srv->n_over_limit;
+    srv->last_log_ns = now;
+}
+
+/* The classic trick: with no descriptor left, free the spare one, accept
+ * the waiting connection into it and close it at once (the peer sees the
+ * connection closed instead of hanging in the backlog), then take the
+ * spare back. accept4 on the non-blocking listener never blocks. */
+static void accept_shed_one(struct tkv_rpc_server *srv)
+{
+    if (srv->spare_fd >= 0) {
+        close(srv->spare_fd);
+        srv->spare_fd = -1;
+    }
+    int fd = accept4(srv->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd >= 0) {
+        close(fd);
+        srv->n_shed++;
+    }
+    srv->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+}
+
+static void on_accept_timer(struct tkv_timer *t)
+{
+    struct tkv_rpc_server *srv = t->data;
+    if (srv->shutting || srv->listen_fd < 0 || tkv_io_pending(&srv->accept_io))
+        return;
+    tkv_reactor_accept(srv->r, &srv->accept_io, srv->listen_fd);
+}
+
 static void on_accept(struct tkv_io *io, int res)
 {
     struct tkv_rpc_server *srv = io->data;
     if (res >= 0) {
-        if (srv->shutting)
+        if (srv->shutting) {
             close(res);
-        else
+        } else if (srv->cfg.max_connections && srv->n_conns >= srv->cfg.max_connections) {
+            close(res);
+            srv->n_over_limit++;
+            accept_log(srv, false);
+        } else {
             server_accepted(srv, res);
+        }
+        srv->accept_pause_ms = 0;
+    } else if (!srv->shutting && (res == -EMFILE || res == -ENFILE || res == -ENOBUFS ||
+                                  res == -ENOMEM)) {
+        /* Out of descriptors (or kernel memory): the connection stays in
+         * the backlog and the next accept fails at once again, a busy loop
+         * that starves every other connection. Shed it, pause, retry. */
+        srv->n_fd_exhausted++;
+        accept_shed_one(srv);
+        srv->accept_pause_ms = srv->accept_pause_ms ? srv->accept_pause_ms * 2 : ACCEPT_PAUSE_MIN_MS;
+        if (srv->accept_pause_ms > ACCEPT_PAUSE_MAX_MS)
+            srv->accept_pause_ms = ACCEPT_PAUSE_MAX_MS;
+        accept_log(srv, false);
+        tkv_timer_start(srv->r, &srv->accept_timer, (uint64_t)srv->accept_pause_ms * 1000000ull);
+        return;
     } else if (res != -ECANCELED && !srv->shutting) {
+        /* e.g. ECONNABORTED: that connection is gone, the next one is not */
         TKV_LOG_WARN("rpc: accept failed", TKV_LF_ERR(res));
     }
     if (srv->shutting) {
@@ -539,6 +619,11 @@ static void server_net_drop(struct tkv_rpc_server *srv)
     if (srv->listen_fd >= 0)
         close(srv->listen_fd);
     srv->listen_fd = -1;
+    tkv_timer_stop(srv->r, &srv->accept_timer);
+    accept_log(srv, true); /* what the last interval did not report yet */
+    if (srv->spare_fd >= 0)
+        close(srv->spare_fd);
+    srv->spare_fd = -1;
 }
 
 static void server_on_stop(void *arg)
@@ -556,6 +641,8 @@ int tkv_rpc_server_listen_fd(struct tkv_rpc_server *srv, struct tkv_reactor *r, 
     srv->net_drop = server_net_drop;
     tkv_io_init(&srv->accept_io, on_accept, srv);
     tkv_io_init(&srv->lclose_io, on_listener_closed, srv);
+    tkv_timer_init(&srv->accept_timer, on_accept_timer, srv);
+    srv->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC); /* -1: no shedding, still no spin */
     tkv_reactor_accept(r, &srv->accept_io, listen_fd);
     tkv_reactor_on_stop(r, server_on_stop, srv);
     return 0;
@@ -579,6 +666,7 @@ void tkv_rpc_server_shutdown(struct tkv_rpc_server *srv)
     srv->shutting = true;
     if (!srv->listening)
         return;
+    tkv_timer_stop(srv->r, &srv->accept_timer); /* a paused accept stays paused */
     if (tkv_io_pending(&srv->accept_io))
         tkv_reactor_cancel(srv->r, &srv->accept_io);
     else

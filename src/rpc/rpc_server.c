@@ -55,6 +55,7 @@ int tkv_rpc_server_new(const struct tkv_rpc_server_config *cfg,
     srv->methods = n_methods ? tkv_xmemdup(methods, n_methods * sizeof(*methods)) : NULL;
     srv->n_methods = n_methods;
     srv->listen_fd = -1;
+    srv->spare_fd = -1;
     *out = srv;
     return 0;
 }

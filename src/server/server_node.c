@@ -6,6 +6,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -22,6 +23,12 @@
 
 /* Pending connections the kernel queues for us (capped by somaxconn). */
 #define SERVER_LISTEN_BACKLOG 1024
+/* Descriptors kept out of the connection budget: WiredTiger (its log,
+ * tables, checkpoint and journal files), the raft log's segments, stdio,
+ * the log file, and per core its io_uring, eventfd, listener copy and
+ * spare (the accept-and-close trick). */
+#define SERVER_FD_RESERVE 256
+#define SERVER_FD_RESERVE_PER_CORE 16
 /* How long start-up waits for an address still held (e.g. by the listener
  * of a process killed a moment ago), and how often it retries. */
 #define SERVER_LISTEN_WAIT_MS 5000
@@ -89,6 +96,7 @@ static int core_init(struct tkv_reactor *r, uint32_t core, void *arg)
         .conn_mem_quota = node->cfg.server.grpc_conn_memory_quota,
         .mem_quota = node->cfg.server.grpc_memory_pool_quota / node->cfg.server.cores,
         .idle_timeout_ns = node->cfg.server.grpc_idle_timeout_ms * 1000000ull,
+        .max_connections = node->max_conns_per_core,
     };
     size_t n_methods;
     int rv;
@@ -189,6 +197,66 @@ static int listen_once_free(const char *host, uint16_t *port_io)
     }
 }
 
+/* Raise the soft RLIMIT_NOFILE to the hard limit (every connection is a
+ * descriptor; a distribution's default soft limit of 1024 is a few hundred
+ * clients) and log both. Returns the soft limit now in force. */
+static uint64_t raise_file_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
+        TKV_LOG_WARN("cannot read the file descriptor limit", TKV_LF_ERR(-errno));
+        return 1024;
+    }
+    rlim_t before = rl.rlim_cur;
+    if (rl.rlim_cur != rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+            TKV_LOG_WARN("cannot raise the file descriptor limit", TKV_LF_U64("soft", before),
+                         TKV_LF_ERR(-errno));
+            rl.rlim_cur = before;
+        }
+    }
+    uint64_t soft = rl.rlim_cur == RLIM_INFINITY ? UINT64_MAX : (uint64_t)rl.rlim_cur;
+    TKV_LOG_INFO("file descriptor limit", TKV_LF_U64("soft", soft),
+                 TKV_LF_U64("hard", rl.rlim_max == RLIM_INFINITY ? UINT64_MAX : rl.rlim_max),
+                 TKV_LF_U64("soft_at_start", before == RLIM_INFINITY ? UINT64_MAX : before));
+    return soft;
+}
+
+/* server.max-connections for the node: what the descriptor limit leaves
+ * after the reserve for the engine, the raft log and the process itself
+ * (0 = that budget; a configured value above it is cut to it), so clients
+ * can never take the descriptors WiredTiger needs to open a file: it
+ * panics when it cannot (measured: with max-connections forced above the
+ * budget at nofile 128, its log server hit EMFILE and the node aborted). */
+static uint32_t connection_limit(uint64_t nofile, uint32_t configured, uint32_t cores)
+{
+    uint64_t reserve = SERVER_FD_RESERVE + (uint64_t)SERVER_FD_RESERVE_PER_CORE * cores;
+    uint64_t budget = nofile > reserve ? nofile - reserve : 0;
+    if (budget > 1000000)
+        budget = 1000000;
+    if (configured && configured <= budget) {
+        TKV_LOG_INFO("connection limit", TKV_LF_U64("max_connections", configured),
+                     TKV_LF_U64("nofile", nofile), TKV_LF_U64("reserved", reserve));
+        return configured;
+    }
+    if (configured) /* the reserve is what keeps WiredTiger alive: it wins */
+        TKV_LOG_WARN("server.max-connections is above what the file descriptor limit leaves "
+                     "for connections; using the limit's budget (raise ulimit -n)",
+                     TKV_LF_U64("max_connections", configured),
+                     TKV_LF_U64("descriptor_budget", budget), TKV_LF_U64("nofile", nofile),
+                     TKV_LF_U64("reserved", reserve));
+    if (budget < cores) {
+        TKV_LOG_WARN("the file descriptor limit leaves no room for connections past the reserve; "
+                     "serving one connection per core (raise ulimit -n)",
+                     TKV_LF_U64("nofile", nofile), TKV_LF_U64("reserved", reserve));
+        budget = cores;
+    }
+    TKV_LOG_INFO("connection limit", TKV_LF_U64("max_connections", budget),
+                 TKV_LF_U64("nofile", nofile), TKV_LF_U64("reserved", reserve));
+    return (uint32_t)budget;
+}
+
 /* mkdir -p for the data dir (the engine creates only one level). */
 static int mkdir_p(const char *path)
 {
@@ -220,6 +288,9 @@ int server_node_run(struct server_node *node)
      * every thread inherits the mask, so SIGINT/SIGTERM reach only the
      * waiter in tkv_reactor_group_run_until_signal. */
     tkv_reactor_block_signals();
+    uint64_t nofile = raise_file_limit();
+    uint32_t max_conns = connection_limit(nofile, cfg->server.max_connections, cfg->server.cores);
+    node->max_conns_per_core = (max_conns + cfg->server.cores - 1) / cfg->server.cores;
     rv = tkv_config_split_addr(cfg->server.addr, node->host, sizeof(node->host), &node->port);
     if (rv) {
         TKV_LOG_ERROR("bad server.addr", TKV_LF_STR("addr", cfg->server.addr), TKV_LF_ERR(rv));

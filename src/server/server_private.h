@@ -46,6 +46,7 @@ struct server_node {
     struct tkv_engine *engine;
     char host[TKV_CONFIG_ADDR_MAX];
     uint16_t port;             /* resolved (never 0 once the node runs) */
+    uint32_t max_conns_per_core; /* server.max-connections (or derived) / cores, rounded up */
     struct server_core *cores; /* cfg.server.cores entries */
 };
 

@@ -86,9 +86,10 @@ def free_port():
 class Server:
     """One tinykv-server process with its own port and data dir."""
 
-    def __init__(self, cores=None, extra_args=None, env=None, host="127.0.0.1"):
+    def __init__(self, cores=None, extra_args=None, env=None, host="127.0.0.1", wrapper=None):
         self.base_dir = tempfile.mkdtemp(prefix="tkv-it-")
         self.data_dir = os.path.join(self.base_dir, "data")
+        self.wrapper = list(wrapper or [])  # command prefix, e.g. prlimit --nofile=N:N --
         self.host = host  # as given to -addr: "127.0.0.1", "localhost", "[::1]"
         self.port = None
         self.proc = None
@@ -113,7 +114,7 @@ class Server:
         self.log_path = os.path.join(self.base_dir, "server-%d.log" % self.n_starts)
         self.log_file = open(self.log_path, "wb")
         addr = "%s:%d" % (self.host, port or 0)
-        args = _die_with_parent_prefix() + [server_bin(), "-addr", addr, "-path", self.data_dir]
+        args = _die_with_parent_prefix() + self.wrapper + [server_bin(), "-addr", addr, "-path", self.data_dir]
         if self.cores:
             args += ["--cores", str(self.cores)]
         args += os.environ.get("TKV_SERVER_ARGS", "").split()

@@ -10,6 +10,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -1038,4 +1040,81 @@ Test(rpc_net, idle_keepalive_keeps_quiet_stream_alive)
     start(1, &cfg);
     run(scenario_quiet_stream, 5000);
     cr_assert_eq(sx_quiet.bytes, 9, "response of %zu bytes, want \"earlylate\"", sx_quiet.bytes);
+}
+
+/* ---- out of descriptors: accept fails with EMFILE for as long as a
+ * connection waits in the backlog. The listener used to re-arm at once and
+ * spin (a core at 100 %, a log line per failure); now it sheds the waiting
+ * connection through its spare descriptor and pauses with backoff. ---- */
+
+static uint64_t fd_exhausted, fd_shed;
+
+static void scenario_accept_stats(void)
+{
+    fd_exhausted = H.srv[0]->n_fd_exhausted;
+    fd_shed = H.srv[0]->n_shed;
+    scenario_done();
+}
+
+static int open_fds(void)
+{
+    int n = 0;
+    for (int fd = 0; fd < 4096; fd++)
+        if (fcntl(fd, F_GETFD) >= 0)
+            n = fd + 1;
+    return n;
+}
+
+static double cpu_s(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+           (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+Test(rpc_net, accept_out_of_descriptors_pauses_and_sheds)
+{
+    enum { FLOOD = 48 };
+    int socks[FLOOD];
+    struct rlimit saved, low;
+    start(1, NULL);
+    for (int i = 0; i < FLOOD; i++)
+        cr_assert_geq(socks[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), 0);
+    cr_assert_eq(getrlimit(RLIMIT_NOFILE, &saved), 0);
+    low = saved;
+    low.rlim_cur = (rlim_t)open_fds() + 2; /* room for two accepted connections */
+    cr_assert_eq(setrlimit(RLIMIT_NOFILE, &low), 0);
+
+    double cpu0 = cpu_s();
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(H.port)};
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    for (int i = 0; i < FLOOD; i++) /* completes in the kernel's backlog */
+        cr_assert_eq(connect(socks[i], (struct sockaddr *)&a, sizeof(a)), 0, "connect %d: %s", i,
+                     strerror(errno));
+    usleep(1500 * 1000);
+    double cpu = cpu_s() - cpu0;
+    run(scenario_accept_stats, 5000);
+    cr_assert_gt(fd_exhausted, 0, "accept never hit the descriptor limit");
+    cr_assert_gt(fd_shed, 0, "no waiting connection was shed");
+    cr_assert_lt(fd_exhausted, 400, "%lu failed accepts in 1.5 s: not backing off",
+                 (unsigned long)fd_exhausted);
+    cr_assert_lt(cpu, 0.8, "%.2f s of CPU in 1.5 s at the descriptor limit: spinning", cpu);
+    /* a shed connection is closed, not left hanging in the backlog */
+    int closed = 0;
+    for (int i = 0; i < FLOOD; i++) {
+        char b[256];
+        struct timeval tv = {.tv_usec = 1000};
+        setsockopt(socks[i], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+        ssize_t r;
+        while ((r = recv(socks[i], b, sizeof(b), 0)) > 0)
+            ;
+        closed += r == 0 || (r < 0 && errno == ECONNRESET);
+    }
+    cr_assert_gt(closed, 0, "no connection was closed by the server");
+
+    for (int i = 0; i < FLOOD; i++)
+        close(socks[i]);
+    cr_assert_eq(setrlimit(RLIMIT_NOFILE, &saved), 0);
+    run(scenario_check, 5000); /* descriptors back: serves again */
 }
