@@ -238,7 +238,8 @@ struct tkv_txn_latch_req {
 void tkv_txn_latch_req_init(struct tkv_txn_latch_req *req, struct tkv_arena *arena,
                             const struct tkv_slice *keys, size_t n_keys);
 struct tkv_txn_latches *tkv_txn_latches_new(void);
-/* Every request must have been released (asserted). NULL is a no-op. */
+/* Free the table, dropping any latch still held or waited for (shutdown:
+ * the requests are not touched and no on_ready fires). NULL is a no-op. */
 void tkv_txn_latches_free(struct tkv_txn_latches *l);
 /* true: every key is held, run now. false: parked; on_ready fires later. */
 bool tkv_txn_latches_acquire(struct tkv_txn_latches *l, struct tkv_txn_latch_req *req);

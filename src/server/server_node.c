@@ -50,6 +50,7 @@ static void notify(const char *state)
 /* Release everything of one core; safe on a partly initialised core. */
 static void core_teardown(struct server_core *c, uint32_t core)
 {
+    server_txn_core_fini(c);
     if (c->session && c->batch.n_ops) {
         /* The loop is over: apply what is left (never drop a write) but
          * answer nobody; the rpc layer has already ended those calls. */
@@ -102,6 +103,7 @@ static int core_init(struct tkv_reactor *r, uint32_t core, void *arg)
     int rv;
 
     c->core = core;
+    server_txn_core_init(c, &node->cores[0], r);
     tkv_arena_init(&c->arena, 0);
     tkv_engine_batch_init(&c->batch);
     c->max_send_msg = rcfg.max_send_msg ? rcfg.max_send_msg : TKV_RPC_DEFAULT_MAX_MSG;

@@ -13,6 +13,8 @@
 
 struct tkv_reactor;
 struct scan_job;
+struct tkv_txn_latches;
+struct txn_job;
 
 /* One core of the standalone node: its engine session and its gRPC server
  * (accepting on its own dup of the node's one listening socket). Owned and
@@ -37,6 +39,18 @@ struct server_core {
     bool stopping; /* orderly stop began: new scans answer UNAVAILABLE */
     uint64_t n_scans_abandoned;
     size_t scan_bytes; /* response bytes held by queued scans */
+    /* Transactions (server_txn.c). Every core: its reactor and the txn
+     * core (core 0), where the five writing Kv commands run. The txn core
+     * only: the node's latch table, commands whose writes wait in `batch`
+     * (answered and unlatched after the flush), commands resumed by a
+     * latch release, and every live command (for shutdown). */
+    struct server_core *txn_core;
+    struct tkv_txn_latches *latches;
+    struct txn_job *txn_flush, **txn_flush_tail;
+    struct txn_job *txn_ready, **txn_ready_tail;
+    bool txn_ready_scheduled;
+    struct txn_job *txn_jobs;
+    uint64_t n_txn_cmds, n_txn_waits;
 };
 
 /* The node: everything main() sets up before the cores start. Read-only
@@ -50,9 +64,9 @@ struct server_node {
     struct server_core *cores; /* cfg.server.cores entries */
 };
 
-/* The tinykvpb.TinyKv method table: Raw{Get,Put,Delete,Scan} served, every
- * other method answers UNIMPLEMENTED. data of each method = the core.
- * Fills methods[0..n) (n_out = count, at most SERVER_N_METHODS). */
+/* The tinykvpb.TinyKv method table: Raw{Get,Put,Delete,Scan} and the seven
+ * Kv* commands served; Coprocessor, Raft and Snapshot answer UNIMPLEMENTED. data of each method =
+ * the core. Fills methods[0..n) (n_out = count, at most SERVER_N_METHODS). */
 #define SERVER_N_METHODS 14
 void server_methods(struct server_core *core, struct tkv_rpc_method *methods, size_t *n_out);
 
@@ -64,6 +78,23 @@ void server_flush_writes(void *arg);
 /* Answer every queued RawScan UNAVAILABLE and free it (the stop hook: a
  * SIGTERM must not wait for queued scans). Core of core only. */
 void server_abandon_scans(struct server_core *core);
+/* server_txn.c: the Kv* handlers (data = the receiving core). KvGet and
+ * KvScan answer on that core; the writing commands run on the txn core. */
+void server_on_kv_get(struct tkv_rpc_call *call, struct tkv_slice msg);
+void server_on_kv_scan(struct tkv_rpc_call *call, struct tkv_slice msg);
+void server_on_kv_prewrite(struct tkv_rpc_call *call, struct tkv_slice msg);
+void server_on_kv_commit(struct tkv_rpc_call *call, struct tkv_slice msg);
+void server_on_kv_check_txn_status(struct tkv_rpc_call *call, struct tkv_slice msg);
+void server_on_kv_batch_rollback(struct tkv_rpc_call *call, struct tkv_slice msg);
+void server_on_kv_resolve_lock(struct tkv_rpc_call *call, struct tkv_slice msg);
+void server_txn_on_cancel(struct tkv_rpc_call *call, enum tkv_grpc_status why);
+/* Core init/fini (core thread; txn_core = &node->cores[0]). */
+void server_txn_core_init(struct server_core *c, struct server_core *txn_core,
+                          struct tkv_reactor *r);
+void server_txn_core_fini(struct server_core *c);
+/* After the turn's engine write (rv its result): answer and unlatch the
+ * txn commands whose writes were in it. Txn core only. */
+void server_txn_after_flush(struct server_core *c, int rv);
 
 /* Run the node until SIGINT/SIGTERM. Returns the process exit code
  * (0 clean stop, 1 start-up or runtime failure). Main thread. */

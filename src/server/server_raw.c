@@ -1,6 +1,7 @@
 /* The tinykvpb.TinyKv service of the standalone server: RawGet, RawPut,
  * RawDelete and RawScan straight on the engine (TinyKV project 1, no region
- * checks), every other method answers UNIMPLEMENTED. */
+ * checks), the Kv* commands from server_txn.c, and UNIMPLEMENTED for
+ * Coprocessor, Raft and Snapshot. */
 #include <stdio.h>
 #include <string.h>
 
@@ -170,6 +171,8 @@ void server_flush_writes(void *arg)
         return;
     rv = tkv_engine_write(core->session, &core->batch);
     tkv_engine_batch_clear(&core->batch);
+    if (core->txn_flush)
+        server_txn_after_flush(core, rv);
     core->n_batches++;
     core->n_batched_writes += core->n_pending;
     for (size_t i = 0; i < core->n_pending; i++) {
@@ -518,14 +521,14 @@ static void on_raw_scan(struct tkv_rpc_call *call, struct tkv_slice msg)
         scan_enqueue(core, job);
 }
 
-/* Methods of tinykvpb.TinyKv that need Raft or transactions: not built yet,
- * and they say so instead of pretending. */
+/* Methods of tinykvpb.TinyKv that need Raft or a coprocessor: not built
+ * yet, and they say so instead of pretending. */
 static void unimplemented(struct tkv_rpc_call *call)
 {
     char msg[200];
     snprintf(msg, sizeof(msg),
-             "%s is not built yet: this tinykv-server serves the standalone Raw API only "
-             "(RawGet, RawPut, RawDelete, RawScan)",
+             "%s is not built yet: this tinykv-server serves the standalone Raw and "
+             "transactional (Kv*) APIs only",
              tkv_rpc_call_path(call));
     tkv_rpc_call_finish(call, TKV_GRPC_UNIMPLEMENTED, msg);
 }
@@ -545,17 +548,34 @@ static const struct {
     {"/tinykvpb.TinyKv/RawPut", TKV_RPC_UNARY, on_raw_put},
     {"/tinykvpb.TinyKv/RawDelete", TKV_RPC_UNARY, on_raw_delete},
     {"/tinykvpb.TinyKv/RawScan", TKV_RPC_UNARY, on_raw_scan},
-    {"/tinykvpb.TinyKv/KvGet", TKV_RPC_UNARY, NULL},
-    {"/tinykvpb.TinyKv/KvScan", TKV_RPC_UNARY, NULL},
-    {"/tinykvpb.TinyKv/KvPrewrite", TKV_RPC_UNARY, NULL},
-    {"/tinykvpb.TinyKv/KvCommit", TKV_RPC_UNARY, NULL},
-    {"/tinykvpb.TinyKv/KvCheckTxnStatus", TKV_RPC_UNARY, NULL},
-    {"/tinykvpb.TinyKv/KvBatchRollback", TKV_RPC_UNARY, NULL},
-    {"/tinykvpb.TinyKv/KvResolveLock", TKV_RPC_UNARY, NULL},
+    {"/tinykvpb.TinyKv/KvGet", TKV_RPC_UNARY, server_on_kv_get},
+    {"/tinykvpb.TinyKv/KvScan", TKV_RPC_UNARY, server_on_kv_scan},
+    {"/tinykvpb.TinyKv/KvPrewrite", TKV_RPC_UNARY, server_on_kv_prewrite},
+    {"/tinykvpb.TinyKv/KvCommit", TKV_RPC_UNARY, server_on_kv_commit},
+    {"/tinykvpb.TinyKv/KvCheckTxnStatus", TKV_RPC_UNARY, server_on_kv_check_txn_status},
+    {"/tinykvpb.TinyKv/KvBatchRollback", TKV_RPC_UNARY, server_on_kv_batch_rollback},
+    {"/tinykvpb.TinyKv/KvResolveLock", TKV_RPC_UNARY, server_on_kv_resolve_lock},
     {"/tinykvpb.TinyKv/Coprocessor", TKV_RPC_UNARY, NULL},
     {"/tinykvpb.TinyKv/Raft", TKV_RPC_CLIENT_STREAM, NULL},
     {"/tinykvpb.TinyKv/Snapshot", TKV_RPC_CLIENT_STREAM, NULL},
 };
+
+/* Writes wait for the turn's group commit (raw) or for the txn core (Kv
+ * writes); the rest finish synchronously inside on_message. */
+static void (*on_cancel_of(void (*on_message)(struct tkv_rpc_call *,
+                                              struct tkv_slice)))(struct tkv_rpc_call *,
+                                                                  enum tkv_grpc_status)
+{
+    if (on_message == on_raw_put || on_message == on_raw_delete)
+        return on_write_cancel;
+    if (on_message == on_raw_scan)
+        return on_scan_cancel;
+    if (on_message == server_on_kv_prewrite || on_message == server_on_kv_commit ||
+        on_message == server_on_kv_check_txn_status || on_message == server_on_kv_batch_rollback ||
+        on_message == server_on_kv_resolve_lock)
+        return server_txn_on_cancel;
+    return NULL;
+}
 
 void server_methods(struct server_core *core, struct tkv_rpc_method *methods, size_t *n_out)
 {
@@ -567,13 +587,7 @@ void server_methods(struct server_core *core, struct tkv_rpc_method *methods, si
                 method_table[i].on_message ? method_table[i].on_message : on_unimplemented_message,
             /* A streaming call with no message at all ends here. */
             .on_half_close = method_table[i].kind == TKV_RPC_CLIENT_STREAM ? unimplemented : NULL,
-            /* Writes wait for the turn's group commit; the rest finish
-             * synchronously inside on_message. */
-            .on_cancel = method_table[i].on_message == on_raw_put ||
-                                 method_table[i].on_message == on_raw_delete
-                             ? on_write_cancel
-                         : method_table[i].on_message == on_raw_scan ? on_scan_cancel
-                                                                     : NULL,
+            .on_cancel = on_cancel_of(method_table[i].on_message),
             .data = core,
         };
     }

@@ -32,8 +32,7 @@ import kvrpcpb_pb2 as kvrpcpb  # noqa: E402,F401
 SERVICE = "/tinykvpb.TinyKv/"
 # Every method of tinykvpb.TinyKv (TINYKV-API.md 1.2) that the standalone
 # server does not implement yet, with its request type where unary.
-UNIMPLEMENTED_UNARY = ["KvGet", "KvScan", "KvPrewrite", "KvCommit", "KvCheckTxnStatus",
-                       "KvBatchRollback", "KvResolveLock", "Coprocessor"]
+UNIMPLEMENTED_UNARY = ["Coprocessor"]
 UNIMPLEMENTED_STREAMING = ["Raft", "Snapshot"]
 
 # Generous under ASan on a shared 2-core machine.
