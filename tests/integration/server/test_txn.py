@@ -297,7 +297,7 @@ class TxnDurability(tkvtest.TkvTestCase):
                 self.assertEqual(len(prewrite(ch, [(PUT, b"dur/locked", b"x")], b"dur/locked",
                                               s).errors), 0)
             srv.kill()
-            srv.start(port=srv.port)
+            srv.start()
             with srv.channel() as ch:
                 r = scan(ch, b"dur/", 100, tso.next())
                 got = {p.key: (p.value, p.HasField("error")) for p in r.pairs}
