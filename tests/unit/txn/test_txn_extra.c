@@ -246,3 +246,27 @@ Test(txn_extra, check_txn_status_live_ttl0_lock_reports_locked)
     cr_assert_eq(sr.action, kvrpcpb_Action_TTLExpireRollback);
     tb_assert_lens(&b, 0, 0, 1);
 }
+
+Test(txn_extra, boundaries_lock_at_read_ts_and_commit_at_start_ts)
+{
+    /* A lock whose ts equals the read ts blocks the read (lock.ts <= ts;
+     * the reference's "<" would miss it). */
+    TB_INIT(&b, KV(LCK, B(9), 0, B(9, 1, 0, 0, 0, 0, 0, 0, 0, 200, 0, 0, 0, 0, 0, 0, 0, 0)));
+    kvrpcpb_GetRequest g = {.key = B(9), .version = 200};
+    kvrpcpb_GetResponse gr;
+    cr_assert_eq(tb_get(&b, &g, &gr), 0);
+    cr_assert(gr.has_error && gr.error.has_locked, "a lock at the read ts must block the read");
+    kvrpcpb_ScanRequest s = {.start_key = B(9), .limit = 1, .version = 200};
+    kvrpcpb_ScanResponse sr;
+    cr_assert_eq(tb_scan(&b, &s, &sr), 0);
+    cr_assert(sr.pairs.n == 1 && sr.pairs.items[0].has_error, "scan too");
+    /* A record committed exactly at our start ts is a conflict (>=). */
+    TB_INIT(&b, KV(DEF, B(8), 40, B(1)), KV(WRT, B(8), 50, B(1, 0, 0, 0, 0, 0, 0, 0, 40)));
+    kvrpcpb_Mutation m = mutation(8, B(2), kvrpcpb_Op_Put);
+    kvrpcpb_PrewriteRequest p = tb_prewrite_req(&b, &m, 1);
+    p.start_version = 50;
+    kvrpcpb_PrewriteResponse pr;
+    cr_assert_eq(tb_prewrite(&b, &p, &pr), 0);
+    cr_assert(pr.errors.n == 1 && pr.errors.items[0].has_conflict,
+              "a commit at exactly start_ts must conflict");
+}
