@@ -13,6 +13,8 @@ PACKAGES=(
   # tests
   libcriterion-dev python3 python3-protobuf python3-grpcio python3-grpc-tools fiu-utils
   faketime  # scheduler TSO tests: wall clock a day behind
+  # operations (issue 12): promtool + a real Prometheus scraping the status port
+  prometheus
   # perf harness (issue 5): etcd as the peer, h2load as a neutral client
   etcd-server etcd-client nghttp2-client linux-perf hyperfine
 )

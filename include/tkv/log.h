@@ -60,6 +60,13 @@ struct tkv_log_field {
 /* The error text of a tinykv code or -errno, under key "error". */
 #define TKV_LF_ERR(rv) TKV_LF_STR("error", tkv_strerror(rv))
 
+/* Output format: TiKV's unified text line, or one JSON object per line
+ * with the same content: {"time": "<same timestamp as text>", "level":
+ * "INFO", "caller": "file.c:12", "message": "...", <fields>...}; numbers
+ * and booleans as JSON values, strings (and hex) as JSON strings. */
+enum tkv_log_format { TKV_LOG_FORMAT_TEXT, TKV_LOG_FORMAT_JSON };
+void tkv_log_set_format(enum tkv_log_format format);
+
 /* Current threshold; records above it are dropped cheaply. */
 extern enum tkv_log_level tkv_log_threshold;
 
@@ -69,6 +76,14 @@ void tkv_log_set_level(enum tkv_log_level level);
 int tkv_log_parse_level(const char *name, enum tkv_log_level *level_out);
 /* Redirect output to an already-open fd (default 2, stderr). */
 void tkv_log_set_fd(int fd);
+/* Append to the file at path (created 0644), remembered for
+ * tkv_log_reopen. Returns 0 or -errno. Main thread, before other threads
+ * log. */
+int tkv_log_open_file(const char *path);
+/* Reopen the file of tkv_log_open_file (logrotate moved it away: SIGHUP)
+ * and switch to it atomically (dup2: a concurrent writer never sees a
+ * closed fd). 0 when no file is set. Returns 0 or -errno. Any thread. */
+int tkv_log_reopen(void);
 
 /* Format one record into buf (always NUL-terminated, truncated if needed,
  * ends with '\n'); returns the length written. Exposed for tests. */

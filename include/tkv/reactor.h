@@ -86,6 +86,27 @@ int tkv_reactor_group_wait(struct tkv_reactor_group *g);
 void tkv_reactor_block_signals(void);
 int tkv_reactor_group_run_until_signal(struct tkv_reactor_group *g);
 
+/* tkv_reactor_group_run_until_signal with hooks on the calling (main)
+ * thread, which is not a core and may block: on_tick(arg) every tick_ns
+ * (the systemd watchdog ping), on_reload(arg) on SIGHUP (reopen the log
+ * file for logrotate). Without on_reload, SIGHUP stops the group like
+ * SIGINT/SIGTERM. hooks may be NULL; it is borrowed until return. */
+struct tkv_reactor_run_hooks {
+    uint64_t tick_ns;
+    void (*on_tick)(void *arg);
+    void (*on_reload)(void *arg);
+    void *arg;
+};
+int tkv_reactor_group_run(struct tkv_reactor_group *g, const struct tkv_reactor_run_hooks *hooks);
+
+/* How long ago core `core` of g began its latest loop turn, in ns
+ * (UINT64_MAX before its first turn or for a core out of range). Every core
+ * turns at least once a second even when idle (its metrics tick), so a
+ * value of several seconds means the core is stuck (a blocking call, an
+ * endless loop). Any thread: a relaxed read of a word the core stores once
+ * per turn. */
+uint64_t tkv_reactor_group_core_stall_ns(const struct tkv_reactor_group *g, uint32_t core);
+
 uint32_t tkv_reactor_group_cores(const struct tkv_reactor_group *g);
 
 /* The group r belongs to (e.g. to call tkv_reactor_group_stop from a core on
@@ -105,7 +126,12 @@ bool tkv_reactor_stopping(const struct tkv_reactor *r);
 /* Monotonic time in nanoseconds, read once per loop turn (cheap). */
 uint64_t tkv_now_ns(const struct tkv_reactor *r);
 
-/* Counters of one core since it started (metrics, tests, benchmarks).
+/* Metrics: each core publishes into its slot of tkv_metrics_default()
+ * once a second (tinykv_reactor_busy_ratio, _loop_turns_total,
+ * _xcore_ring_depth, _xcore_overflow_total, _xcore_overflow_pending,
+ * _xcore_messages_total, all labelled core="k").
+ *
+ * Counters of one core since it started (metrics, tests, benchmarks).
  * Call on r's core (from fini to keep the final figures). */
 struct tkv_reactor_stats {
     uint64_t turns;            /* loop turns */

@@ -164,6 +164,9 @@ struct rl_batch {
 };
 
 struct tkv_raftlog {
+    /* metrics (raftlog.c): start of the write in flight, segments counted */
+    uint64_t flight_start_ns;
+    size_t segs_reported;
     char *dir;
     int dir_fd;
     struct tkv_raftlog_memdisk *mem;

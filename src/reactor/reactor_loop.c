@@ -191,6 +191,7 @@ static void submit_and_wait(struct tkv_reactor *r)
 
     struct io_uring_cqe *cqe;
     int rv;
+    uint64_t slept_at = reactor_clock_ns();
     r->st.sleeps++;
     if (deadline == UINT64_MAX) {
         rv = io_uring_submit_and_wait_timeout(&r->ring, &cqe, 1, NULL, NULL);
@@ -203,6 +204,7 @@ static void submit_and_wait(struct tkv_reactor *r)
                     : io_uring_submit_and_wait_timeout(&r->ring, &cqe, 1, &ts, NULL);
     }
     reactor_wake_end_sleep(r);
+    r->sleep_ns += reactor_clock_ns() - slept_at;
     if (rv < 0 && rv != -ETIME && rv != -EINTR && rv != -EAGAIN && rv != -EBUSY)
         TKV_PANIC("io_uring wait: %s", strerror(-rv));
 }
@@ -213,6 +215,7 @@ void reactor_loop_run(struct tkv_reactor *r)
     for (;;) {
         r->now_ns = reactor_clock_ns();
         r->st.turns++;
+        atomic_store_explicit(&r->heartbeat_ns, r->now_ns, memory_order_relaxed);
         if (TKV_UNLIKELY(!r->stopping && atomic_load_explicit(&g->stop, memory_order_acquire)))
             begin_stop(r);
 

@@ -116,6 +116,17 @@ struct tkv_reactor {
 
     struct tkv_reactor_stats st;
 
+    /* Metrics (reactor_metrics.c): published once a second by the core
+     * itself into its own slot of the process registry. */
+    struct reactor_metrics *metrics;
+    uint64_t sleep_ns; /* time blocked in the kernel, total */
+
+    /* Start of the latest loop turn (CLOCK_MONOTONIC ns), written by this
+     * core with a relaxed store every turn and read by the watchdog and
+     * /readyz from other threads; its own cache line. The metrics tick
+     * makes even an idle core turn at least once a second. */
+    _Atomic uint64_t heartbeat_ns __attribute__((aligned(REACTOR_CACHELINE)));
+
     pthread_t thread;
     bool thread_started;
     int setup_rv; /* ring/eventfd creation result, reported to group_start */
@@ -164,6 +175,8 @@ void reactor_rings_free(struct tkv_reactor_group *g);
 /* Run what other cores posted; returns the number of messages run. */
 size_t reactor_rings_drain(struct tkv_reactor *r);
 bool reactor_rings_nonempty(const struct tkv_reactor *r);
+/* Messages waiting in the rings INTO r (consumer side, core of r). */
+size_t reactor_rings_depth(const struct tkv_reactor *r);
 /* Move overflow into rings and send owed wake-ups (end of turn). */
 void reactor_rings_flush(struct tkv_reactor *r);
 /* Count and drop what is left in the rings after every core stopped. */
@@ -181,6 +194,10 @@ bool reactor_wake_if_sleeping(struct tkv_reactor *r);
 /* Consumer side: announce sleep and re-check; false = do not sleep. */
 bool reactor_wake_prepare_sleep(struct tkv_reactor *r);
 void reactor_wake_end_sleep(struct tkv_reactor *r);
+
+/* reactor_metrics.c: per-core series + the 1 s tick (core of r). */
+void reactor_metrics_start(struct tkv_reactor *r);
+void reactor_metrics_stop(struct tkv_reactor *r);
 
 /* reactor_smp.c */
 extern _Thread_local struct tkv_reactor *reactor_tls;

@@ -105,6 +105,16 @@ bool reactor_rings_nonempty(const struct tkv_reactor *r)
     return false;
 }
 
+size_t reactor_rings_depth(const struct tkv_reactor *r)
+{
+    struct tkv_reactor_group *g = r->g;
+    size_t n = 0;
+    for (uint32_t from = 0; from < g->n; from++)
+        if (from != r->core)
+            n += ck_ring_size(&xring(g, from, r->core)->ring);
+    return n;
+}
+
 static void owe_wake(struct tkv_reactor *r, uint32_t to)
 {
     r->wake_owed[to] = 1;

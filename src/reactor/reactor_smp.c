@@ -149,7 +149,9 @@ static void *core_main(void *p)
         return NULL;
 
     r->now_ns = reactor_clock_ns();
+    atomic_store_explicit(&r->heartbeat_ns, r->now_ns, memory_order_relaxed);
     reactor_wake_arm(r);
+    reactor_metrics_start(r);
     int rv = g->init ? g->init(r, r->core, g->arg) : 0;
     if (rv < 0) {
         int zero = 0;
@@ -166,6 +168,7 @@ static void *core_main(void *p)
     if (r->init_ok && g->fini)
         g->fini(r, r->core, g->arg);
     drain_final(r);
+    reactor_metrics_stop(r);
     reactor_tls = NULL;
     return NULL;
 }
@@ -220,6 +223,7 @@ int tkv_reactor_group_start(const struct tkv_reactor_config *cfg, tkv_core_init_
         r->n_cores = g->n;
         r->wake_fd = -1;
         atomic_init(&r->sleeping, 0);
+        atomic_init(&r->heartbeat_ns, 0);
         g->cores[i] = r;
         r->overflow = tkv_calloc(g->n, sizeof(*r->overflow));
         r->wake_owed = tkv_calloc(g->n, 1);
@@ -317,6 +321,7 @@ static void stop_signals(sigset_t *set)
     sigemptyset(set);
     sigaddset(set, SIGINT);
     sigaddset(set, SIGTERM);
+    sigaddset(set, SIGHUP);
 }
 
 void tkv_reactor_block_signals(void)
@@ -327,6 +332,33 @@ void tkv_reactor_block_signals(void)
 }
 
 int tkv_reactor_group_run_until_signal(struct tkv_reactor_group *g)
+{
+    return tkv_reactor_group_run(g, NULL);
+}
+
+uint64_t tkv_reactor_group_core_stall_ns(const struct tkv_reactor_group *g, uint32_t core)
+{
+    if (core >= g->n)
+        return UINT64_MAX;
+    uint64_t hb = atomic_load_explicit(&g->cores[core]->heartbeat_ns, memory_order_relaxed);
+    if (hb == 0)
+        return UINT64_MAX;
+    uint64_t now = reactor_clock_ns();
+    return now > hb ? now - hb : 0;
+}
+
+static int poll_timeout_ms(uint64_t next_tick_ns)
+{
+    if (next_tick_ns == 0)
+        return -1;
+    uint64_t now = reactor_clock_ns();
+    if (next_tick_ns <= now)
+        return 0;
+    uint64_t ms = (next_tick_ns - now + 999999) / 1000000;
+    return ms > 60000 ? 60000 : (int)ms;
+}
+
+int tkv_reactor_group_run(struct tkv_reactor_group *g, const struct tkv_reactor_run_hooks *hooks)
 {
     sigset_t set;
     stop_signals(&set);
@@ -339,19 +371,31 @@ int tkv_reactor_group_run_until_signal(struct tkv_reactor_group *g)
         tkv_reactor_group_stop(g);
         return tkv_reactor_group_wait(g);
     }
+    uint64_t tick_ns = hooks && hooks->on_tick ? hooks->tick_ns : 0;
+    uint64_t next_tick = tick_ns ? reactor_clock_ns() + tick_ns : 0;
     struct pollfd fds[2] = {{.fd = sfd, .events = POLLIN}, {.fd = g->stop_fd, .events = POLLIN}};
     for (;;) {
-        int n = poll(fds, 2, -1);
+        int n = poll(fds, 2, poll_timeout_ms(next_tick));
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0) {
             TKV_LOG_ERROR("poll failed; stopping", TKV_LF_ERR(-errno));
             break;
         }
+        if (next_tick && reactor_clock_ns() >= next_tick) {
+            hooks->on_tick(hooks->arg);
+            next_tick = reactor_clock_ns() + tick_ns;
+        }
         if (fds[0].revents & POLLIN) {
             struct signalfd_siginfo si;
-            if (read(sfd, &si, sizeof(si)) == (ssize_t)sizeof(si))
-                TKV_LOG_INFO("signal received, stopping", TKV_LF_U64("signal", si.ssi_signo));
+            if (read(sfd, &si, sizeof(si)) != (ssize_t)sizeof(si))
+                continue;
+            if (si.ssi_signo == SIGHUP && hooks && hooks->on_reload) {
+                TKV_LOG_INFO("SIGHUP received, reloading");
+                hooks->on_reload(hooks->arg);
+                continue;
+            }
+            TKV_LOG_INFO("signal received, stopping", TKV_LF_U64("signal", si.ssi_signo));
             break;
         }
         if (fds[1].revents & POLLIN)

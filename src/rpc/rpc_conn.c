@@ -70,6 +70,8 @@ struct tkv_rpc_call *rpc_call_new(struct rpc_conn *c)
     struct tkv_rpc_call *call = tkv_xcalloc(1, sizeof(struct tkv_rpc_ccall));
     call->conn = c;
     call->grpc_status = -1;
+    if (c->is_server)
+        call->start_ns = rpc_clock_ns();
     call->next = c->calls;
     if (c->calls)
         c->calls->prev = call;
@@ -293,7 +295,7 @@ void rpc_server_finish(struct tkv_rpc_call *call, int status, const char *msg)
     ready_remove(call);
     call->status = status;
     call->status_msg = msg ? rpc_percent_encode(msg) : NULL;
-    rpc_server_count(c->srv, status);
+    rpc_server_count(c->srv, call, status);
     if (c->aborted)
         return;
     if (!call->submitted && rpc_buf_avail(&call->q) == 0) {
@@ -934,7 +936,7 @@ static void stream_closed(struct rpc_conn *c, struct tkv_rpc_call *call, uint32_
             bool owned = call->handler_owns;
             call->finished = true;
             call->handler_owns = false;
-            rpc_server_count(c->srv, TKV_GRPC_CANCELLED);
+            rpc_server_count(c->srv, call, TKV_GRPC_CANCELLED);
             if (owned && call->method->on_cancel)
                 call->method->on_cancel(call, TKV_GRPC_CANCELLED);
         }
@@ -1162,7 +1164,7 @@ void rpc_conn_abort(struct rpc_conn *c, enum tkv_grpc_status why, const char *ms
                 bool owned = call->handler_owns;
                 call->finished = true;
                 call->handler_owns = false;
-                rpc_server_count(c->srv, why);
+                rpc_server_count(c->srv, call, why);
                 if (owned && call->method->on_cancel)
                     call->method->on_cancel(call, why);
             }

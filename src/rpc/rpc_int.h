@@ -90,6 +90,7 @@ struct tkv_rpc_call {
     char *grpc_msg;
 
     /* server */
+    uint64_t start_ns;      /* CLOCK_MONOTONIC at creation (latency metric) */
     struct tkv_arena arena; /* zeroed = empty; closed in rpc_call_free */
     const struct tkv_rpc_method *method;
     void *data;
@@ -178,6 +179,10 @@ struct tkv_rpc_server {
     uint64_t big_turn_ns;
     size_t turn_big_bytes;
     uint64_t n_quota_refused;
+    /* metrics (rpc_server.c): one entry per method + one for unknown paths */
+    struct rpc_method_metrics *mm;
+    struct tkv_gauge *m_conns;
+    struct tkv_counter *m_accepted;
     /* reactor side (rpc_net.c) */
     struct tkv_reactor *r;
     int listen_fd;
@@ -289,7 +294,12 @@ bool rpc_conn_mem_ok(const struct rpc_conn *c, size_t n, const char **why);
 /* Server internals used by the engine. */
 const struct tkv_rpc_method *rpc_server_lookup(const struct tkv_rpc_server *srv, const char *path);
 const struct rpc_limits *rpc_server_limits(const struct tkv_rpc_server *srv);
-void rpc_server_count(struct tkv_rpc_server *srv, int status);
+/* CLOCK_MONOTONIC in ns (call latency). */
+uint64_t rpc_clock_ns(void);
+/* A server call ended with status: counters and the latency histogram. */
+void rpc_server_count(struct tkv_rpc_server *srv, const struct tkv_rpc_call *call, int status);
+/* A connection was accepted (delta +1) or closed (-1). */
+void rpc_server_conn_metric(struct tkv_rpc_server *srv, int delta);
 
 /* Engine helpers shared by server/client API files. */
 ssize_t rpc_call_read(nghttp2_session *ng, int32_t sid, uint8_t *buf, size_t len, uint32_t *flags,

@@ -432,6 +432,7 @@ static void sock_close(struct rpc_sock *s)
             s->next->prev = s->prev;
         s->prev = s->next = NULL;
         s->srv->n_conns--;
+        rpc_server_conn_metric(s->srv, -1);
     }
     if (s->cl)
         rpc_client_set_unusable(s->cl);
@@ -500,6 +501,7 @@ static void server_accepted(struct tkv_rpc_server *srv, int fd)
         srv->socks->prev = s;
     srv->socks = s;
     srv->n_conns++;
+    rpc_server_conn_metric(srv, +1);
     post_recv(s);
     sock_flush(s); /* our SETTINGS */
     sock_rearm(s);
@@ -610,6 +612,7 @@ static void server_net_drop(struct tkv_rpc_server *srv)
         struct rpc_sock *s = srv->socks;
         srv->socks = s->next;
         srv->n_conns--;
+        rpc_server_conn_metric(srv, -1);
         rpc_conn_free(s->conn);
         if (!s->fd_closed)
             close(s->fd);

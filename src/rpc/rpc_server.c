@@ -1,10 +1,88 @@
 /* The server object (method table, limits, counters) and the call API
  * handlers use. Transport independent; the listener lives in rpc_net.c. */
+#include <ctype.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "rpc_int.h"
 #include "tkv/err.h"
 #include "tkv/mem.h"
+#include "tkv/metrics.h"
+
+/* ---------------------------------------------------------- metrics
+ *
+ * tinykv_grpc_msg_total{type,code}: calls finished, by method and status;
+ * tinykv_grpc_msg_duration_seconds{type}: from the request headers to the
+ * end of the call; tinykv_grpc_connections / _accepted_total. type is the
+ * method name in snake case ("/tinykvpb.TinyKv/RawGet" -> "raw_get", as
+ * TiKV's kv_get), "unknown" for paths not in the table. The per-code
+ * counters are registered on first use (once per server and code), so the
+ * hot path only adds to handles it already holds. */
+
+struct rpc_method_metrics {
+    char type[64];
+    struct tkv_histogram *duration;
+    struct tkv_counter *by_code[TKV_GRPC_STATUS_COUNT];
+};
+
+static void method_type(const char *path, char *out, size_t cap)
+{
+    const char *name = path ? strrchr(path, '/') : NULL;
+    size_t n = 0;
+    name = name && name[1] ? name + 1 : "unknown";
+    for (size_t i = 0; name[i] && n + 2 < cap; i++) {
+        unsigned char ch = (unsigned char)name[i];
+        if (!isalnum(ch)) {
+            out[n++] = '_';
+            continue;
+        }
+        if (isupper(ch) && i > 0)
+            out[n++] = '_';
+        out[n++] = (char)tolower(ch);
+    }
+    out[n] = '\0';
+}
+
+static void metrics_init(struct tkv_rpc_server *srv)
+{
+    struct tkv_metrics *reg = tkv_metrics_default();
+    double bounds[20];
+    tkv_metrics_exp_buckets(0.0001, 2, 20, bounds); /* 100 us .. 52 s */
+    srv->mm = tkv_xcalloc(srv->n_methods + 1, sizeof(*srv->mm));
+    for (size_t i = 0; i <= srv->n_methods; i++) {
+        struct rpc_method_metrics *m = &srv->mm[i];
+        method_type(i < srv->n_methods ? srv->methods[i].path : NULL, m->type, sizeof(m->type));
+        m->duration = tkv_metrics_histogram(
+            reg, "tinykv_grpc_msg_duration_seconds",
+            "Duration of gRPC calls by method, from request headers to the final status.",
+            (const char *[]){"type", m->type, NULL}, bounds, 20);
+    }
+    srv->m_conns = tkv_metrics_gauge(reg, "tinykv_grpc_connections",
+                                     "Open client connections of the gRPC servers.", NULL);
+    srv->m_accepted = tkv_metrics_counter(reg, "tinykv_grpc_connections_accepted_total",
+                                          "Client connections accepted by the gRPC servers.",
+                                          NULL);
+}
+
+void rpc_server_conn_metric(struct tkv_rpc_server *srv, int delta)
+{
+    tkv_gauge_add(srv->m_conns, delta);
+    if (delta > 0)
+        tkv_counter_inc(srv->m_accepted);
+}
+
+static void count_call(struct tkv_rpc_server *srv, const struct tkv_rpc_call *call, int status)
+{
+    size_t i = call->method ? (size_t)(call->method - srv->methods) : srv->n_methods;
+    struct rpc_method_metrics *m = &srv->mm[i < srv->n_methods ? i : srv->n_methods];
+    if (!m->by_code[status])
+        m->by_code[status] = tkv_metrics_counter(
+            tkv_metrics_default(), "tinykv_grpc_msg_total",
+            "gRPC calls finished, by method and status code.",
+            (const char *[]){"type", m->type, "code", tkv_grpc_status_name(status), NULL});
+    tkv_counter_inc(m->by_code[status]);
+    tkv_histogram_observe(m->duration, (double)(rpc_clock_ns() - call->start_ns) / 1e9);
+}
 
 int tkv_rpc_server_new(const struct tkv_rpc_server_config *cfg,
                        const struct tkv_rpc_method *methods, size_t n_methods,
@@ -56,6 +134,7 @@ int tkv_rpc_server_new(const struct tkv_rpc_server_config *cfg,
     srv->n_methods = n_methods;
     srv->listen_fd = -1;
     srv->spare_fd = -1;
+    metrics_init(srv);
     *out = srv;
     return 0;
 }
@@ -67,6 +146,7 @@ void tkv_rpc_server_free(struct tkv_rpc_server *srv)
     if (srv->net_drop)
         srv->net_drop(srv);
     tkv_free(srv->methods);
+    tkv_free(srv->mm);
     tkv_free(srv);
 }
 
@@ -84,10 +164,12 @@ const struct rpc_limits *rpc_server_limits(const struct tkv_rpc_server *srv)
     return &srv->lim;
 }
 
-void rpc_server_count(struct tkv_rpc_server *srv, int status)
+void rpc_server_count(struct tkv_rpc_server *srv, const struct tkv_rpc_call *call, int status)
 {
-    if (status >= 0 && status < TKV_GRPC_STATUS_COUNT)
-        srv->calls[status]++;
+    if (status < 0 || status >= TKV_GRPC_STATUS_COUNT)
+        return;
+    srv->calls[status]++;
+    count_call(srv, call, status);
 }
 
 uint64_t tkv_rpc_server_calls(const struct tkv_rpc_server *srv, enum tkv_grpc_status status)

@@ -3,6 +3,7 @@
  * the owned byte buffer. */
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "rpc_int.h"
 #include "tkv/err.h"
@@ -193,4 +194,11 @@ int rpc_http_to_grpc(int http_status)
     default:
         return TKV_GRPC_UNKNOWN;
     }
+}
+
+uint64_t rpc_clock_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }

@@ -8,6 +8,11 @@
 #include <string.h>
 #include <unistd.h>
 
+#if TKV_FAILPOINTS
+#include <fiu-control.h>
+#include <fiu.h>
+#endif
+
 #include "server_private.h"
 #include "tkv/err.h"
 #include "tkv/log.h"
@@ -60,15 +65,26 @@ int main(int argc, char **argv)
         break;
     }
 
+#if TKV_FAILPOINTS
+    /* Test builds: failpoints controllable with fiu-ctrl through FIFOs
+     * named by TKV_FIU_CTRL (<prefix>-<pid>.in/.out). */
+    fiu_init(0);
+    if (getenv("TKV_FIU_CTRL") && fiu_rc_fifo(getenv("TKV_FIU_CTRL")) < 0) {
+        fprintf(stderr, "tinykv-server: cannot open the fiu control FIFO\n");
+        return 1;
+    }
+#endif
     tkv_log_set_level(node.cfg.log.level);
+    tkv_log_set_format(node.cfg.log.format == TKV_CONFIG_LOG_JSON ? TKV_LOG_FORMAT_JSON
+                                                                  : TKV_LOG_FORMAT_TEXT);
     if (node.cfg.log.file.filename[0]) {
-        int fd = open(node.cfg.log.file.filename, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-        if (fd < 0) {
+        /* Reopened on SIGHUP (logrotate's postrotate; deploy/README.md). */
+        rv = tkv_log_open_file(node.cfg.log.file.filename);
+        if (rv) {
             fprintf(stderr, "tinykv-server: cannot open log.file.filename %s: %s\n",
-                    node.cfg.log.file.filename, strerror(errno));
+                    node.cfg.log.file.filename, tkv_strerror(rv));
             return 1;
         }
-        tkv_log_set_fd(fd);
     }
     return server_node_run(&node);
 }

@@ -3,6 +3,7 @@
  * engine session and a gRPC server accepting on its dup of the listener. */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
@@ -19,7 +20,9 @@
 #include "tkv/err.h"
 #include "tkv/log.h"
 #include "tkv/mem.h"
+#include "tkv/metrics.h"
 #include "tkv/reactor.h"
+#include "tkv/status.h"
 
 /* Pending connections the kernel queues for us (capped by somaxconn). */
 #define SERVER_LISTEN_BACKLOG 1024
@@ -35,6 +38,22 @@
 #define SERVER_LISTEN_RETRY_MS 50
 
 static atomic_uint n_listening;
+
+static void core_stopping(void *arg);
+
+/* A core whose loop has not turned for this long is stuck: /readyz says
+ * so and the systemd watchdog is not fed. Idle cores turn every second
+ * (the reactor's metrics tick), so this is far above normal. Under a
+ * systemd watchdog the limit is half its interval (at least 2 s). */
+#define SERVER_STALL_LIMIT_NS (5ull * 1000 * 1000 * 1000)
+static uint64_t stall_limit_ns = SERVER_STALL_LIMIT_NS;
+
+/* Guards the hand-over of node->group between the main thread, the cores'
+ * fini and the status thread's readiness check, so /readyz never reads a
+ * group that tkv_reactor_group_run is freeing (every core leaves the
+ * "serving" state under it before the group is freed). Start-up and
+ * shutdown only; never taken on the hot path. */
+static pthread_mutex_t ready_mu = PTHREAD_MUTEX_INITIALIZER;
 
 /* Tell systemd (Type=notify) about our state; a no-op without NOTIFY_SOCKET
  * or without libsystemd. */
@@ -104,6 +123,7 @@ static int core_init(struct tkv_reactor *r, uint32_t core, void *arg)
 
     c->core = core;
     server_txn_core_init(c, &node->cores[0], r);
+    c->metrics = &node->metrics;
     tkv_arena_init(&c->arena, 0);
     tkv_engine_batch_init(&c->batch);
     c->max_send_msg = rcfg.max_send_msg ? rcfg.max_send_msg : TKV_RPC_DEFAULT_MAX_MSG;
@@ -132,6 +152,8 @@ static int core_init(struct tkv_reactor *r, uint32_t core, void *arg)
         goto err;
     }
     TKV_LOG_DEBUG("core listening", TKV_LF_U64("core", core), TKV_LF_U64("port", node->port));
+    atomic_store(&node->core_serving[core], 1);
+    tkv_reactor_on_stop(r, core_stopping, node);
     if (atomic_fetch_add(&n_listening, 1) + 1 == node->cfg.server.cores) {
         char status[TKV_CONFIG_ADDR_MAX + 96];
         TKV_LOG_INFO("tinykv-server is serving", TKV_LF_STR("host", node->host),
@@ -154,6 +176,9 @@ static void core_fini(struct tkv_reactor *r, uint32_t core, void *arg)
 {
     struct server_node *node = arg;
     (void)r;
+    pthread_mutex_lock(&ready_mu);
+    atomic_store(&node->core_serving[core], 0);
+    pthread_mutex_unlock(&ready_mu);
     core_teardown(&node->cores[core], core);
 }
 
@@ -259,6 +284,116 @@ static uint32_t connection_limit(uint64_t nofile, uint32_t configured, uint32_t 
     return (uint32_t)budget;
 }
 
+/* ---- readiness, status and the systemd watchdog ---- */
+
+/* The first reason the node does not serve, or 0 when every core serves
+ * and turns. Status thread and main thread. */
+static int node_ready(void *arg, char *reason, size_t cap)
+{
+    struct server_node *node = arg;
+    int rv = 0;
+    if (atomic_load(&node->stopping)) {
+        snprintf(reason, cap, "shutting down");
+        return 1;
+    }
+    pthread_mutex_lock(&ready_mu);
+    if (!node->group) {
+        snprintf(reason, cap, "starting: the cores are not running yet");
+        rv = 1;
+    }
+    for (uint32_t k = 0; rv == 0 && k < node->cfg.server.cores; k++) {
+        if (!atomic_load(&node->core_serving[k])) {
+            snprintf(reason, cap, "core %u is not serving", (unsigned)k);
+            rv = 1;
+            break;
+        }
+        uint64_t stall = tkv_reactor_group_core_stall_ns(node->group, k);
+        if (stall > stall_limit_ns) {
+            snprintf(reason, cap, "core %u: event loop has not turned for %.1f s", (unsigned)k,
+                     stall == UINT64_MAX ? 0.0 : (double)stall / 1e9);
+            rv = 1;
+        }
+    }
+    pthread_mutex_unlock(&ready_mu);
+    return rv;
+}
+
+static void core_stopping(void *arg)
+{
+    struct server_node *node = arg;
+    atomic_store(&node->stopping, 1);
+}
+
+static void node_status_fill(void *arg, json_t *o)
+{
+    struct server_node *node = arg;
+    char reason[200] = "";
+    json_object_set_new(o, "mode", json_string("standalone"));
+    json_object_set_new(o, "cores", json_integer(node->cfg.server.cores));
+    /* Standalone: every core serves the one store behind server.addr. */
+    json_t *stores = json_array();
+    json_t *st = json_object();
+    json_object_set_new(st, "address", json_string(node->cfg.server.addr));
+    json_object_set_new(st, "port", json_integer(node->port));
+    json_object_set_new(st, "data_dir", json_string(node->cfg.storage.data_dir));
+    json_array_append_new(stores, st);
+    json_object_set_new(o, "stores", stores);
+    bool ready = node_ready(node, reason, sizeof(reason)) == 0;
+    json_object_set_new(o, "ready", json_boolean(ready));
+    if (!ready)
+        json_object_set_new(o, "not_ready_reason", json_string(reason));
+}
+
+static char *node_config_json(void *arg)
+{
+    struct server_node *node = arg;
+    size_t n = tkv_config_dump(&node->cfg, TKV_CONFIG_DUMP_JSON, NULL, 0);
+    char *buf = tkv_malloc(n + 1);
+    if (buf)
+        tkv_config_dump(&node->cfg, TKV_CONFIG_DUMP_JSON, buf, n + 1);
+    return buf;
+}
+
+/* Main thread, every half watchdog interval: feed systemd only while
+ * every core serves and turns, so a stuck core gets the process killed
+ * and restarted (Restart=on-failure). */
+static void watchdog_tick(void *arg)
+{
+    struct server_node *node = arg;
+    char reason[200];
+    static bool warned;
+    if (node_ready(node, reason, sizeof(reason)) == 0) {
+        notify("WATCHDOG=1");
+        warned = false;
+    } else if (!warned && !atomic_load(&node->stopping)) {
+        TKV_LOG_ERROR("not feeding the systemd watchdog", TKV_LF_STR("reason", reason));
+        warned = true;
+    }
+}
+
+static void node_reload(void *arg)
+{
+    struct server_node *node = arg;
+    notify("RELOADING=1");
+    int rv = tkv_log_reopen();
+    if (rv)
+        TKV_LOG_ERROR("cannot reopen the log file", TKV_LF_STR("path", node->cfg.log.file.filename),
+                      TKV_LF_ERR(rv));
+    else
+        TKV_LOG_INFO("log file reopened", TKV_LF_STR("path", node->cfg.log.file.filename));
+    notify("READY=1");
+}
+
+static uint64_t watchdog_interval_ns(void)
+{
+#if TKV_HAVE_SYSTEMD
+    uint64_t usec = 0;
+    if (sd_watchdog_enabled(0, &usec) > 0 && usec > 0)
+        return usec * 1000;
+#endif
+    return 0;
+}
+
 /* mkdir -p for the data dir (the engine creates only one level). */
 static int mkdir_p(const char *path)
 {
@@ -322,6 +457,32 @@ int server_node_run(struct server_node *node)
                      "serving the standalone Raw API",
                      TKV_LF_STR("pd", cfg->pd.endpoints[0]));
 
+    /* Metrics: one slot per core, then the families every core uses. */
+    if (tkv_metrics_default_init(cfg->server.cores) < 0)
+        TKV_LOG_WARN("metrics registry already set up; per-core slots may be shared");
+    tkv_metrics_register_process(tkv_metrics_default());
+    server_metrics_init(&node->metrics);
+    node->core_serving = tkv_xcalloc(cfg->server.cores, sizeof(*node->core_serving));
+    atomic_store(&node->stopping, 0);
+
+    /* The status port answers /livez from here on and /readyz 503 until
+     * every core serves. A taken status port is logged but does not stop
+     * the node: serving data matters more than its dashboard. */
+    struct tkv_status_info sinfo = {
+        .component = "tinykv-server", .version = TKV_VERSION, .git_hash = TKV_GIT_HASH,
+        .build_time = TKV_BUILD_TIME, .ready = node_ready, .status_fill = node_status_fill,
+        .config_json = node_config_json, .arg = node};
+    if (cfg->server.status_addr[0]) {
+        rv = tkv_status_start(cfg->server.status_addr, &sinfo, &node->status);
+        if (rv)
+            TKV_LOG_ERROR("cannot start the status server; serving without it",
+                          TKV_LF_STR("status_addr", cfg->server.status_addr), TKV_LF_ERR(rv));
+        else
+            TKV_LOG_INFO("status server listening",
+                         TKV_LF_STR("status_addr", cfg->server.status_addr),
+                         TKV_LF_U64("status_port", tkv_status_port(node->status)));
+    }
+
     rv = mkdir_p(cfg->storage.data_dir);
     if (rv) {
         TKV_LOG_ERROR("cannot create the data dir", TKV_LF_STR("path", cfg->storage.data_dir),
@@ -354,12 +515,28 @@ int server_node_run(struct server_node *node)
     listen_fd = -1;
     struct tkv_reactor_config rcfg = {.n_cores = cfg->server.cores, .pin = true};
     atomic_store(&n_listening, 0);
+    pthread_mutex_lock(&ready_mu); /* cores may finish before group is set */
     rv = tkv_reactor_group_start(&rcfg, core_init, core_fini, node, &group);
+    node->group = rv ? NULL : group;
+    pthread_mutex_unlock(&ready_mu);
     if (rv) {
         TKV_LOG_ERROR("cannot start the reactor cores", TKV_LF_ERR(rv));
         goto out;
     }
-    rv = tkv_reactor_group_run_until_signal(group);
+    uint64_t wd = watchdog_interval_ns();
+    if (wd) {
+        stall_limit_ns = wd / 2 > 2000000000ull ? wd / 2 : 2000000000ull;
+        TKV_LOG_INFO("systemd watchdog enabled", TKV_LF_U64("interval_ms", wd / 1000000),
+                     TKV_LF_U64("stall_limit_ms", stall_limit_ns / 1000000));
+    }
+    struct tkv_reactor_run_hooks hooks = {
+        .tick_ns = wd / 2, .on_tick = wd ? watchdog_tick : NULL,
+        .on_reload = node_reload, .arg = node};
+    rv = tkv_reactor_group_run(group, &hooks);
+    pthread_mutex_lock(&ready_mu);
+    node->group = NULL; /* freed by tkv_reactor_group_run */
+    pthread_mutex_unlock(&ready_mu);
+    atomic_store(&node->stopping, 1);
     notify("STOPPING=1");
     if (rv) {
         TKV_LOG_ERROR("tinykv-server stopped on an error", TKV_LF_ERR(rv));
@@ -367,6 +544,8 @@ int server_node_run(struct server_node *node)
     }
     code = 0;
 out:
+    tkv_status_stop(node->status);
+    node->status = NULL;
     tkv_engine_close(node->engine); /* final checkpoint: a clean stop is durable */
     node->engine = NULL;
     if (node->cores) {
@@ -376,6 +555,8 @@ out:
     }
     tkv_free(node->cores);
     node->cores = NULL;
+    tkv_free((void *)node->core_serving);
+    node->core_serving = NULL;
     if (listen_fd >= 0)
         close(listen_fd);
     if (code == 0)

@@ -4,6 +4,7 @@
 #define TKV_SERVER_PRIVATE_H
 
 #include <stdbool.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "tkv/arena.h"
@@ -15,6 +16,23 @@ struct tkv_reactor;
 struct scan_job;
 struct tkv_txn_latches;
 struct txn_job;
+struct tkv_reactor_group;
+struct tkv_status_server;
+struct tkv_counter;
+struct tkv_histogram;
+
+/* Engine metrics of the group-commit path (server_raw.c), shared by every
+ * core; each core writes its own slot. */
+struct server_metrics {
+    struct tkv_counter *write_batches;     /* tinykv_engine_write_batches_total */
+    struct tkv_histogram *batch_ops;       /* tinykv_engine_write_batch_ops */
+    struct tkv_histogram *batch_bytes;     /* tinykv_engine_write_batch_bytes */
+    struct tkv_histogram *commit_duration; /* tinykv_engine_commit_duration_seconds */
+    struct tkv_counter *write_errors;      /* tinykv_engine_write_errors_total */
+};
+
+/* Register the server metrics in the default registry (main thread). */
+void server_metrics_init(struct server_metrics *m);
 
 /* One core of the standalone node: its engine session and its gRPC server
  * (accepting on its own dup of the node's one listening socket). Owned and
@@ -51,12 +69,19 @@ struct server_core {
     bool txn_ready_scheduled;
     struct txn_job *txn_jobs;
     uint64_t n_txn_cmds, n_txn_waits;
+    const struct server_metrics *metrics;
 };
 
 /* The node: everything main() sets up before the cores start. Read-only
  * once the cores run. */
 struct server_node {
     struct tkv_server_config cfg;
+    struct server_metrics metrics;
+    struct tkv_reactor_group *group; /* while the cores run (ready_mu) */
+    struct tkv_status_server *status; /* NULL when status-addr is "" or taken */
+    /* per core: 1 once it listens (written by the core, read by /readyz) */
+    _Atomic int *core_serving;
+    _Atomic int stopping; /* shutdown began: /readyz answers 503 */
     struct tkv_engine *engine;
     char host[TKV_CONFIG_ADDR_MAX];
     uint16_t port;             /* resolved (never 0 once the node runs) */

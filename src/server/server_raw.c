@@ -13,6 +13,12 @@
 #include "tkv/log.h"
 #include "tkv/mem.h"
 #include "tkv/reactor.h"
+#include "tkv/metrics.h"
+#include <time.h>
+#include <unistd.h>
+#if TKV_FAILPOINTS
+#include <fiu.h>
+#endif
 
 /* Errors a client caused (unknown cf, key or value too large) go in the
  * response's error string, as TinyKV's raw handlers do; engine failures are
@@ -167,12 +173,34 @@ void server_flush_writes(void *arg)
     struct server_core *core = arg;
     int rv;
 
+#if TKV_FAILPOINTS
+    /* Test builds: a core stuck in a blocking call for failinfo ms (default
+     * 3 s) every turn, for the watchdog and /readyz tests
+     * (tests/integration/server/test_status.py). */
+    fiu_do_on("server/stall_core",
+              usleep((useconds_t)((uintptr_t)fiu_failinfo() ? (uintptr_t)fiu_failinfo() : 3000) *
+                     1000));
+#endif
     if (core->n_pending == 0 && core->batch.n_ops == 0)
         return;
+    const struct server_metrics *m = core->metrics;
+    size_t n_ops = core->batch.n_ops, bytes = core->batch.data_bytes;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     rv = tkv_engine_write(core->session, &core->batch);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
     tkv_engine_batch_clear(&core->batch);
     if (core->txn_flush)
         server_txn_after_flush(core, rv);
+    if (m) {
+        tkv_counter_inc(m->write_batches);
+        tkv_histogram_observe(m->batch_ops, (double)n_ops);
+        tkv_histogram_observe(m->batch_bytes, (double)bytes);
+        tkv_histogram_observe(m->commit_duration, (double)(t1.tv_sec - t0.tv_sec) +
+                                                      (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
+        if (rv)
+            tkv_counter_inc(m->write_errors);
+    }
     core->n_batches++;
     core->n_batched_writes += core->n_pending;
     for (size_t i = 0; i < core->n_pending; i++) {
@@ -592,4 +620,28 @@ void server_methods(struct server_core *core, struct tkv_rpc_method *methods, si
         };
     }
     *n_out = SERVER_N_METHODS;
+}
+
+void server_metrics_init(struct server_metrics *m)
+{
+    struct tkv_metrics *reg = tkv_metrics_default();
+    double ops[16], bytes[16], secs[20];
+    tkv_metrics_exp_buckets(1, 2, 16, ops);         /* 1 .. 32768 writes */
+    tkv_metrics_exp_buckets(64, 4, 16, bytes);      /* 64 B .. 64 GiB */
+    tkv_metrics_exp_buckets(0.00005, 2, 20, secs);  /* 50 us .. 26 s */
+    m->write_batches = tkv_metrics_counter(
+        reg, "tinykv_engine_write_batches_total",
+        "Engine write batches committed (one per event-loop turn with writes).", NULL);
+    m->write_errors = tkv_metrics_counter(reg, "tinykv_engine_write_errors_total",
+                                          "Engine write batches that failed.", NULL);
+    m->batch_ops = tkv_metrics_histogram(reg, "tinykv_engine_write_batch_ops",
+                                         "Writes (puts and deletes) per engine write batch.",
+                                         NULL, ops, 16);
+    m->batch_bytes = tkv_metrics_histogram(reg, "tinykv_engine_write_batch_bytes",
+                                           "Key and value bytes per engine write batch.", NULL,
+                                           bytes, 16);
+    m->commit_duration = tkv_metrics_histogram(
+        reg, "tinykv_engine_commit_duration_seconds",
+        "Duration of one engine write batch commit, including its log fsync (sync mode).", NULL,
+        secs, 20);
 }

@@ -85,12 +85,15 @@ def free_port():
 class Server:
     """One tinykv-server process with its own port and data dir."""
 
-    def __init__(self, cores=None, extra_args=None, env=None, host="127.0.0.1", wrapper=None):
+    def __init__(self, cores=None, extra_args=None, env=None, host="127.0.0.1", wrapper=None,
+                 server_log=None):
         self.base_dir = tempfile.mkdtemp(prefix="tkv-it-")
         self.data_dir = os.path.join(self.base_dir, "data")
         self.wrapper = list(wrapper or [])  # command prefix, e.g. prlimit --nofile=N:N --
         self.host = host  # as given to -addr: "127.0.0.1", "localhost", "[::1]"
         self.port = None
+        self.status_port = None
+        self.server_log = server_log  # the server's --log-file, when it has one
         self.proc = None
         self.cores = cores
         self.extra_args = list(extra_args or [])
@@ -107,13 +110,17 @@ class Server:
         """Start the server on port, or by default on a port it picks itself
         (-addr 127.0.0.1:0, read back from its log): a port picked here and
         handed over would be free only until the server binds it, and
-        another test starting at the same moment could get the same one."""
+        another test starting at the same moment could get the same one.
+        The status port is picked by the server too (never the default
+        20180: tests of other engineers run at the same time)."""
         self.port = port
+        self.status_port = None
         self.n_starts += 1
         self.log_path = os.path.join(self.base_dir, "server-%d.log" % self.n_starts)
         self.log_file = open(self.log_path, "wb")
         addr = "%s:%d" % (self.host, port or 0)
-        args = _die_with_parent_prefix() + self.wrapper + [server_bin(), "-addr", addr, "-path", self.data_dir]
+        args = _die_with_parent_prefix() + self.wrapper + [server_bin(), "-addr", addr, "-path", self.data_dir,
+                                                           "--status-addr", "127.0.0.1:0"]
         if self.cores:
             args += ["--cores", str(self.cores)]
         args += os.environ.get("TKV_SERVER_ARGS", "").split()
@@ -122,17 +129,25 @@ class Server:
         self.wait_serving()
         return self
 
-    def _bound_port(self):
-        """The port of the welcome line of the current log, or None yet."""
+    def _log_field(self, message, key):
+        """Integer field `key` of the first record `message` in the current
+        log (text or JSON format), or None yet."""
+        text_msg = b'["' + message.encode() + b'"]'
+        json_msg = b'"message":"' + message.encode() + b'"'
         try:
-            with open(self.log_path, "rb") as f:
+            with open(self.server_log or self.log_path, "rb") as f:
                 for line in f:
-                    if b'["welcome to tinykv-server"]' in line:
-                        m = re.search(rb"\[port=(\d+)\]", line)
+                    if text_msg in line or json_msg in line:
+                        m = (re.search(rb"\[" + key.encode() + rb"=(\d+)\]", line) or
+                             re.search(rb'"' + key.encode() + rb'":(\d+)', line))
                         return int(m.group(1)) if m else None
         except OSError:
             pass
         return None
+
+    def _bound_port(self):
+        """The port of the welcome line of the current log, or None yet."""
+        return self._log_field("welcome to tinykv-server", "port")
 
     def wait_serving(self):
         deadline = time.monotonic() + START_TIMEOUT
@@ -150,6 +165,9 @@ class Server:
                 with channel(self.addr) as ch:
                     r = raw_get(ch, b"\x00tkv-it-probe", timeout=2)
                     if not r.error:
+                        # logged before the cores start; None if the port was taken
+                        self.status_port = self._log_field("status server listening",
+                                                           "status_port")
                         return
                     last = r.error
             except grpc.RpcError as e:
@@ -168,6 +186,10 @@ class Server:
 
     def channel(self):
         return channel(self.addr)
+
+    def http_get(self, path, method="GET", timeout=RPC_TIMEOUT):
+        """(status code, body bytes, content type) of a request to the status port."""
+        return http_request(self.status_port, path, method, timeout)
 
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
@@ -206,6 +228,17 @@ class Server:
             sys.stderr.write("kept %s\n" % self.base_dir)
             return
         shutil.rmtree(self.base_dir, ignore_errors=True)
+
+
+def http_request(port, path, method="GET", timeout=RPC_TIMEOUT, body=None):
+    import http.client
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body)
+        r = conn.getresponse()
+        return r.status, r.read(), r.getheader("Content-Type")
+    finally:
+        conn.close()
 
 
 # ---- gRPC helpers (generic calls: the tests depend only on kvrpcpb_pb2) ----
