@@ -155,8 +155,29 @@ typedef void (*tkv_task_fn)(void *arg);
  * (allocates with tkv_xmalloc when the internal queue must grow). */
 void tkv_reactor_defer(struct tkv_reactor *r, tkv_task_fn fn, void *arg);
 
-/* Register a hook run at step 5 of every loop turn. */
+/* Register a hook run at step 5 of every loop turn, for the core's life
+ * (the reactor owns it). */
 void tkv_reactor_on_before_sleep(struct tkv_reactor *r, tkv_task_fn fn, void *arg);
+
+/* A before-sleep hook the caller owns and can remove: embed it in the
+ * object whose work it flushes (the raft log embeds one), so the hook
+ * lives and dies with that object and no lookup table is needed. */
+struct tkv_reactor_hook {
+    tkv_task_fn fn;
+    void *arg;
+    /* private to the reactor */
+    struct tkv_reactor_hook *prev, *next;
+    bool linked;
+};
+void tkv_reactor_hook_init(struct tkv_reactor_hook *h, tkv_task_fn fn, void *arg);
+/* Run h at step 5 of every turn, after the hooks added before it. The
+ * reactor borrows h until tkv_reactor_hook_remove or the end of the core
+ * (after fini). Adding a linked hook is a no-op. */
+void tkv_reactor_hook_add(struct tkv_reactor *r, struct tkv_reactor_hook *h);
+/* Unlink h (no-op when not linked); afterwards the caller may free it.
+ * Safe from inside any hook, h's own included: a removed hook does not run
+ * again, not even later in the same step 5. */
+void tkv_reactor_hook_remove(struct tkv_reactor *r, struct tkv_reactor_hook *h);
 
 /* Register a hook run once when an orderly stop begins on this core (close
  * listeners, send GOAWAY, cancel long-lived operations). The loop then keeps

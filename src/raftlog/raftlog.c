@@ -586,45 +586,24 @@ int tkv_raftlog_flush(struct tkv_raftlog *log)
 }
 
 #ifdef TKV_RAFTLOG_HAVE_REACTOR
-/* The before-sleep hook cannot be unregistered (reactor.h has no call for
- * it), so it points at a small shim that outlives the log; close clears the
- * shim's pointer and the hook becomes a no-op. Shims are never reused (a new
- * reactor may live at an old one's address) and stay reachable from this
- * list: 32 bytes per open, which happens once per store start. */
-struct hook_shim {
-    struct hook_shim *next;
-    struct tkv_reactor *reactor;
-    struct tkv_raftlog *log;
-};
-static struct hook_shim *shims;
-static pthread_mutex_t shims_lock = PTHREAD_MUTEX_INITIALIZER;
-
+/* Group commit: the log's own before-sleep hook (embedded in the log,
+ * removed at close) flushes what this loop turn staged. */
 static void before_sleep(void *arg)
 {
-    struct hook_shim *sh = arg;
-    if (sh->log && sh->log->head && !sh->log->in_flight)
-        tkv_raftlog_flush(sh->log);
+    struct tkv_raftlog *log = arg;
+    if (log->head && !log->in_flight)
+        tkv_raftlog_flush(log);
 }
 
 static void hook_attach(struct tkv_raftlog *log)
 {
-    pthread_mutex_lock(&shims_lock);
-    struct hook_shim *sh = tkv_xcalloc(1, sizeof(*sh));
-    sh->reactor = log->reactor;
-    sh->log = log;
-    sh->next = shims;
-    shims = sh;
-    pthread_mutex_unlock(&shims_lock);
-    tkv_reactor_on_before_sleep(log->reactor, before_sleep, sh);
+    tkv_reactor_hook_init(&log->flush_hook, before_sleep, log);
+    tkv_reactor_hook_add(log->reactor, &log->flush_hook);
 }
 
 static void hook_detach(struct tkv_raftlog *log)
 {
-    pthread_mutex_lock(&shims_lock);
-    for (struct hook_shim *sh = shims; sh; sh = sh->next)
-        if (sh->log == log)
-            sh->log = NULL;
-    pthread_mutex_unlock(&shims_lock);
+    tkv_reactor_hook_remove(log->reactor, &log->flush_hook);
 }
 #endif
 

@@ -171,6 +171,9 @@ struct tkv_raftlog {
     int dir_fd;
     struct tkv_raftlog_memdisk *mem;
     struct tkv_reactor *reactor;
+#ifdef TKV_RAFTLOG_HAVE_REACTOR
+    struct tkv_reactor_hook flush_hook; /* group commit at loop step 5 */
+#endif
     uint64_t segment_size;
     uint32_t max_batch;
 

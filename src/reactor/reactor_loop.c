@@ -55,15 +55,76 @@ void tkv_reactor_defer(struct tkv_reactor *r, tkv_task_fn fn, void *arg)
     reactor_taskq_push(r->in_hooks ? &r->after_hooks : &r->deferred, fn, arg);
 }
 
+void tkv_reactor_hook_init(struct tkv_reactor_hook *h, tkv_task_fn fn, void *arg)
+{
+    *h = (struct tkv_reactor_hook){.fn = fn, .arg = arg};
+}
+
+void tkv_reactor_hook_add(struct tkv_reactor *r, struct tkv_reactor_hook *h)
+{
+    REACTOR_OWNER(r);
+    if (h->linked)
+        return;
+    h->linked = true;
+    h->next = NULL;
+    h->prev = r->bs_tail;
+    if (r->bs_tail)
+        r->bs_tail->next = h;
+    else
+        r->bs_head = h;
+    r->bs_tail = h;
+    /* added during step 5 after the pass reached the end: runs next turn */
+}
+
+void tkv_reactor_hook_remove(struct tkv_reactor *r, struct tkv_reactor_hook *h)
+{
+    REACTOR_OWNER(r);
+    if (!h->linked)
+        return;
+    if (r->bs_next == h)
+        r->bs_next = h->next;
+    if (h->prev)
+        h->prev->next = h->next;
+    else
+        r->bs_head = h->next;
+    if (h->next)
+        h->next->prev = h->prev;
+    else
+        r->bs_tail = h->prev;
+    h->prev = h->next = NULL;
+    h->linked = false;
+}
+
 void tkv_reactor_on_before_sleep(struct tkv_reactor *r, tkv_task_fn fn, void *arg)
 {
     REACTOR_OWNER(r);
-    if (r->n_before_sleep == r->cap_before_sleep) {
-        r->cap_before_sleep = r->cap_before_sleep ? r->cap_before_sleep * 2 : 8;
-        r->before_sleep =
-            tkv_xrealloc(r->before_sleep, r->cap_before_sleep * sizeof(*r->before_sleep));
+    struct reactor_owned_hook *oh = tkv_xcalloc(1, sizeof(*oh));
+    tkv_reactor_hook_init(&oh->hook, fn, arg);
+    oh->next = r->owned_hooks;
+    r->owned_hooks = oh;
+    tkv_reactor_hook_add(r, &oh->hook);
+}
+
+void reactor_hooks_free(struct tkv_reactor *r)
+{
+    /* Callers' hooks may be gone already: forget them without touching
+     * them (their owners' fini ended their use). */
+    r->bs_head = r->bs_tail = r->bs_next = NULL;
+    while (r->owned_hooks) {
+        struct reactor_owned_hook *oh = r->owned_hooks;
+        r->owned_hooks = oh->next;
+        tkv_free(oh);
     }
-    r->before_sleep[r->n_before_sleep++] = (struct reactor_task){fn, arg};
+}
+
+/* Step 5. bs_next lets a hook remove itself or any other hook. */
+static void run_before_sleep(struct tkv_reactor *r)
+{
+    for (struct tkv_reactor_hook *h = r->bs_head; h; h = r->bs_next) {
+        r->bs_next = h->next;
+        h->fn(h->arg);
+    }
+    r->bs_next = NULL;
 }
 
 void tkv_reactor_on_stop(struct tkv_reactor *r, tkv_task_fn fn, void *arg)
@@ -224,8 +285,7 @@ void reactor_loop_run(struct tkv_reactor *r)
         run_deferred(r);                               /* 3 */
         reactor_timers_fire(r);                        /* 4 */
         r->in_hooks = true;
-        for (size_t i = 0; i < r->n_before_sleep; i++) /* 5 */
-            r->before_sleep[i].fn(r->before_sleep[i].arg);
+        run_before_sleep(r); /* 5 */
         r->in_hooks = false;
         run_after_hooks(r); /* 5b */
         reactor_rings_flush(r);

@@ -23,6 +23,12 @@ struct reactor_task {
     void *arg;
 };
 
+/* A hook made by tkv_reactor_on_before_sleep: the reactor owns it. */
+struct reactor_owned_hook {
+    struct tkv_reactor_hook hook;
+    struct reactor_owned_hook *next;
+};
+
 /* Growable FIFO (power-of-two circular buffer), core-local. */
 struct reactor_taskq {
     struct reactor_task *v;
@@ -92,8 +98,10 @@ struct tkv_reactor {
      * this turn's submit instead of waiting behind the next commit. */
     struct reactor_taskq after_hooks;
     bool in_hooks;
-    struct reactor_task *before_sleep;
-    size_t n_before_sleep, cap_before_sleep;
+    /* step 5: intrusive list of hooks in registration order; bs_next is
+     * the next hook the running pass will call (remove advances it) */
+    struct tkv_reactor_hook *bs_head, *bs_tail, *bs_next;
+    struct reactor_owned_hook *owned_hooks; /* tkv_reactor_on_before_sleep */
     struct reactor_taskq on_stop;
 
     /* timers: binary min-heap on deadline_ns */
@@ -155,6 +163,9 @@ struct tkv_reactor_group {
 
 /* reactor_loop.c */
 void reactor_loop_run(struct tkv_reactor *r);
+/* Forget every hook and free the ones the reactor owns (any thread, after
+ * the core's loop ended). */
+void reactor_hooks_free(struct tkv_reactor *r);
 uint64_t reactor_clock_ns(void);
 
 /* reactor_uring.c */

@@ -87,7 +87,7 @@ static void reactor_destroy(struct tkv_reactor *r)
     reactor_taskq_free(&r->deferred);
     reactor_taskq_free(&r->after_hooks);
     reactor_taskq_free(&r->on_stop);
-    tkv_free(r->before_sleep);
+    reactor_hooks_free(r);
     tkv_free(r->heap);
     if (r->overflow != NULL)
         for (uint32_t i = 0; i < r->n_cores; i++)
@@ -162,7 +162,7 @@ static void *core_main(void *p)
         TKV_LOG_ERROR("core init failed", TKV_LF_U64("core", r->core), TKV_LF_ERR(rv));
         /* "fully fails": its hooks belong to state init has torn down */
         reactor_taskq_free(&r->on_stop);
-        r->n_before_sleep = 0;
+        r->bs_head = r->bs_tail = NULL; /* owned ones are freed at destroy */
         tkv_reactor_group_stop(g);
     } else {
         r->init_ok = true;

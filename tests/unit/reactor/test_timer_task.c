@@ -204,3 +204,64 @@ Test(reactor_task, call_off_core_aborts_in_debug, .signal = SIGABRT, .timeout = 
     tkv_reactor_defer(atomic_load(&foreign_r), NULL, NULL); /* main thread: must abort */
 }
 #endif
+
+/* ---- before-sleep hooks the caller owns and removes ---- */
+
+static struct {
+    struct tkv_reactor_hook a, b, c;
+    char log[64];
+    int n_log, turns;
+} hk;
+
+static void hook_note(void *arg)
+{
+    char id = (char)(intptr_t)arg;
+    hk.log[hk.n_log++] = id;
+    if (id == 'a' && hk.turns == 1)
+        tkv_reactor_hook_remove(ts.r, &hk.b); /* a later hook, this very pass */
+    if (id == 'c' && hk.turns == 2)
+        tkv_reactor_hook_remove(ts.r, &hk.c); /* itself */
+    if (id == 'a' && hk.turns == 2)
+        tkv_reactor_hook_add(ts.r, &hk.b); /* back, at the end */
+}
+
+static void hook_turn(struct tkv_timer *t)
+{
+    hk.log[hk.n_log++] = '|';
+    if (++hk.turns == 4) {
+        tkv_reactor_hook_remove(ts.r, &hk.a);
+        tkv_reactor_hook_remove(ts.r, &hk.b);
+        tkv_reactor_group_stop(tkv_reactor_group_of(ts.r));
+        return;
+    }
+    tkv_timer_start(ts.r, t, 0);
+}
+
+static int hook_init(struct tkv_reactor *r, uint32_t core, void *arg)
+{
+    (void)core;
+    (void)arg;
+    ts.r = r;
+    tkv_reactor_hook_init(&hk.a, hook_note, (void *)(intptr_t)'a');
+    tkv_reactor_hook_init(&hk.b, hook_note, (void *)(intptr_t)'b');
+    tkv_reactor_hook_init(&hk.c, hook_note, (void *)(intptr_t)'c');
+    tkv_reactor_hook_add(r, &hk.a);
+    tkv_reactor_hook_add(r, &hk.b);
+    tkv_reactor_hook_add(r, &hk.c);
+    tkv_reactor_hook_add(r, &hk.c); /* already linked: no-op */
+    tkv_timer_init(&ts.t[0], hook_turn, NULL);
+    tkv_timer_start(r, &ts.t[0], 0);
+    return 0;
+}
+
+Test(reactor_task, before_sleep_hooks_add_and_remove, .timeout = 10)
+{
+    cr_assert_eq(h_run(1, 0, hook_init, NULL, NULL), 0);
+    hk.log[hk.n_log] = '\0';
+    /* Each turn: the timer ('|', step 4), then the hooks (step 5). Turn 1:
+     * a removes b before it runs -> "ac"; turn 2: a re-adds b at the end
+     * (it runs in the same pass, after c), c removes itself -> "acb"; turn
+     * 3: "ab"; turn 4 the timer removes a and b: nothing runs again. */
+    cr_assert_str_eq(hk.log, "|ac|acb|ab|", "hook log: %s", hk.log);
+    cr_assert(!hk.a.linked && !hk.b.linked && !hk.c.linked);
+}
