@@ -51,8 +51,10 @@ enum tkv_err_class { TKV_ERR_OK, TKV_ERR_RETRY, TKV_ERR_CLIENT, TKV_ERR_FATAL };
  * returned string is static. */
 const char *tkv_strerror(int rv);
 
-/* The class of rv: OK for rv >= 0; -errno values are RETRY except EIO-type
- * errors, which are FATAL when they come from the disk path (callers decide). */
+/* The class of rv: OK for rv >= 0; -EIO is FATAL (in tinykv it only comes
+ * from the disk path: a failed write or fsync must stop the store); other
+ * -errno values are RETRY. The one classification: callers ask it instead
+ * of keeping their own lists of fatal codes. */
 enum tkv_err_class tkv_err_class(int rv);
 
 /* Log a fatal message and abort the process. Never returns. */

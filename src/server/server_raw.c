@@ -26,15 +26,15 @@
  * store that cannot trust its disk must not limp on (STYLE.md 4.5). */
 static bool is_client_error(int rv)
 {
-    return rv == TKV_ECF || rv == TKV_ETOOBIG || rv == TKV_EINVAL;
+    return tkv_err_class(rv) == TKV_ERR_CLIENT; /* the one classification, base_err.c */
 }
 
+/* FATAL class (corruption, failed fsync, -EIO): stop. tkv_panic logs the
+ * one FATAL line and aborts. */
 static void check_fatal(int rv, const char *what)
 {
-    if (rv == TKV_EIOFATAL || rv == TKV_ECORRUPT) {
-        TKV_LOG_FATAL("storage engine failed; stopping", TKV_LF_STR("op", what), TKV_LF_ERR(rv));
-        TKV_PANIC("storage engine: %s: %s", what, tkv_strerror(rv));
-    }
+    if (tkv_err_class(rv) == TKV_ERR_FATAL)
+        TKV_PANIC("storage engine failed, stopping: %s: %s", what, tkv_strerror(rv));
 }
 
 static void finish_engine_error(struct tkv_rpc_call *call, int rv, const char *what)
