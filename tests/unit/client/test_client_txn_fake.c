@@ -152,7 +152,7 @@ static void kv_prewrite(struct tkv_rpc_call *call, struct tkv_slice msg)
     struct tkv_arena *a = tkv_rpc_call_arena(call);
     kvrpcpb_PrewriteRequest q;
     tkv_pb_decode(kvrpcpb_PrewriteRequest_fields, &q, msg.ptr, msg.len, a);
-    struct tkv_slice keys[16];
+    struct tkv_slice keys[16] = {0};
     size_t n = q.mutations.n < 16 ? q.mutations.n : 16;
     for (size_t i = 0; i < n; i++)
         keys[i] = q.mutations.items[i].key;
