@@ -8,7 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#if TKV_FAILPOINTS
+#if defined(TKV_FAILPOINTS) && TKV_FAILPOINTS
 #include <fiu-control.h>
 #include <fiu.h>
 #endif
@@ -65,7 +65,7 @@ int main(int argc, char **argv)
         break;
     }
 
-#if TKV_FAILPOINTS
+#if defined(TKV_FAILPOINTS) && TKV_FAILPOINTS
     /* Test builds: failpoints controllable with fiu-ctrl through FIFOs
      * named by TKV_FIU_CTRL (<prefix>-<pid>.in/.out). */
     fiu_init(0);

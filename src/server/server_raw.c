@@ -16,7 +16,7 @@
 #include "tkv/metrics.h"
 #include <time.h>
 #include <unistd.h>
-#if TKV_FAILPOINTS
+#if defined(TKV_FAILPOINTS) && TKV_FAILPOINTS
 #include <fiu.h>
 #endif
 
@@ -173,7 +173,7 @@ void server_flush_writes(void *arg)
     struct server_core *core = arg;
     int rv;
 
-#if TKV_FAILPOINTS
+#if defined(TKV_FAILPOINTS) && TKV_FAILPOINTS
     /* Test builds: a core stuck in a blocking call for failinfo ms (default
      * 3 s) every turn, for the watchdog and /readyz tests
      * (tests/integration/server/test_status.py). */
