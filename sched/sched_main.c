@@ -19,6 +19,7 @@
 #endif
 
 #include "sched_server.h"
+#include "tkv/fsutil.h"
 #include "tkv/err.h"
 #include "tkv/hostport.h"
 #include "tkv/log.h"
@@ -131,25 +132,6 @@ static void core_fini(struct tkv_reactor *r, uint32_t core, void *arg)
     core_teardown(arg);
 }
 
-static int mkdir_p(const char *path)
-{
-    char buf[TKV_CONFIG_PATH_MAX];
-    size_t n = strlen(path);
-    if (n == 0 || n >= sizeof(buf))
-        return TKV_EINVAL;
-    memcpy(buf, path, n + 1);
-    for (size_t i = 1; i <= n; i++) {
-        if (buf[i] != '/' && buf[i] != '\0')
-            continue;
-        char saved = buf[i];
-        buf[i] = '\0';
-        if (mkdir(buf, 0755) < 0 && errno != EEXIST)
-            return -errno;
-        buf[i] = saved;
-    }
-    return 0;
-}
-
 /* host:port of the first URL of a "http://h:p,http://h:p" list. */
 static int first_url(const char *urls, char *host, size_t cap, uint16_t *port)
 {
@@ -216,7 +198,7 @@ static int run(struct sched_server *srv)
         TKV_LOG_WARN("initial-cluster names several members but replication of the scheduler "
                      "is not built yet; this member serves alone",
                      TKV_LF_STR("initial_cluster", srv->cfg.initial_cluster));
-    rv = mkdir_p(srv->cfg.data_dir);
+    rv = tkv_mkdir_p(srv->cfg.data_dir);
     if (rv) {
         TKV_LOG_ERROR("cannot create the data dir", TKV_LF_STR("path", srv->cfg.data_dir),
                       TKV_LF_ERR(rv));

@@ -17,6 +17,7 @@
 #endif
 
 #include "server_private.h"
+#include "tkv/fsutil.h"
 #include "tkv/err.h"
 #include "tkv/log.h"
 #include "tkv/mem.h"
@@ -394,26 +395,6 @@ static uint64_t watchdog_interval_ns(void)
     return 0;
 }
 
-/* mkdir -p for the data dir (the engine creates only one level). */
-static int mkdir_p(const char *path)
-{
-    char buf[TKV_CONFIG_PATH_MAX];
-    size_t n = strlen(path);
-    if (n == 0 || n >= sizeof(buf))
-        return TKV_EINVAL;
-    memcpy(buf, path, n + 1);
-    for (size_t i = 1; i <= n; i++) {
-        if (buf[i] != '/' && buf[i] != '\0')
-            continue;
-        char saved = buf[i];
-        buf[i] = '\0';
-        if (mkdir(buf, 0755) < 0 && errno != EEXIST)
-            return -errno;
-        buf[i] = saved;
-    }
-    return 0;
-}
-
 int server_node_run(struct server_node *node)
 {
     struct tkv_server_config *cfg = &node->cfg;
@@ -483,7 +464,7 @@ int server_node_run(struct server_node *node)
                          TKV_LF_U64("status_port", tkv_status_port(node->status)));
     }
 
-    rv = mkdir_p(cfg->storage.data_dir);
+    rv = tkv_mkdir_p(cfg->storage.data_dir);
     if (rv) {
         TKV_LOG_ERROR("cannot create the data dir", TKV_LF_STR("path", cfg->storage.data_dir),
                       TKV_LF_ERR(rv));
