@@ -30,6 +30,34 @@ const char *server_version_text(void)
            "Enabled Features:  " TKV_FEATURES "\n";
 }
 
+#if defined(TKV_FAILPOINTS) && TKV_FAILPOINTS
+/* Test builds: enable each comma-separated failpoint name of list (always
+ * failing). Names are not checked against a registry (libfiu has none): a
+ * misspelt one simply never fires, so each test that sets one asserts its
+ * effect. */
+static int enable_failpoints(const char *list)
+{
+    char name[128];
+    while (list && *list) {
+        size_t n = strcspn(list, ",");
+        if (n >= sizeof name) {
+            fprintf(stderr, "tinykv-server: TKV_FAILPOINTS: a name is too long\n");
+            return -1;
+        }
+        memcpy(name, list, n);
+        name[n] = '\0';
+        if (n && fiu_enable(name, 1, NULL, 0) != 0) {
+            fprintf(stderr, "tinykv-server: TKV_FAILPOINTS: cannot enable %s\n", name);
+            return -1;
+        }
+        if (n)
+            fprintf(stderr, "tinykv-server: failpoint %s is on\n", name);
+        list += n + (list[n] == ',');
+    }
+    return 0;
+}
+#endif
+
 int main(int argc, char **argv)
 {
     static struct server_node node; /* large (fixed-size config strings) */
@@ -73,6 +101,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "tinykv-server: cannot open the fiu control FIFO\n");
         return 1;
     }
+    /* TKV_FAILPOINTS=name[,name...]: failpoints on from the start (e.g. the
+     * txn/... bugs the workload tests must catch). */
+    if (enable_failpoints(getenv("TKV_FAILPOINTS")) != 0)
+        return 1;
 #endif
     tkv_log_set_level(node.cfg.log.level);
     tkv_log_set_format(node.cfg.log.format == TKV_CONFIG_LOG_JSON ? TKV_LOG_FORMAT_JSON

@@ -11,6 +11,17 @@
 #include "tkv/txn.h"
 #include "txn_private.h"
 
+/* Test builds (TKV_SANITIZE: FIU_ENABLE with libfiu) can switch on known
+ * bugs by name so that the history checkers are shown to catch them
+ * (tests/integration/workloads, TKV_FAILPOINTS="txn/..." in the server's
+ * environment). Release builds compile every TXN_BUG to false. */
+#ifdef FIU_ENABLE
+#include <fiu.h>
+#define TXN_BUG(name) (fiu_fail("txn/" name) != 0)
+#else
+#define TXN_BUG(name) false
+#endif
+
 /* ---- request checks (item 7: bad input is INVALID_ARGUMENT, nothing
  * written) ---- */
 
@@ -149,6 +160,8 @@ static bool slice_eq(struct tkv_slice a, struct tkv_slice b)
  * TiKV "read latest" rule: a TsMax read of a secondary ignores the lock. */
 static bool lock_blocks_read(const struct tkv_txn_lock *lock, struct tkv_slice key, tkv_ts ts)
 {
+    if (TXN_BUG("read_ignores_locks"))
+        return false;
     if (lock->ts > ts)
         return false;
     if (ts == TKV_TXN_TS_MAX && !slice_eq(key, lock->primary))
@@ -382,7 +395,7 @@ int tkv_txn_kv_prewrite(struct tkv_txn_ctx *c, const kvrpcpb_PrewriteRequest *re
         }
         /* 2. someone else's lock */
         TKV_RET(tkv_txn_get_lock(&m, mu->key, &lock, &found));
-        if (found && lock.ts != req->start_version) {
+        if (found && lock.ts != req->start_version && !TXN_BUG("prewrite_ignores_locks")) {
             kvrpcpb_KeyError *e = TKV_PB_PUSH(c->arena, &resp->errors);
             set_locked(e, &lock, tkv_pb_dup(c->arena, mu->key.ptr, mu->key.len));
             continue;
@@ -418,7 +431,7 @@ static int commit_key(struct tkv_txn_mvcc *m, struct tkv_slice key, tkv_ts commi
     bool locked, found;
 
     TKV_RET(tkv_txn_get_lock(m, key, &lock, &locked));
-    if (locked && lock.ts == m->start_ts) {
+    if (locked && (lock.ts == m->start_ts || TXN_BUG("commit_ignores_lock_owner"))) {
         struct tkv_txn_write nw = {.kind = lock.kind, .start_ts = m->start_ts};
         tkv_txn_put_write(m, key, commit_ts, &nw);
         tkv_txn_delete_lock(m, key);

@@ -6,14 +6,18 @@
 # resolve them (short lock TTL). Histories are checked by tkv-check-si: bank
 # snapshots must keep the total; the append history must show no SI anomaly
 # (with the realtime lost-write check: one timestamp source).
+# Append commits are also retried by the harness (CommitReplayer): a correct
+# server answers every retry with success and changes nothing.
 # Injected server bugs (Debug builds, TKV_FAILPOINTS env of the server):
-#   txn/read_ignores_locks      KvGet/KvScan do not report locks (bank)
-#   txn/prewrite_ignores_locks  KvPrewrite overwrites another transaction's
-#                               lock (append: its commit is then lost)
-# each must make the checker FAIL. (txn/commit_ignores_lock_owner, KvCommit
-# committing a lock whatever its start_ts, exists too, but this workload
-# almost never commits a key whose lock another transaction took over: a
-# run with it on passed the checker, so it has no test here.)
+#   txn/read_ignores_locks        KvGet/KvScan do not report locks (bank)
+#   txn/prewrite_ignores_locks    KvPrewrite overwrites another transaction's
+#                                 lock (append: its commit is then lost)
+#   txn/commit_ignores_lock_owner KvCommit commits a lock whatever its
+#                                 start_ts (append: a retried commit takes
+#                                 another transaction's lock over, whose
+#                                 write is then lost)
+# each must make the checker FAIL.
+import heapq
 import json
 import os
 import random
@@ -22,6 +26,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 
@@ -40,6 +45,77 @@ def workload_bin():
     if not b or not os.access(b, os.X_OK):
         raise RuntimeError("TKV_TXN_WORKLOAD must name tkv-txn-workload (got %r)" % b)
     return b
+
+
+class CommitReplayer(threading.Thread):
+    """Retried commits (a client whose KvCommit answer was lost sends it
+    again): tails the append history and, 0-150 ms after a transaction
+    committed, sends KvCommit(start_ts, commit_ts) again for each key it
+    appended to, one key per request. A correct server answers every one
+    with success and changes nothing (the commit record is already there),
+    even when another transaction has meanwhile locked the key; a server
+    that commits a lock without checking its owner takes that other
+    transaction's lock over, and the other transaction's own commit of the
+    key then finds nothing to commit: its write is lost."""
+
+    def __init__(self, addr, path, seed):
+        super().__init__(daemon=True)
+        self.addr, self.path = addr, path
+        self.rnd = random.Random(seed ^ 0x5eed)
+        self.stopping = threading.Event()
+        self.sent = 0
+        self.errors = []
+
+    def stop(self):
+        self.stopping.set()
+        self.join(timeout=120)
+
+    def run(self):
+        ch = tkvtest.channel(self.addr)
+        writes = {}   # id -> appended keys (from the invoke line)
+        due = []      # heap of (time, seq, start_ts, commit_ts, key)
+        seq = 0
+        buf = b""
+        while not os.path.exists(self.path) and not self.stopping.is_set():
+            time.sleep(0.01)
+        with open(self.path, "rb") as f:
+            while not self.stopping.is_set() or due:
+                chunk = f.read()
+                if chunk:
+                    buf += chunk
+                    *lines, buf = buf.split(b"\n")
+                    for line in lines:
+                        try:
+                            r = json.loads(line)
+                        except ValueError:
+                            continue
+                        if r.get("phase") == "invoke":
+                            keys = [m[1] for m in r["mops"] if m[0] == "append"]
+                            if keys:
+                                writes[r["id"]] = keys
+                        elif r.get("phase") == "complete":
+                            keys = writes.pop(r["id"], None)
+                            if keys and r.get("type") == "ok" and r.get("commit_ts"):
+                                at = time.monotonic() + self.rnd.uniform(0, 0.15)
+                                for k in keys:
+                                    seq += 1
+                                    heapq.heappush(due, (at, seq, r["start_ts"], r["commit_ts"], k))
+                flush = self.stopping.is_set()  # the drivers are done: send the rest now
+                while due and (flush or due[0][0] <= time.monotonic()):
+                    _, _, start, commit, k = heapq.heappop(due)
+                    req = tkvtest.kvrpcpb.CommitRequest(keys=[b"wl/" + k.encode()], start_version=start,
+                                                        commit_version=commit)
+                    try:
+                        resp = tkvtest._call(ch, "KvCommit", req, tkvtest.kvrpcpb.CommitResponse, 20)
+                    except Exception as e:  # noqa: BLE001  (the run's faults are client-side only)
+                        self.errors.append("KvCommit %s: %s" % (k, e))
+                        continue
+                    self.sent += 1
+                    if resp.HasField("region_error") or resp.HasField("error"):
+                        self.errors.append("retried KvCommit of %s (start %d) answered %s" % (k, start, resp))
+                if not chunk:
+                    time.sleep(0.005)
+        ch.close()
 
 
 class SiTxn(tkvtest.TkvTestCase):
@@ -65,9 +141,14 @@ class SiTxn(tkvtest.TkvTestCase):
 
     def run_workload(self, srv, workload, n_procs=3, duration_ms=4000, kills=2):
         """n_procs drivers at once; `kills` of them are SIGKILLed at random
-        moments and replaced. Returns the merged history file."""
+        moments and replaced; append commits are also retried (CommitReplayer).
+        Returns the merged history file."""
         rnd = random.Random(self.seed)
         out = os.path.join(self.tmp, "%s.jsonl" % workload)
+        replayer = None
+        if workload == "append":
+            replayer = CommitReplayer(srv.addr, out, self.seed)
+            replayer.start()
         procs = []
         client = 1
         for _ in range(n_procs):
@@ -85,6 +166,16 @@ class SiTxn(tkvtest.TkvTestCase):
         for p in procs:
             _, err = p.communicate(timeout=120)
             self.assertEqual(p.returncode, 0, "tkv-txn-workload failed: %s" % err.decode(errors="replace"))
+        if replayer:
+            replayer.stop()
+            print("retried commits: %d" % replayer.sent)
+            # With an injected bug a retry may meet the damage (e.g. "rolled
+            # back"); the checker's verdict is what those tests assert.
+            if not self.failpoints:
+                self.assertEqual(replayer.errors, [], "a retried commit of a committed transaction failed")
+            elif replayer.errors:
+                print("retried commits that failed: %d, e.g. %s" % (len(replayer.errors), replayer.errors[0]))
+            self.assertGreater(replayer.sent, 50, "too few retried commits")
         # A final reader after everything settled (locks of the killed ones resolved).
         fin = self.driver(srv, workload, 999, out, "--workers", "1", "--txns", "3")
         _, err = fin.communicate(timeout=120)
@@ -137,6 +228,7 @@ class SiTxn(tkvtest.TkvTestCase):
         return rc, report, n
 
     def server(self, failpoints=None):
+        self.failpoints = failpoints
         env = {"TKV_FAILPOINTS": failpoints} if failpoints else {}
         srv = tkvtest.Server(cores=2, env=env)
         srv.start()
@@ -166,6 +258,15 @@ class SiTxn(tkvtest.TkvTestCase):
             rc, report = self.bank(srv)
             print(report)
             self.assertEqual(rc, 1, "bank checker missed the injected lock-ignoring read:\n%s" % report)
+        finally:
+            srv.cleanup()
+
+    def test_checker_catches_commit_that_ignores_the_lock_owner(self):
+        srv = self.server("txn/commit_ignores_lock_owner")
+        try:
+            rc, report, n = self.append(srv)
+            print(n, report)
+            self.assertEqual(rc, 1, "SI checker missed commits of another transaction's lock:\n%s" % report)
         finally:
             srv.cleanup()
 

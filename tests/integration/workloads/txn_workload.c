@@ -276,9 +276,13 @@ static void write_list(char *buf, size_t cap, const uint64_t *v, size_t n, int *
 static void on_append_commit(void *user, int rv)
 {
     struct worker *w = user;
+    /* The timestamps (valid inside the callback) let the harness replay
+     * this commit later, as a retry whose first answer was lost. */
+    uint64_t start_ts = tinykv_txn_start_ts(w->txn), commit_ts = rv ? 0 : tinykv_txn_commit_ts(w->txn);
     w->txn = NULL;
-    emit("{\"id\":\"%u-%lu\",\"phase\":\"complete\",\"type\":\"%s\",\"ret\":%" PRIu64 ",\"error\":\"%s\"}",
-         opt.client, w->seq, commit_outcome(rv), now_ns(), rv ? tinykv_strerror(rv) : "");
+    emit("{\"id\":\"%u-%lu\",\"phase\":\"complete\",\"type\":\"%s\",\"ret\":%" PRIu64 ",\"error\":\"%s\","
+         "\"start_ts\":%" PRIu64 ",\"commit_ts\":%" PRIu64 "}",
+         opt.client, w->seq, commit_outcome(rv), now_ns(), rv ? tinykv_strerror(rv) : "", start_ts, commit_ts);
     n_done++;
     free_mops(w);
     next_txn(w);
