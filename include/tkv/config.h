@@ -174,6 +174,12 @@ struct tkv_server_config {
         char data_dir[TKV_CONFIG_PATH_MAX];
         /* fsync the raft log before acknowledging a write. */
         bool sync_log;
+        /* Disk-full protection (TiKV's storage.reserve-space): bytes kept
+         * free on the data dir's filesystem, at most 5 % of its capacity;
+         * a fifth of it is a placeholder file released when the disk
+         * fills. 0 = no reserve and no placeholder (writes are still
+         * refused before the engine's own headroom is gone). */
+        uint64_t reserve_space;
     } storage;
     struct {
         enum tkv_log_level level;

@@ -77,7 +77,27 @@ struct tkv_engine_opts {
     /* Extra wiredtiger_open configuration appended last (tuning, tests);
      * NULL for none. Ignored by MEM. */
     const char *wt_config;
+    /* Disk budget of a WT engine (0 = the default in brackets); the server
+     * scales them down on a small filesystem (src/server, disk full) so the
+     * space WiredTiger still needs after writes stop stays small. Ignored by
+     * MEM. Sync mode only: log_file_max (64 MiB) is the size of one log file,
+     * checkpoint_log_size (256 MiB) the log volume that triggers a checkpoint
+     * (after which older log files are removed). Both modes: max_dirty_bytes
+     * (20 % of the cache) bounds the dirty data in cache, which eviction and
+     * the next checkpoint will write to the table files. */
+    uint64_t log_file_max;
+    uint64_t checkpoint_log_size;
+    uint64_t max_dirty_bytes;
 };
+
+/* Bytes the engine opened with opts may still write to its directory after
+ * the last accepted write: evicting and checkpointing its dirty data,
+ * finishing and switching log files, and at a restart after a crash
+ * replaying the log and checkpointing the result (see src/engine/README.md,
+ * "Disk space"). A node must stop accepting writes while less than this
+ * (plus its own reserve) is free, or WiredTiger hits ENOSPC in a place it
+ * cannot recover from (its log writer and eviction panic). MEM: 0. */
+uint64_t tkv_engine_disk_headroom(const struct tkv_engine_opts *opts);
 
 struct tkv_engine;
 struct tkv_engine_session;

@@ -35,6 +35,7 @@ static const struct config_key server_keys[] = {
     {"server.max-connections", CONFIG_K_U32, F(server.max_connections), 0, 1000000, 0},
     {"storage.data-dir", CONFIG_K_STR, F(storage.data_dir), 0, 0, 0},
     {"storage.sync-log", CONFIG_K_BOOL, F(storage.sync_log), 0, 0, 0},
+    {"storage.reserve-space", CONFIG_K_SIZE, F(storage.reserve_space), 0, 1024 * 1024 * GiB, 0},
     {"log.level", CONFIG_K_LOG_LEVEL, F(log.level), 0, 0, 0},
     {"log.format", CONFIG_K_LOG_FORMAT, F(log.format), 0, 0, 0},
     {"log.file.filename", CONFIG_K_STR_OPT, F(log.file.filename), 0, 0, 0},
@@ -136,6 +137,7 @@ void tkv_config_defaults(struct tkv_server_config *cfg)
     cfg->server.max_connections = 0;
     snprintf(cfg->storage.data_dir, sizeof(cfg->storage.data_dir), "./tinykv-data");
     cfg->storage.sync_log = true;
+    cfg->storage.reserve_space = 5 * GiB; /* TiKV's default */
     cfg->log.level = TKV_LOG_LEVEL_INFO;
     cfg->log.format = TKV_CONFIG_LOG_TEXT;
     cfg->pd.n_endpoints = 0;

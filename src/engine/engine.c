@@ -58,6 +58,13 @@ int tkv_engine_checkpoint(struct tkv_engine *e)
     return e->vt->checkpoint(e);
 }
 
+uint64_t tkv_engine_disk_headroom(const struct tkv_engine_opts *opts)
+{
+    if (opts == NULL || opts->kind != TKV_ENGINE_WT)
+        return 0;
+    return engine_wt_disk_headroom(opts);
+}
+
 enum tkv_engine_kind tkv_engine_kind_of(const struct tkv_engine *e)
 {
     return e->kind;

@@ -124,6 +124,50 @@ static int wt_cursor(WT_SESSION *ws, WT_CURSOR **slot, enum tkv_cf cf)
 
 /* ---- engine --------------------------------------------------------------- */
 
+#define WT_DEFAULT_CACHE ((size_t)256 << 20)
+#define WT_DEFAULT_LOG_FILE_MAX (64ull << 20)
+#define WT_DEFAULT_CHECKPOINT_LOG (256ull << 20)
+#define WT_MIN_LOG_FILE_MAX (1ull << 20)  /* WiredTiger allows 100 KB; 1 MiB keeps file churn low */
+#define WT_MIN_DIRTY (1ull << 20)
+/* Metadata, turtle, checkpoint records and the cache-overflow table's
+ * first pages: written whatever the data volume. */
+#define WT_FIXED_HEADROOM (4ull << 20)
+
+static uint64_t wt_log_file_max(const struct tkv_engine_opts *o)
+{
+    uint64_t v = o->log_file_max ? o->log_file_max : WT_DEFAULT_LOG_FILE_MAX;
+    return TKV_MAX(v, WT_MIN_LOG_FILE_MAX);
+}
+
+static uint64_t wt_checkpoint_log_size(const struct tkv_engine_opts *o)
+{
+    uint64_t v = o->checkpoint_log_size ? o->checkpoint_log_size : WT_DEFAULT_CHECKPOINT_LOG;
+    return TKV_MAX(v, wt_log_file_max(o)); /* WiredTiger's own minimum */
+}
+
+static uint64_t wt_max_dirty(const struct tkv_engine_opts *o, size_t cache)
+{
+    if (!o->max_dirty_bytes)
+        return cache / 5; /* eviction_dirty_trigger's default: 20 % */
+    return TKV_MIN(TKV_MAX(o->max_dirty_bytes, WT_MIN_DIRTY), (uint64_t)cache);
+}
+
+/* Why each term (measured on a 64 MiB tmpfs, src/engine/README.md "Disk
+ * space"): every byte of dirty data may be written twice before the old
+ * blocks are free again (evicted now, rewritten by the checkpoint that
+ * frees the evicted blocks only when it completes); a restart after a crash
+ * replays up to checkpoint_log_size of log into the cache and checkpoints
+ * it; the log file being written and its successor each hold up to
+ * file_max until the next checkpoint lets archiving remove them. */
+uint64_t engine_wt_disk_headroom(const struct tkv_engine_opts *o)
+{
+    size_t cache = o->cache_bytes ? o->cache_bytes : WT_DEFAULT_CACHE;
+    uint64_t h = 2 * wt_max_dirty(o, cache) + WT_FIXED_HEADROOM;
+    if (o->sync)
+        h += wt_checkpoint_log_size(o) + 2 * wt_log_file_max(o);
+    return h;
+}
+
 int engine_wt_open(const struct tkv_engine_opts *opts, struct tkv_engine **e_out)
 {
     struct wt_engine *we = NULL;
@@ -138,23 +182,45 @@ int engine_wt_open(const struct tkv_engine_opts *opts, struct tkv_engine **e_out
         TKV_LOG_ERROR("engine mkdir failed", TKV_LF_STR("path", opts->path), TKV_LF_ERR(rv));
         return rv;
     }
-    size_t cache = opts->cache_bytes ? opts->cache_bytes : (size_t)256 << 20;
+    size_t cache = opts->cache_bytes ? opts->cache_bytes : WT_DEFAULT_CACHE;
+    uint64_t file_max = wt_log_file_max(opts), ckpt_log = wt_checkpoint_log_size(opts);
     /* sync: the log makes each commit durable (fsync when the commit
      * returns; WiredTiger's log slots let concurrent commits share it).
      * WiredTiger's own checkpoint thread then bounds the log (and restart
-     * recovery time): once a minute or every 256 MB of log, after which
-     * older log files are archived.
+     * recovery time): once a minute or every checkpoint_log_size of log,
+     * after which older log files are archived (removed). Log files are
+     * neither pre-allocated nor extended ahead of the data written into
+     * them (prealloc=false, file_extend log=0): with the defaults WiredTiger
+     * keeps two spare log files of file_max each, which on a filesystem
+     * that really allocates them (ext4 fallocate) takes 128 MiB that the
+     * disk-full headroom would have to cover.
      * !sync: no log; durability comes only from tkv_engine_checkpoint()
      * (raft replays the rest), so commits never touch the disk. */
-    const char *log = opts->sync ? "log=(enabled=true,archive=true,file_max=64MB),"
-                                   "transaction_sync=(enabled=true,method=fsync),"
-                                   "checkpoint=(wait=60,log_size=256MB)"
-                                 : "log=(enabled=false)";
+    char log[256];
+    if (opts->sync)
+        snprintf(log, sizeof(log),
+                 "log=(enabled=true,archive=true,prealloc=false,file_max=%llu),"
+                 "file_extend=(log=0),transaction_sync=(enabled=true,method=fsync),"
+                 "checkpoint=(wait=60,log_size=%llu)",
+                 (unsigned long long)file_max, (unsigned long long)ckpt_log);
+    else
+        snprintf(log, sizeof(log), "log=(enabled=false)");
+    /* Dirty data is what eviction and the next checkpoint still write to
+     * the table files: bounded in bytes when the caller asks (a small
+     * disk), else WiredTiger's default (trigger 20 %, target 5 % of the
+     * cache). Values above 100 are bytes to WiredTiger. */
+    char dirty[128] = "";
+    if (opts->max_dirty_bytes) {
+        uint64_t d = wt_max_dirty(opts, cache);
+        snprintf(dirty, sizeof(dirty), "eviction_dirty_trigger=%llu,eviction_dirty_target=%llu,",
+                 (unsigned long long)d, (unsigned long long)(d / 2));
+    }
     const char *extra = opts->wt_config ? opts->wt_config : "";
-    size_t n = (size_t)snprintf(NULL, 0, "create,cache_size=%zu,session_max=1000,%s,%s", cache, log,
-                                extra);
+    size_t n = (size_t)snprintf(NULL, 0, "create,cache_size=%zu,session_max=1000,%s%s,%s", cache,
+                                dirty, log, extra);
     cfg = tkv_xmalloc(n + 1);
-    snprintf(cfg, n + 1, "create,cache_size=%zu,session_max=1000,%s,%s", cache, log, extra);
+    snprintf(cfg, n + 1, "create,cache_size=%zu,session_max=1000,%s%s,%s", cache, dirty, log,
+             extra);
 
     we = tkv_xcalloc(1, sizeof(*we));
     we->base.vt = &wt_vt;

@@ -125,6 +125,7 @@ static int core_init(struct tkv_reactor *r, uint32_t core, void *arg)
     c->core = core;
     server_txn_core_init(c, &node->cores[0], r);
     c->metrics = &node->metrics;
+    c->disk = &node->disk;
     tkv_arena_init(&c->arena, 0);
     tkv_engine_batch_init(&c->batch);
     c->max_send_msg = rcfg.max_send_msg ? rcfg.max_send_msg : TKV_RPC_DEFAULT_MAX_MSG;
@@ -473,11 +474,18 @@ int server_node_run(struct server_node *node)
     /* Same layout as TinyKV's -path: the KV data lives in <data-dir>/kv. */
     snprintf(kv_dir, sizeof(kv_dir), "%s/kv", cfg->storage.data_dir);
     struct tkv_engine_opts eopts = {.kind = TKV_ENGINE_WT, .path = kv_dir, .sync = true};
+    /* Before the engine opens: on a nearly full disk the placeholder's
+     * space goes to WiredTiger's recovery, and its disk budget is scaled
+     * to the filesystem (server_disk.c). */
+    server_disk_plan(&node->disk, cfg, &eopts);
     rv = tkv_engine_open(&eopts, &node->engine);
     if (rv) {
         TKV_LOG_ERROR("cannot open the storage engine", TKV_LF_STR("path", kv_dir), TKV_LF_ERR(rv));
         goto out;
     }
+    rv = server_disk_monitor_start(&node->disk);
+    if (rv)
+        goto out;
 
     node->cores = tkv_xcalloc(cfg->server.cores, sizeof(*node->cores));
     for (uint32_t k = 0; k < cfg->server.cores; k++)
@@ -525,6 +533,7 @@ int server_node_run(struct server_node *node)
     }
     code = 0;
 out:
+    server_disk_monitor_stop(&node->disk);
     tkv_status_stop(node->status);
     node->status = NULL;
     tkv_engine_close(node->engine); /* final checkpoint: a clean stop is durable */

@@ -3,6 +3,7 @@
 #ifndef TKV_SERVER_PRIVATE_H
 #define TKV_SERVER_PRIVATE_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -29,10 +30,58 @@ struct server_metrics {
     struct tkv_histogram *batch_bytes;     /* tinykv_engine_write_batch_bytes */
     struct tkv_histogram *commit_duration; /* tinykv_engine_commit_duration_seconds */
     struct tkv_counter *write_errors;      /* tinykv_engine_write_errors_total */
+    struct tkv_counter *disk_full_refused; /* tinykv_disk_full_refused_writes_total */
 };
 
 /* Register the server metrics in the default registry (main thread). */
 void server_metrics_init(struct server_metrics *m);
+
+/* Disk-full protection of the node's data dir (server_disk.c, README.md
+ * "Disk full"): set up by main before the engine opens, measured by a
+ * monitor thread, read by every core through atomics (no syscall, no lock
+ * on the hot path). */
+struct tkv_gauge;
+struct server_disk {
+    bool enabled;             /* false when the filesystem cannot be measured */
+    char dir[TKV_CONFIG_PATH_MAX];
+    char placeholder[TKV_CONFIG_PATH_MAX + 32]; /* <data-dir>/space_placeholder_file */
+    uint64_t capacity;        /* bytes of the filesystem at start-up */
+    uint64_t reserve;         /* storage.reserve-space, at most 5 % of capacity */
+    uint64_t placeholder_bytes; /* a fifth of the reserve */
+    uint64_t headroom;        /* tkv_engine_disk_headroom of the engine's options */
+    uint64_t refuse_below;    /* writes refused while free space is below this */
+    uint64_t resume_at;       /* ... until it is back at this (room for the placeholder) */
+    _Atomic uint64_t avail;   /* free bytes at the last measurement (monitor) */
+    _Atomic uint64_t written; /* bytes the cores committed since then (estimate) */
+    _Atomic int full;         /* 1: refusing writes (monitor; a core on ENOSPC) */
+    /* Monitor thread only. */
+    pthread_t thread;
+    _Atomic int stop;
+    bool running, warned_measure, warned_placeholder;
+    uint64_t n_full_events;
+    struct tkv_gauge *g_capacity, *g_available, *g_full;
+};
+
+/* Main thread, after the data dir exists and before the engine opens:
+ * measure the filesystem, scale eopts' disk budget (log file size,
+ * checkpoint log size, dirty bound) to it, compute the thresholds, release
+ * or create the placeholder, log the plan. */
+void server_disk_plan(struct server_disk *d, const struct tkv_server_config *cfg,
+                      struct tkv_engine_opts *eopts);
+/* Start / stop the monitor thread (main thread; stop joins). */
+int server_disk_monitor_start(struct server_disk *d);
+void server_disk_monitor_stop(struct server_disk *d);
+/* Hot path, any core: must writes be refused now? Atomic loads only. */
+bool server_disk_full(struct server_disk *d);
+/* After a committed write batch (core): its ops and key+value bytes, so the
+ * estimate between two measurements includes them. */
+void server_disk_account(struct server_disk *d, size_t n_ops, size_t bytes);
+/* The engine reported ENOSPC: refuse writes until the monitor sees room. */
+void server_disk_note_enospc(struct server_disk *d);
+
+/* The error text of a write refused for a full disk (the Raw responses'
+ * error string; the gRPC RESOURCE_EXHAUSTED message of the Kv writes). */
+#define SERVER_DISK_FULL_MSG "disk full"
 
 /* One core of the standalone node: its engine session and its gRPC server
  * (accepting on its own dup of the node's one listening socket). Owned and
@@ -70,6 +119,7 @@ struct server_core {
     struct txn_job *txn_jobs;
     uint64_t n_txn_cmds, n_txn_waits;
     const struct server_metrics *metrics;
+    struct server_disk *disk; /* the node's (shared, atomics only) */
 };
 
 /* The node: everything main() sets up before the cores start. Read-only
@@ -83,6 +133,7 @@ struct server_node {
     _Atomic int *core_serving;
     _Atomic int stopping; /* shutdown began: /readyz answers 503 */
     struct tkv_engine *engine;
+    struct server_disk disk;
     char host[TKV_CONFIG_ADDR_MAX];
     uint16_t port;             /* resolved (never 0 once the node runs) */
     uint32_t max_conns_per_core; /* server.max-connections (or derived) / cores, rounded up */

@@ -10,6 +10,7 @@
 #include "kvrpcpb.pb.h"
 #include "tkv/err.h"
 #include "tkv/log.h"
+#include "tkv/metrics.h"
 #include "tkv/mem.h"
 #include "tkv/pb.h"
 #include "tkv/reactor.h"
@@ -153,6 +154,10 @@ static void job_engine_error(struct txn_job *job, int rv)
         TKV_PANIC("storage engine: %s", tkv_strerror(rv));
     }
     TKV_LOG_WARN("txn command failed", TKV_LF_STR("op", cmd_name[job->tc->cmd]), TKV_LF_ERR(rv));
+    if (rv == TKV_ENOSPACE) { /* not applied: as a refusal (server_disk.c) */
+        job_fail(job, TKV_GRPC_RESOURCE_EXHAUSTED, SERVER_DISK_FULL_MSG);
+        return;
+    }
     snprintf(msg, sizeof(msg), "%s%s", rv == TKV_ECORRUPT ? "MVCC data inconsistent: " : "",
              tkv_strerror(rv));
     job_fail(job, TKV_GRPC_INTERNAL, msg);
@@ -374,6 +379,15 @@ static void on_txn_core(void *arg)
 static void submit(struct tkv_rpc_call *call, struct tkv_slice msg, enum txn_cmd cmd)
 {
     struct server_core *home = tkv_rpc_call_method_data(call);
+    if (server_disk_full(home->disk)) {
+        /* A Kv response has no error string for this (KeyError is per
+         * key, region_error would send clients to the scheduler): a gRPC
+         * status, as TiKV's DiskFull is not a key error either. */
+        if (home->metrics)
+            tkv_counter_inc(home->metrics->disk_full_refused);
+        tkv_rpc_call_finish(call, TKV_GRPC_RESOURCE_EXHAUSTED, SERVER_DISK_FULL_MSG);
+        return;
+    }
     struct txn_call *tc = tkv_xcalloc(1, sizeof(*tc) + msg.len);
     tc->home = home;
     tc->call = call;
