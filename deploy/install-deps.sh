@@ -15,6 +15,9 @@ PACKAGES=(
   faketime  # scheduler TSO tests: wall clock a day behind
   # operations (issue 12): promtool + a real Prometheus scraping the status port
   prometheus
+  # scheduler /dashboard test: headless Chromium renders the page (issue 12.6;
+  # the largest package here: ~100 MB with its dependencies, a minute or two of CI)
+  chromium
   # perf harness (issue 5): etcd as the peer, h2load as a neutral client
   etcd-server etcd-client nghttp2-client linux-perf hyperfine
 )

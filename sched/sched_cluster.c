@@ -467,6 +467,7 @@ int tkv_sched_store_heartbeat(struct tkv_sched_cluster *c, const schedulerpb_Sto
     s->reported_region_count = st->region_count;
     s->is_busy = st->is_busy;
     s->last_heartbeat_ns = now_ns;
+    c->stats.store_heartbeats++;
     return 0;
 }
 
@@ -852,6 +853,7 @@ int tkv_sched_alloc_id(struct tkv_sched_cluster *c, uint64_t *id_out)
         c->id_bound = bound;
     }
     *id_out = c->id_next++;
+    c->stats.ids_allocated++;
     return 0;
 }
 
@@ -886,6 +888,8 @@ int tkv_sched_tso(struct tkv_sched_cluster *c, uint32_t count, uint64_t wall_ms,
     c->tso_logical = log;
     *physical = (int64_t)phys;
     *logical = (int64_t)log;
+    c->stats.tso_requests++;
+    c->stats.tso_timestamps += count;
     return 0;
 }
 

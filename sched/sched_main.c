@@ -18,6 +18,7 @@
 #include <systemd/sd-daemon.h>
 #endif
 
+#include "sched_http.h"
 #include "sched_server.h"
 #include "tkv/fsutil.h"
 #include "tkv/err.h"
@@ -56,6 +57,7 @@ static uint64_t fnv1a(const char *s, uint64_t h)
 
 static void core_teardown(struct sched_server *srv)
 {
+    sched_http_core_stop(srv);
     if (srv->rpc) {
         tkv_rpc_server_free(srv->rpc); /* cancels open streams first */
         srv->rpc = NULL;
@@ -110,6 +112,7 @@ static int core_init(struct tkv_reactor *r, uint32_t core, void *arg)
         goto err;
     }
     sched_service_start(srv);
+    sched_http_core_start(srv);
     TKV_LOG_INFO("tinyscheduler-server is serving", TKV_LF_STR("host", srv->host),
                  TKV_LF_U64("port", srv->port),
                  TKV_LF_U64("cluster_id", tkv_sched_cluster_id(srv->cluster)),
@@ -214,13 +217,14 @@ static int run(struct sched_server *srv)
                       TKV_LF_ERR(rv));
         return 1;
     }
+    sched_http_start(srv); /* metrics registry and status port, before the core starts */
     struct tkv_reactor_config rcfg = {.n_cores = 1, .pin = false};
     rv = tkv_reactor_group_start(&rcfg, core_init, core_fini, srv, &group);
     if (rv) {
         TKV_LOG_ERROR("cannot start the scheduler core", TKV_LF_ERR(rv));
         goto out;
     }
-    rv = tkv_reactor_group_run_until_signal(group);
+    rv = sched_http_run(srv, group); /* until SIGINT/SIGTERM; watchdog, SIGHUP log reopen */
     notify("STOPPING=1");
     if (rv) {
         TKV_LOG_ERROR("tinyscheduler-server stopped on an error", TKV_LF_ERR(rv));
@@ -228,6 +232,7 @@ static int run(struct sched_server *srv)
     }
     code = 0;
 out:
+    sched_http_stop(srv);
     tkv_engine_close(srv->engine);
     srv->engine = NULL;
     if (code == 0)
@@ -270,14 +275,15 @@ int main(int argc, char **argv)
         break;
     }
     tkv_log_set_level(srv.cfg.log.level);
+    tkv_log_set_format(srv.cfg.log.format == TKV_CONFIG_LOG_JSON ? TKV_LOG_FORMAT_JSON
+                                                                 : TKV_LOG_FORMAT_TEXT);
     if (srv.cfg.log.file.filename[0]) {
-        int fd = open(srv.cfg.log.file.filename, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-        if (fd < 0) {
+        rv = tkv_log_open_file(srv.cfg.log.file.filename); /* reopened on SIGHUP */
+        if (rv) {
             fprintf(stderr, "tinyscheduler-server: cannot open log file %s: %s\n",
-                    srv.cfg.log.file.filename, strerror(errno));
+                    srv.cfg.log.file.filename, tkv_strerror(rv));
             return 1;
         }
-        tkv_log_set_fd(fd);
     }
     return run(&srv);
 }

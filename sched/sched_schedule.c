@@ -163,11 +163,14 @@ static void op_end(struct tkv_sched_cluster *c, struct tkv_sched_operator *op, i
     for (uint32_t i = op->current; i < op->n_steps; i++)
         step_influence(c, op, i, -1);
     c->n_running[kind_index(op->kind)]--;
-    if (status == schedulerpb_OperatorStatus_SUCCESS)
+    unsigned k = kind_index(op->kind) < 3 ? kind_index(op->kind) : 2;
+    if (status == schedulerpb_OperatorStatus_SUCCESS) {
         c->stats.ops_finished++;
-    else if (status == schedulerpb_OperatorStatus_TIMEOUT)
+        c->stats.ops_finished_by_kind[k]++;
+    } else if (status == schedulerpb_OperatorStatus_TIMEOUT) {
         c->stats.ops_timed_out++;
-    else
+        c->stats.ops_timed_out_by_kind[k]++;
+    } else
         c->stats.ops_cancelled++;
     TKV_LOG_DEBUG("operator ended", TKV_LF_U64("region_id", op->region_id),
                   TKV_LF_STR("desc", op->desc), TKV_LF_U64("status", status));
@@ -201,6 +204,7 @@ int tkv_sched_add_operator(struct tkv_sched_cluster *c, const struct tkv_sched_o
         step_influence(c, cur, i, 1);
     c->n_running[kind_index(op->kind)]++;
     c->stats.ops_created++;
+    c->stats.ops_created_by_kind[kind_index(op->kind) < 3 ? kind_index(op->kind) : 2]++;
     TKV_LOG_DEBUG("operator added", TKV_LF_U64("region_id", op->region_id),
                   TKV_LF_STR("desc", op->desc), TKV_LF_U64("steps", op->n_steps));
     return 0;

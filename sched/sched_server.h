@@ -38,6 +38,7 @@ struct sched_server {
     uint64_t rng;
     uint64_t start_ns;
     uint64_t prepare_ns; /* balance only this long after start (stores report first) */
+    struct sched_http *http; /* status port, metrics, watchdog (sched_http.h) */
 };
 
 #define SCHED_N_METHODS 21

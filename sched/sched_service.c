@@ -12,6 +12,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "sched_http.h"
 #include "sched_int.h"
 #include "sched_server.h"
 #include "tkv/arena.h"
@@ -703,8 +704,14 @@ static void on_patrol(struct tkv_timer *t)
 {
     struct sched_server *srv = t->data;
     uint64_t now = now_ns(srv);
-    if (tkv_sched_is_bootstrapped(srv->cluster) && now - srv->start_ns >= srv->prepare_ns)
+    if (tkv_sched_is_bootstrapped(srv->cluster) && now - srv->start_ns >= srv->prepare_ns) {
+        struct timespec t0, t1; /* vDSO clock reads, not syscalls */
+        clock_gettime(CLOCK_MONOTONIC, &t0);
         tkv_sched_patrol(srv->cluster, now, &srv->rng, 64);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        sched_http_patrol_done(srv, (uint64_t)((t1.tv_sec - t0.tv_sec) * 1000000000ll +
+                                               (t1.tv_nsec - t0.tv_nsec)));
+    }
     tkv_timer_start(srv->reactor, t, srv->cfg.schedule.patrol_region_interval_ms * 1000000ull);
 }
 

@@ -290,7 +290,7 @@ const char *tkv_config_usage(void);
 struct tkv_sched_config {
     char name[TKV_CONFIG_NAME_MAX];        /* derived: "pd-<hostname>" */
     char data_dir[TKV_CONFIG_PATH_MAX];    /* derived: "default.<name>" */
-    char client_urls[TKV_CONFIG_URLS_MAX]; /* "http://h:p[,http://h:p...]": gRPC + HTTP API */
+    char client_urls[TKV_CONFIG_URLS_MAX]; /* "http://h:p[,http://h:p...]": gRPC */
     char peer_urls[TKV_CONFIG_URLS_MAX];   /* scheduler-to-scheduler traffic */
     char advertise_client_urls[TKV_CONFIG_URLS_MAX]; /* derived: client_urls */
     char advertise_peer_urls[TKV_CONFIG_URLS_MAX];   /* derived: peer_urls */
@@ -298,6 +298,10 @@ struct tkv_sched_config {
     char initial_cluster_state[16];                  /* "new" or "existing" */
     uint64_t lease_s;                                /* leader lease, seconds (PD: integer) */
     uint64_t tso_save_interval_ms;
+    /* HTTP/1.1 status port (metrics, PD's HTTP API, dashboard): its own
+     * port because the client URL's gRPC server speaks HTTP/2 only. ""
+     * disables it. */
+    char status_addr[TKV_CONFIG_ADDR_MAX];
     struct {
         enum tkv_log_level level;
         enum tkv_config_log_format format;
@@ -328,7 +332,7 @@ void tkv_config_sched_defaults(struct tkv_sched_config *cfg);
 
 /* Defaults, then -C/--config file, then flags (PD names: --name, --data-dir,
  * --client-urls, --peer-urls, --advertise-client-urls, --advertise-peer-urls,
- * --initial-cluster, -L/--log-level, --log-file, --config-check,
+ * --initial-cluster, --status-addr, -L/--log-level, --log-file, --config-check,
  * --config-info FORMAT, -V/--version, -h/--help; one or two dashes), then the
  * derived fields, then validation. Returns and errors as tkv_config_load().
  * Main thread, before cores start. */

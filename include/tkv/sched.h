@@ -310,6 +310,11 @@ size_t tkv_sched_patrol(struct tkv_sched_cluster *c, uint64_t now_ns, uint64_t *
 struct tkv_sched_stats {
     uint64_t heartbeats, stale_heartbeats, region_updates;
     uint64_t ops_created, ops_finished, ops_timed_out, ops_cancelled;
+    uint64_t store_heartbeats;           /* accepted StoreHeartbeats */
+    uint64_t tso_requests, tso_timestamps; /* successful tkv_sched_tso calls, their counts */
+    uint64_t ids_allocated;
+    /* The operator counters above by kind: [0] leader, [1] region, [2] replica. */
+    uint64_t ops_created_by_kind[3], ops_finished_by_kind[3], ops_timed_out_by_kind[3];
 };
 void tkv_sched_get_stats(const struct tkv_sched_cluster *c, struct tkv_sched_stats *out);
 

@@ -28,6 +28,7 @@ static const struct config_key sched_keys[] = {
     {"initial-cluster-state", CONFIG_K_STR, F(initial_cluster_state), 0, 0, 0},
     {"lease", CONFIG_K_U64, F(lease_s), 1, 3600, 0},
     {"tso-save-interval", CONFIG_K_DURATION, F(tso_save_interval_ms), 1, DAY_MS, 0},
+    {"status-addr", CONFIG_K_ADDR_OPT, F(status_addr), 0, 0, 0},
     {"log.level", CONFIG_K_LOG_LEVEL, F(log.level), 0, 0, 0},
     {"log.format", CONFIG_K_LOG_FORMAT, F(log.format), 0, 0, 0},
     {"log.file.filename", CONFIG_K_STR_OPT, F(log.file.filename), 0, 0, 0},
@@ -58,6 +59,7 @@ static const struct config_flag sched_flags[] = {
     {{"advertise-client-urls"}, CONFIG_F_KEY, "advertise-client-urls"},
     {{"advertise-peer-urls"}, CONFIG_F_KEY, "advertise-peer-urls"},
     {{"initial-cluster"}, CONFIG_F_KEY, "initial-cluster"},
+    {{"status-addr"}, CONFIG_F_KEY, "status-addr"},
     {{"L", "log-level"}, CONFIG_F_KEY, "log.level"},
     {{"log-file"}, CONFIG_F_KEY, "log.file.filename"},
     {{"config-check"}, CONFIG_F_CHECK, NULL},
@@ -75,12 +77,14 @@ static const char sched_usage[] =
     "  -C, --config FILE               TOML config file (strict: unknown keys are errors)\n"
     "      --name NAME                 member name (default pd-<hostname>)\n"
     "      --data-dir DIR              data directory (default default.<name>)\n"
-    "      --client-urls URLS          client URLs: gRPC and HTTP API (default "
+    "      --client-urls URLS          client URLs: the gRPC service (default "
     "http://127.0.0.1:2379)\n"
     "      --peer-urls URLS            peer URLs (default http://127.0.0.1:2380)\n"
     "      --advertise-client-urls U   client URLs given to others (default: client-urls)\n"
     "      --advertise-peer-urls U     peer URLs given to others (default: peer-urls)\n"
     "      --initial-cluster C         name=peer-url,... (default <name>=<advertise-peer-urls>)\n"
+    "      --status-addr H:P           HTTP status port: /metrics, /pd/api/v1, /dashboard\n"
+    "                                  (default 127.0.0.1:2381; \"\" disables it)\n"
     "  -L, --log-level LEVEL           debug, info, warn, error, fatal (default info)\n"
     "      --log-file FILE             log file (default: stderr)\n"
     "      --config-check              validate the configuration and exit\n"
@@ -104,6 +108,7 @@ void tkv_config_sched_defaults(struct tkv_sched_config *cfg)
     snprintf(cfg->initial_cluster_state, sizeof(cfg->initial_cluster_state), "new");
     cfg->lease_s = 3;
     cfg->tso_save_interval_ms = 3000;
+    snprintf(cfg->status_addr, sizeof(cfg->status_addr), "127.0.0.1:2381");
     cfg->log.level = TKV_LOG_LEVEL_INFO;
     cfg->log.format = TKV_CONFIG_LOG_TEXT;
     cfg->schedule.patrol_region_interval_ms = 100;

@@ -72,16 +72,16 @@ class SystemdUnitsTest(unittest.TestCase):
                               "the data dir must be writable under ProtectSystem=strict")
                 self.assertIn("/etc/tinykv/", svc.get("ExecStart"))
 
-    def test_node_unit_has_watchdog_and_reload(self):
-        """tinykv-server feeds the watchdog (only while its cores turn) and
-        reopens its log on SIGHUP. tinyscheduler-server does neither yet, so
-        its unit must not ask for them (a WatchdogSec it never feeds would
-        get it killed every interval)."""
-        svc = read_unit(os.path.join(UNITS, EXPECTED[0]))["Service"]
-        self.assertTrue(re.fullmatch(r"\d+s", svc.get("WatchdogSec", "")), "WatchdogSec missing")
-        self.assertEqual(svc.get("ExecReload"), "/bin/kill -HUP $MAINPID")
-        sched = read_unit(os.path.join(UNITS, EXPECTED[1]))["Service"]
-        self.assertIsNone(sched.get("WatchdogSec"))
+    def test_units_have_watchdog_and_reload(self):
+        """Both programs feed the watchdog (only while their cores turn:
+        test_status.py and test_sched_http.py check that) and reopen their
+        log on SIGHUP, so both units ask for them."""
+        for name in EXPECTED:
+            with self.subTest(unit=name):
+                svc = read_unit(os.path.join(UNITS, name))["Service"]
+                self.assertTrue(re.fullmatch(r"\d+s", svc.get("WatchdogSec", "")),
+                                "WatchdogSec missing")
+                self.assertEqual(svc.get("ExecReload"), "/bin/kill -HUP $MAINPID")
 
     def test_a_typo_is_caught(self):
         """The check itself: a misspelt key makes verify print a warning."""

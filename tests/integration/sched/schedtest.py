@@ -7,6 +7,7 @@
 #   TKV_PROTO_PY    directory holding the generated schedulerpb_pb2.py
 #   TKV_KEEP_LOGS=1 keep temp dirs and logs
 import os
+import re
 import shutil
 import signal
 import socket
@@ -82,7 +83,10 @@ class Scheduler:
         args = (_die_with_parent_prefix() + list(prefix if prefix is not None else self.prefix) +
                 [sched_bin(), "--client-urls", "http://" + self.addr,
                  "--peer-urls", "http://127.0.0.1:%d" % free_port(),
-                 "--data-dir", self.data_dir, "--name", "it"] + self.extra_args)
+                 "--data-dir", self.data_dir, "--name", "it",
+                 # the status port is picked by the server (never the default 2381:
+                 # other tests run at the same time); read it with status_port()
+                 "--status-addr", "127.0.0.1:0"] + self.extra_args)
         e = dict(self.env, **(env or {}))
         self.proc = subprocess.Popen(args, stdout=self.log_file, stderr=subprocess.STDOUT, env=e)
         self.wait_serving()
@@ -106,6 +110,20 @@ class Scheduler:
         self.kill()
         raise AssertionError("tinyscheduler-server not serving after %.0fs (last: %s); log:\n%s" %
                              (START_TIMEOUT, last, self.log_tail()))
+
+    def status_port(self, timeout=10):
+        """The status port the server bound (from its "status server
+        listening" log line)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with open(self.log_path, "rb") as f:
+                for line in f:
+                    if b'["status server listening"]' in line:
+                        m = re.search(rb"\[status_port=(\d+)\]", line)
+                        if m:
+                            return int(m.group(1))
+            time.sleep(0.05)
+        raise AssertionError("no status port in the log:\n" + self.log_tail())
 
     def log_tail(self, n=40):
         try:
