@@ -11,6 +11,12 @@
 #include <time.h>
 
 #include <jansson.h>
+#include <unistd.h>
+
+#if defined(TKV_FAILPOINTS) && TKV_FAILPOINTS
+#include <fiu-control.h>
+#include <fiu.h>
+#endif
 
 #if TKV_HAVE_SYSTEMD
 #include <systemd/sd-daemon.h>
@@ -369,6 +375,14 @@ static void on_tick(struct tkv_timer *t)
 {
     struct sched_http *h = t->data;
     struct sched_server *srv = h->srv;
+#if defined(TKV_FAILPOINTS) && TKV_FAILPOINTS
+    /* Test builds: the core stuck in a blocking call for failinfo ms
+     * (default 3 s) every tick, for the watchdog and /readyz test
+     * (tests/integration/sched/test_sched_http.py). */
+    fiu_do_on("sched/stall_core",
+              usleep((useconds_t)((uintptr_t)fiu_failinfo() ? (uintptr_t)fiu_failinfo() : 3000) *
+                     1000));
+#endif
     metrics_publish(h);
     uint64_t want = atomic_load_explicit(&h->wanted, memory_order_acquire);
     if (want > h->built) {
@@ -674,6 +688,11 @@ void sched_http_start(struct sched_server *srv)
     h->stall_limit_ns = STALL_LIMIT_MIN_NS;
     srv->http = h;
 
+#if defined(TKV_FAILPOINTS) && TKV_FAILPOINTS
+    fiu_init(0);
+    if (getenv("TKV_FIU_CTRL") && fiu_rc_fifo(getenv("TKV_FIU_CTRL")) < 0)
+        TKV_LOG_WARN("cannot open the fiu control FIFO", TKV_LF_STR("prefix", getenv("TKV_FIU_CTRL")));
+#endif
     if (tkv_metrics_default_init(1) < 0)
         TKV_LOG_WARN("metrics registry already set up");
     metrics_register(h);

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import struct
 import subprocess
 import tempfile
@@ -351,6 +352,61 @@ class SchedOperatorsHttpTest(SchedTestCase):
             time.sleep(0.1)
         self.assertEqual((created, running), (1, 1))
         self.assertGreater(metric(text, "tinyscheduler_patrol_duration_seconds_count"), 0)
+
+
+class SchedWatchdogTest(SchedTestCase):
+    def test_watchdog_fed_only_while_the_core_turns(self):
+        """A fake systemd: NOTIFY_SOCKET + WATCHDOG_USEC=2 s. WATCHDOG=1
+        arrives every ~1 s; with the core stuck 4 s per turn (failpoint
+        sched/stall_core) /readyz says 503 and the pings stop for longer
+        than the interval; after the core recovers they resume."""
+        tmp = tempfile.mkdtemp(prefix="tkv-sched-wd-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        path = os.path.join(tmp, "notify.sock")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.bind(path)
+        self.addCleanup(sock.close)
+        fifo = os.path.join(tmp, "fiu")
+        sched = self.new_sched(env={"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "2000000",
+                                    "TKV_FIU_CTRL": fifo}).start()
+        port = sched.status_port()
+
+        def pings(seconds):
+            out, end = [], time.monotonic() + seconds
+            while time.monotonic() < end:
+                sock.settimeout(max(0.01, end - time.monotonic()))
+                try:
+                    msg = sock.recv(4096).decode()
+                except socket.timeout:
+                    break
+                if "WATCHDOG=1" in msg:
+                    out.append(time.monotonic())
+            return out
+
+        self.assertGreaterEqual(len(pings(3.5)), 3, "watchdog (2 s) must be fed every ~1 s")
+        fiu_ctrl = shutil.which("fiu-ctrl")
+        if not fiu_ctrl or not os.path.exists("%s-%d.in" % (fifo, sched.proc.pid)):
+            self.fail("fiu-ctrl (Debian fiu-utils) and a test build (failpoints) are needed")
+        subprocess.run([fiu_ctrl, "-f", fifo, "-c",
+                        "enable name=sched/stall_core,failinfo=4000", str(sched.proc.pid)],
+                       check=True, timeout=30)
+        start = time.monotonic()
+        codes, stalled = set(), [start]
+        while time.monotonic() < start + 7:
+            code, body = http_get(port, "/readyz")
+            codes.add(code)
+            if code == 503:
+                self.assertIn(b"event loop has not turned", body)
+            stalled += pings(0.5)
+        stalled.append(time.monotonic())
+        self.assertIn(503, codes, "/readyz never noticed the stuck core")
+        gaps = [b - a for a, b in zip(stalled, stalled[1:])]
+        self.assertGreater(max(gaps), 2.0, "watchdog fed while the core was stuck: %s" % gaps)
+        subprocess.run([fiu_ctrl, "-f", fifo, "-c", "disable name=sched/stall_core",
+                        str(sched.proc.pid)], check=True, timeout=30)
+        time.sleep(5)  # the last stalled turn finishes
+        self.assertGreaterEqual(len(pings(3.5)), 3, "watchdog not fed again after recovery")
+        self.assertEqual(http_get(port, "/readyz")[0], 200)
 
 
 if __name__ == "__main__":
