@@ -226,6 +226,46 @@ void tkv_raftstore_scan(struct tkv_raftstore *s, const struct tkv_rs_header *h, 
 
 int tkv_raftstore_transfer_leader(struct tkv_raftstore *s, uint64_t region_id, uint64_t to_peer);
 
+/* ---- Transactional commands (cluster mode of tkv/txn.h) ----
+ * A command runs on the leader as: region checks -> ReadIndex -> one engine
+ * snapshot once the read index is applied -> run() computes the response
+ * and a write list -> the list is proposed as ONE raft entry, applied as one
+ * engine batch (all or nothing) -> done(). The caller (txn's cluster driver,
+ * tkv/txn_cluster.h) holds the command's latches around the whole call.
+ * Keys here are TRANSACTIONAL: user keys are checked against the region in
+ * their EncodeBytes form (ARCHITECTURE.md "Keys"); in the write list, LOCK
+ * CF keys are user keys (encoded for the apply-time range check) and
+ * DEFAULT / WRITE CF keys are EncodeKey(user key, ts) (compared as they
+ * are). */
+struct tkv_rs_modify {
+    enum tkv_cf cf; /* DEFAULT, LOCK or WRITE */
+    bool is_delete;
+    struct tkv_slice key, value;
+};
+
+/* Called once, on the leader, with a snapshot at or after the read index
+ * (valid during the call only) and the region as it is then. Returns 0 with
+ * *mods / *n_mods set (caller memory, valid until done() is called; n 0 =
+ * nothing to write: done() follows with rv 0), or an error that done()
+ * then reports (no write). Must not call into the raftstore. */
+typedef int (*tkv_rs_txn_run_fn)(void *arg, struct tkv_engine_snap *snap,
+                                 const struct tkv_rs_region *region,
+                                 const struct tkv_rs_modify **mods, size_t *n_mods);
+
+/* keys[0..n_keys): the command's user keys for the up-front region check
+ * (KeyNotInRegion names the first one outside); n_keys 0 checks nothing
+ * (a scan from the region's start). done() is called exactly once: rv 0
+ * once the writes are applied on the leader (or right after run() when it
+ * wrote nothing), run()'s error, or a region error (nothing written; for
+ * StaleCommand / NotLeader after the proposal the entry did not and will
+ * not apply) or TKV_ESHUTDOWN (outcome unknown). */
+void tkv_raftstore_txn(struct tkv_raftstore *s, const struct tkv_rs_header *h,
+                       const struct tkv_slice *keys, size_t n_keys, tkv_rs_txn_run_fn run,
+                       tkv_rs_done_fn done, void *arg);
+
+/* Whether user key (EncodeBytes form compared) lies in region. */
+bool tkv_rs_region_contains_txn_key(const struct tkv_rs_region *rg, struct tkv_slice user_key);
+
 /* Introspection (tests, status, heartbeats). */
 struct tkv_rs_region_status {
     bool exists;

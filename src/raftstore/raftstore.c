@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "rs_private.h"
+#include "tkv/codec.h"
 #include "tkv/err.h"
 #include "tkv/log.h"
 #include "tkv/mem.h"
@@ -25,6 +26,7 @@ struct rs_read {
     size_t key_len;
     bool scan;
     uint32_t limit;
+    tkv_rs_txn_run_fn run; /* a transactional command (tkv_raftstore_txn) */
     tkv_rs_done_fn cb;
     void *arg;
 };
@@ -169,6 +171,20 @@ static bool key_in_region(const struct tkv_rs_region *rg, struct tkv_slice k)
     n = TKV_MIN(k.len, rg->end_len);
     c = memcmp(k.ptr, rg->end, n);
     return c < 0 || (c == 0 && k.len < rg->end_len);
+}
+
+/* Transactional keys: region bounds are EncodeBytes(user key) (ARCHITECTURE.md
+ * "Keys"), so the user key is compared in that form. */
+bool tkv_rs_region_contains_txn_key(const struct tkv_rs_region *rg, struct tkv_slice user_key)
+{
+    uint8_t small[512];
+    size_t n = tkv_codec_encoded_bytes_len(user_key.len);
+    uint8_t *enc = n <= sizeof(small) ? small : tkv_xmalloc(n);
+    tkv_codec_encode_bytes(enc, user_key.ptr, user_key.len);
+    bool in = key_in_region(rg, TKV_SLICE(enc, n));
+    if (enc != small)
+        tkv_free(enc);
+    return in;
 }
 
 static void answer(tkv_rs_done_fn cb, void *arg, int rv)
@@ -706,9 +722,12 @@ void tkv_raftstore_tick(struct tkv_raftstore *s)
 
 /* ------------------------------------------------------------ requests */
 
-/* Checks common to every request (TINYKV-API.md 2.4); NULL = answered. */
-static struct rs_peer *check_request(struct tkv_raftstore *s, const struct tkv_rs_header *h,
-                                     struct tkv_slice key, tkv_rs_done_fn cb, void *arg)
+/* Checks common to every request (TINYKV-API.md 2.4); NULL = answered.
+ * keys[0..n_keys) are raw keys, or user keys of a transactional command
+ * (txn: compared in EncodeBytes form). */
+static struct rs_peer *check_request_keys(struct tkv_raftstore *s, const struct tkv_rs_header *h,
+                                          const struct tkv_slice *keys, size_t n_keys, bool txn,
+                                          tkv_rs_done_fn cb, void *arg)
 {
     if (h->peer.store_id && h->peer.store_id != s->cfg.store_id) {
         answer_kind(cb, arg, TKV_RS_STORE_NOT_MATCH, NULL, h->region_id);
@@ -737,19 +756,23 @@ static struct rs_peer *check_request(struct tkv_raftstore *s, const struct tkv_r
         answer_kind(cb, arg, TKV_RS_EPOCH_NOT_MATCH, p, h->region_id);
         return NULL;
     }
-    if (key.len == 0 || key.len > TKV_ENGINE_KEY_MAX) {
-        answer(cb, arg, key.len ? TKV_ETOOBIG : TKV_EINVAL);
-        return NULL;
-    }
-    if (!key_in_region(&p->region, key)) {
-        struct tkv_rs_region_error e;
-        rerr_init(&e, TKV_RS_KEY_NOT_IN_REGION, p->region.id);
-        e.key_len = (uint32_t)TKV_MIN(key.len, TKV_RS_BOUND_MAX);
-        memcpy(e.key, key.ptr, e.key_len);
-        e.n_current = 1;
-        e.current[0] = p->region;
-        answer_region_error(cb, arg, &e);
-        return NULL;
+    for (size_t i = 0; i < n_keys; i++) {
+        struct tkv_slice key = keys[i];
+        if (key.len == 0 || key.len > TKV_ENGINE_KEY_MAX) {
+            answer(cb, arg, key.len ? TKV_ETOOBIG : TKV_EINVAL);
+            return NULL;
+        }
+        if (txn ? !tkv_rs_region_contains_txn_key(&p->region, key)
+                : !key_in_region(&p->region, key)) {
+            struct tkv_rs_region_error e;
+            rerr_init(&e, TKV_RS_KEY_NOT_IN_REGION, p->region.id);
+            e.key_len = (uint32_t)TKV_MIN(key.len, TKV_RS_BOUND_MAX);
+            memcpy(e.key, key.ptr, e.key_len);
+            e.n_current = 1;
+            e.current[0] = p->region;
+            answer_region_error(cb, arg, &e);
+            return NULL;
+        }
     }
     if (p->n_props + p->n_reads >= s->cfg.max_pending_per_region) {
         answer_kind(cb, arg, TKV_RS_SERVER_BUSY, p, h->region_id);
@@ -758,9 +781,44 @@ static struct rs_peer *check_request(struct tkv_raftstore *s, const struct tkv_r
     return p;
 }
 
+static struct rs_peer *check_request(struct tkv_raftstore *s, const struct tkv_rs_header *h,
+                                     struct tkv_slice key, tkv_rs_done_fn cb, void *arg)
+{
+    return check_request_keys(s, h, &key, 1, false, cb, arg);
+}
+
 static bool valid_cf(enum tkv_cf cf)
 {
     return cf == TKV_CF_DEFAULT || cf == TKV_CF_LOCK || cf == TKV_CF_WRITE;
+}
+
+/* Propose the encoded command b (freed here) and remember who to answer. */
+static void propose_cmd(struct rs_peer *p, struct rs_buf *b, tkv_rs_done_fn cb, void *arg)
+{
+    struct tkv_raftstore *s = p->s;
+    struct tkv_raft_buf *d = NULL;
+    int rv = tkv_raft_buf_copy(b->p, b->len, &d);
+    rs_buf_free(b);
+    if (rv < 0) {
+        answer(cb, arg, rv);
+        return;
+    }
+    struct tkv_raft_event ev = {.type = TKV_RAFT_EV_PROPOSE};
+    ev.u.propose.data = &d;
+    ev.u.propose.n = 1;
+    rv = peer_step(p, &ev);
+    tkv_raft_buf_unref(d);
+    if (rv < 0) {
+        answer_kind(cb, arg, rv == TKV_ENOTLEADER ? TKV_RS_NOT_LEADER : TKV_RS_STALE_COMMAND, p,
+                    p->region.id);
+        return;
+    }
+    struct tkv_raft_status st;
+    tkv_raft_status(p->raft, &st);
+    GROW(p->props, p->n_props, p->cap_props);
+    p->props[p->n_props++] =
+        (struct rs_proposal){.index = st.last_index, .term = st.hs.term, .cb = cb, .arg = arg};
+    s->stats.proposals++;
 }
 
 static void propose_write(struct tkv_raftstore *s, const struct tkv_rs_header *h, enum tkv_cf cf,
@@ -786,29 +844,7 @@ static void propose_write(struct tkv_raftstore *s, const struct tkv_rs_header *h
     rs_buf_slice(&b, key);
     if (op == RS_OP_PUT)
         rs_buf_slice(&b, value);
-    struct tkv_raft_buf *d = NULL;
-    int rv = tkv_raft_buf_copy(b.p, b.len, &d);
-    rs_buf_free(&b);
-    if (rv < 0) {
-        answer(cb, arg, rv);
-        return;
-    }
-    struct tkv_raft_event ev = {.type = TKV_RAFT_EV_PROPOSE};
-    ev.u.propose.data = &d;
-    ev.u.propose.n = 1;
-    rv = peer_step(p, &ev);
-    tkv_raft_buf_unref(d);
-    if (rv < 0) {
-        answer_kind(cb, arg, rv == TKV_ENOTLEADER ? TKV_RS_NOT_LEADER : TKV_RS_STALE_COMMAND, p,
-                    h->region_id);
-        return;
-    }
-    struct tkv_raft_status st;
-    tkv_raft_status(p->raft, &st);
-    GROW(p->props, p->n_props, p->cap_props);
-    p->props[p->n_props++] =
-        (struct rs_proposal){.index = st.last_index, .term = st.hs.term, .cb = cb, .arg = arg};
-    s->stats.proposals++;
+    propose_cmd(p, &b, cb, arg);
 }
 
 void tkv_raftstore_put(struct tkv_raftstore *s, const struct tkv_rs_header *h, enum tkv_cf cf,
@@ -843,6 +879,26 @@ void tkv_raftstore_scan(struct tkv_raftstore *s, const struct tkv_rs_header *h, 
     start_read(s, h, cf, start, true, limit, cb, arg);
 }
 
+/* ReadIndex, then (serve_reads) the read or the transactional command. */
+static void read_index(struct tkv_raftstore *s, struct rs_peer *p, const struct tkv_rs_header *h,
+                       struct rs_read rd)
+{
+    tkv_rs_done_fn cb = rd.cb;
+    void *arg = rd.arg;
+    uint64_t ctx = ++s->next_ctx;
+    struct tkv_raft_event ev = {.type = TKV_RAFT_EV_READ_INDEX, .u.ctx = ctx};
+    int rv = peer_step(p, &ev);
+    if (rv < 0) {
+        /* not leader, or a new leader that has not committed in its term */
+        answer_kind(cb, arg, rv == TKV_ENOTLEADER ? TKV_RS_NOT_LEADER : TKV_RS_STALE_COMMAND, p,
+                    h->region_id);
+        return;
+    }
+    rd.ctx = ctx;
+    GROW(p->reads, p->n_reads, p->cap_reads);
+    p->reads[p->n_reads++] = rd;
+}
+
 static void start_read(struct tkv_raftstore *s, const struct tkv_rs_header *h, enum tkv_cf cf,
                        struct tkv_slice key, bool scan, uint32_t limit, tkv_rs_done_fn cb,
                        void *arg)
@@ -854,20 +910,59 @@ static void start_read(struct tkv_raftstore *s, const struct tkv_rs_header *h, e
     struct rs_peer *p = check_request(s, h, key, cb, arg);
     if (!p)
         return;
-    uint64_t ctx = ++s->next_ctx;
-    struct tkv_raft_event ev = {.type = TKV_RAFT_EV_READ_INDEX, .u.ctx = ctx};
-    int rv = peer_step(p, &ev);
-    if (rv < 0) {
-        /* not leader, or a new leader that has not committed in its term */
-        answer_kind(cb, arg, rv == TKV_ENOTLEADER ? TKV_RS_NOT_LEADER : TKV_RS_STALE_COMMAND, p,
-                    h->region_id);
+    read_index(s, p, h,
+               (struct rs_read){.cf = cf, .key = tkv_xmemdup(key.ptr, key.len), .key_len = key.len,
+                                .scan = scan, .limit = limit, .cb = cb, .arg = arg});
+}
+
+void tkv_raftstore_txn(struct tkv_raftstore *s, const struct tkv_rs_header *h,
+                       const struct tkv_slice *keys, size_t n_keys, tkv_rs_txn_run_fn run,
+                       tkv_rs_done_fn done, void *arg)
+{
+    struct rs_peer *p = check_request_keys(s, h, keys, n_keys, true, done, arg);
+    if (!p)
+        return;
+    read_index(s, p, h, (struct rs_read){.run = run, .cb = done, .arg = arg});
+}
+
+/* A transactional command whose read index is applied: run it on one
+ * snapshot and propose its write list as one entry. */
+static void serve_txn(struct rs_peer *p, struct rs_read *rd)
+{
+    struct tkv_engine_snap *snap = NULL;
+    const struct tkv_rs_modify *mods = NULL;
+    size_t n = 0;
+    int rv = tkv_engine_snap_open(p->s->sess, &snap);
+    if (rv == 0) {
+        rv = rd->run(rd->arg, snap, &p->region, &mods, &n);
+        tkv_engine_snap_close(snap);
+    }
+    if (rv < 0 || n == 0) {
+        answer(rd->cb, rd->arg, rv < 0 ? rv : 0);
         return;
     }
-    GROW(p->reads, p->n_reads, p->cap_reads);
-    p->reads[p->n_reads++] = (struct rs_read){.ctx = ctx, .cf = cf,
-                                              .key = tkv_xmemdup(key.ptr, key.len),
-                                              .key_len = key.len, .scan = scan, .limit = limit,
-                                              .cb = cb, .arg = arg};
+    if (!p->is_leader) {
+        answer_kind(rd->cb, rd->arg, TKV_RS_NOT_LEADER, p, p->region.id);
+        return;
+    }
+    struct rs_buf b = {0};
+    rs_cmd_header(&b, RS_CMD_TXN_WRITE, &p->region);
+    rs_buf_u32(&b, (uint32_t)n);
+    for (size_t i = 0; i < n; i++) {
+        const struct tkv_rs_modify *m = &mods[i];
+        if (!valid_cf(m->cf) || m->key.len == 0 || m->key.len > TKV_ENGINE_KEY_MAX ||
+            m->value.len > TKV_ENGINE_VALUE_MAX || n > UINT32_MAX) {
+            rs_buf_free(&b);
+            answer(rd->cb, rd->arg, TKV_EINVAL);
+            return;
+        }
+        rs_buf_u8(&b, m->is_delete ? RS_OP_DELETE : RS_OP_PUT);
+        rs_buf_u8(&b, (uint8_t)m->cf);
+        rs_buf_slice(&b, m->key);
+        if (!m->is_delete)
+            rs_buf_slice(&b, m->value);
+    }
+    propose_cmd(p, &b, rd->cb, rd->arg);
 }
 
 int tkv_raftstore_transfer_leader(struct tkv_raftstore *s, uint64_t region_id, uint64_t to_peer)
@@ -921,9 +1016,19 @@ static void serve_scan(struct rs_peer *p, struct rs_read *rd, struct tkv_rs_resu
  * those still waiting for a read index (raft drops them silently). */
 static void serve_reads(struct rs_peer *p)
 {
+    /* Detached: an answer may start new requests on this peer (a latch
+     * released by a transactional answer wakes the next command). */
+    struct rs_read *reads = p->reads;
+    size_t n_reads = p->n_reads, cap_reads = p->cap_reads;
+    p->reads = NULL;
+    p->n_reads = p->cap_reads = 0;
     size_t k = 0;
-    for (size_t i = 0; i < p->n_reads; i++) {
-        struct rs_read *rd = &p->reads[i];
+    for (size_t i = 0; i < n_reads; i++) {
+        struct rs_read *rd = &reads[i];
+        if (rd->index && rd->index <= p->apply.applied && rd->run) {
+            serve_txn(p, rd);
+            continue;
+        }
         if (rd->index && rd->index <= p->apply.applied) {
             struct tkv_rs_result res;
             memset(&res, 0, sizeof(res));
@@ -946,9 +1051,17 @@ static void serve_reads(struct rs_peer *p)
             tkv_free(rd->key);
             continue;
         }
-        p->reads[k++] = *rd;
+        reads[k++] = *rd;
     }
+    /* keep the waiting ones first (request order), then any that arrived */
+    for (size_t i = 0; i < p->n_reads; i++) {
+        GROW(reads, k, cap_reads);
+        reads[k++] = p->reads[i];
+    }
+    tkv_free(p->reads);
+    p->reads = reads;
     p->n_reads = k;
+    p->cap_reads = cap_reads;
 }
 
 /* ------------------------------------------------------------ apply */
@@ -1018,7 +1131,7 @@ static void apply_entry(struct rs_peer *p, const struct tkv_raft_entry *e,
         }
         return;
     }
-    if (kind != RS_CMD_WRITE)
+    if (kind != RS_CMD_WRITE && kind != RS_CMD_TXN_WRITE)
         return;
     /* the region may have changed between propose and apply */
     if (ep.version != p->region.epoch.version) {
@@ -1036,7 +1149,12 @@ static void apply_entry(struct rs_peer *p, const struct tkv_raft_entry *e,
         uint8_t op, cf;
         struct tkv_slice k, v = {0};
         if (!rs_rd_u8(&r, &op) || !rs_rd_u8(&r, &cf) || !rs_rd_slice(&r, TKV_ENGINE_KEY_MAX, &k) ||
-            !valid_cf((enum tkv_cf)cf) || !key_in_region(&p->region, k))
+            !valid_cf((enum tkv_cf)cf))
+            goto undo;
+        /* transactional LOCK CF keys are user keys; the others carry
+         * EncodeBytes(user key) as their prefix and compare as they are */
+        if (kind == RS_CMD_TXN_WRITE && cf == TKV_CF_LOCK ? !tkv_rs_region_contains_txn_key(&p->region, k)
+                                                          : !key_in_region(&p->region, k))
             goto undo;
         if (op == RS_OP_PUT) {
             if (!rs_rd_slice(&r, TKV_ENGINE_VALUE_MAX, &v) ||

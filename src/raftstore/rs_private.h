@@ -61,6 +61,9 @@ int rs_snapshot_to_batch(struct tkv_slice data, size_t body_off, struct tkv_engi
 enum {
     RS_CMD_WRITE = 1,
     RS_CMD_COMPACT_LOG = 2,
+    /* a transactional command's write list: as RS_CMD_WRITE, but LOCK CF
+     * keys are user keys checked in EncodeBytes form (tkv_raftstore_txn) */
+    RS_CMD_TXN_WRITE = 5,
     /* reserved for issue 10: RS_CMD_CHANGE_PEER = 3 (in a CONF_CHANGE
      * entry), RS_CMD_SPLIT = 4 */
 };

@@ -11,16 +11,6 @@
 #include "tkv/txn.h"
 #include "txn_private.h"
 
-/* Test builds (TKV_SANITIZE: FIU_ENABLE with libfiu) can switch on known
- * bugs by name so that the history checkers are shown to catch them
- * (tests/integration/workloads, TKV_FAILPOINTS="txn/..." in the server's
- * environment). Release builds compile every TXN_BUG to false. */
-#ifdef FIU_ENABLE
-#include <fiu.h>
-#define TXN_BUG(name) (fiu_fail("txn/" name) != 0)
-#else
-#define TXN_BUG(name) false
-#endif
 
 /* ---- request checks (item 7: bad input is INVALID_ARGUMENT, nothing
  * written) ---- */

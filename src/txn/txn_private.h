@@ -5,6 +5,18 @@
 
 #include "tkv/txn.h"
 
+/* Test builds (TKV_SANITIZE: FIU_ENABLE with libfiu) can switch on known
+ * bugs by name so that the history checkers are shown to catch them
+ * (tests/integration/workloads: TKV_FAILPOINTS="txn/..." in the server's
+ * environment; tests/cluster/raftstore: fiu_enable). Release builds compile
+ * every TXN_BUG to false. */
+#ifdef FIU_ENABLE
+#include <fiu.h>
+#define TXN_BUG(name) (fiu_fail("txn/" name) != 0)
+#else
+#define TXN_BUG(name) false
+#endif
+
 /* EncodeBytes(key) ‖ FF×8 ‖ 00: the exclusive upper bound of key's versions. */
 struct tkv_slice txn_versions_end(struct tkv_arena *arena, struct tkv_slice key);
 

@@ -194,6 +194,8 @@ static void store_open(struct sim *s, struct sim_store *st)
         return;
     }
     st->alive = true;
+    if (s->hooks.store_event)
+        s->hooks.store_event(s->hooks.arg, st->id, SIM_STORE_OPENED, st->rs);
     st->next_tick = s->now + rnd_range(s, 1, TICK_MS);
     st->next_ckpt = s->now + rnd_range(s, 20, 100);
 }
@@ -211,7 +213,11 @@ void sim_crash(struct sim *s, int id)
     /* Stage this turn's writes and crash before the sync: the unsynced
      * raft log tail and the turn's messages are lost with it. */
     (void)tkv_raftstore_ready(st->rs);
+    if (s->hooks.store_event)
+        s->hooks.store_event(s->hooks.arg, id, SIM_STORE_CLOSING, st->rs);
     tkv_raftstore_close(st->rs);
+    if (s->hooks.store_event)
+        s->hooks.store_event(s->hooks.arg, id, SIM_STORE_CLOSED, NULL);
     st->rs = NULL;
     tkv_raftlog_close(st->log);
     st->log = NULL;
@@ -446,6 +452,8 @@ static void step_ms(struct sim *s)
         }
     }
     clients_step(s);
+    if (s->hooks.step)
+        s->hooks.step(s->hooks.arg);
     for (int i = 1; i <= s->o.n_stores; i++) {
         struct sim_store *st = s->stores[i];
         if (!st->alive)
@@ -466,9 +474,22 @@ void sim_run(struct sim *s, uint64_t ms)
 
 /* ------------------------------------------------------------ setup */
 
+uint64_t sim_rnd(struct sim *s)
+{
+    return rnd(s);
+}
+
 void sim_init(struct sim *s, const struct sim_opts *o, uint64_t seed)
 {
+    sim_init_hooks(s, o, seed, NULL);
+}
+
+void sim_init_hooks(struct sim *s, const struct sim_opts *o, uint64_t seed,
+                    const struct sim_hooks *hooks)
+{
     memset(s, 0, sizeof(*s));
+    if (hooks)
+        s->hooks = *hooks;
     s->o = *o;
     if (s->o.n_keys == 0)
         s->o.n_keys = 10;
@@ -517,7 +538,11 @@ void sim_close(struct sim *s)
         if (!st)
             continue;
         if (st->alive) {
+            if (s->hooks.store_event)
+                s->hooks.store_event(s->hooks.arg, i, SIM_STORE_CLOSING, st->rs);
             tkv_raftstore_close(st->rs);
+            if (s->hooks.store_event)
+                s->hooks.store_event(s->hooks.arg, i, SIM_STORE_CLOSED, NULL);
             tkv_raftlog_close(st->log);
         }
         tkv_engine_close(st->engine);
@@ -674,6 +699,29 @@ static void random_partition(struct sim *s)
         return;
     }
     sim_partition(s, side, n);
+}
+
+void sim_chaos(struct sim *s)
+{
+    uint64_t chaos = ELECTION_MS + rnd_range(s, 0, 199);
+    sim_run(s, chaos);
+    if (s->o.partitions)
+        random_partition(s);
+    if (s->o.crash && rnd(s) % 3 == 0) {
+        int victim = (int)rnd_range(s, 1, (uint64_t)s->o.n_stores);
+        if (s->stores[victim]->alive) {
+            sim_crash(s, victim);
+            s->stores[victim]->restart_at = s->now + rnd_range(s, 20, 300);
+        }
+    }
+}
+
+void sim_settle(struct sim *s)
+{
+    sim_heal(s);
+    for (int i = 1; i <= s->o.n_stores; i++)
+        sim_restart(s, i);
+    sim_run(s, 2 * ELECTION_MS);
 }
 
 void sim_generic(struct sim *s)

@@ -35,6 +35,16 @@ struct sim_opts {
     int crash_on_snapshot;
 };
 
+/* Hooks for layers on top of the raftstore (the transactional driver of
+ * txn_sim.c): store lifecycle and one call per virtual ms. */
+enum sim_store_event { SIM_STORE_OPENED, SIM_STORE_CLOSING, SIM_STORE_CLOSED };
+struct sim_hooks {
+    void *arg;
+    void (*store_event)(void *arg, int store, enum sim_store_event ev, struct tkv_raftstore *rs);
+    /* each ms, after the raw clients and before the stores' ready loops */
+    void (*step)(void *arg);
+};
+
 struct sim_store;
 struct sim_client;
 struct sim_msg;
@@ -52,7 +62,18 @@ struct sim {
     bool failed;
     char err[512];
     uint64_t n_ok_puts, n_ok_gets, n_unknown, n_failed_ops;
+    struct sim_hooks hooks; /* set before sim_init's stores open: sim_init_hooks */
 };
+
+/* sim_init with hooks (called for the stores sim_init opens too). */
+void sim_init_hooks(struct sim *s, const struct sim_opts *o, uint64_t seed,
+                    const struct sim_hooks *hooks);
+/* The PRNG of the simulation (one stream: a seed replays everything). */
+uint64_t sim_rnd(struct sim *s);
+/* One chaos round of sim_generic: run, maybe partition / crash a store. */
+void sim_chaos(struct sim *s);
+/* Heal, restart every store, let a leader settle. */
+void sim_settle(struct sim *s);
 
 void sim_init(struct sim *s, const struct sim_opts *o, uint64_t seed);
 void sim_close(struct sim *s);

@@ -22,7 +22,7 @@ ORDER = ["base", "config", "codec", "reactor", "rpc", "status", "pb", "engine", 
 # named like the header)
 HEADER_OWNER = {
     "err": "base", "mem": "base", "arena": "base", "log": "base", "metrics": "base",
-    "hostport": "base", "fsutil": "base", "common": "base",
+    "hostport": "base", "fsutil": "base", "common": "base", "txn_cluster": "txn",
 }
 
 INCLUDE = re.compile(r'^\s*#\s*include\s*[<"]([^>"]+)[>"]', re.M)

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "tkv/codec.h"
 #include "tkv/err.h"
 #include "tkv/raftlog.h"
 #include "tkv/raftstore.h"
@@ -334,5 +335,103 @@ Test(raftstore_requests, scan_stays_inside_the_region)
     cr_assert_eq(a.e.kind, TKV_RS_KEY_NOT_IN_REGION, "start outside the region");
     a = scan(&o, "b", TKV_RS_SCAN_LIMIT_MAX + 1);
     cr_assert_eq(a.rv, TKV_EINVAL);
+    teardown(&o);
+}
+
+/* ---- transactional commands (tkv_raftstore_txn) ---- */
+
+/* run() and done() share one argument (tkv_raftstore_txn) */
+struct txn_run {
+    struct answer a;
+    int calls;
+    int rv;
+    struct tkv_rs_modify mods[2];
+    size_t n;
+};
+
+static int txn_run(void *arg, struct tkv_engine_snap *snap, const struct tkv_rs_region *region,
+                   const struct tkv_rs_modify **mods, size_t *n)
+{
+    struct txn_run *r = arg;
+    (void)snap;
+    cr_assert_eq(region->id, 1);
+    r->calls++;
+    *mods = r->mods;
+    *n = r->n;
+    return r->rv;
+}
+
+static void on_txn_answer(void *arg, const struct tkv_rs_result *res)
+{
+    on_answer(&((struct txn_run *)arg)->a, res);
+}
+
+static struct answer txn(struct one *o, const char *key, struct txn_run *r)
+{
+    memset(&r->a, 0, sizeof(r->a));
+    struct tkv_rs_header h = hdr(o);
+    struct tkv_slice k = TKV_SLICE(key, strlen(key));
+    tkv_raftstore_txn(o->rs, &h, &k, 1, txn_run, on_txn_answer, r);
+    for (int i = 0; i < 10 && !r->a.done; i++)
+        turn(o, 1);
+    cr_assert(r->a.done, "txn on %s never answered", key);
+    return r->a;
+}
+
+Test(raftstore_txn, user_keys_are_compared_with_the_region_in_encoded_form)
+{
+    struct tkv_rs_region rg;
+    memset(&rg, 0, sizeof(rg));
+    rg.start_len = (uint32_t)tkv_codec_encode_bytes(rg.start, (const uint8_t *)"cat", 3);
+    rg.end_len = (uint32_t)tkv_codec_encode_bytes(rg.end, (const uint8_t *)"dog", 3);
+    cr_assert(tkv_rs_region_contains_txn_key(&rg, TKV_SLICE("cat", 3)),
+              "the start key (a raw compare would put \"cat\" below EncodeBytes(\"cat\"))");
+    cr_assert(tkv_rs_region_contains_txn_key(&rg, TKV_SLICE("cats", 4)));
+    cr_assert(tkv_rs_region_contains_txn_key(&rg, TKV_SLICE("do", 2)));
+    cr_assert(!tkv_rs_region_contains_txn_key(&rg, TKV_SLICE("ca", 2)));
+    cr_assert(!tkv_rs_region_contains_txn_key(&rg, TKV_SLICE("dog", 3)), "the end is exclusive");
+}
+
+Test(raftstore_txn, write_list_applies_as_one_entry_or_not_at_all)
+{
+    struct one o;
+    setup(&o);
+    struct txn_run r = {.n = 2};
+    r.mods[0] = (struct tkv_rs_modify){.cf = TKV_CF_LOCK, .key = TKV_SLICE("cat", 3),
+                                       .value = TKV_SLICE("L", 1)};
+    r.mods[1] = (struct tkv_rs_modify){.cf = TKV_CF_WRITE, .key = TKV_SLICE("cow", 3),
+                                       .value = TKV_SLICE("W", 1)};
+    struct answer a = txn(&o, "zebra", &r);
+    cr_assert_eq(a.e.kind, TKV_RS_KEY_NOT_IN_REGION, "checked before anything runs");
+    cr_assert_eq(r.calls, 0);
+
+    a = txn(&o, "cat", &r);
+    cr_assert_eq(a.rv, 0);
+    cr_assert_eq(r.calls, 1);
+    struct tkv_slice v;
+    struct tkv_engine_session *sess;
+    cr_assert_eq(tkv_engine_session_open(o.engine, &sess), 0);
+    cr_assert_eq(tkv_engine_get(sess, TKV_CF_LOCK, TKV_SLICE("cat", 3), &v), 0);
+    cr_assert_eq(tkv_engine_get(sess, TKV_CF_WRITE, TKV_SLICE("cow", 3), &v), 0);
+
+    /* a run error is answered, nothing proposed */
+    struct txn_run bad = {.rv = TKV_EINVAL, .n = 1};
+    bad.mods[0] = (struct tkv_rs_modify){.cf = TKV_CF_LOCK, .key = TKV_SLICE("dog", 3),
+                                         .value = TKV_SLICE("L", 1)};
+    a = txn(&o, "dog", &bad);
+    cr_assert_eq(a.rv, TKV_EINVAL);
+    cr_assert_eq(tkv_engine_get(sess, TKV_CF_LOCK, TKV_SLICE("dog", 3), &v), TKV_ENOTFOUND);
+
+    /* one modify outside the region: the whole entry is refused at apply */
+    struct txn_run half = {.n = 2};
+    half.mods[0] = (struct tkv_rs_modify){.cf = TKV_CF_LOCK, .key = TKV_SLICE("eel", 3),
+                                          .value = TKV_SLICE("L", 1)};
+    half.mods[1] = (struct tkv_rs_modify){.cf = TKV_CF_LOCK, .key = TKV_SLICE("zebra", 5),
+                                          .value = TKV_SLICE("L", 1)};
+    a = txn(&o, "eel", &half);
+    cr_assert_eq(a.rv, TKV_EINVAL);
+    cr_assert_eq(tkv_engine_get(sess, TKV_CF_LOCK, TKV_SLICE("eel", 3), &v), TKV_ENOTFOUND,
+                 "half of a write list was applied");
+    tkv_engine_session_close(sess);
     teardown(&o);
 }
