@@ -836,6 +836,7 @@ static void run_scenario(const struct scenario *sc)
     }
 }
 
+#ifdef FIU_ENABLE
 /* Runs seeds until the checker fails (the injected bug is caught). */
 static void expect_caught(const struct scenario *sc, int max_seeds)
 {
@@ -856,6 +857,7 @@ static void expect_caught(const struct scenario *sc, int max_seeds)
     cr_assert_fail("%s: the SI checker did not catch the injected bug in %d seeds", sc->name,
                    max_seeds);
 }
+#endif
 
 TestSuite(txn_sim, .timeout = 900);
 
