@@ -241,6 +241,10 @@ static void on_done(void *arg, const struct tkv_rs_result *res)
     int rv = res->rv;
     if (rv == TKV_EREGION) {
         j->rerr = res->region_error;
+    } else if ((rv == TKV_EINVAL || rv == TKV_ETOOBIG) && !j->why) {
+        /* refused by the raftstore's request checks */
+        j->why = rv == TKV_EINVAL ? "a key is empty" : "a key is too long";
+        rv = TKV_EINVAL;
     } else if (rv == TKV_EKEYRANGE) {
         /* a key outside the region, found by the command itself */
         memset(&j->rerr, 0, sizeof(j->rerr));
