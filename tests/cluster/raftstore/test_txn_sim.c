@@ -922,3 +922,67 @@ Test(txn_sim, checker_catches_commit_that_ignores_the_lock_owner)
     fiu_disable("txn/commit_ignores_lock_owner");
 }
 #endif
+
+/* ---- the driver's answers to bad input (no raft round, nothing latched) ---- */
+
+struct direct_answer {
+    bool done;
+    int rv;
+    char why[128];
+};
+
+static void on_direct(void *arg, const struct tkv_txn_cluster_result *res)
+{
+    struct direct_answer *a = arg;
+    a->done = true;
+    a->rv = res->rv;
+    snprintf(a->why, sizeof a->why, "%s", res->why ? res->why : "");
+}
+
+Test(txn_sim, bad_input_is_invalid_argument_with_a_reason)
+{
+    struct tsim *t = calloc(1, sizeof(*t));
+    t->wl = APPEND;
+    for (int i = 0; i < N_CLIENTS; i++)
+        t->c[i] = (struct tclient){.t = t, .idx = i}; /* idle: clients stay off */
+    struct sim_opts o = {.n_stores = 3, .iterations = 1, .iteration_ms = 100, .n_keys = 1};
+    struct sim_hooks hooks = {.arg = t, .store_event = on_store, .step = on_step};
+    sim_init_hooks(&t->s, &o, 1, &hooks);
+    sim_run(&t->s, 400);
+    int leader = sim_leader(&t->s);
+    cr_assert(leader, "no leader");
+    struct tkv_rs_region_status st;
+    tkv_raftstore_region_status(sim_store(&t->s, leader), 1, &st);
+    struct tkv_rs_header h = {.region_id = 1,
+                              .peer = {.id = (uint64_t)leader, .store_id = (uint64_t)leader},
+                              .epoch = st.region.epoch};
+    struct tkv_arena arena;
+    tkv_arena_init(&arena, 0);
+
+    kvrpcpb_PrewriteRequest pw = {0};
+    kvrpcpb_Mutation mu = {.op = kvrpcpb_Op_Put, .key = TKV_SLICE("k", 1)};
+    pw.mutations.items = &mu;
+    pw.mutations.n = 1;
+    pw.primary_lock = TKV_SLICE("k", 1);
+    kvrpcpb_PrewriteResponse pr;
+    struct direct_answer a = {0};
+    tkv_txn_cluster_submit(t->tc[leader], &h, TKV_TXN_PREWRITE, &pw, &pr, &arena, on_direct, &a);
+    cr_assert(a.done, "refused synchronously, before latching");
+    cr_assert_eq(a.rv, TKV_EINVAL);
+    cr_assert(strstr(a.why, "start_version"), "reason: %s", a.why);
+    cr_assert_eq(tkv_txn_cluster_latched(t->tc[leader], 1), 0);
+
+    kvrpcpb_GetRequest g = {.version = 5};
+    kvrpcpb_GetResponse gr;
+    a = (struct direct_answer){0};
+    tkv_txn_cluster_submit(t->tc[leader], &h, TKV_TXN_GET, &g, &gr, &arena, on_direct, &a);
+    for (int i = 0; i < 200 && !a.done; i++)
+        sim_run(&t->s, 1);
+    cr_assert(a.done);
+    cr_assert_eq(a.rv, TKV_EINVAL, "empty key: %d", a.rv);
+    cr_assert(a.why[0], "a reason");
+
+    tkv_arena_close(&arena);
+    sim_close(&t->s);
+    free(t);
+}
