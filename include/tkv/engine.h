@@ -99,6 +99,15 @@ struct tkv_engine_opts {
  * cannot recover from (its log writer and eviction panic). MEM: 0. */
 uint64_t tkv_engine_disk_headroom(const struct tkv_engine_opts *opts);
 
+/* Free bytes the engine opened with opts needs to open after a crash:
+ * recovery replays the log written since the last checkpoint (at most
+ * checkpoint_log_size plus the log file being written) into the cache and
+ * checkpoints it, then starts a new log file. A part of
+ * tkv_engine_disk_headroom; the server's space placeholder is at least this
+ * big so that deleting it lets a node start on a disk filled to the last
+ * byte. MEM: 0. */
+uint64_t tkv_engine_restart_space(const struct tkv_engine_opts *opts);
+
 struct tkv_engine;
 struct tkv_engine_session;
 struct tkv_engine_snap;

@@ -65,6 +65,13 @@ uint64_t tkv_engine_disk_headroom(const struct tkv_engine_opts *opts)
     return engine_wt_disk_headroom(opts);
 }
 
+uint64_t tkv_engine_restart_space(const struct tkv_engine_opts *opts)
+{
+    if (opts == NULL || opts->kind != TKV_ENGINE_WT)
+        return 0;
+    return engine_wt_restart_space(opts);
+}
+
 enum tkv_engine_kind tkv_engine_kind_of(const struct tkv_engine *e)
 {
     return e->kind;

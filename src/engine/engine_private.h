@@ -109,6 +109,7 @@ int engine_wt_open(const struct tkv_engine_opts *opts, struct tkv_engine **e_out
 int engine_mem_open(const struct tkv_engine_opts *opts, struct tkv_engine **e_out);
 /* tkv_engine_disk_headroom of a WT engine (engine_wt.c). */
 uint64_t engine_wt_disk_headroom(const struct tkv_engine_opts *opts);
+uint64_t engine_wt_restart_space(const struct tkv_engine_opts *opts);
 
 /* memcmp order with shorter-prefix-first: <0, 0, >0. */
 int engine_key_cmp(struct tkv_slice a, struct tkv_slice b);

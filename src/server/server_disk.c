@@ -115,8 +115,16 @@ void server_disk_plan(struct server_disk *d, const struct tkv_server_config *cfg
     eopts->max_dirty_bytes = capacity / 32 >= 51 * MiB ? 0 : clamp_u64(capacity / 32, MiB, 51 * MiB);
     d->headroom = tkv_engine_disk_headroom(eopts);
     d->reserve = TKV_MIN(cfg->storage.reserve_space, capacity / 100 * RESERVE_MAX_PERCENT);
-    d->placeholder_bytes = d->reserve / PLACEHOLDER_DIVISOR;
-    d->refuse_below = d->reserve - d->placeholder_bytes + d->headroom;
+    /* The placeholder is a fifth of the reserve (TiKV), but never less than
+     * what the engine needs to recover after a crash: deleting it must let
+     * a node start on a disk that something else filled to the last byte.
+     * It is part of the reserve as far as the reserve goes. */
+    d->placeholder_bytes = 0;
+    if (d->reserve > 0)
+        d->placeholder_bytes =
+            TKV_MAX(d->reserve / PLACEHOLDER_DIVISOR, tkv_engine_restart_space(eopts));
+    d->refuse_below = (d->reserve > d->placeholder_bytes ? d->reserve - d->placeholder_bytes : 0) +
+                      d->headroom;
     d->resume_at = d->refuse_below + d->placeholder_bytes + RESUME_HYSTERESIS;
 
     /* Start-up on a nearly full disk: give the placeholder's space to the

@@ -187,7 +187,15 @@ void server_flush_writes(void *arg)
     size_t n_ops = core->batch.n_ops, bytes = core->batch.data_bytes;
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    rv = tkv_engine_write(core->session, &core->batch);
+    rv = 1;
+#if defined(TKV_FAILPOINTS) && TKV_FAILPOINTS
+    /* Test builds: the engine answers ENOSPC without panicking (the batch
+     * is not applied), as WiredTiger may when a commit's own eviction
+     * cannot write (tests/integration/server/test_disk_full.py). */
+    fiu_do_on("server/engine_enospc", rv = TKV_ENOSPACE);
+#endif
+    if (rv == 1)
+        rv = tkv_engine_write(core->session, &core->batch);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     tkv_engine_batch_clear(&core->batch);
     if (core->txn_flush)

@@ -10,7 +10,9 @@
 # The data dir is a 64 MiB tmpfs mounted here (needs root; skipped with a
 # message otherwise); a filler file in it is the space an operator frees.
 import os
+import shutil
 import subprocess
+import tempfile
 import threading
 import time
 
@@ -37,18 +39,29 @@ def free_bytes(path):
 
 class DiskFull(tkvtest.TkvTestCase):
     def setUp(self):
+        self.acked = {}  # key -> value of every acknowledged put
+        self.mu = threading.Lock()
+
+    def mount_small_data_dir(self):
         if os.geteuid() != 0:
             self.skipTest("needs root to mount a small tmpfs as the data dir")
         self.srv = tkvtest.Server(cores=2)
         self.addCleanup(self.srv.cleanup)
         os.makedirs(self.srv.data_dir)
-        p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%d" % FS_SIZE, "tmpfs",
-                            self.srv.data_dir], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        if os.environ.get("TKV_DISK_FULL_FS") == "ext4":
+            # By hand: a real filesystem (journal, block allocation, fsync).
+            image = os.path.join(self.srv.base_dir, "ext4.img")
+            with open(image, "wb") as f:
+                f.truncate(FS_SIZE)
+            subprocess.run(["mkfs.ext4", "-q", "-F", image], check=True)
+            cmd = ["mount", "-o", "loop", image, self.srv.data_dir]
+        else:
+            cmd = ["mount", "-t", "tmpfs", "-o", "size=%d" % FS_SIZE, "tmpfs", self.srv.data_dir]
+        p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         if p.returncode != 0:
-            self.skipTest("cannot mount a tmpfs (%s): %s" % (p.returncode, p.stdout.decode().strip()))
+            self.skipTest("cannot mount the small data dir (%s): %s" %
+                          (p.returncode, p.stdout.decode().strip()))
         self.addCleanup(self.unmount)
-        self.acked = {}  # key -> value of every acknowledged put
-        self.mu = threading.Lock()
 
     def unmount(self):
         self.srv.kill()
@@ -124,6 +137,7 @@ class DiskFull(tkvtest.TkvTestCase):
                          (len(missing), len(self.acked)))
 
     def test_refuse_serve_reads_resume_and_restart(self):
+        self.mount_small_data_dir()
         srv = self.srv
         srv.start()
         placeholder = os.path.join(srv.data_dir, "space_placeholder_file")
@@ -179,7 +193,44 @@ class DiskFull(tkvtest.TkvTestCase):
                 time.sleep(0.2)
         self.assertTrue(os.path.exists(placeholder), "the placeholder was not recreated")
 
-        # 4. Fill again (the disk is left nearly full), kill -9, restart on
+        # 4. kill -9 while the placeholder exists, then something else fills
+        # the disk to the last byte: the node still starts (the placeholder
+        # is released for the engine's recovery), serves every acknowledged
+        # write, refuses writes, and takes them again once space is freed.
+        with srv.channel() as ch:
+            for i in range(200):
+                key, value = b"c/%04d" % i, os.urandom(VALUE)
+                self.assert_ok(raw_put(ch, key, value))
+                self.acked[key] = value
+        srv.kill()
+        junk = os.path.join(srv.data_dir, "junk")
+        fd = os.open(junk, os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            os.posix_fallocate(fd, 0, free_bytes(srv.data_dir))
+            os.lseek(fd, 0, os.SEEK_END)
+            while os.write(fd, b"\0" * 4096) > 0:  # the last blocks, until ENOSPC
+                pass
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+        self.assertLess(free_bytes(srv.data_dir), 64 * 1024, "the junk did not fill the disk")
+        srv.start()
+        with open(srv.log_path, "rb") as f:
+            self.assertIn(b"free space is short at start-up", f.read(),
+                          "the placeholder was not released at start-up")
+        with srv.channel() as ch:
+            self.assert_all_acked_readable(ch)
+            self.assertEqual(raw_put(ch, b"on-full-disk", b"x").error, DISK_FULL)
+        os.unlink(junk)
+        deadline = time.monotonic() + RESUME_DEADLINE_S
+        with srv.channel() as ch:
+            while raw_put(ch, b"resumed-2", b"yes").error != "":
+                self.assertLess(time.monotonic(), deadline, "writes did not resume after restart")
+                time.sleep(0.2)
+            self.acked[b"resumed-2"] = b"yes"
+
+        # 5. Fill again (the disk is left nearly full), kill -9, restart on
         # it: the node starts and every acknowledged write is there.
         self.fill_until_refused("b")
         self.assert_no_engine_enospc()
@@ -191,6 +242,45 @@ class DiskFull(tkvtest.TkvTestCase):
             self.assertIn(r.error, ("", DISK_FULL))
         self.assert_no_engine_enospc()
         self.assertTrue(srv.alive())
+
+    def test_engine_enospc_is_answered_and_not_fatal(self):
+        """An ENOSPC the engine returns without panicking (failpoint
+        server/engine_enospc: the batch is not applied) is answered
+        "disk full", not INTERNAL and not an abort; writes work again once
+        the monitor sees free space."""
+        fiu_ctrl = shutil.which("fiu-ctrl")
+        if not fiu_ctrl:
+            self.skipTest("fiu-ctrl (Debian fiu-utils) is needed")
+        fifo = os.path.join(tempfile.mkdtemp(prefix="tkv-fiu-"), "fiu")
+        self.addCleanup(shutil.rmtree, os.path.dirname(fifo), True)
+        srv = tkvtest.Server(cores=2, env={"TKV_FIU_CTRL": fifo})
+        self.addCleanup(srv.cleanup)
+        srv.start()
+        if not os.path.exists("%s-%d.in" % (fifo, srv.proc.pid)):
+            self.skipTest("not a test build (no failpoints)")
+
+        def fiu(cmd):
+            subprocess.run([fiu_ctrl, "-f", fifo, "-c", cmd, str(srv.proc.pid)], check=True,
+                           timeout=30)
+
+        with srv.channel() as ch:
+            self.assert_ok(raw_put(ch, b"before", b"1"))
+            fiu("enable name=server/engine_enospc")
+            r = raw_put(ch, b"lost", b"x")
+            self.assertEqual(r.error, DISK_FULL)
+            fiu("disable name=server/engine_enospc")
+            self.assertTrue(raw_get(ch, b"lost").not_found, "a write answered disk full was applied")
+            self.assertEqual(raw_get(ch, b"before").value, b"1")
+            deadline = time.monotonic() + RESUME_DEADLINE_S
+            while True:
+                r = raw_put(ch, b"after", b"2")
+                if r.error == "":
+                    break
+                self.assertEqual(r.error, DISK_FULL)
+                self.assertLess(time.monotonic(), deadline, "writes did not resume")
+                time.sleep(0.1)
+            self.assertEqual(raw_get(ch, b"after").value, b"2")
+        self.assertTrue(srv.alive(), "server died on ENOSPC; log:\n%s" % srv.log_tail())
 
 
 if __name__ == "__main__":
