@@ -187,7 +187,7 @@ void server_disk_note_enospc(struct server_disk *d)
 /* One measurement: publish, then decide full / not full. Monitor thread. */
 static void disk_check(struct server_disk *d)
 {
-    uint64_t capacity, avail;
+    uint64_t capacity = 0, avail = 0;
     int rv = measure(d->dir, &capacity, &avail);
     if (rv != 0) {
         if (!d->warned_measure)

@@ -338,6 +338,12 @@ static void node_status_fill(void *arg, json_t *o)
     json_object_set_new(st, "address", json_string(node->cfg.server.addr));
     json_object_set_new(st, "port", json_integer(node->port));
     json_object_set_new(st, "data_dir", json_string(node->cfg.storage.data_dir));
+    if (node->disk.enabled) { /* atomics of the disk monitor (server_disk.c) */
+        json_object_set_new(st, "capacity", json_integer((json_int_t)node->disk.capacity));
+        json_object_set_new(st, "available",
+                            json_integer((json_int_t)atomic_load(&node->disk.avail)));
+        json_object_set_new(st, "disk_full", json_boolean(server_disk_full(&node->disk)));
+    }
     json_array_append_new(stores, st);
     json_object_set_new(o, "stores", stores);
     bool ready = node_ready(node, reason, sizeof(reason)) == 0;

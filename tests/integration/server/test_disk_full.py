@@ -9,6 +9,7 @@
 #
 # The data dir is a 64 MiB tmpfs mounted here (needs root; skipped with a
 # message otherwise); a filler file in it is the space an operator frees.
+import json
 import os
 import shutil
 import subprocess
@@ -175,6 +176,11 @@ class DiskFull(tkvtest.TkvTestCase):
             self.assertEqual(cm.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
             self.assertEqual(cm.exception.details(), DISK_FULL)
         self.assertFalse(os.path.exists(placeholder), "the placeholder was not released")
+        code, body, _ = srv.http_get("/status")
+        self.assertEqual(code, 200)
+        store = json.loads(body)["stores"][0]
+        self.assertIs(store["disk_full"], True, "/status: %s" % store)
+        self.assertLess(store["available"], store["capacity"])
         self.assertTrue(srv.alive(), "server died while full; log:\n%s" % srv.log_tail())
 
         # 3. The operator frees space: writes resume by themselves.
