@@ -239,6 +239,23 @@ static json_t *hex_key(struct tkv_slice k)
     return s;
 }
 
+/* A JSON string of untrusted text (store addresses and labels come from
+ * PutStore and are not checked for UTF-8): bytes that are not valid UTF-8
+ * become '?' (jansson refuses them, which would silently drop the label). */
+static json_t *text(const char *s)
+{
+    json_t *j = json_string(s);
+    if (j)
+        return j;
+    size_t n = strlen(s);
+    char *copy = tkv_xmalloc(n + 1);
+    for (size_t i = 0; i <= n; i++)
+        copy[i] = (unsigned char)s[i] < 0x80 ? s[i] : '?';
+    j = json_string(copy);
+    tkv_free(copy);
+    return j;
+}
+
 static json_t *peer_json(const struct tkv_sched_peer *p)
 {
     return json_pack("{sIsI}", "id", (json_int_t)p->id, "store_id", (json_int_t)p->store_id);
@@ -265,8 +282,8 @@ static json_t *build_stores(struct tkv_sched_cluster *c, uint64_t now_ns, int64_
         const struct tkv_sched_store *s = tkv_sched_store_at(c, i);
         json_t *labels = json_array();
         for (uint32_t l = 0; l < s->n_labels; l++)
-            json_array_append_new(labels, json_pack("{ssss}", "key", s->labels[l].key, "value",
-                                                    s->labels[l].value));
+            json_array_append_new(labels, json_pack("{soso}", "key", text(s->labels[l].key),
+                                                    "value", text(s->labels[l].value)));
         /* Monotonic heartbeat time -> wall clock (the offset of start-up,
          * so the same heartbeat always reads the same), as PD reports it. */
         int64_t hb = (int64_t)s->last_heartbeat_ns + wall_minus_mono;
@@ -276,8 +293,8 @@ static json_t *build_stores(struct tkv_sched_cluster *c, uint64_t now_ns, int64_
         char ts[40];
         gmtime_r(&hb_s, &tm);
         strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%SZ", &tm);
-        json_t *store = json_pack("{sIsssosIsssI}", "id", (json_int_t)s->id, "address",
-                                  s->address, "labels", labels, "state", (json_int_t)s->state,
+        json_t *store = json_pack("{sIsososIsssI}", "id", (json_int_t)s->id, "address",
+                                  text(s->address), "labels", labels, "state", (json_int_t)s->state,
                                   "state_name", store_state_name(c, s, now_ns), "last_heartbeat",
                                   (json_int_t)hb_wall_ns);
         /* Counts from the region tree; sizes in MiB as PD's *_size; scores

@@ -203,6 +203,30 @@ class SchedHttpTest(SchedTestCase):
         cfg = get_json(self, self.port, "/config")
         self.assertEqual(cfg.get("status-addr"), "127.0.0.1:0")
 
+    def test_store_with_bytes_that_are_not_utf8_is_still_listed(self):
+        """Labels and addresses are untrusted bytes (protobuf strings are not
+        checked for UTF-8 on our side): the store must still be in the
+        documents, with '?' for the bad bytes, not silently dropped."""
+        self.register()
+        sid = self.c.alloc_id()
+        store = metapb.Store(id=sid, address="127.0.0.1:39999",
+                             labels=[metapb.StoreLabel(key="node", value="AB")])
+        raw = pb.PutStoreRequest(header=self.c.h, store=store).SerializeToString()
+        self.assertEqual(raw.count(b"AB"), 1)
+        raw = raw.replace(b"AB", b"\xff\xfe")
+        call = self.c.ch.unary_unary("/schedulerpb.Scheduler/PutStore",
+                                     request_serializer=lambda b: b,
+                                     response_deserializer=pb.PutStoreResponse.FromString)
+        r = call(raw, timeout=RT)
+        self.assertFalse(r.header.HasField("error"), r)
+        doc = get_json(self, self.port, "/pd/api/v1/stores")
+        self.assertEqual(doc["count"], self.N_STORES + 1)
+        got = {s["store"]["id"]: s["store"] for s in doc["stores"]}
+        self.assertIn(sid, got, "the store with non-UTF-8 bytes is missing")
+        self.assertEqual(got[sid]["labels"], [{"key": "node", "value": "??"}])
+        code, _ = http_get(self.port, "/dashboard")
+        self.assertEqual(code, 200)
+
     def scrape(self):
         code, body = http_get(self.port, "/metrics")
         self.assertEqual(code, 200)
