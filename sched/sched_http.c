@@ -35,6 +35,11 @@
 #define STALL_LIMIT_MIN_NS (2000000000ull)  /* /readyz: the core turns at least once a second */
 #define FRESH ((uintptr_t)1)                /* middle slot holds a snapshot the reader has not taken */
 #define N_KINDS 3
+/* The documents a request needs: the core builds only those (the regions
+ * list is O(regions); the dashboard's refresh needs only the stores). */
+#define DOC_STORES 1u
+#define DOC_REGIONS 2u
+#define DOC_OPERATORS 4u
 
 /* What the core built for one request generation. Owned by exactly one
  * side at a time (see struct sched_http). */
@@ -55,6 +60,7 @@ struct sched_http {
     struct sched_snapshot *back, *front;
     _Atomic uintptr_t middle;
     _Atomic uint64_t wanted; /* highest generation a reader asked for */
+    _Atomic unsigned wanted_docs; /* DOC_* bits readers need (set before wanted) */
     uint64_t built;          /* core: generation of the last snapshot built */
     pthread_mutex_t reader_mu; /* HTTP side only (route handlers); the core never takes it */
 
@@ -405,11 +411,17 @@ static void on_tick(struct tkv_timer *t)
     if (want > h->built) {
         struct sched_snapshot *b = h->back;
         uint64_t now = tkv_now_ns(srv->reactor);
+        /* A bit set after this exchange belongs to a later generation; a
+         * reader whose bit went into an older snapshot asks again. */
+        unsigned docs = atomic_exchange_explicit(&h->wanted_docs, 0, memory_order_acq_rel);
         snapshot_clear(b);
         b->gen = want;
-        b->stores = build_stores(srv->cluster, now, h->wall_minus_mono_ns);
-        b->regions = build_regions(srv->cluster);
-        b->operators = build_operators(srv->cluster, now);
+        if (docs & DOC_STORES)
+            b->stores = build_stores(srv->cluster, now, h->wall_minus_mono_ns);
+        if (docs & DOC_REGIONS)
+            b->regions = build_regions(srv->cluster);
+        if (docs & DOC_OPERATORS)
+            b->operators = build_operators(srv->cluster, now);
         uintptr_t old = atomic_exchange_explicit(&h->middle, (uintptr_t)b | FRESH,
                                                  memory_order_acq_rel);
         h->back = (struct sched_snapshot *)(old & ~FRESH);
@@ -445,20 +457,33 @@ void sched_http_core_stop(struct sched_server *srv)
 
 /* ---- the HTTP side ---- */
 
-/* A snapshot built after this call began, owned by the reader until the
- * next call; NULL when the core did not answer in time. reader_mu held. */
-static struct sched_snapshot *fresh_snapshot(struct sched_http *h)
+static bool has_docs(const struct sched_snapshot *s, unsigned docs)
 {
-    uint64_t want = atomic_fetch_add_explicit(&h->wanted, 1, memory_order_acq_rel) + 1;
+    return (!(docs & DOC_STORES) || s->stores) && (!(docs & DOC_REGIONS) || s->regions) &&
+           (!(docs & DOC_OPERATORS) || s->operators);
+}
+
+/* A snapshot with the documents `docs`, built after this call began, owned
+ * by the reader until the next call; NULL when the core did not answer in
+ * time. reader_mu held. */
+static struct sched_snapshot *fresh_snapshot(struct sched_http *h, unsigned docs)
+{
     uint64_t deadline = mono_ns() + ANSWER_TIMEOUT_NS;
+    atomic_fetch_or_explicit(&h->wanted_docs, docs, memory_order_acq_rel);
+    uint64_t want = atomic_fetch_add_explicit(&h->wanted, 1, memory_order_acq_rel) + 1;
     for (;;) {
         if (atomic_load_explicit(&h->middle, memory_order_acquire) & FRESH) {
             uintptr_t old = atomic_exchange_explicit(&h->middle, (uintptr_t)h->front,
                                                      memory_order_acq_rel);
             h->front = (struct sched_snapshot *)(old & ~FRESH);
         }
-        if (h->front->gen >= want)
-            return h->front;
+        if (h->front->gen >= want) {
+            if (has_docs(h->front, docs))
+                return h->front;
+            /* Our bits were taken by a build for an earlier generation. */
+            atomic_fetch_or_explicit(&h->wanted_docs, docs, memory_order_acq_rel);
+            want = atomic_fetch_add_explicit(&h->wanted, 1, memory_order_acq_rel) + 1;
+        }
         if (mono_ns() > deadline)
             return NULL;
         struct timespec ts = {0, 2000000}; /* the HTTP thread may sleep; the core ticks every 50 ms */
@@ -550,7 +575,10 @@ static int serve_api(struct sched_http *h, const char *url, struct tkv_status_re
     if ((what == STORE && !parse_id(path + 6, &id)) || (what == REGION && !parse_id(path + 10, &id)))
         return reply_error(reply, 400, "invalid id: expected a decimal number from 1 to 2^64-1");
 
-    struct sched_snapshot *s = fresh_snapshot(h);
+    unsigned docs = what == STORES || what == STORE     ? DOC_STORES
+                    : what == REGIONS || what == REGION ? DOC_REGIONS
+                                                        : DOC_OPERATORS;
+    struct sched_snapshot *s = fresh_snapshot(h, docs);
     if (!s)
         return reply_error(reply, 503, "the scheduler core did not answer within 2 s");
     char msg[96];
@@ -599,7 +627,7 @@ static int on_dashboard(void *arg, const char *method, const char *url,
     /* The page carries the current stores as JSON (so it renders without a
      * round trip) and then refreshes them from /pd/api/v1/stores. */
     pthread_mutex_lock(&h->reader_mu);
-    struct sched_snapshot *s = fresh_snapshot(h);
+    struct sched_snapshot *s = fresh_snapshot(h, DOC_STORES);
     char *data = s ? json_dumps(s->stores, JSON_COMPACT | JSON_ESCAPE_SLASH | JSON_ENSURE_ASCII)
                    : NULL;
     pthread_mutex_unlock(&h->reader_mu);
