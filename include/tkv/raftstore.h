@@ -194,6 +194,18 @@ int tkv_raftstore_bootstrap(struct tkv_raftlog *log, struct tkv_engine *engine, 
  * misaddressed or unroutable messages are dropped and counted. */
 void tkv_raftstore_receive(struct tkv_raftstore *s, const struct tkv_rs_msg *m);
 
+/* Transport feedback (TINYKV-API.md 2.10, raft.h REPORT_*), borrowed by
+ * the leader of region_id on this store: sending to peer to_peer_id failed
+ * (its store is unreachable: the leader stops streaming appends to it and
+ * probes), or the snapshot stream to it ended (failed = the snapshot did
+ * not arrive: the leader may send another). An unknown region or a
+ * non-leader ignores it. Not from inside env.send (the transport reports
+ * from its own later callback). */
+void tkv_raftstore_report_unreachable(struct tkv_raftstore *s, uint64_t region_id,
+                                      uint64_t to_peer_id);
+void tkv_raftstore_report_snapshot(struct tkv_raftstore *s, uint64_t region_id, uint64_t to_peer_id,
+                                   bool failed);
+
 /* Advance every region's logical clock by one tick. */
 void tkv_raftstore_tick(struct tkv_raftstore *s);
 

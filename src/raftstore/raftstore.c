@@ -678,6 +678,30 @@ void tkv_raftstore_receive(struct tkv_raftstore *s, const struct tkv_rs_msg *m)
         s->stats.msgs_dropped++;
 }
 
+static void report(struct tkv_raftstore *s, uint32_t type, uint64_t region_id, uint64_t to_peer_id,
+                   bool failed)
+{
+    struct rs_peer *p = peer_get(s, region_id);
+    if (!p || to_peer_id == 0)
+        return;
+    struct tkv_raft_event ev = {.type = type};
+    ev.u.report.node = to_peer_id;
+    ev.u.report.failed = failed;
+    (void)peer_step(p, &ev);
+}
+
+void tkv_raftstore_report_unreachable(struct tkv_raftstore *s, uint64_t region_id,
+                                      uint64_t to_peer_id)
+{
+    report(s, TKV_RAFT_EV_REPORT_UNREACHABLE, region_id, to_peer_id, true);
+}
+
+void tkv_raftstore_report_snapshot(struct tkv_raftstore *s, uint64_t region_id, uint64_t to_peer_id,
+                                   bool failed)
+{
+    report(s, TKV_RAFT_EV_REPORT_SNAPSHOT, region_id, to_peer_id, failed);
+}
+
 /* ------------------------------------------------------------ tick, GC */
 
 static void propose_compact(struct rs_peer *p)

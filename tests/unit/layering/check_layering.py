@@ -16,13 +16,14 @@ import sys
 import tempfile
 
 ORDER = ["base", "config", "codec", "reactor", "rpc", "status", "pb", "engine", "raft",
-         "raftlog", "router", "raftstore", "txn", "server", "client", "tools", "sched"]
+         "raftlog", "router", "raftstore", "transport", "txn", "server", "client", "tools", "sched"]
 
 # public header -> owning module (headers not listed belong to the module
 # named like the header)
 HEADER_OWNER = {
     "err": "base", "mem": "base", "arena": "base", "log": "base", "metrics": "base",
     "hostport": "base", "fsutil": "base", "common": "base", "txn_cluster": "txn",
+    "transport": "transport",
 }
 
 INCLUDE = re.compile(r'^\s*#\s*include\s*[<"]([^>"]+)[>"]', re.M)
