@@ -25,6 +25,7 @@
 /* Distinct (region, peer) unreachable reports made per pass: a dead store
  * with thousands of regions is reported a bounded amount per pass. */
 #define REPORTS_MAX 1024
+#define RECENT_MAX 64
 /* The name our snapshot payload goes by in RaftSnapshotData.meta: the
  * raftstore's own format (region + three CFs + CRC32C), not Badger SSTs. */
 #define SNAP_CF_NAME "tinykv"
@@ -72,6 +73,12 @@ struct dest {
     struct tkv_timer timer;
     struct snap_out *snaps;
     uint32_t n_snaps;
+    /* distinct (region, peer) pairs sent on the current stream: reported
+     * unreachable when it fails (what rpc held unsent is lost with it) */
+    struct {
+        uint64_t region_id, peer;
+    } recent[RECENT_MAX];
+    uint32_t n_recent;
 };
 
 struct report {
@@ -324,6 +331,9 @@ static void raft_stream_done(struct tkv_rpc_ccall *c, void *user, enum tkv_grpc_
         d->backoff_ns = t->cfg.backoff_min_ns;
     d->progress = false;
     d->sent_in_stream = false;
+    for (uint32_t i = 0; i < d->n_recent; i++)
+        add_report(t, false, d->recent[i].region_id, d->recent[i].peer, true);
+    d->n_recent = 0;
     drop_queue(d);
     enter_backoff(d);
 }
@@ -379,6 +389,7 @@ static bool dest_connect(struct dest *d)
     }
     d->cl = cl;
     d->state = DEST_UP;
+    d->n_recent = 0;
     d->progress = false;
     d->sent_in_stream = false;
     t->st.streams_started++;
@@ -394,6 +405,18 @@ static void dest_timer_cb(struct tkv_timer *tm)
          * stream failed reconnects only when there is something to send */
         if (d->head || d->snaps)
             schedule_flush(d->t);
+    }
+}
+
+static void remember(struct dest *d, uint64_t region_id, uint64_t peer)
+{
+    for (uint32_t i = 0; i < d->n_recent; i++)
+        if (d->recent[i].region_id == region_id && d->recent[i].peer == peer)
+            return;
+    if (d->n_recent < RECENT_MAX) {
+        d->recent[d->n_recent].region_id = region_id;
+        d->recent[d->n_recent].peer = peer;
+        d->n_recent++;
     }
 }
 
@@ -417,6 +440,7 @@ static bool pump_raft(struct dest *d)
             break; /* the stream is ending: on_done drops the rest */
         out += q->len;
         sent++;
+        remember(d, q->region_id, q->to_peer);
         pop_head(d);
     }
     if (sent) {
@@ -545,9 +569,9 @@ static bool pump_snap(struct tkv_transport *t, struct snap_out *s)
     if (!s->header_sent) {
         struct tkv_slice hdr;
         int rv = snap_header(t, s, &hdr);
-        tkv_arena_reset(&t->scratch);
         if (rv == 0)
-            rv = tkv_rpc_ccall_send(s->call, hdr.ptr, hdr.len);
+            rv = tkv_rpc_ccall_send(s->call, hdr.ptr, hdr.len); /* copies */
+        tkv_arena_reset(&t->scratch);
         if (rv < 0) {
             tkv_rpc_ccall_cancel(s->call);
             s->call = NULL;
@@ -583,7 +607,8 @@ static bool pump_snap(struct tkv_transport *t, struct snap_out *s)
     return true;
 }
 
-static void snap_start(struct dest *d, struct snap_out *s)
+/* Returns false when the snapshot failed (and is freed). */
+static bool snap_start(struct dest *d, struct snap_out *s)
 {
     struct tkv_transport *t = d->t;
     char host[ADDR_MAX];
@@ -599,8 +624,11 @@ static void snap_start(struct dest *d, struct snap_out *s)
             s->cl = NULL;
         }
     }
-    if (rv < 0)
+    if (rv < 0) {
         snap_finish(s, false);
+        return false;
+    }
+    return true;
 }
 
 static bool pump_snaps(struct dest *d)
@@ -613,8 +641,8 @@ static bool pump_snaps(struct dest *d)
         if (!s->cl) {
             if (!d->have_addr)
                 continue; /* dest_connect resolves first */
-            snap_start(d, s);
-            continue; /* may be gone */
+            if (!snap_start(d, s))
+                continue; /* failed and freed */
         }
         if (pump_snap(t, s))
             blocked = true;
