@@ -16,6 +16,7 @@ int fuzz_pb_one(const uint8_t *data, size_t size);    /* protobuf decode + re-en
 int fuzz_h2_one(const uint8_t *data, size_t size);    /* HTTP/2 server engine */
 int fuzz_toml_one(const uint8_t *data, size_t size);  /* TOML parser + config schema */
 int fuzz_codec_one(const uint8_t *data, size_t size); /* memcomparable keys, varints */
+int fuzz_transport_one(const uint8_t *data, size_t size); /* RaftMessage decode + validate */
 
 /* Description of the last broken invariant (static buffer). */
 const char *fuzz_why(void);
@@ -40,6 +41,7 @@ void fuzz_pb_seeds(struct fuzz_seeds *s, uint64_t rng);
 void fuzz_h2_seeds(struct fuzz_seeds *s, uint64_t rng);
 void fuzz_toml_seeds(struct fuzz_seeds *s, uint64_t rng);
 void fuzz_codec_seeds(struct fuzz_seeds *s, uint64_t rng);
+void fuzz_transport_seeds(struct fuzz_seeds *s, uint64_t rng);
 
 /* xorshift64* step; never returns 0 state for a non-zero start. */
 uint64_t fuzz_rand(uint64_t *state);

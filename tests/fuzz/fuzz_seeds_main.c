@@ -40,5 +40,6 @@ int main(int argc, char **argv)
     mkdir(argv[1], 0755);
     return write_all(argv[1], "pb", fuzz_pb_seeds) | write_all(argv[1], "h2", fuzz_h2_seeds) |
            write_all(argv[1], "toml", fuzz_toml_seeds) |
-           write_all(argv[1], "codec", fuzz_codec_seeds);
+           write_all(argv[1], "codec", fuzz_codec_seeds) |
+           write_all(argv[1], "transport", fuzz_transport_seeds);
 }

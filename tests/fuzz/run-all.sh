@@ -9,7 +9,7 @@ secs=${2:-300}
 here=$(cd "$(dirname "$0")" && pwd)
 "$b/bin/tkv-fuzz-seeds" "$b/fuzz-corpus" >/dev/null
 rc=0
-for t in pb h2 toml codec; do
+for t in pb h2 toml codec transport; do
     mkdir -p "$b/fuzz-art/$t"
     extra=""
     [ "$t" = h2 ] && extra="-dict=$here/h2.dict -max_len=8192"
