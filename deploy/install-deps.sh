@@ -13,6 +13,7 @@ PACKAGES=(
   # tests
   libcriterion-dev python3 python3-protobuf python3-grpcio python3-grpc-tools fiu-utils
   faketime  # scheduler TSO tests: wall clock a day behind
+  fuse3 libfuse3-dev  # power-cut tests: tests/lib/powercutfs (FUSE)
   # operations (issue 12): promtool + a real Prometheus scraping the status port
   prometheus
   # scheduler /dashboard test: headless Chromium renders the page (issue 12.6;

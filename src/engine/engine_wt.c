@@ -2,6 +2,7 @@
  * CF (raw "u" keys and values, memcmp collation), one WT_SESSION with cached
  * cursors per core session, and a pooled WT_SESSION per open snapshot. */
 #include <errno.h>
+#include <fiu.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
@@ -209,13 +210,18 @@ int engine_wt_open(const struct tkv_engine_opts *opts, struct tkv_engine **e_out
      * disk-full headroom would have to cover.
      * !sync: no log; durability comes only from tkv_engine_checkpoint()
      * (raft replays the rest), so commits never touch the disk. */
+    /* engine/skip_fsync (test builds, read at open): commits are written to
+     * the log file but never fsynced -- the bug the power-cut tests
+     * (tests/fault/powercut) must catch and kill -9 cannot. */
+    const char *sync_method = "fsync";
+    fiu_do_on("engine/skip_fsync", sync_method = "none");
     char log[256];
     if (opts->sync)
         snprintf(log, sizeof(log),
                  "log=(enabled=true,archive=true,prealloc=false,file_max=%llu),"
-                 "file_extend=(log=0),transaction_sync=(enabled=true,method=fsync),"
+                 "file_extend=(log=0),transaction_sync=(enabled=true,method=%s),"
                  "checkpoint=(wait=60,log_size=%llu)",
-                 (unsigned long long)file_max, (unsigned long long)ckpt_log);
+                 (unsigned long long)file_max, sync_method, (unsigned long long)ckpt_log);
     else
         snprintf(log, sizeof(log), "log=(enabled=false)");
     /* Dirty data is what eviction and the next checkpoint still write to

@@ -553,7 +553,11 @@ static int flush_one(struct tkv_raftlog *log)
             log->iov.iov_base = b->buf;
             log->iov.iov_len = b->len;
             tkv_io_init(&log->io, uring_done, log);
-            tkv_reactor_write_sync(log->reactor, &log->io, s->fd, &log->iov, 1, s->end);
+            /* raftlog/skip_fsync: the power-cut tests' negative control. */
+            if (fiu_fail("raftlog/skip_fsync"))
+                tkv_reactor_writev(log->reactor, &log->io, s->fd, &log->iov, 1, s->end);
+            else
+                tkv_reactor_write_sync(log->reactor, &log->io, s->fd, &log->iov, 1, s->end);
         }
         if (rotated)
             tkv_raftlog_purge(log);
