@@ -2,16 +2,19 @@
  * every durable step, and after a (simulated) power cut checks that every
  * reported step survived. Driven by test_powercut_storage.py on powercutfs.
  *
- *   tkv-powercut-driver write  raftlog|engine DIR
+ *   tkv-powercut-driver write  raftlog|raftlog-uring|engine DIR
  *       Writes until killed. After each step that the module reports durable
- *       (raftlog: tkv_raftlog_flush returned and the callbacks fired;
- *       engine: tkv_engine_write returned in sync mode) prints "ack N" on
+ *       (raftlog: tkv_raftlog_flush returned, synchronous mode;
+ *       raftlog-uring: the append's callback fired, io_uring reactor mode,
+ *       group commit by the log's before-sleep hook, exit 4 when io_uring is
+ *       unavailable; engine: tkv_engine_write returned in sync mode) prints
+ *       "ack N" on
  *       stdout, N = durable steps so far. The steps are a pure function of
  *       their number, so the verifier can recompute them.
  *       TKV_POWERCUT_FAILPOINT=<name> enables that libfiu failpoint first
  *       (raftlog/skip_fsync, engine/skip_fsync: the negative control); exit
  *       3 when failpoints are not compiled in (Release builds).
- *   tkv-powercut-driver verify raftlog|engine DIR N
+ *   tkv-powercut-driver verify raftlog|raftlog-uring|engine DIR N
  *       Reopens DIR and checks that steps 0..N-1 are all there, intact, and
  *       nothing that was never written. Prints one summary line
  *       "verify <module>: acknowledged N ... lost L" and exits 0 (nothing
@@ -23,12 +26,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "tkv/engine.h"
 #include "tkv/err.h"
 #include "tkv/log.h"
 #include "tkv/mem.h"
 #include "tkv/raftlog.h"
+#include "tkv/reactor.h"
 
 #define NREG 4
 #define SEG_SIZE (64 * 1024)
@@ -116,6 +121,91 @@ static int raft_write(const char *dir)
         printf("ack %" PRIu64 "\n", k + 1);
         fflush(stdout);
     }
+}
+
+/* io_uring mode: one reactor core stages up to 64 steps ahead; the log's
+ * before-sleep hook writes each loop turn's steps as one batch (linked
+ * write + fdatasync) and the callbacks fire in staging order, so the
+ * callback of step k means steps 0..k are durable. */
+static struct {
+    const char *dir;
+    struct tkv_reactor *r;
+    struct tkv_raftlog *log;
+    uint64_t next[NREG + 1];
+    uint64_t k;
+    int inflight;
+} U;
+
+static void u_done(void *arg, int rv)
+{
+    if (rv) {
+        fprintf(stderr, "raftlog step %" PRIu64 ": %s\n", (uint64_t)(uintptr_t)arg,
+                tkv_strerror(rv));
+        _exit(2);
+    }
+    printf("ack %" PRIu64 "\n", (uint64_t)(uintptr_t)arg + 1);
+    fflush(stdout);
+    U.inflight--;
+}
+
+static void u_pump(void *arg)
+{
+    (void)arg;
+    static uint8_t data[3][MAX_DATA];
+    for (int j = 0; j < 4 && U.inflight < 64; j++, U.k++) {
+        uint64_t r, n, k = U.k;
+        raft_step(k, &r, &n);
+        struct tkv_raftlog_entry e[3];
+        for (uint64_t i = 0; i < n; i++) {
+            uint64_t idx = U.next[r] + i;
+            size_t dl = entry_data(r, idx, data[i]);
+            e[i] = (struct tkv_raftlog_entry){.index = idx, .term = 1, .type = (uint32_t)(idx % 3),
+                                              .data = TKV_SLICE(data[i], dl)};
+        }
+        struct tkv_raftlog_hardstate hs = {.term = 1, .vote = r, .commit = U.next[r] - 1};
+        int rv = tkv_raftlog_append(U.log, r, e, (size_t)n, &hs, u_done, (void *)(uintptr_t)k);
+        U.next[r] += n;
+        if (rv == 0 && k % 64 == 63 && U.next[r] > 80)
+            rv = tkv_raftlog_compact(U.log, r, U.next[r] - 60, 0, NULL, NULL);
+        if (rv) {
+            fprintf(stderr, "raftlog stage %" PRIu64 ": %s\n", k, tkv_strerror(rv));
+            _exit(2);
+        }
+        U.inflight++;
+    }
+    tkv_reactor_defer(U.r, u_pump, NULL);
+}
+
+static int u_init(struct tkv_reactor *r, uint32_t core, void *arg)
+{
+    (void)core;
+    (void)arg;
+    struct tkv_raftlog_config cfg = {.dir = U.dir, .reactor = r, .segment_size = SEG_SIZE,
+                                     .max_batch_bytes = MAX_BATCH};
+    int rv = tkv_raftlog_open(&cfg, &U.log, NULL);
+    if (rv) {
+        fprintf(stderr, "raftlog open: %s\n", tkv_strerror(rv));
+        _exit(2);
+    }
+    U.r = r;
+    for (uint64_t k = 1; k <= NREG; k++)
+        U.next[k] = tkv_raftlog_last_index(U.log, k) + 1;
+    tkv_reactor_defer(r, u_pump, NULL);
+    return 0;
+}
+
+static int raft_write_uring(const char *dir)
+{
+    U.dir = dir;
+    struct tkv_reactor_config cfg = {.n_cores = 1};
+    struct tkv_reactor_group *g;
+    int rv = tkv_reactor_group_start(&cfg, u_init, NULL, NULL, &g);
+    if (rv) {
+        fprintf(stderr, "io_uring unavailable: %s\n", tkv_strerror(rv));
+        return 4;
+    }
+    (void)tkv_reactor_group_wait(g);
+    return 2; /* the loop never ends by itself */
 }
 
 static int raft_verify(const char *dir, uint64_t acked)
@@ -279,8 +369,8 @@ static int engine_verify(const char *dir, uint64_t acked)
 
 static int usage(void)
 {
-    fprintf(stderr, "usage: tkv-powercut-driver write raftlog|engine DIR\n"
-                    "       tkv-powercut-driver verify raftlog|engine DIR ACKED\n");
+    fprintf(stderr, "usage: tkv-powercut-driver write raftlog|raftlog-uring|engine DIR\n"
+                    "       tkv-powercut-driver verify raftlog|raftlog-uring|engine DIR ACKED\n");
     return 64;
 }
 
@@ -289,11 +379,14 @@ int main(int argc, char **argv)
     if (argc < 4)
         return usage();
     tkv_log_set_level(TKV_LOG_LEVEL_WARN);
-    bool raft = strcmp(argv[2], "raftlog") == 0;
+    bool uring = strcmp(argv[2], "raftlog-uring") == 0;
+    bool raft = uring || strcmp(argv[2], "raftlog") == 0;
     if (!raft && strcmp(argv[2], "engine") != 0)
         return usage();
     if (strcmp(argv[1], "write") == 0 && argc == 4) {
         enable_failpoint();
+        if (uring)
+            return raft_write_uring(argv[3]);
         return raft ? raft_write(argv[3]) : engine_write(argv[3]);
     }
     if (strcmp(argv[1], "verify") == 0 && argc == 5) {

@@ -2,7 +2,9 @@
 # powercutfs; concurrent writers RawPut unique keys and remember every
 # acknowledged one; the server is killed -9, the power is cut (everything not
 # fsynced is dropped), the filesystem is mounted again, the server restarts on
-# the same data dir and every acknowledged put must be there.
+# the same data dir and every acknowledged put must be there. Twice on the
+# same data dir: the second time with --posix-dirs (names durable only after
+# a directory fsync), on top of what the first recovery left.
 # Negative control (test builds): the same run with the engine/skip_fsync
 # failpoint (TKV_FAILPOINTS, WiredTiger's log written but never fsynced) must
 # lose acknowledged puts.
@@ -42,7 +44,7 @@ class ServerPowerCut(unittest.TestCase):
         srv.data_dir = os.path.join(self.fs.mnt, "data")
         return srv
 
-    def write_until_killed(self, srv):
+    def write_until_killed(self, srv, prefix):
         """Writers put flat out for WRITE_SECONDS, then the server is killed
         -9; returns the acknowledged keys."""
         from tkvtest import raw_put
@@ -54,7 +56,7 @@ class ServerPowerCut(unittest.TestCase):
             with srv.channel() as ch:
                 i = 0
                 while not stop.is_set():
-                    k = b"pc/%d/%07d" % (w, i)
+                    k = b"pc/%s/%d/%07d" % (prefix, w, i)
                     try:
                         r = raw_put(ch, k, b"v" * 100 + k, timeout=10)
                     except grpc.RpcError:
@@ -87,25 +89,37 @@ class ServerPowerCut(unittest.TestCase):
         self.assertEqual(srv.stop(), 0)
         return missing
 
-    def power_cut_run(self, env=None):
+    def power_cut_run(self, env=None, prefix=b"r0", earlier=()):
+        """One run: start, write, kill -9, cut, remount, restart; returns
+        this run's acknowledged keys and which of them and of `earlier`
+        (keys acknowledged by previous runs) are missing."""
         self.srv = self.server(env)
         self.srv.start()
         if env and "failpoint engine/skip_fsync is on" not in self.srv.log_tail(400):
             self.skipTest("failpoints are compiled into test (Debug) builds only")
-        keys = self.write_until_killed(self.srv)
+        keys = self.write_until_killed(self.srv, prefix)
         self.assertGreater(len(keys), 0, "no put was acknowledged before the kill")
         line = self.fs.cut()
         self.fs.mount()
         self.srv = self.server()  # restarted without any failpoint
-        missing = self.missing_after_restart(self.srv, keys)
-        sys.stderr.write("%s: %d puts acknowledged, %d lost\n  fs: %s\n" %
-                         ("engine/skip_fsync" if env else "normal", len(keys), len(missing), line))
+        missing = self.missing_after_restart(self.srv, list(earlier) + keys)
+        sys.stderr.write("%s%s: %d puts acknowledged, %d lost\n  fs: %s\n" %
+                         ("engine/skip_fsync" if env else "normal",
+                          " (posix dirs)" if self.fs.posix_dirs else "", len(keys), len(missing), line))
         return keys, missing
 
     def test_power_cut_keeps_every_acknowledged_put(self):
         keys, missing = self.power_cut_run()
         self.assertFalse(missing, "%d of %d acknowledged puts lost at a power cut; first: %r" %
                          (len(missing), len(keys), missing[:5]))
+        # Again on the recovered data dir, names durable only after a
+        # directory fsync this time.
+        self.fs.unmount()
+        self.fs.posix_dirs = True
+        self.fs.mount()
+        keys2, missing = self.power_cut_run(prefix=b"r1", earlier=keys)
+        self.assertFalse(missing, "%d of %d acknowledged puts lost at the second power cut "
+                         "(--posix-dirs); first: %r" % (len(missing), len(keys) + len(keys2), missing[:5]))
 
     def test_negative_control_skip_fsync_loses_puts(self):
         keys, missing = self.power_cut_run({"TKV_FAILPOINTS": "engine/skip_fsync"})

@@ -1,12 +1,13 @@
-# Power cut under the raft log (src/raftlog) and the engine (src/engine,
-# WiredTiger in sync mode): tkv-powercut-driver writes on powercutfs and
+# Power cut under the raft log (src/raftlog, synchronous and io_uring paths)
+# and the engine (src/engine, WiredTiger in sync mode): tkv-powercut-driver writes on powercutfs and
 # reports every step its module acknowledged as durable; it is killed -9 at a
 # random moment, the power is cut (everything not fsynced is dropped), the
 # filesystem is mounted again, and every acknowledged step must be there.
 # Negative control: with the module's skip_fsync failpoint (test builds) the
 # same run must lose acknowledged steps -- and kill -9 alone, without the
 # cut, must not (that is why the power cut is needed).
-# TKV_SEED=<n> replays the kill timing; TKV_POWERCUT_ROUNDS (default 2).
+# TKV_SEED=<n> replays the kill timing; TKV_POWERCUT_ROUNDS (default 2; odd
+# rounds mount with --posix-dirs).
 import os
 import random
 import select
@@ -19,7 +20,8 @@ import unittest
 import pcfs
 
 ROUNDS = int(os.environ.get("TKV_POWERCUT_ROUNDS", "2"))
-FAILPOINTS = {"raftlog": "raftlog/skip_fsync", "engine": "engine/skip_fsync"}
+FAILPOINTS = {"raftlog": "raftlog/skip_fsync", "raftlog-uring": "raftlog/skip_fsync",
+              "engine": "engine/skip_fsync"}
 
 
 def driver_bin():
@@ -85,6 +87,8 @@ class StoragePowerCut(unittest.TestCase):
         for ln in (buf + rest).split(b"\n"):
             if ln.startswith(b"ack "):
                 acked = int(ln.split()[1])
+        if p.returncode == 4:
+            self.skipTest("io_uring is unavailable here: %s" % self.driver_err(subdir).strip())
         if failpoint and p.returncode == 3:
             self.skipTest("failpoints are compiled into test (Debug) builds only")
         self.assertEqual(p.returncode, -signal.SIGKILL,
@@ -116,12 +120,19 @@ class StoragePowerCut(unittest.TestCase):
             line = "(no power cut: clean unmount after kill -9)"
         self.fs.mount()
         rc, out, err = self.verify(module, subdir, acked)
-        sys.stderr.write("%s%s: %s\n  fs: %s\n" % (module, " [%s]" % failpoint if failpoint else "",
-                                                   out, line))
+        sys.stderr.write("%s%s%s: %s\n  fs: %s\n" % (module, " [%s]" % failpoint if failpoint else "",
+                                                     " (posix dirs)" if self.fs.posix_dirs else "",
+                                                     out, line))
         return rc, out, err
 
     def check_keeps_everything(self, module):
         for i in range(ROUNDS):
+            # Odd rounds with --posix-dirs: names durable only after a
+            # directory fsync (ext4-like otherwise).
+            if self.fs.posix_dirs != (i % 2 == 1):
+                self.fs.unmount()
+                self.fs.posix_dirs = i % 2 == 1
+                self.fs.mount()
             rc, out, err = self.power_cut_round(module, "%s-%d" % (module, i))
             self.assertEqual(rc, 0, "seed %d round %d: %s lost acknowledged data at a power cut:\n%s\n%s" %
                              (self.seed, i, module, out, err))
@@ -139,14 +150,35 @@ class StoragePowerCut(unittest.TestCase):
         lost = int(out.split("lost ")[1].split(",")[0])
         self.assertGreater(lost, 0, out)
 
+    def test_raftlog_negative_control_skip_dir_fsync_loses_segments(self):
+        """raftlog/skip_dir_fsync: segment creations (and purges) are never
+        made durable by a directory fsync. Only --posix-dirs catches it:
+        ext4-like, the segment's own fdatasync commits its name."""
+        fp = "raftlog/skip_dir_fsync"
+        rc, out, err = self.power_cut_round("raftlog", "dirsync-ext4", fp)
+        self.assertEqual(rc, 0, "ext4-like names: the data fsync commits the segment's name, "
+                         "nothing may be lost:\n%s\n%s" % (out, err))
+        self.fs.unmount()
+        self.fs.posix_dirs = True
+        self.fs.mount()
+        rc, out, err = self.power_cut_round("raftlog", "dirsync-posix", fp)
+        self.assertIn(rc, (1, 2), "NEGATIVE CONTROL FAILED: with %s and --posix-dirs the power cut "
+                      "did not detect lost segments (rc %d):\n%s\n%s" % (fp, rc, out, err))
+
     def test_raftlog_keeps_every_synced_entry(self):
         self.check_keeps_everything("raftlog")
+
+    def test_raftlog_uring_keeps_every_synced_entry(self):
+        self.check_keeps_everything("raftlog-uring")
 
     def test_engine_keeps_every_acknowledged_write(self):
         self.check_keeps_everything("engine")
 
     def test_raftlog_negative_control_skip_fsync_loses_entries(self):
         self.check_negative_control("raftlog")
+
+    def test_raftlog_uring_negative_control_skip_fsync_loses_entries(self):
+        self.check_negative_control("raftlog-uring")
 
     def test_engine_negative_control_skip_fsync_loses_writes(self):
         self.check_negative_control("engine")

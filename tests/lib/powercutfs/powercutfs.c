@@ -11,8 +11,9 @@
  *  - namespace operations (create, mkdir, symlink, link, unlink, rmdir,
  *    rename) are applied to BACKING at once but journaled with their undo;
  *    they become durable in journal order when the file or directory they
- *    touch is fsynced (ext4-like: fsync of a file also commits its own
- *    name; with --posix-dirs only fsync of a directory commits names);
+ *    touch is fsynced (ext4-like: fsync of a file or directory also commits
+ *    its own name; with --posix-dirs only fsync of the directory holding a
+ *    name commits it);
  *  - SIGUSR1 is the power cut: the daemon stops serving, unmounts, drops
  *    every unsynced page and size change, undoes every uncommitted namespace
  *    operation (newest first), prints what it dropped and exits 0;
@@ -88,7 +89,8 @@ struct jop {
     char *a, *b;     /* paths relative to the backing root */
     char trash[32];  /* entry displaced into the trash ("" if none) */
     bool trash_isdir;
-    ino_t keys[4];   /* inodes (objects and parent directories) it touches */
+    ino_t keys[4];   /* inodes it touches: the objects, then the parent directories */
+    bool key_is_parent[4];
     int n_keys;
 };
 
@@ -445,10 +447,12 @@ static struct jop *journal_add(enum jkind kind, const char *a, const char *b)
     return op;
 }
 
-static void jop_key(struct jop *op, ino_t ino)
+static void jop_key(struct jop *op, ino_t ino, bool parent)
 {
-    if (ino && op->n_keys < 4)
+    if (ino && op->n_keys < 4) {
+        op->key_is_parent[op->n_keys] = parent;
         op->keys[op->n_keys++] = ino;
+    }
 }
 
 static void jop_free(struct jop *op)
@@ -480,13 +484,14 @@ static void journal_commit(size_t n)
     j_n -= n;
 }
 
-/* Commits the journal up to the newest entry that touches ino. */
-static void journal_commit_for(ino_t ino)
+/* Commits the journal up to the newest entry that touches ino (as the
+ * parent directory of a name it changed, when as_parent_only). */
+static void journal_commit_for(ino_t ino, bool as_parent_only)
 {
     for (size_t i = j_n; i > 0; i--) {
         struct jop *op = &journal[i - 1];
         for (int k = 0; k < op->n_keys; k++) {
-            if (op->keys[k] == ino) {
+            if (op->keys[k] == ino && (!as_parent_only || op->key_is_parent[k])) {
                 journal_commit(i);
                 return;
             }
@@ -598,8 +603,8 @@ static void journal_create(const char *rpath, bool isdir)
 {
     struct jop *op = journal_add(J_CREATE, rpath, NULL);
     op->isdir = isdir;
-    jop_key(op, ino_of(rpath));
-    jop_key(op, parent_ino(rpath));
+    jop_key(op, ino_of(rpath), false);
+    jop_key(op, parent_ino(rpath), true);
 }
 
 static int op_mknod(const char *path, mode_t mode, dev_t rdev)
@@ -659,8 +664,8 @@ static int op_unlink(const char *path)
         return rv;
     struct jop *op = journal_add(J_UNLINK, r, NULL);
     memcpy(op->trash, t, sizeof(t));
-    jop_key(op, st.st_ino);
-    jop_key(op, parent);
+    jop_key(op, st.st_ino, false);
+    jop_key(op, parent, true);
     return 0;
 }
 
@@ -679,8 +684,8 @@ static int op_rmdir(const char *path)
     op->mode = st.st_mode;
     op->uid = st.st_uid;
     op->gid = st.st_gid;
-    jop_key(op, st.st_ino);
-    jop_key(op, parent);
+    jop_key(op, st.st_ino, false);
+    jop_key(op, parent, true);
     return 0;
 }
 
@@ -722,10 +727,10 @@ static int op_rename(const char *from, const char *to, unsigned int flags)
         if (renameat2(root_fd, a, root_fd, b, RENAME_EXCHANGE) < 0)
             return -errno;
         struct jop *op = journal_add(J_EXCHANGE, a, b);
-        jop_key(op, sa.st_ino);
-        jop_key(op, sb.st_ino);
-        jop_key(op, pa);
-        jop_key(op, pb);
+        jop_key(op, sa.st_ino, false);
+        jop_key(op, sb.st_ino, false);
+        jop_key(op, pa, true);
+        jop_key(op, pb, true);
         return 0;
     }
     if (flags & ~(unsigned)RENAME_NOREPLACE)
@@ -755,11 +760,11 @@ static int op_rename(const char *from, const char *to, unsigned int flags)
     struct jop *op = journal_add(J_RENAME, a, b);
     memcpy(op->trash, t, sizeof(t));
     op->trash_isdir = target && S_ISDIR(sb.st_mode);
-    jop_key(op, sa.st_ino);
-    jop_key(op, pa);
-    jop_key(op, pb);
+    jop_key(op, sa.st_ino, false);
+    jop_key(op, pa, true);
+    jop_key(op, pb, true);
     if (target)
-        jop_key(op, sb.st_ino);
+        jop_key(op, sb.st_ino, false);
     return 0;
 }
 
@@ -874,7 +879,7 @@ static int op_write(const char *path, const char *buf, size_t size, off_t off,
         if (s)
             return s;
         if (!posix_dirs)
-            journal_commit_for(h->in->ino);
+            journal_commit_for(h->in->ino, false);
     }
     return rv;
 }
@@ -905,7 +910,7 @@ static int op_fsync(const char *path, int datasync, struct fuse_file_info *fi)
     if (rv)
         return rv;
     if (!posix_dirs)
-        journal_commit_for(h->in->ino);
+        journal_commit_for(h->in->ino, false);
     return 0;
 }
 
@@ -983,7 +988,9 @@ static int op_fsyncdir(const char *path, int datasync, struct fuse_file_info *fi
     if (fstat(dirfd(H(fi)->d), &st) < 0)
         return -errno;
     stats.fsyncdirs++;
-    journal_commit_for(st.st_ino);
+    /* ext4-like: also the directory's own creation or rename; POSIX: only
+     * the entries it holds (its own name needs an fsync of its parent). */
+    journal_commit_for(st.st_ino, posix_dirs);
     return 0;
 }
 
