@@ -671,6 +671,11 @@ int sim_get(struct sim *s, enum tkv_cf cf, const char *key, char *val_out, size_
     return sync_op(s, 3, cf, key, NULL, val_out, cap, timeout_ms);
 }
 
+struct tkv_engine *sim_engine(struct sim *s, int store)
+{
+    return s->stores[store] ? s->stores[store]->engine : NULL;
+}
+
 int sim_engine_get(struct sim *s, int store, enum tkv_cf cf, const char *key, char *val_out,
                    size_t cap)
 {

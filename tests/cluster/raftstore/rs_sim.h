@@ -94,6 +94,8 @@ int sim_put(struct sim *s, enum tkv_cf cf, const char *key, const char *val, uin
 int sim_delete(struct sim *s, enum tkv_cf cf, const char *key, uint64_t timeout_ms);
 int sim_get(struct sim *s, enum tkv_cf cf, const char *key, char *val_out, size_t cap,
             uint64_t timeout_ms);
+/* A store's engine (alive or not: it outlives crashes). */
+struct tkv_engine *sim_engine(struct sim *s, int store);
 /* Read a key straight from a store's engine (no raft). */
 int sim_engine_get(struct sim *s, int store, enum tkv_cf cf, const char *key, char *val_out,
                    size_t cap);

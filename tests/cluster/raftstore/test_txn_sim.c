@@ -134,6 +134,7 @@ struct tsim {
     int last_leader;
     uint64_t last_term;
     bool setup; /* the bank's initial transaction: its client does not die */
+    bool inject_stale_reads; /* INJECTED BUG: KvGet on any store's engine, no ReadIndex */
     uint64_t n_leader_changes;
 };
 
@@ -249,6 +250,7 @@ static void end_txn(struct tclient *c, enum si_status st)
 }
 
 static void start_phase(struct tclient *c, enum phase ph);
+static void stale_read(struct tclient *c);
 
 /* The request's region is gone / not led here / timed out: retry later at
  * another store (writes are idempotent: prewrite rewrites its own lock,
@@ -337,6 +339,10 @@ static void start_phase(struct tclient *c, enum phase ph)
         c->rq->req.get.key = key_of(t, &c->rq->arena, c->keys[c->cur]);
         c->rq->req.get.version = c->start_ts;
         c->rq->cmd = TKV_TXN_GET;
+        if (t->inject_stale_reads) {
+            stale_read(c);
+            return;
+        }
         break;
     case PH_SCAN:
         memset(&c->rq->req.scan, 0, sizeof(c->rq->req.scan));
@@ -393,6 +399,37 @@ static void start_phase(struct tclient *c, enum phase ph)
         return;
     }
     send_req(c);
+}
+
+static void handle_answer(struct tclient *c, const struct tkv_txn_cluster_result *res);
+
+/* INJECTED BUG (negative control): the read runs the same KvGet on the
+ * engine of a random store, follower or deposed leader, without ReadIndex:
+ * it may miss what was committed (a stale snapshot). */
+static void stale_read(struct tclient *c)
+{
+    struct tsim *t = c->t;
+    int store = (int)(sim_rnd(&t->s) % (uint64_t)t->s.o.n_stores) + 1;
+    struct tkv_engine_session *sess = NULL;
+    struct tkv_engine_snap *snap = NULL;
+    struct tkv_txn_ctx ctx = {.arena = &c->rq->arena};
+    struct tkv_txn_cluster_result res = {0};
+    res.rv = tkv_engine_session_open(sim_engine(&t->s, store), &sess);
+    if (res.rv == 0)
+        res.rv = tkv_engine_snap_open(sess, &snap);
+    ctx.snap = snap;
+    if (res.rv == 0)
+        res.rv = tkv_txn_kv_get(&ctx, &c->rq->req.get, &c->rq->resp.get);
+    tkv_engine_snap_close(snap);
+    tkv_engine_session_close(sess);
+    struct creq *r = c->rq;
+    c->token++;
+    r->token = c->token;
+    c->waiting = false;
+    handle_answer(c, &res);
+    if (c->rq == r)
+        c->rq = NULL;
+    creq_free(r);
 }
 
 static bool parse_list(struct tkv_slice v, uint64_t *out, size_t *n)
@@ -677,6 +714,7 @@ struct scenario {
     int iterations;
     uint64_t iteration_ms;
     bool bug; /* an injected bug is on: only the checker's verdict counts */
+    bool stale_reads;
 };
 
 static uint64_t seed_base(void)
@@ -727,6 +765,7 @@ static bool run_one(const struct scenario *sc, uint64_t seed, char *sim_err, siz
     struct sim_hooks hooks = {.arg = t, .store_event = on_store, .step = on_step};
     sim_init_hooks(&t->s, &o, seed, &hooks);
     struct sim *s = &t->s;
+    t->inject_stale_reads = sc->stale_reads;
     sim_run(s, 400);
     if (t->wl == BANK) {
         /* the accounts, in one transaction of client 0, before the chaos */
@@ -836,7 +875,6 @@ static void run_scenario(const struct scenario *sc)
     }
 }
 
-#ifdef FIU_ENABLE
 /* Runs seeds until the checker fails (the injected bug is caught). */
 static void expect_caught(const struct scenario *sc, int max_seeds)
 {
@@ -857,44 +895,51 @@ static void expect_caught(const struct scenario *sc, int max_seeds)
     cr_assert_fail("%s: the SI checker did not catch the injected bug in %d seeds", sc->name,
                    max_seeds);
 }
-#endif
 
 TestSuite(txn_sim, .timeout = 900);
 
 Test(txn_sim, bank_with_crashes_partitions_and_drops)
 {
-    struct scenario sc = {"bank", BANK, true, true, true, 2, 1500, false};
+    struct scenario sc = {"bank", BANK, true, true, true, 2, 1500, false, false};
     run_scenario(&sc);
 }
 
 Test(txn_sim, append_with_crashes_partitions_and_drops)
 {
-    struct scenario sc = {"append", APPEND, true, true, true, 2, 1500, false};
+    struct scenario sc = {"append", APPEND, true, true, true, 2, 1500, false, false};
     run_scenario(&sc);
 }
 
 Test(txn_sim, bank_with_partitions)
 {
-    struct scenario sc = {"bank/partitions", BANK, false, false, true, 2, 1500, false};
+    struct scenario sc = {"bank/partitions", BANK, false, false, true, 2, 1500, false, false};
     run_scenario(&sc);
 }
 
 Test(txn_sim, append_with_crashes)
 {
-    struct scenario sc = {"append/crashes", APPEND, false, true, false, 2, 1500, false};
+    struct scenario sc = {"append/crashes", APPEND, false, true, false, 2, 1500, false, false};
     run_scenario(&sc);
 }
 
 Test(txn_sim, append_with_drops_and_partitions)
 {
-    struct scenario sc = {"append/drops+partitions", APPEND, true, false, true, 2, 1500, false};
+    struct scenario sc = {"append/drops+partitions", APPEND, true, false, true, 2, 1500, false, false};
     run_scenario(&sc);
+}
+
+/* The cluster read path: a KvGet served from any store's engine without
+ * ReadIndex (a follower or a deposed leader) misses committed appends. */
+Test(txn_sim, checker_catches_reads_without_read_index)
+{
+    struct scenario sc = {"append/stale_reads", APPEND, true, true, true, 1, 1500, true, true};
+    expect_caught(&sc, 5);
 }
 
 #ifdef FIU_ENABLE
 Test(txn_sim, checker_catches_reads_that_ignore_locks)
 {
-    struct scenario sc = {"bank/read_ignores_locks", BANK, false, false, false, 1, 1500, true};
+    struct scenario sc = {"bank/read_ignores_locks", BANK, false, false, false, 1, 1500, true, false};
     fiu_init(0);
     fiu_enable("txn/read_ignores_locks", 1, NULL, 0);
     expect_caught(&sc, 3);
@@ -903,7 +948,7 @@ Test(txn_sim, checker_catches_reads_that_ignore_locks)
 
 Test(txn_sim, checker_catches_prewrite_over_foreign_locks)
 {
-    struct scenario sc = {"append/prewrite_ignores_locks", APPEND, false, false, false, 1, 1500, true};
+    struct scenario sc = {"append/prewrite_ignores_locks", APPEND, false, false, false, 1, 1500, true, false};
     fiu_init(0);
     fiu_enable("txn/prewrite_ignores_locks", 1, NULL, 0);
     expect_caught(&sc, 3);
@@ -915,7 +960,7 @@ Test(txn_sim, checker_catches_prewrite_over_foreign_locks)
  * own commit then finds nothing to commit: its append is lost. */
 Test(txn_sim, checker_catches_commit_that_ignores_the_lock_owner)
 {
-    struct scenario sc = {"append/commit_ignores_lock_owner", APPEND, false, false, false, 1, 1500, true};
+    struct scenario sc = {"append/commit_ignores_lock_owner", APPEND, false, false, false, 1, 1500, true, false};
     fiu_init(0);
     fiu_enable("txn/commit_ignores_lock_owner", 1, NULL, 0);
     expect_caught(&sc, 5);
