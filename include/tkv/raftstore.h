@@ -278,6 +278,17 @@ void tkv_raftstore_txn(struct tkv_raftstore *s, const struct tkv_rs_header *h,
 /* Whether user key (EncodeBytes form compared) lies in region. */
 bool tkv_rs_region_contains_txn_key(const struct tkv_rs_region *rg, struct tkv_slice user_key);
 
+/* Start an election in region_id now (a local HUP), instead of waiting
+ * for the election timeout: the host calls it for a region whose only
+ * voter is this store (TiKV's campaign of a single-peer region at start),
+ * which can always elect itself. TKV_EREGION: no such region;
+ * TKV_EINVAL: the peer is not initialized. */
+int tkv_raftstore_campaign(struct tkv_raftstore *s, uint64_t region_id);
+
+/* Ids of this store's regions (peers), the first cap of them in ids;
+ * returns how many there are. For heartbeats and status. */
+size_t tkv_raftstore_region_ids(const struct tkv_raftstore *s, uint64_t *ids, size_t cap);
+
 /* Introspection (tests, status, heartbeats). */
 struct tkv_rs_region_status {
     bool exists;

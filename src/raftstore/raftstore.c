@@ -163,13 +163,13 @@ static const struct tkv_rs_peer *region_peer_on_store(const struct tkv_rs_region
 static bool key_in_region(const struct tkv_rs_region *rg, struct tkv_slice k)
 {
     size_t n = TKV_MIN(k.len, rg->start_len);
-    int c = memcmp(k.ptr, rg->start, n);
+    int c = n ? memcmp(k.ptr, rg->start, n) : 0; /* k.ptr may be NULL when empty */
     if (c < 0 || (c == 0 && k.len < rg->start_len))
         return false;
     if (rg->end_len == 0)
         return true;
     n = TKV_MIN(k.len, rg->end_len);
-    c = memcmp(k.ptr, rg->end, n);
+    c = n ? memcmp(k.ptr, rg->end, n) : 0;
     return c < 0 || (c == 0 && k.len < rg->end_len);
 }
 
@@ -805,10 +805,25 @@ static struct rs_peer *check_request_keys(struct tkv_raftstore *s, const struct 
     return p;
 }
 
+/* scan_start: key is a scan's start, which may be empty: the region's
+ * first key, in the region only when the region starts at "" (the first
+ * region); a get/put/delete key may not be empty. */
 static struct rs_peer *check_request(struct tkv_raftstore *s, const struct tkv_rs_header *h,
-                                     struct tkv_slice key, tkv_rs_done_fn cb, void *arg)
+                                     struct tkv_slice key, bool scan_start, tkv_rs_done_fn cb,
+                                     void *arg)
 {
-    return check_request_keys(s, h, &key, 1, false, cb, arg);
+    if (!scan_start || key.len != 0)
+        return check_request_keys(s, h, &key, 1, false, cb, arg);
+    struct rs_peer *p = check_request_keys(s, h, NULL, 0, false, cb, arg);
+    if (p && p->region.start_len) {
+        struct tkv_rs_region_error e;
+        rerr_init(&e, TKV_RS_KEY_NOT_IN_REGION, p->region.id);
+        e.n_current = 1;
+        e.current[0] = p->region;
+        answer_region_error(cb, arg, &e);
+        return NULL;
+    }
+    return p;
 }
 
 static bool valid_cf(enum tkv_cf cf)
@@ -857,7 +872,7 @@ static void propose_write(struct tkv_raftstore *s, const struct tkv_rs_header *h
         answer(cb, arg, TKV_ETOOBIG);
         return;
     }
-    struct rs_peer *p = check_request(s, h, key, cb, arg);
+    struct rs_peer *p = check_request(s, h, key, false, cb, arg);
     if (!p)
         return;
     struct rs_buf b = {0};
@@ -931,7 +946,7 @@ static void start_read(struct tkv_raftstore *s, const struct tkv_rs_header *h, e
         answer(cb, arg, TKV_ECF);
         return;
     }
-    struct rs_peer *p = check_request(s, h, key, cb, arg);
+    struct rs_peer *p = check_request(s, h, key, scan, cb, arg);
     if (!p)
         return;
     read_index(s, p, h,
@@ -998,6 +1013,25 @@ int tkv_raftstore_transfer_leader(struct tkv_raftstore *s, uint64_t region_id, u
         return TKV_EINVAL;
     struct tkv_raft_event ev = {.type = TKV_RAFT_EV_TRANSFER_LEADER, .u.target = to_peer};
     return peer_step(p, &ev);
+}
+
+int tkv_raftstore_campaign(struct tkv_raftstore *s, uint64_t region_id)
+{
+    struct rs_peer *p = peer_get(s, region_id);
+    if (!p)
+        return TKV_EREGION;
+    if (!p->initialized)
+        return TKV_EINVAL;
+    struct tkv_raft_msg m = {.type = TKV_RAFT_MSG_HUP, .from = p->peer_id};
+    struct tkv_raft_event ev = {.type = TKV_RAFT_EV_RECEIVE, .u.msg = &m};
+    return peer_step(p, &ev);
+}
+
+size_t tkv_raftstore_region_ids(const struct tkv_raftstore *s, uint64_t *ids, size_t cap)
+{
+    for (size_t i = 0; i < s->n_peers && i < cap; i++)
+        ids[i] = s->peers[i]->region.id;
+    return s->n_peers;
 }
 
 /* One engine snapshot, keys in [start, region end), at most limit pairs;

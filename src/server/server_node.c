@@ -17,6 +17,7 @@
 #endif
 
 #include "server_private.h"
+#include "server_cluster.h"
 #include "tkv/fsutil.h"
 #include "tkv/err.h"
 #include "tkv/log.h"
@@ -70,6 +71,7 @@ static void notify(const char *state)
 /* Release everything of one core; safe on a partly initialised core. */
 static void core_teardown(struct server_core *c, uint32_t core)
 {
+    server_cluster_core_fini(c);
     server_txn_core_fini(c);
     if (c->session && c->batch.n_ops) {
         /* The loop is over: apply what is left (never drop a write) but
@@ -129,13 +131,20 @@ static int core_init(struct tkv_reactor *r, uint32_t core, void *arg)
     tkv_arena_init(&c->arena, 0);
     tkv_engine_batch_init(&c->batch);
     c->max_send_msg = rcfg.max_send_msg ? rcfg.max_send_msg : TKV_RPC_DEFAULT_MAX_MSG;
+    c->reactor = r;
+    if (node->cluster) { /* cluster mode: this core is a store */
+        rv = server_cluster_core_init(r, c, node);
+        if (rv)
+            goto err;
+        goto methods;
+    }
     rv = tkv_engine_session_open(node->engine, &c->session);
     if (rv) {
         TKV_LOG_ERROR("cannot open an engine session", TKV_LF_U64("core", core), TKV_LF_ERR(rv));
         goto err;
     }
-    c->reactor = r;
     tkv_reactor_on_before_sleep(r, server_flush_writes, c);
+methods:
     /* Registered before the rpc server's own stop hook, so queued scans
      * are answered before the GOAWAY and never delay the stop. */
     tkv_reactor_on_stop(r, core_on_stop, c);
@@ -160,10 +169,11 @@ static int core_init(struct tkv_reactor *r, uint32_t core, void *arg)
         char status[TKV_CONFIG_ADDR_MAX + 96];
         TKV_LOG_INFO("tinykv-server is serving", TKV_LF_STR("host", node->host),
                      TKV_LF_U64("port", node->port), TKV_LF_U64("cores", node->cfg.server.cores),
-                     TKV_LF_STR("mode", "standalone"));
+                     TKV_LF_STR("mode", node->cluster ? "cluster" : "standalone"));
         /* Every core listens: only now may systemd start what depends on us. */
-        snprintf(status, sizeof(status), "READY=1\nSTATUS=serving standalone on %s:%u, %u cores",
-                 node->host, (unsigned)node->port, (unsigned)node->cfg.server.cores);
+        snprintf(status, sizeof(status), "READY=1\nSTATUS=serving %s on %s:%u, %u cores",
+                 node->cluster ? "cluster" : "standalone", node->host, (unsigned)node->port,
+                 (unsigned)node->cfg.server.cores);
         notify(status);
     }
     return 0;
@@ -190,7 +200,7 @@ static void core_fini(struct tkv_reactor *r, uint32_t core, void *arg)
  * the socket until then, so an immediate restart would fail. A live
  * server there keeps the address past the wait and we give up. Returns
  * the fd (port_io = the bound port, for port 0) or -1 (logged). */
-static int listen_once_free(const char *host, uint16_t *port_io)
+int server_listen_once_free(const char *host, uint16_t *port_io)
 {
     uint64_t waited_ms = 0;
     for (;;) {
@@ -330,8 +340,18 @@ static void node_status_fill(void *arg, json_t *o)
 {
     struct server_node *node = arg;
     char reason[200] = "";
-    json_object_set_new(o, "mode", json_string("standalone"));
+    json_object_set_new(o, "mode", json_string(node->cluster ? "cluster" : "standalone"));
     json_object_set_new(o, "cores", json_integer(node->cfg.server.cores));
+    if (node->cluster) { /* one store per core */
+        json_t *cstores = json_array();
+        server_cluster_status_fill(node, cstores);
+        json_object_set_new(o, "stores", cstores);
+        bool cready = node_ready(node, reason, sizeof(reason)) == 0;
+        json_object_set_new(o, "ready", json_boolean(cready));
+        if (!cready)
+            json_object_set_new(o, "not_ready_reason", json_string(reason));
+        return;
+    }
     /* Standalone: every core serves the one store behind server.addr. */
     json_t *stores = json_array();
     json_t *st = json_object();
@@ -432,18 +452,17 @@ int server_node_run(struct server_node *node)
      * servers starting together both passed and both served, which made
      * concurrently running tests talk to each other's servers). Every core
      * accepts on its own dup of it; port 0 picks one port for all. */
-    listen_fd = listen_once_free(node->host, &node->port);
-    if (listen_fd < 0)
-        return 1;
+    if (cfg->pd.n_endpoints == 0) { /* cluster mode: one listener per store, below */
+        listen_fd = server_listen_once_free(node->host, &node->port);
+        if (listen_fd < 0)
+            return 1;
+    }
 
     TKV_LOG_INFO("welcome to tinykv-server", TKV_LF_STR("version", TKV_VERSION),
                  TKV_LF_STR("git_hash", TKV_GIT_HASH), TKV_LF_STR("addr", cfg->server.addr),
                  TKV_LF_U64("port", node->port), TKV_LF_STR("data_dir", cfg->storage.data_dir),
-                 TKV_LF_U64("cores", cfg->server.cores), TKV_LF_STR("mode", "standalone"));
-    if (cfg->pd.n_endpoints > 0)
-        TKV_LOG_WARN("scheduler endpoints are configured but cluster mode (Raft) is not built yet; "
-                     "serving the standalone Raw API",
-                     TKV_LF_STR("pd", cfg->pd.endpoints[0]));
+                 TKV_LF_U64("cores", cfg->server.cores),
+                 TKV_LF_STR("mode", cfg->pd.n_endpoints ? "cluster" : "standalone"));
 
     /* Metrics: one slot per core, then the families every core uses. */
     if (tkv_metrics_default_init(cfg->server.cores) < 0)
@@ -477,6 +496,12 @@ int server_node_run(struct server_node *node)
                       TKV_LF_ERR(rv));
         goto out;
     }
+    if (cfg->pd.n_endpoints > 0) { /* cluster mode: <data-dir>/store-<k>/{kv,raft,ident} */
+        rv = server_cluster_prepare(node);
+        if (rv)
+            goto out;
+        goto start_cores;
+    }
     /* Same layout as TinyKV's -path: the KV data lives in <data-dir>/kv. */
     snprintf(kv_dir, sizeof(kv_dir), "%s/kv", cfg->storage.data_dir);
     struct tkv_engine_opts eopts = {.kind = TKV_ENGINE_WT, .path = kv_dir, .sync = true};
@@ -508,6 +533,7 @@ int server_node_run(struct server_node *node)
      * the last core closes its copy on stop. */
     close(listen_fd);
     listen_fd = -1;
+start_cores:;
     struct tkv_reactor_config rcfg = {.n_cores = cfg->server.cores, .pin = true};
     atomic_store(&n_listening, 0);
     pthread_mutex_lock(&ready_mu); /* cores may finish before group is set */
@@ -544,6 +570,7 @@ out:
     node->status = NULL;
     tkv_engine_close(node->engine); /* final checkpoint: a clean stop is durable */
     node->engine = NULL;
+    server_cluster_close(node);
     if (node->cores) {
         for (uint32_t k = 0; k < cfg->server.cores; k++)
             if (node->cores[k].listen_fd >= 0) /* a core that never started */

@@ -21,6 +21,8 @@ struct tkv_reactor_group;
 struct tkv_status_server;
 struct tkv_counter;
 struct tkv_histogram;
+struct cluster_store;
+struct cluster_node;
 
 /* Engine metrics of the group-commit path (server_raw.c), shared by every
  * core; each core writes its own slot. */
@@ -120,6 +122,7 @@ struct server_core {
     uint64_t n_txn_cmds, n_txn_waits;
     const struct server_metrics *metrics;
     struct server_disk *disk; /* the node's (shared, atomics only) */
+    struct cluster_store *store; /* cluster mode: this core's store (server_cluster.c) */
 };
 
 /* The node: everything main() sets up before the cores start. Read-only
@@ -138,6 +141,7 @@ struct server_node {
     uint16_t port;             /* resolved (never 0 once the node runs) */
     uint32_t max_conns_per_core; /* server.max-connections (or derived) / cores, rounded up */
     struct server_core *cores; /* cfg.server.cores entries */
+    struct cluster_node *cluster; /* cluster mode (pd.endpoints set), else NULL */
 };
 
 /* The tinykvpb.TinyKv method table: Raw{Get,Put,Delete,Scan} and the seven
@@ -171,6 +175,14 @@ void server_txn_core_fini(struct server_core *c);
 /* After the turn's engine write (rv its result): answer and unlatch the
  * txn commands whose writes were in it. Txn core only. */
 void server_txn_after_flush(struct server_core *c, int rv);
+
+/* Bind and listen on host:port (port_io: 0 = any; the bound port on
+ * return), waiting a bounded time while the address is still held by a
+ * process killed a moment ago. Returns the fd or -1 (logged). */
+int server_listen_once_free(const char *host, uint16_t *port_io);
+
+/* The error string of a client error (unknown cf named, quoted). */
+struct tkv_slice server_raw_client_error(struct tkv_arena *arena, int rv, struct tkv_slice cf);
 
 /* Run the node until SIGINT/SIGTERM. Returns the process exit code
  * (0 clean stop, 1 start-up or runtime failure). Main thread. */

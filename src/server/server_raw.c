@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "server_private.h"
+#include "server_cluster.h"
 #include "kvrpcpb.pb.h"
 #include "tkv/arena.h"
 #include "tkv/err.h"
@@ -647,6 +648,13 @@ void server_methods(struct server_core *core, struct tkv_rpc_method *methods, si
         };
     }
     *n_out = SERVER_N_METHODS;
+    if (core->store)
+        server_cluster_methods(core, methods, SERVER_N_METHODS);
+}
+
+struct tkv_slice server_raw_client_error(struct tkv_arena *arena, int rv, struct tkv_slice cf)
+{
+    return client_error(arena, rv, cf);
 }
 
 void server_metrics_init(struct server_metrics *m)

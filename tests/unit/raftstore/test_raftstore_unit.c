@@ -333,6 +333,8 @@ Test(raftstore_requests, scan_stays_inside_the_region)
     cr_assert_eq(a.n_kvs, 0, "limit 0 returns nothing");
     a = scan(&o, "zebra", 10);
     cr_assert_eq(a.e.kind, TKV_RS_KEY_NOT_IN_REGION, "start outside the region");
+    a = scan(&o, "", 10); /* an empty start is a scan from the first key, not a bad key */
+    cr_assert_eq(a.e.kind, TKV_RS_KEY_NOT_IN_REGION, "empty start is below the region start b");
     a = scan(&o, "b", TKV_RS_SCAN_LIMIT_MAX + 1);
     cr_assert_eq(a.rv, TKV_EINVAL);
     teardown(&o);
