@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# perf/compare.sh: tinykv vs etcd, side by side, on 127.0.0.1. Starts both
-# (durable: both fsync before acknowledging), loads the same keys, runs each
+# perf/compare.sh: tinykv vs etcd, side by side, on 127.0.0.1. Starts etcd
+# (one member), tinykv-server standalone and tinykv in cluster mode with one
+# replica (tinyscheduler-server + one node, writes through Raft) -- all
+# durable: each fsyncs before acknowledging --, loads the same keys, runs each
 # workload on each system in alternation for R rounds, prints medians and
-# tinykv/etcd ratios, and stops everything it started. See perf/README.md.
+# ratios, and stops everything it started. See perf/README.md.
 set -euo pipefail
 
 usage() {
@@ -22,6 +24,7 @@ Usage: perf/compare.sh [options]
       --cores N          tinykv-server cores (default 1)
       --serializable     etcd reads serializable (default linearizable)
       --replicas N       1 (default); 3 = replicated mode (not available yet)
+      --no-cluster       skip tinykv's cluster mode (scheduler + one node, Raft path)
       --h2load           afterwards, cross-check put/get with h2load (neutral client)
       --build-dir DIR    Release build directory (default $TKV_BUILD_DIR or build/release)
       --no-build         use the binaries already in the build directory
@@ -36,7 +39,7 @@ EOF
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 workloads=put,get rounds=3 duration=10 warmup=2 keys=10000 value_size=100 dist=uniform
-conns=8 depth=4 threads=1 rate=0 cores=1 serializable=0 replicas=1 do_h2load=0
+conns=8 depth=4 threads=1 rate=0 cores=1 serializable=0 replicas=1 do_h2load=0 do_cluster=1
 build_dir=${TKV_BUILD_DIR:-$root/build/release} do_build=1 out="" keep=0 from_head=0 table_only=""
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -55,6 +58,7 @@ while [ $# -gt 0 ]; do
     --serializable) serializable=1 ;;
     --replicas) replicas=$2; shift ;;
     --h2load) do_h2load=1 ;;
+    --no-cluster) do_cluster=0 ;;
     --build-dir) build_dir=$(realpath -m "$2"); shift ;;
     --no-build) do_build=0 ;;
     --head) from_head=1 ;;
@@ -76,7 +80,7 @@ rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 runs = {}
 for r in rows:
     if r["workload"] == "load":
-        print(f'load {r["backend"]:7s}: {r["ops"]} keys in {r["secs"]:.1f} s ({r["ops_per_s"]:.0f}/s), errors {r["errors"]["total"]}')
+        print(f'load {r["backend"]:11s}: {r["ops"]} keys in {r["secs"]:.1f} s ({r["ops_per_s"]:.0f}/s), errors {r["errors"]["total"]}')
         continue
     runs.setdefault((r["workload"], r["backend"]), []).append(r)
 med = lambda xs: statistics.median(xs) if xs else float("nan")
@@ -84,27 +88,35 @@ def m(w, b, f):
     return med([f(r) for r in runs.get((w, b), [])])
 def ratio(a, b):
     return f"{a / b:.2f}" if b and a == a and b == b else "-"
+backends = [b for b in ("etcd", "tinykv", "tinykv-raft") if any(k[1] == b for k in runs)]
 print()
-print("medians over %d round(s); ratio = tinykv/etcd (throughput: higher is better; p99 and CPU/op: lower is better)"
+print("medians over %d round(s); tinykv = standalone, tinykv-raft = cluster mode, one replica (Raft path)"
       % max([len(v) for v in runs.values()] or [0]))
-hdr = ("workload", "etcd ops/s", "tinykv ops/s", "ratio", "etcd p99 us", "tkv p99 us", "ratio",
-       "etcd srv us/op", "tkv srv us/op", "ratio", "errors e/t")
-print(" | ".join(hdr))
-print("-" * 132)
+print("%-8s | %-11s | %10s | %9s | %11s | %6s" % ("workload", "backend", "ops/s", "p99 us", "srv us/op", "errors"))
+print("-" * 70)
 for w in dict.fromkeys(k[0] for k in runs):
-    e_t = m(w, "etcd", lambda r: r["ops_per_s"]); t_t = m(w, "tinykv", lambda r: r["ops_per_s"])
-    e_p = m(w, "etcd", lambda r: r["lat_us"]["p99"]); t_p = m(w, "tinykv", lambda r: r["lat_us"]["p99"])
-    e_c = m(w, "etcd", lambda r: r["cpu_us_per_op"]["server"]); t_c = m(w, "tinykv", lambda r: r["cpu_us_per_op"]["server"])
-    e_e = sum(r["errors"]["total"] for r in runs.get((w, "etcd"), []))
-    t_e = sum(r["errors"]["total"] for r in runs.get((w, "tinykv"), []))
-    print(f"{w:8s} | {e_t:10.0f} | {t_t:12.0f} | {ratio(t_t, e_t):>5s} | {e_p:11.0f} | {t_p:10.0f} | {ratio(t_p, e_p):>5s} | "
-          f"{e_c:14.1f} | {t_c:13.1f} | {ratio(t_c, e_c):>5s} | {e_e}/{t_e}")
+    for b in backends:
+        if (w, b) not in runs:
+            continue
+        t = m(w, b, lambda r: r["ops_per_s"]); p = m(w, b, lambda r: r["lat_us"]["p99"])
+        c = m(w, b, lambda r: r["cpu_us_per_op"]["server"])
+        e = sum(r["errors"]["total"] for r in runs[(w, b)])
+        print(f"{w:8s} | {b:11s} | {t:10.0f} | {p:9.0f} | {c:11.1f} | {e:6d}")
+print()
+print("ratios (throughput: higher is better; p99 and CPU/op: lower is better)")
+pairs = [("tinykv", "etcd"), ("tinykv-raft", "etcd"), ("tinykv-raft", "tinykv")]
+for w in dict.fromkeys(k[0] for k in runs):
+    for a, b in pairs:
+        if (w, a) not in runs or (w, b) not in runs:
+            continue
+        f = lambda key: ratio(m(w, a, key), m(w, b, key))
+        print(f"{w:8s} {a}/{b}: throughput {f(lambda r: r['ops_per_s'])}, p99 {f(lambda r: r['lat_us']['p99'])}, "
+              f"server CPU/op {f(lambda r: r['cpu_us_per_op']['server'])}")
 cli = [r["cpu_us_per_op"]["client"] for v in runs.values() for r in v]
 if cli:
     print(f"\nclient CPU per op (tinykv-bench, median of all runs): {med(cli):.1f} us")
 EOF
 }
-
 
 if [ -n "$table_only" ]; then
   print_table "$table_only"
@@ -155,12 +167,15 @@ fi
 if [ "$do_build" = 1 ]; then
   log "building Release into $build_dir"
   cmake -S "$src_dir" -B "$build_dir" -DCMAKE_BUILD_TYPE=Release >"$out/build.log" 2>&1
-  cmake --build "$build_dir" --target tinykv-server tinykv-bench -j2 >>"$out/build.log" 2>&1 ||
+  cmake --build "$build_dir" --target tinykv-server tinykv-bench tinyscheduler-server -j2 >>"$out/build.log" 2>&1 ||
     { log "build failed, see $out/build.log"; exit 1; }
 fi
 bench=$build_dir/bin/tinykv-bench
 server=$build_dir/bin/tinykv-server
-for b in "$bench" "$server"; do
+sched=$build_dir/bin/tinyscheduler-server
+need=("$bench" "$server")
+[ "$do_cluster" = 1 ] && need+=("$sched")
+for b in "${need[@]}"; do
   [ -x "$b" ] || { log "missing $b (build it or drop --no-build)"; exit 1; }
 done
 command -v etcd >/dev/null || { log "etcd not found (apt-get install etcd-server)"; exit 1; }
@@ -213,9 +228,46 @@ start_tinykv() {
   wait_port "$port" 30 "$tkv_pid" || { log "tinykv-server did not start, see $out/tinykv.log"; exit 1; }
 }
 
+# ---- tinykv cluster mode, one replica: tinyscheduler-server + one node ----
+# Writes go through Raft (raft log group commit + fdatasync before the
+# acknowledgement; WiredTiger's log is off), reads through ReadIndex. The
+# client (tinykv-bench --pd, libtinykv) routes by the scheduler's regions.
+# Server CPU per op counts the node and the scheduler.
+start_cluster() {
+  local sport pport kport kstatus
+  sport=$(free_port); pport=$(free_port); kport=$(free_port); kstatus=$(free_port)
+  "$sched" --client-urls "http://127.0.0.1:$sport" --peer-urls "http://127.0.0.1:$pport" \
+    --data-dir "$tmp/sched" --name bench >"$out/sched.log" 2>&1 &
+  sched_pid=$!
+  pids+=("$sched_pid")
+  sched_addr=127.0.0.1:$sport
+  wait_port "$sport" 30 "$sched_pid" || { log "tinyscheduler-server did not start, see $out/sched.log"; exit 1; }
+  "$server" --pd "$sched_addr" --addr "127.0.0.1:$kport" --status-addr "127.0.0.1:$kstatus" \
+    --data-dir "$tmp/tinykv-raft" --cores "$cores" --log-level warn >"$out/tinykv-raft.log" 2>&1 &
+  raft_pid=$!
+  pids+=("$raft_pid")
+  wait_port "$kport" 60 "$raft_pid" || { log "tinykv-server (cluster) did not start, see $out/tinykv-raft.log"; exit 1; }
+  # The store ports listen before start-up with the scheduler is over:
+  # ready = /readyz answers 200 (every store serves).
+  /usr/bin/python3 - "$kstatus" <<'EOF' || { log "tinykv-server (cluster) never became ready, see $out/tinykv-raft.log"; exit 1; }
+import sys, time, urllib.request
+for _ in range(600):
+    try:
+        if urllib.request.urlopen("http://127.0.0.1:%s/readyz" % sys.argv[1], timeout=2).status == 200:
+            sys.exit(0)
+    except Exception:
+        pass
+    time.sleep(0.1)
+sys.exit(1)
+EOF
+}
+
 start_etcd
 start_tinykv
+[ "$do_cluster" = 1 ] && start_cluster
 log "etcd pid $etcd_pid at $etcd_addr; tinykv-server pid $tkv_pid at $tkv_addr; results in $results"
+[ "$do_cluster" = 1 ] && log "cluster: tinyscheduler-server pid $sched_pid at $sched_addr, tinykv-server pid $raft_pid"
+
 
 common=(-k "$keys" --value-size "$value_size" -d "$dist" -c "$conns" -m "$depth" -t "$threads" -q)
 [ "$serializable" = 1 ] && common+=(--serializable)
@@ -224,10 +276,17 @@ run() { # backend addr pid workload extra...
   "$bench" -b "$b" -a "$a" -p "$p" -w "$w" "${common[@]}" "$@" 2>>"$out/bench.log" | tee -a "$results" >/dev/null ||
     log "run $b $w failed (see $out/bench.log)"
 }
+run_cluster() { # workload extra...: tinykv through the scheduler, tagged tinykv-raft
+  local w=$1; shift
+  "$bench" -b tinykv --pd "$sched_addr" -p "$raft_pid" -p "$sched_pid" -w "$w" "${common[@]}" "$@" \
+    2>>"$out/bench.log" | sed 's/"backend":"tinykv"/"backend":"tinykv-raft"/' | tee -a "$results" >/dev/null ||
+    log "run tinykv-raft $w failed (see $out/bench.log)"
+}
 
 log "loading $keys keys into etcd and tinykv"
 run etcd "$etcd_addr" "$etcd_pid" load
 run tinykv "$tkv_addr" "$tkv_pid" load
+[ "$do_cluster" = 1 ] && run_cluster load
 
 IFS=, read -r -a wls <<<"$workloads"
 for r in $(seq "$rounds"); do
@@ -238,6 +297,10 @@ for r in $(seq "$rounds"); do
     run etcd "$etcd_addr" "$etcd_pid" "$w" "${extra[@]}"
     log "round $r/$rounds: $w on tinykv"
     run tinykv "$tkv_addr" "$tkv_pid" "$w" "${extra[@]}"
+    if [ "$do_cluster" = 1 ]; then
+      log "round $r/$rounds: $w on tinykv-raft"
+      run_cluster "$w" "${extra[@]}"
+    fi
   done
 done
 

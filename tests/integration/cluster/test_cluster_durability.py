@@ -7,6 +7,7 @@
 # version is at least the last acknowledged one (no acknowledged write
 # lost). The restart keeps the store ids. Done twice (the second kill right
 # after recovery, while writers run again).
+import os
 import threading
 import time
 import unittest
@@ -111,6 +112,50 @@ class ClusterDurability(tkvtest.TkvTestCase):
             if node:
                 node.cleanup()
             sched.cleanup()
+
+
+
+class ClusterIdent(tkvtest.TkvTestCase):
+    """The store ident (data dir) is untrusted input: a damaged one or one of
+    another cluster stops start-up with a clear error, never a new store id
+    over old data."""
+
+    def start_fails(self, node, what):
+        with self.assertRaises(AssertionError) as e:
+            node.start()
+        self.assertIn("exited with 1", str(e.exception), what)
+        with open(node.log_path, "rb") as f:
+            return f.read()
+
+    def test_damaged_or_foreign_ident_refuses_to_start(self):
+        sched = clustertest.schedtest.Scheduler()
+        other = clustertest.schedtest.Scheduler()
+        node = None
+        try:
+            sched.start()
+            node = clustertest.Node(sched, cores=1)
+            node.start()
+            self.assertEqual(node.stop(), 0)
+            ident = os.path.join(node.data_dir, "store-0", "ident")
+            with open(ident, "rb") as f:
+                good = f.read()
+            self.assertIn(b"store_id ", good)
+            with open(ident, "wb") as f:
+                f.write(b"cluster_id 12x\nstore_id 1\n")
+            log = self.start_fails(node, "a malformed ident must stop start-up")
+            self.assertIn(b"malformed store ident", log)
+            with open(ident, "wb") as f:
+                f.write(good)
+            # the same data dir pointed at another cluster's scheduler
+            other.start()
+            node.extra_args[node.extra_args.index("--pd") + 1] = other.addr
+            log = self.start_fails(node, "another cluster's store must not start")
+            self.assertIn(b"this store belongs to another cluster", log)
+        finally:
+            if node:
+                node.cleanup()
+            sched.cleanup()
+            other.cleanup()
 
 
 if __name__ == "__main__":
