@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "sched_int.h"
+#include "tkv/codec.h"
 #include "tkv/engine.h"
 #include "tkv/err.h"
 #include "tkv/log.h"
@@ -45,13 +46,127 @@ static struct tkv_slice id_key(uint8_t *buf, const char *prefix, uint64_t id)
     return TKV_SLICE(buf, n + 8);
 }
 
+/* ---- write commands: every durable change is one command (a list of META
+ * puts and deletes); written to the engine here, or handed to the writer
+ * (tkv_sched_options.writer: the replicated scheduler) ---- */
+
+struct sched_cmd {
+    uint8_t *p;
+    size_t len, cap;
+};
+
+static void cmd_bytes(struct sched_cmd *cmd, const void *p, size_t n)
+{
+    if (cmd->len + n > cmd->cap) {
+        size_t cap = cmd->cap ? cmd->cap * 2 : 256;
+        while (cap < cmd->len + n)
+            cap *= 2;
+        cmd->p = tkv_xrealloc(cmd->p, cap);
+        cmd->cap = cap;
+    }
+    if (n)
+        memcpy(cmd->p + cmd->len, p, n);
+    cmd->len += n;
+}
+
+static void cmd_slice(struct sched_cmd *cmd, struct tkv_slice s)
+{
+    uint8_t n[4];
+    tkv_codec_put_u32be(n, (uint32_t)s.len);
+    cmd_bytes(cmd, n, 4);
+    cmd_bytes(cmd, s.ptr, s.len);
+}
+
+static void cmd_put(struct sched_cmd *cmd, struct tkv_slice key, struct tkv_slice value)
+{
+    uint8_t kind = TKV_SCHED_CMD_PUT;
+    cmd_bytes(cmd, &kind, 1);
+    cmd_slice(cmd, key);
+    cmd_slice(cmd, value);
+}
+
+static void cmd_delete(struct sched_cmd *cmd, struct tkv_slice key)
+{
+    uint8_t kind = TKV_SCHED_CMD_DELETE;
+    cmd_bytes(cmd, &kind, 1);
+    cmd_slice(cmd, key);
+}
+
+static void cmd_free(struct sched_cmd *cmd)
+{
+    tkv_free(cmd->p);
+    memset(cmd, 0, sizeof(*cmd));
+}
+
+static bool cmd_read_slice(struct tkv_slice *in, size_t max, struct tkv_slice *out)
+{
+    if (in->len < 4)
+        return false;
+    uint32_t n = tkv_codec_get_u32be(in->ptr);
+    if (n > max || in->len - 4 < n)
+        return false;
+    *out = TKV_SLICE(in->ptr + 4, n);
+    in->ptr += 4 + n;
+    in->len -= 4 + n;
+    return true;
+}
+
+int tkv_sched_cmd_to_batch(struct tkv_slice cmd, struct tkv_engine_batch *b)
+{
+    static const char prefix[] = "sched/";
+    while (cmd.len) {
+        uint8_t kind = cmd.ptr[0];
+        struct tkv_slice key, value = TKV_SLICE(NULL, 0);
+        cmd.ptr++;
+        cmd.len--;
+        if (!cmd_read_slice(&cmd, TKV_SCHED_CMD_MAX_KEY, &key) || key.len < sizeof(prefix) - 1 ||
+            memcmp(key.ptr, prefix, sizeof(prefix) - 1) != 0)
+            return TKV_ECORRUPT;
+        if (kind == TKV_SCHED_CMD_PUT) {
+            if (!cmd_read_slice(&cmd, TKV_SCHED_CMD_MAX_VALUE, &value) ||
+                tkv_engine_batch_put(b, TKV_CF_META, key, value) != 0)
+                return TKV_ECORRUPT;
+        } else if (kind == TKV_SCHED_CMD_DELETE) {
+            if (tkv_engine_batch_delete(b, TKV_CF_META, key) != 0)
+                return TKV_ECORRUPT;
+        } else {
+            return TKV_ECORRUPT;
+        }
+    }
+    return 0;
+}
+
+/* Make a command durable: the writer (replicated: it returns once the
+ * command is proposed; replies wait for its commit) or the engine. lazy:
+ * nothing a client was told depends on it (region metas). */
+static int cmd_commit(struct sched_cluster_s *c, const struct sched_cmd *cmd, bool lazy)
+{
+    struct tkv_engine_batch b;
+    int rv;
+    if (cmd->len == 0)
+        return 0;
+    if (c->opts.writer)
+        return c->opts.writer(c->opts.writer_ctx, TKV_SLICE(cmd->p, cmd->len), lazy);
+    tkv_engine_batch_init(&b);
+    rv = tkv_sched_cmd_to_batch(TKV_SLICE(cmd->p, cmd->len), &b);
+    if (rv == 0)
+        rv = tkv_engine_write(c->sess, &b);
+    tkv_engine_batch_close(&b);
+    return rv;
+}
+
 static int write_u64(struct sched_cluster_s *c, const char *key, uint64_t v)
 {
+    struct sched_cmd cmd = {0};
     uint8_t b[8];
+    int rv;
     if (!c->sess)
         return 0;
     put_be64(b, v);
-    return tkv_engine_put(c->sess, TKV_CF_META, tkv_pb_str(key), TKV_SLICE(b, 8));
+    cmd_put(&cmd, tkv_pb_str(key), TKV_SLICE(b, 8));
+    rv = cmd_commit(c, &cmd, false);
+    cmd_free(&cmd);
+    return rv;
 }
 
 static int read_u64(struct sched_cluster_s *c, const char *key, uint64_t *v, bool *found)
@@ -377,7 +492,7 @@ static int check_store(const metapb_Store *st, const char **why)
 }
 
 static int persist_store(struct sched_cluster_s *c, const struct tkv_sched_store *s,
-                         struct tkv_engine_batch *b)
+                         struct sched_cmd *cmd)
 {
     struct tkv_arena arena;
     metapb_Store pb;
@@ -390,12 +505,8 @@ static int persist_store(struct sched_cluster_s *c, const struct tkv_sched_store
     tkv_arena_init(&arena, 0);
     tkv_sched_store_to_pb(&arena, s, &pb);
     rv = tkv_pb_encode_arena(metapb_Store_fields, &pb, &arena, 0, &enc);
-    if (rv == 0) {
-        if (b)
-            rv = tkv_engine_batch_put(b, TKV_CF_META, id_key(key, PREFIX_STORE, s->id), enc);
-        else
-            rv = tkv_engine_put(c->sess, TKV_CF_META, id_key(key, PREFIX_STORE, s->id), enc);
-    }
+    if (rv == 0)
+        cmd_put(cmd, id_key(key, PREFIX_STORE, s->id), enc);
     tkv_arena_close(&arena);
     return rv;
 }
@@ -442,7 +553,11 @@ int tkv_sched_put_store(struct tkv_sched_cluster *c, const metapb_Store *pb, uin
     tmp.state = old_state;
     if (!s)
         tmp.last_heartbeat_ns = now_ns;
-    rv = persist_store(c, &tmp, NULL);
+    struct sched_cmd cmd = {0};
+    rv = persist_store(c, &tmp, &cmd);
+    if (rv == 0)
+        rv = cmd_commit(c, &cmd, false);
+    cmd_free(&cmd);
     if (rv) {
         *why = "cannot persist the store";
         return rv;
@@ -764,7 +879,7 @@ size_t tkv_sched_dirty_regions(const struct tkv_sched_cluster *c)
 
 int tkv_sched_flush_regions(struct tkv_sched_cluster *c)
 {
-    struct tkv_engine_batch b;
+    struct sched_cmd cmd = {0};
     struct tkv_arena arena;
     uint8_t key[32];
     int rv = 0;
@@ -772,7 +887,6 @@ int tkv_sched_flush_regions(struct tkv_sched_cluster *c)
     if (!c->sess || c->n_dirty == 0)
         return 0;
     qsort(c->dirty, c->n_dirty, sizeof(*c->dirty), cmp_u64);
-    tkv_engine_batch_init(&b);
     tkv_arena_init(&arena, 0);
     for (size_t i = 0; i < c->n_dirty && rv == 0; i++) {
         if (i && c->dirty[i] == c->dirty[i - 1])
@@ -780,7 +894,7 @@ int tkv_sched_flush_regions(struct tkv_sched_cluster *c)
         const struct tkv_sched_region *r = sched_map_get(&c->by_id, c->dirty[i]);
         struct tkv_slice k = id_key(key, PREFIX_REGION, c->dirty[i]);
         if (!r) {
-            rv = tkv_engine_batch_delete(&b, TKV_CF_META, k);
+            cmd_delete(&cmd, k);
             continue;
         }
         schedulerpb_RegionHeartbeatRequest hb;
@@ -788,16 +902,16 @@ int tkv_sched_flush_regions(struct tkv_sched_cluster *c)
         region_to_hb(&arena, r, &hb);
         rv = tkv_pb_encode_arena(schedulerpb_RegionHeartbeatRequest_fields, &hb, &arena, 0, &enc);
         if (rv == 0)
-            rv = tkv_engine_batch_put(&b, TKV_CF_META, k, enc);
+            cmd_put(&cmd, k, enc);
     }
     if (rv == 0)
-        rv = tkv_engine_write(c->sess, &b);
+        rv = cmd_commit(c, &cmd, true);
     if (rv == 0)
         c->n_dirty = 0;
     else
         TKV_LOG_WARN("cannot persist region metas; will retry", TKV_LF_U64("regions", c->n_dirty),
                      TKV_LF_ERR(rv));
-    tkv_engine_batch_close(&b);
+    cmd_free(&cmd);
     tkv_arena_close(&arena);
     return rv;
 }
@@ -902,7 +1016,7 @@ void tkv_sched_get_config(const struct tkv_sched_cluster *c, metapb_Cluster *out
     out->max_peer_count = (uint32_t)c->opts.max_replicas;
 }
 
-static int persist_config(struct sched_cluster_s *c, struct tkv_engine_batch *b)
+static int persist_config(struct sched_cluster_s *c, struct sched_cmd *cmd)
 {
     metapb_Cluster pb;
     uint8_t buf[64];
@@ -915,9 +1029,8 @@ static int persist_config(struct sched_cluster_s *c, struct tkv_engine_batch *b)
     rv = tkv_pb_encode(metapb_Cluster_fields, &pb, buf, sizeof(buf), &n);
     if (rv)
         return rv;
-    if (b)
-        return tkv_engine_batch_put(b, TKV_CF_META, tkv_pb_str(KEY_CONFIG), TKV_SLICE(buf, n));
-    return tkv_engine_put(c->sess, TKV_CF_META, tkv_pb_str(KEY_CONFIG), TKV_SLICE(buf, n));
+    cmd_put(cmd, tkv_pb_str(KEY_CONFIG), TKV_SLICE(buf, n));
+    return 0;
 }
 
 int tkv_sched_put_config(struct tkv_sched_cluster *c, const metapb_Cluster *cfg, const char **why)
@@ -935,7 +1048,11 @@ int tkv_sched_put_config(struct tkv_sched_cluster *c, const metapb_Cluster *cfg,
     }
     if (cfg->max_peer_count)
         c->opts.max_replicas = cfg->max_peer_count;
-    rv = persist_config(c, NULL);
+    struct sched_cmd cmd = {0};
+    rv = persist_config(c, &cmd);
+    if (rv == 0)
+        rv = cmd_commit(c, &cmd, false);
+    cmd_free(&cmd);
     if (rv) {
         c->opts.max_replicas = old;
         *why = "cannot persist the cluster config";
@@ -981,7 +1098,7 @@ int tkv_sched_bootstrap(struct tkv_sched_cluster *c, const metapb_Store *store, 
                         const char **why)
 {
     struct tkv_sched_store tmp;
-    struct tkv_engine_batch b;
+    struct sched_cmd cmd = {0};
     int rv;
 
     if (c->bootstrapped) {
@@ -995,13 +1112,12 @@ int tkv_sched_bootstrap(struct tkv_sched_cluster *c, const metapb_Store *store, 
     store_from_pb(&tmp, store);
     tmp.last_heartbeat_ns = now_ns;
     /* Cluster config and the first store in one atomic write. */
-    tkv_engine_batch_init(&b);
-    rv = persist_config(c, &b);
+    rv = persist_config(c, &cmd);
     if (rv == 0)
-        rv = persist_store(c, &tmp, &b);
-    if (rv == 0 && c->sess)
-        rv = tkv_engine_write(c->sess, &b);
-    tkv_engine_batch_close(&b);
+        rv = persist_store(c, &tmp, &cmd);
+    if (rv == 0)
+        rv = cmd_commit(c, &cmd, false);
+    cmd_free(&cmd);
     if (rv) {
         *why = "cannot persist the bootstrap";
         return rv;

@@ -167,7 +167,7 @@ static void add_delta(struct tkv_counter *c, uint64_t now, uint64_t *last)
 
 static void metrics_publish(struct sched_http *h)
 {
-    struct tkv_sched_cluster *c = h->srv->cluster;
+    struct tkv_sched_cluster *c = sched_raft_view(h->srv); /* empty on a follower */
     struct tkv_sched_stats st;
     tkv_sched_get_stats(c, &st);
     add_delta(h->tso_requests, st.tso_requests, &h->last.tso_requests);
@@ -202,7 +202,7 @@ static void metrics_publish(struct sched_http *h)
         tkv_gauge_set(h->stores_by_state[s], by_state[s]);
     tkv_gauge_set(h->regions, (double)tkv_sched_n_regions(c));
     tkv_gauge_set(h->bootstrapped_g, tkv_sched_is_bootstrapped(c) ? 1 : 0);
-    atomic_store(&h->cluster_id, tkv_sched_cluster_id(c));
+    atomic_store(&h->cluster_id, sched_raft_cluster_id(h->srv));
     atomic_store(&h->n_stores, n);
     atomic_store(&h->n_regions, tkv_sched_n_regions(c));
     atomic_store(&h->bootstrapped, tkv_sched_is_bootstrapped(c));
@@ -416,12 +416,13 @@ static void on_tick(struct tkv_timer *t)
         unsigned docs = atomic_exchange_explicit(&h->wanted_docs, 0, memory_order_acq_rel);
         snapshot_clear(b);
         b->gen = want;
+        struct tkv_sched_cluster *c = sched_raft_view(srv); /* empty on a follower */
         if (docs & DOC_STORES)
-            b->stores = build_stores(srv->cluster, now, h->wall_minus_mono_ns);
+            b->stores = build_stores(c, now, h->wall_minus_mono_ns);
         if (docs & DOC_REGIONS)
-            b->regions = build_regions(srv->cluster);
+            b->regions = build_regions(c);
         if (docs & DOC_OPERATORS)
-            b->operators = build_operators(srv->cluster, now);
+            b->operators = build_operators(c, now);
         uintptr_t old = atomic_exchange_explicit(&h->middle, (uintptr_t)b | FRESH,
                                                  memory_order_acq_rel);
         h->back = (struct sched_snapshot *)(old & ~FRESH);

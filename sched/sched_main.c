@@ -62,6 +62,7 @@ static void core_teardown(struct sched_server *srv)
         tkv_rpc_server_free(srv->rpc); /* cancels open streams first */
         srv->rpc = NULL;
     }
+    sched_raft_stop(srv); /* several members: drops the cluster core unflushed */
     if (srv->reactor)
         sched_service_stop(srv);
     tkv_sched_cluster_close(srv->cluster); /* last region flush */
@@ -83,7 +84,7 @@ static int core_init(struct tkv_reactor *r, uint32_t core, void *arg)
         TKV_LOG_ERROR("cannot open an engine session", TKV_LF_ERR(rv));
         goto err;
     }
-    struct tkv_sched_options opts = {
+    srv->opts = (struct tkv_sched_options){
         .max_replicas = srv->cfg.replication.max_replicas,
         .max_store_down_time_ns = srv->cfg.schedule.max_store_down_time_ms * 1000000ull,
         .leader_schedule_limit = srv->cfg.schedule.leader_schedule_limit,
@@ -91,8 +92,15 @@ static int core_init(struct tkv_reactor *r, uint32_t core, void *arg)
         .replica_schedule_limit = srv->cfg.schedule.replica_schedule_limit,
     };
     uint64_t seed = srv->member_id ^ ((uint64_t)getpid() << 20) ^ tkv_now_ns(r);
-    rv = tkv_sched_cluster_open(srv->sess, &opts, sched_wall_ms(), seed, tkv_now_ns(r),
-                                &srv->cluster);
+    if (sched_raft_members(&srv->cfg) > 1) {
+        srv->reactor = r; /* the cluster core opens when this member leads */
+        rv = sched_raft_start(srv);
+        if (rv)
+            srv->reactor = NULL; /* the service timers never started */
+    } else {
+        rv = tkv_sched_cluster_open(srv->sess, &srv->opts, sched_wall_ms(), seed, tkv_now_ns(r),
+                                    &srv->cluster);
+    }
     if (rv) {
         TKV_LOG_ERROR("cannot load the scheduler state", TKV_LF_ERR(rv));
         goto err;
@@ -115,7 +123,7 @@ static int core_init(struct tkv_reactor *r, uint32_t core, void *arg)
     sched_http_core_start(srv);
     TKV_LOG_INFO("tinyscheduler-server is serving", TKV_LF_STR("host", srv->host),
                  TKV_LF_U64("port", srv->port),
-                 TKV_LF_U64("cluster_id", tkv_sched_cluster_id(srv->cluster)),
+                 TKV_LF_U64("cluster_id", sched_raft_cluster_id(srv)),
                  TKV_LF_STR("name", srv->cfg.name));
     char status[TKV_CONFIG_ADDR_MAX + 96];
     snprintf(status, sizeof(status), "READY=1\nSTATUS=serving on %s:%u", srv->host,
@@ -197,10 +205,6 @@ static int run(struct sched_server *srv)
                  TKV_LF_STR("git_hash", TKV_GIT_HASH), TKV_LF_STR("name", srv->cfg.name),
                  TKV_LF_STR("client_urls", srv->cfg.client_urls),
                  TKV_LF_STR("data_dir", srv->cfg.data_dir));
-    if (strchr(srv->cfg.initial_cluster, ','))
-        TKV_LOG_WARN("initial-cluster names several members but replication of the scheduler "
-                     "is not built yet; this member serves alone",
-                     TKV_LF_STR("initial_cluster", srv->cfg.initial_cluster));
     rv = tkv_mkdir_p(srv->cfg.data_dir);
     if (rv) {
         TKV_LOG_ERROR("cannot create the data dir", TKV_LF_STR("path", srv->cfg.data_dir),

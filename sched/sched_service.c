@@ -6,8 +6,11 @@
  * header.cluster_id (a missing header is cluster id 0) and answers a
  * mismatch with gRPC FAILED_PRECONDITION; Tso checks it per message. Methods
  * that need a bootstrapped cluster answer header.error NOT_BOOTSTRAPPED
- * before it is. This member is always the leader (no HA yet), so the "not
- * leader" UNAVAILABLE status is never produced. */
+ * before it is. With several members (sched_raft.c) only the leader serves:
+ * on the others every method but GetMembers answers gRPC UNAVAILABLE
+ * "not leader", and every reply of the leader goes through the reply
+ * barrier (sched_out_*), so nothing a client sees depends on an uncommitted
+ * write. */
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -56,15 +59,17 @@ static void reply(struct tkv_rpc_call *call, const pb_msgdesc_t *fields, const v
         tkv_rpc_call_finish(call, TKV_GRPC_INTERNAL, "cannot encode the response");
         return;
     }
-    tkv_rpc_call_reply(call, out.ptr, out.len);
+    sched_out_reply(server_of(call), call, out.ptr, out.len);
 }
 
 static void header_ok(struct sched_server *srv, void *resp)
 {
     struct resp_head *h = resp;
     h->has_header = true;
-    h->header.cluster_id = tkv_sched_cluster_id(srv->cluster);
+    h->header.cluster_id = sched_raft_cluster_id(srv);
 }
+
+#define NOT_LEADER "not leader"
 
 static void header_err(struct sched_server *srv, struct tkv_arena *arena, void *resp,
                        schedulerpb_ErrorType type, const char *msg)
@@ -86,6 +91,10 @@ static bool begin(struct tkv_rpc_call *call, struct tkv_slice msg, const pb_msgd
     const char *why = NULL;
     char text[200];
 
+    if (!sched_raft_serving(srv)) {
+        tkv_rpc_call_finish(call, TKV_GRPC_UNAVAILABLE, NOT_LEADER);
+        return false;
+    }
     if (tkv_pb_decode_ex(req_fields, req, msg.ptr, msg.len, arena, &why) != 0) {
         snprintf(text, sizeof(text), "cannot decode %s: %s", tkv_pb_msg_name(req_fields),
                  why ? why : "malformed message");
@@ -114,6 +123,10 @@ static bool begin(struct tkv_rpc_call *call, struct tkv_slice msg, const pb_msgd
 static void finish_engine(struct tkv_rpc_call *call, int rv, const char *what)
 {
     char text[200];
+    if (rv == TKV_ENOTLEADER) { /* the write could not be proposed */
+        tkv_rpc_call_finish(call, TKV_GRPC_UNAVAILABLE, NOT_LEADER);
+        return;
+    }
     TKV_LOG_ERROR("scheduler storage failed", TKV_LF_STR("op", what), TKV_LF_ERR(rv));
     snprintf(text, sizeof(text), "%s: storage: %s", what, tkv_strerror(rv));
     tkv_rpc_call_finish(call, TKV_GRPC_INTERNAL, text);
@@ -173,13 +186,42 @@ static void on_get_members(struct tkv_rpc_call *call, struct tkv_slice msg)
         return;
     }
     header_ok(srv, &resp);
-    schedulerpb_Member *m = TKV_PB_PUSH(arena, &resp.members);
-    fill_member(srv, arena, m);
-    resp.has_leader = true;
-    fill_member(srv, arena, &resp.leader);
-    resp.has_etcd_leader = true;
-    fill_member(srv, arena, &resp.etcd_leader);
-    REPLY(GetMembersResponse);
+    size_t n = sched_raft_n_members(srv);
+    if (n == 0) { /* one member: always the leader */
+        schedulerpb_Member *m = TKV_PB_PUSH(arena, &resp.members);
+        fill_member(srv, arena, m);
+        resp.has_leader = true;
+        fill_member(srv, arena, &resp.leader);
+        resp.has_etcd_leader = true;
+        fill_member(srv, arena, &resp.etcd_leader);
+    } else {
+        uint64_t leader = sched_raft_leader(srv);
+        for (size_t i = 0; i < n; i++) {
+            struct sched_member_info mi;
+            schedulerpb_Member m;
+            sched_raft_member(srv, i, &mi);
+            memset(&m, 0, sizeof(m));
+            m.name = tkv_pb_str(mi.name);
+            m.member_id = mi.id;
+            fill_urls(arena, mi.peer_url, &m.peer_urls);
+            fill_urls(arena, mi.client_url, &m.client_urls);
+            *TKV_PB_PUSH(arena, &resp.members) = m;
+            /* Named only once its client URL is known (from its frames):
+             * a leader without one would send clients nowhere. */
+            if (mi.id == leader && mi.client_url[0]) {
+                resp.has_leader = resp.has_etcd_leader = true;
+                resp.leader = resp.etcd_leader = m;
+            }
+        }
+    }
+    /* GetMembers is answered by every member at once: it depends on no write. */
+    {
+        struct tkv_slice out;
+        if (tkv_pb_encode_arena(schedulerpb_GetMembersResponse_fields, &resp, arena, 0, &out) != 0)
+            tkv_rpc_call_finish(call, TKV_GRPC_INTERNAL, "cannot encode the response");
+        else
+            tkv_rpc_call_reply(call, out.ptr, out.len);
+    }
 }
 
 /* ---- Tso (bidi) ---- */
@@ -195,7 +237,13 @@ static void on_tso(struct tkv_rpc_call *call, struct tkv_slice msg)
     int rv;
 
     tkv_arena_reset(arena); /* one arena for the whole stream: reuse per message */
+    if (!sched_raft_serving(srv)) {
+        sched_out_forget(srv, call);
+        tkv_rpc_call_finish(call, TKV_GRPC_UNAVAILABLE, NOT_LEADER);
+        return;
+    }
     if (tkv_pb_decode(schedulerpb_TsoRequest_fields, &req, msg.ptr, msg.len, arena) != 0) {
+        sched_out_forget(srv, call);
         tkv_rpc_call_finish(call, TKV_GRPC_INVALID_ARGUMENT,
                             "cannot decode schedulerpb.TsoRequest");
         return;
@@ -204,12 +252,14 @@ static void on_tso(struct tkv_rpc_call *call, struct tkv_slice msg)
     if (got != tkv_sched_cluster_id(srv->cluster)) {
         snprintf(text, sizeof(text), "mismatch cluster id, need %llu but got %llu",
                  (unsigned long long)tkv_sched_cluster_id(srv->cluster), (unsigned long long)got);
+        sched_out_forget(srv, call);
         tkv_rpc_call_finish(call, TKV_GRPC_FAILED_PRECONDITION, text);
         return;
     }
     if (req.count == 0 || req.count > TKV_SCHED_MAX_TSO_COUNT) {
         snprintf(text, sizeof(text), "tso count should be between 1 and %u, got %u",
                  TKV_SCHED_MAX_TSO_COUNT, req.count);
+        sched_out_forget(srv, call);
         tkv_rpc_call_finish(call, TKV_GRPC_INVALID_ARGUMENT, text);
         return;
     }
@@ -218,20 +268,29 @@ static void on_tso(struct tkv_rpc_call *call, struct tkv_slice msg)
     rv = tkv_sched_tso(srv->cluster, req.count, sched_wall_ms(), srv->cfg.tso_save_interval_ms,
                        &resp.timestamp.physical, &resp.timestamp.logical);
     if (rv) {
+        sched_out_forget(srv, call);
         finish_engine(call, rv, "Tso");
         return;
     }
     resp.has_timestamp = true;
     resp.count = req.count;
     if (tkv_pb_encode_arena(schedulerpb_TsoResponse_fields, &resp, arena, 0, &out) != 0 ||
-        tkv_rpc_call_send(call, out.ptr, out.len) != 0) {
+        sched_out_send(srv, call, out.ptr, out.len) != 0) {
+        sched_out_forget(srv, call);
         tkv_rpc_call_finish(call, TKV_GRPC_INTERNAL, "cannot send the TSO response");
     }
 }
 
 static void on_stream_half_close(struct tkv_rpc_call *call)
 {
-    tkv_rpc_call_finish(call, TKV_GRPC_OK, NULL);
+    sched_out_finish_ok(server_of(call), call);
+}
+
+/* A call ended by the client or the server's stop: forget its held replies. */
+static void on_call_cancel(struct tkv_rpc_call *call, enum tkv_grpc_status why)
+{
+    (void)why;
+    sched_out_forget(server_of(call), call);
 }
 
 /* ---- bootstrap, ids ---- */
@@ -427,6 +486,10 @@ static void on_region_heartbeat(struct tkv_rpc_call *call, struct tkv_slice msg)
         tkv_rpc_call_set_data(call, s);
     }
     tkv_arena_reset(arena);
+    if (!sched_raft_serving(srv)) {
+        hb_finish(srv, s, TKV_GRPC_UNAVAILABLE, NOT_LEADER);
+        return;
+    }
     if (tkv_pb_decode(schedulerpb_RegionHeartbeatRequest_fields, &req, msg.ptr, msg.len, arena)) {
         hb_finish(srv, s, TKV_GRPC_INVALID_ARGUMENT,
                   "cannot decode schedulerpb.RegionHeartbeatRequest");
@@ -475,7 +538,10 @@ static void on_region_heartbeat(struct tkv_rpc_call *call, struct tkv_slice msg)
         hb_send(s, arena, &resp);
         return;
     }
-    if (tkv_sched_dispatch(srv->cluster, req.region.id, now_ns(srv), &resp)) {
+    /* Commands wait while a write is uncommitted (their peer ids may come
+     * from a new id window); the next heartbeat carries them. */
+    if (sched_raft_wait_index(srv) == 0 &&
+        tkv_sched_dispatch(srv->cluster, req.region.id, now_ns(srv), &resp)) {
         struct sched_hb_stream *to = hb_stream_of_store(srv, resp.target_peer.store_id);
         hb_send(to ? to : s, arena, &resp);
     }
@@ -665,14 +731,15 @@ static void on_get_operator(struct tkv_rpc_call *call, struct tkv_slice msg)
 
 #define M(name, fn)                                                                                \
     {                                                                                              \
-        "/schedulerpb.Scheduler/" name, TKV_RPC_UNARY, fn, NULL, NULL, srv                         \
+        "/schedulerpb.Scheduler/" name, TKV_RPC_UNARY, fn, NULL, on_call_cancel, srv               \
     }
 
 void sched_methods(struct sched_server *srv, struct tkv_rpc_method *methods, size_t *n_out)
 {
     const struct tkv_rpc_method table[SCHED_N_METHODS] = {
         M("GetMembers", on_get_members),
-        {"/schedulerpb.Scheduler/Tso", TKV_RPC_BIDI, on_tso, on_stream_half_close, NULL, srv},
+        {"/schedulerpb.Scheduler/Tso", TKV_RPC_BIDI, on_tso, on_stream_half_close, on_call_cancel,
+         srv},
         M("Bootstrap", on_bootstrap),
         M("IsBootstrapped", on_is_bootstrapped),
         M("AllocID", on_alloc_id),
@@ -704,7 +771,8 @@ static void on_patrol(struct tkv_timer *t)
 {
     struct sched_server *srv = t->data;
     uint64_t now = now_ns(srv);
-    if (tkv_sched_is_bootstrapped(srv->cluster) && now - srv->start_ns >= srv->prepare_ns) {
+    if (srv->cluster && tkv_sched_is_bootstrapped(srv->cluster) &&
+        now - srv->start_ns >= srv->prepare_ns) {
         struct timespec t0, t1; /* vDSO clock reads, not syscalls */
         clock_gettime(CLOCK_MONOTONIC, &t0);
         tkv_sched_patrol(srv->cluster, now, &srv->rng, 64);
@@ -718,7 +786,8 @@ static void on_patrol(struct tkv_timer *t)
 static void on_flush(struct tkv_timer *t)
 {
     struct sched_server *srv = t->data;
-    (void)tkv_sched_flush_regions(srv->cluster);
+    if (srv->cluster)
+        (void)tkv_sched_flush_regions(srv->cluster);
     tkv_timer_start(srv->reactor, t, 100ull * 1000000ull);
 }
 
@@ -730,6 +799,13 @@ void sched_service_start(struct sched_server *srv)
     tkv_timer_start(srv->reactor, &srv->patrol_timer,
                     srv->cfg.schedule.patrol_region_interval_ms * 1000000ull);
     tkv_timer_start(srv->reactor, &srv->flush_timer, 100ull * 1000000ull);
+}
+
+void sched_service_drop_streams(struct sched_server *srv, enum tkv_grpc_status st,
+                                const char *text)
+{
+    while (srv->streams)
+        hb_finish(srv, srv->streams, st, text);
 }
 
 void sched_service_stop(struct sched_server *srv)

@@ -138,11 +138,40 @@ struct tkv_sched_operator {
 
 /* ---- the cluster ---- */
 
+/* The writer of a replicated scheduler (sched/sched_raft.c): takes one
+ * write command (see tkv_sched_cmd_to_batch for its bytes; borrowed for the
+ * call) and returns 0 once it is proposed to the group, or an error
+ * (TKV_ENOTLEADER: nothing will be written; the cluster keeps its old
+ * value). The writer's owner must not let a client see anything that
+ * depends on a non-lazy command before that command is committed (the
+ * reply barrier in sched_raft.c). lazy: region metas, a cache nothing
+ * depends on. */
+typedef int (*tkv_sched_writer_fn)(void *ctx, struct tkv_slice cmd, bool lazy);
+
 struct tkv_sched_options {
     uint64_t max_replicas;
     uint64_t max_store_down_time_ns;
     uint64_t leader_schedule_limit, region_schedule_limit, replica_schedule_limit;
+    /* NULL: write commands straight into the session's engine (one member).
+     * Reads (at open) always come from the session. */
+    tkv_sched_writer_fn writer;
+    void *writer_ctx;
 };
+
+/* Write commands: every durable change of the cluster is one command, a
+ * sequence of ops on META keys starting with "sched/":
+ *   put:    u8 1, u32be key_len, key, u32be value_len, value
+ *   delete: u8 2, u32be key_len, key
+ * applied atomically. */
+#define TKV_SCHED_CMD_PUT 1
+#define TKV_SCHED_CMD_DELETE 2
+#define TKV_SCHED_CMD_MAX_KEY 1024
+#define TKV_SCHED_CMD_MAX_VALUE (1u << 20)
+struct tkv_engine_batch;
+/* Decode an untrusted command into b (ops appended). Errors: TKV_ECORRUPT
+ * (truncated, unknown op, key outside "sched/", oversized): b may hold a
+ * prefix of the ops, so discard it. */
+int tkv_sched_cmd_to_batch(struct tkv_slice cmd, struct tkv_engine_batch *b);
 
 struct tkv_sched_cluster;
 
