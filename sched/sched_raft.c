@@ -56,7 +56,7 @@
 #define MAX_FRAME_MSGS 4096
 #define MAX_MSG_ENTRIES 8192
 #define PEER_OUT_MAX (8u << 20)
-#define RECONNECT_NS (200ull * 1000000ull)
+#define RECONNECT_NS (500ull * 1000000ull)
 #define KEY_APPLIED "schedraft/applied"
 
 struct raft_peer {

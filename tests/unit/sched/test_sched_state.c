@@ -217,3 +217,104 @@ Test(state, ask_split)
     h.req.region.peers.n = 0;
     cr_assert_eq(tkv_sched_ask_split(c, &h.req.region, &rid, peers, &n, &why), TKV_EINVAL);
 }
+
+/* ---- the replicated write path (sched_raft.c): commands, not engine writes ---- */
+
+/* A writer that stands for the raft group: records every command, and
+ * refuses them once `refuse` is set (leadership lost). */
+struct fake_group {
+    struct tkv_engine_batch log[256];
+    size_t n;
+    bool refuse;
+    size_t lazy;
+};
+
+static int fake_writer(void *ctx, struct tkv_slice cmd, bool lazy)
+{
+    struct fake_group *g = ctx;
+    if (g->refuse)
+        return TKV_ENOTLEADER;
+    cr_assert(g->n < 256);
+    tkv_engine_batch_init(&g->log[g->n]);
+    cr_assert_eq(tkv_sched_cmd_to_batch(cmd, &g->log[g->n]), 0, "own command does not decode");
+    g->n++;
+    g->lazy += lazy;
+    return 0;
+}
+
+Test(state, writer_gets_every_durable_change_and_a_new_leader_starts_above_the_bounds)
+{
+    static struct fake_group g;
+    struct tkv_sched_options o = test_opts(3);
+    o.writer = fake_writer;
+    o.writer_ctx = &g;
+    const char *why = "";
+    uint64_t id = 0, first_max_id = 0, sp = 0;
+    int64_t phys = 0, logical = 0;
+
+    /* Leader A: its own engine stays empty (everything goes to the writer). */
+    cr_assert_eq(tkv_engine_session_open(eng, &sess), 0);
+    cr_assert_eq(tkv_sched_cluster_open(sess, &o, 5000, 7, T0, &c), 0);
+    uint64_t cid = tkv_sched_cluster_id(c);
+    cr_assert_eq(g.n, 1, "the new cluster id is one command");
+    metapb_Store st = {.id = 1, .address = tkv_pb_str("127.0.0.1:20160")};
+    cr_assert_eq(tkv_sched_bootstrap(c, &st, T0, &why), 0);
+    for (int i = 0; i < 1500; i++)
+        cr_assert_eq(tkv_sched_alloc_id(c, &id), 0);
+    first_max_id = id;
+    cr_assert_eq(tkv_sched_tso(c, 10, 5000, 3000, &phys, &logical), 0);
+    cr_assert_eq(tkv_sched_update_gc_safe_point(c, 77, &sp), 0);
+    size_t n_cmds = g.n;
+    cr_assert_eq(n_cmds, 6, "cluster id, bootstrap, 2 id bounds, TSO bound, GC: got %zu", g.n);
+    /* Nothing reached A's engine directly. */
+    struct tkv_slice v;
+    cr_assert_eq(tkv_engine_get(sess, TKV_CF_META, tkv_pb_str("sched/alloc_bound"), &v),
+                 TKV_ENOTFOUND);
+    /* Leadership lost: a write is refused and nothing is handed out. */
+    g.refuse = true;
+    uint64_t before = id;
+    for (int i = 0; i < 600 && tkv_sched_alloc_id(c, &id) == 0; i++)
+        ;
+    cr_assert_eq(tkv_sched_alloc_id(c, &id), TKV_ENOTLEADER);
+    cr_assert(id < before + 600, "ids past the replicated window were handed out");
+    tkv_sched_cluster_drop(c);
+    c = NULL;
+
+    /* Member B applies the committed commands, then leads from its engine. */
+    for (size_t i = 0; i < g.n; i++) {
+        cr_assert_eq(tkv_engine_write(sess, &g.log[i]), 0);
+        tkv_engine_batch_close(&g.log[i]);
+    }
+    g.n = 0;
+    g.refuse = false;
+    cr_assert_eq(tkv_sched_cluster_open(sess, &o, 1000 /* clock behind */, 8, T0, &c), 0);
+    cr_assert_eq(tkv_sched_cluster_id(c), cid);
+    cr_assert(tkv_sched_is_bootstrapped(c));
+    cr_assert_not_null(tkv_sched_get_store(c, 1));
+    cr_assert_eq(tkv_sched_gc_safe_point(c), 77);
+    cr_assert_eq(tkv_sched_alloc_id(c, &id), 0);
+    cr_assert(id > first_max_id && id > before, "new leader's id %llu not above the bound",
+              (unsigned long long)id);
+    int64_t p2, l2;
+    cr_assert_eq(tkv_sched_tso(c, 1, 1000, 3000, &p2, &l2), 0);
+    cr_assert(ts_of(p2, l2) > ts_of(phys, logical), "new leader's timestamp went back");
+}
+
+Test(state, malformed_commands_are_refused)
+{
+    struct tkv_engine_batch b;
+    static const uint8_t ok[] = {1, 0, 0, 0, 8, 's', 'c', 'h', 'e', 'd', '/', 'x', 'y', 0, 0, 0, 1, 'v'};
+    static const uint8_t outside[] = {1, 0, 0, 0, 3, 'a', 'b', 'c', 0, 0, 0, 0};
+    static const uint8_t bad_op[] = {9, 0, 0, 0, 8, 's', 'c', 'h', 'e', 'd', '/', 'x', 'y'};
+    static const uint8_t huge_len[] = {2, 0xff, 0xff, 0xff, 0xff, 's'};
+    tkv_engine_batch_init(&b);
+    cr_assert_eq(tkv_sched_cmd_to_batch(TKV_SLICE(ok, sizeof(ok)), &b), 0);
+    cr_assert_eq(b.n_ops, 1);
+    for (size_t cut = 1; cut < sizeof(ok); cut++)
+        cr_assert_eq(tkv_sched_cmd_to_batch(TKV_SLICE(ok, cut), &b), TKV_ECORRUPT,
+                     "truncated at %zu accepted", cut);
+    cr_assert_eq(tkv_sched_cmd_to_batch(TKV_SLICE(outside, sizeof(outside)), &b), TKV_ECORRUPT);
+    cr_assert_eq(tkv_sched_cmd_to_batch(TKV_SLICE(bad_op, sizeof(bad_op)), &b), TKV_ECORRUPT);
+    cr_assert_eq(tkv_sched_cmd_to_batch(TKV_SLICE(huge_len, sizeof(huge_len)), &b), TKV_ECORRUPT);
+    tkv_engine_batch_close(&b);
+}
