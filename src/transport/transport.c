@@ -326,9 +326,12 @@ static void raft_stream_done(struct tkv_rpc_ccall *c, void *user, enum tkv_grpc_
         TKV_LOG_DEBUG("raft stream ended", TKV_LF_U64("store", d->store_id),
                       TKV_LF_STR("status", tkv_grpc_status_name((int)status)),
                       TKV_LF_STR("message", message ? message : ""));
-    /* a stream that moved bytes was up: start the backoff afresh */
+    /* a stream that moved bytes was up: start the backoff afresh; one that
+     * never did may have a stale address (the store moved): resolve again */
     if (d->progress)
         d->backoff_ns = t->cfg.backoff_min_ns;
+    else
+        d->have_addr = false;
     d->progress = false;
     d->sent_in_stream = false;
     for (uint32_t i = 0; i < d->n_recent; i++)
