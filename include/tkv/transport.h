@@ -30,9 +30,10 @@
  * task, so a raftstore may be called back safely (it is never re-entered
  * from its own env.send).
  *
- * Lifetime: create on the core (after the raft log, so a raft log flushing
- * in a before-sleep hook is not overtaken), free from the core's fini. An
- * orderly reactor stop closes every outgoing stream (on-stop hook).
+ * Lifetime: create on the core, free from the core's fini (before or
+ * after the rpc server that holds its methods: a server call that outlives
+ * the transport sees a closing store and frees its own state). An orderly
+ * reactor stop closes every outgoing stream (on-stop hook).
  */
 #ifndef TKV_TRANSPORT_H
 #define TKV_TRANSPORT_H

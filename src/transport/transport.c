@@ -98,8 +98,24 @@ struct metrics {
     struct tkv_gauge *queued_bytes;
 };
 
+/* What the server-side handlers reach through their method data. It
+ * outlives the transport while snapshots are still being received, so the
+ * host may free the transport and the rpc server in either order: a call
+ * cancelled after the transport is gone frees its own state here. */
+struct inbound {
+    struct tkv_transport *t; /* NULL once the transport is freed */
+    uint32_t refs;           /* the transport's + one per snapshot being received */
+};
+
+static void inbound_unref(struct inbound *in)
+{
+    if (--in->refs == 0)
+        tkv_free(in);
+}
+
 struct tkv_transport {
     struct tkv_reactor *r;
+    struct inbound *in;
     struct tkv_transport_config cfg;
     struct tkv_transport_host host;
     struct dest **dests;
@@ -787,9 +803,17 @@ static void deliver(struct tkv_transport *t, const struct tkv_rs_msg *m)
     t->host.deliver(t->host.ctx, m);
 }
 
+static struct tkv_transport *call_transport(struct tkv_rpc_call *call)
+{
+    struct inbound *in = tkv_rpc_call_method_data(call);
+    return in->t;
+}
+
 static void on_raft_message(struct tkv_rpc_call *call, struct tkv_slice bytes)
 {
-    struct tkv_transport *t = tkv_rpc_call_method_data(call);
+    struct tkv_transport *t = call_transport(call);
+    if (!t)
+        return; /* the store is closing */
     t->st.msgs_received++;
     tkv_counter_inc(t->m.received);
     struct tkv_rs_msg m;
@@ -823,6 +847,7 @@ static void on_raft_half_close(struct tkv_rpc_call *call)
 /* ------------------------------------------------------------ inbound: Snapshot */
 
 struct snap_in {
+    struct inbound *in;    /* holds a reference */
     struct tkv_rs_msg msg; /* the envelope (snapshot data = its meta, replaced) */
     uint8_t *buf;
     size_t off, total;
@@ -833,22 +858,30 @@ struct snap_in {
     } files[4];
 };
 
-static void snap_in_free(struct tkv_transport *t, struct snap_in *s)
+static void snap_in_free(struct snap_in *s)
 {
     if (!s)
         return;
+    struct inbound *in = s->in;
     tkv_rs_msg_release(&s->msg);
     tkv_free(s->buf);
-    t->st.recv_snap_bytes -= s->total;
-    t->recv_snaps--;
+    if (in->t) {
+        in->t->st.recv_snap_bytes -= s->total;
+        in->t->recv_snaps--;
+    }
     tkv_free(s);
+    inbound_unref(in);
 }
 
 static void snap_refuse(struct tkv_transport *t, struct tkv_rpc_call *call, int reason)
 {
     struct snap_in *s = tkv_rpc_call_data(call);
-    snap_in_free(t, s);
+    snap_in_free(s);
     tkv_rpc_call_set_data(call, NULL);
+    if (!t) {
+        tkv_rpc_call_finish(call, TKV_GRPC_UNAVAILABLE, "store closing");
+        return;
+    }
     count_reject(t, reason);
     enum tkv_grpc_status st = TKV_GRPC_INVALID_ARGUMENT;
     if (reason == TKV_TRANSPORT_REJECT_SNAP_CHECKSUM)
@@ -862,8 +895,12 @@ static void snap_refuse(struct tkv_transport *t, struct tkv_rpc_call *call, int 
 
 static void on_snap_message(struct tkv_rpc_call *call, struct tkv_slice bytes)
 {
-    struct tkv_transport *t = tkv_rpc_call_method_data(call);
+    struct tkv_transport *t = call_transport(call);
     struct snap_in *s = tkv_rpc_call_data(call);
+    if (!t) {
+        snap_refuse(NULL, call, TKV_TRANSPORT_REJECT_SNAP_BUSY);
+        return;
+    }
     raft_serverpb_SnapshotChunk ch;
     if (tkv_pb_decode(raft_serverpb_SnapshotChunk_fields, &ch, bytes.ptr, bytes.len,
                       &t->scratch) < 0) {
@@ -939,6 +976,8 @@ static void on_snap_message(struct tkv_rpc_call *call, struct tkv_slice bytes)
         return;
     }
     s = tkv_xcalloc(1, sizeof(*s));
+    s->in = t->in;
+    t->in->refs++;
     s->msg = m;
     s->buf = buf;
     s->total = total;
@@ -961,9 +1000,9 @@ static void raft_buf_free_fn(void *ctx, uint8_t *data)
 
 static void on_snap_half_close(struct tkv_rpc_call *call)
 {
-    struct tkv_transport *t = tkv_rpc_call_method_data(call);
+    struct tkv_transport *t = call_transport(call);
     struct snap_in *s = tkv_rpc_call_data(call);
-    if (!s) {
+    if (!t || !s) {
         snap_refuse(t, call, TKV_TRANSPORT_REJECT_SNAP_CHUNK); /* no message at all */
         return;
     }
@@ -993,7 +1032,7 @@ static void on_snap_half_close(struct tkv_rpc_call *call)
     t->st.msgs_received++;
     tkv_counter_inc(t->m.received);
     deliver(t, &s->msg);
-    snap_in_free(t, s);
+    snap_in_free(s);
     tkv_rpc_call_set_data(call, NULL);
     reply_done(call);
 }
@@ -1001,8 +1040,7 @@ static void on_snap_half_close(struct tkv_rpc_call *call)
 static void on_snap_cancel(struct tkv_rpc_call *call, enum tkv_grpc_status why)
 {
     (void)why;
-    struct tkv_transport *t = tkv_rpc_call_method_data(call);
-    snap_in_free(t, tkv_rpc_call_data(call));
+    snap_in_free(tkv_rpc_call_data(call));
     tkv_rpc_call_set_data(call, NULL);
 }
 
@@ -1014,7 +1052,7 @@ void tkv_transport_methods(struct tkv_transport *t, struct tkv_rpc_method out[TK
         .on_message = on_raft_message,
         .on_half_close = on_raft_half_close,
         .on_cancel = NULL,
-        .data = t,
+        .data = t->in,
     };
     out[1] = (struct tkv_rpc_method){
         .path = "/tinykvpb.TinyKv/Snapshot",
@@ -1022,7 +1060,7 @@ void tkv_transport_methods(struct tkv_transport *t, struct tkv_rpc_method out[TK
         .on_message = on_snap_message,
         .on_half_close = on_snap_half_close,
         .on_cancel = on_snap_cancel,
-        .data = t,
+        .data = t->in,
     };
 }
 
@@ -1092,6 +1130,9 @@ int tkv_transport_new(struct tkv_reactor *r, const struct tkv_transport_config *
         c->max_recv_snapshot_mem = (size_t)2 << 30;
     if (!c->snapshot_timeout_ns)
         c->snapshot_timeout_ns = 600000 * MS;
+    t->in = tkv_xcalloc(1, sizeof(*t->in));
+    t->in->t = t;
+    t->in->refs = 1;
     tkv_arena_init(&t->scratch, 0);
     tkv_timer_init(&t->pump, pump_cb, t);
     metrics_init(&t->m);
@@ -1116,6 +1157,8 @@ void tkv_transport_free(struct tkv_transport *t)
     }
     tkv_free(t->dests);
     tkv_free(t->closing);
+    t->in->t = NULL; /* calls still alive in the rpc server see a closed store */
+    inbound_unref(t->in);
     tkv_arena_close(&t->scratch);
     tkv_free(t);
 }
