@@ -39,12 +39,13 @@ def _lazy_umount(path):
 class PowerCutFS:
     """One powercutfs daemon: BACKING is the disk, MNT what programs use."""
 
-    def __init__(self, base, posix_dirs=False):
+    def __init__(self, base, posix_dirs=False, persist_random=None):
         self.backing = os.path.join(base, "disk")
         self.mnt = os.path.join(base, "mnt")
         os.makedirs(self.backing, exist_ok=True)
         os.makedirs(self.mnt, exist_ok=True)
         self.posix_dirs = posix_dirs
+        self.persist_random = persist_random  # None or "PCT:SEED" (--persist-random)
         self.proc = None
         self.log_path = os.path.join(base, "powercutfs.log")
         self.n_mounts = 0
@@ -54,6 +55,7 @@ class PowerCutFS:
         self.n_mounts += 1
         log = open(self.log_path, "ab")
         args = _pdeathsig("TERM") + [fs_bin()] + (["--posix-dirs"] if self.posix_dirs else []) + \
+            (["--persist-random", self.persist_random] if self.persist_random else []) + \
             [self.backing, self.mnt]
         # At a power cut the daemon abandons what the kernel still holds open
         # (directory handles, libfuse's node table): not leaks to report.
@@ -92,12 +94,16 @@ class PowerCutFS:
                                  (timeout, self.log_tail()))
         if os.path.ismount(self.mnt):
             _lazy_umount(self.mnt)
-        lines = [ln for ln in self.log_tail(200).splitlines() if "power cut:" in ln]
+        lines = [ln for ln in self.log_tail(200).splitlines() if "power cut: dropped" in ln]
         if self.proc.returncode != 0 or not lines:
             raise AssertionError("powercutfs power cut failed (exit %d):\n%s" %
                                  (self.proc.returncode, self.log_tail()))
-        self.cut_lines.append(lines[-1])
-        return lines[-1]
+        line = lines[-1]
+        extra = [ln for ln in self.log_tail(5).splitlines() if "--persist-random" in ln]
+        if self.persist_random and extra:
+            line += "\n  " + extra[-1]
+        self.cut_lines.append(line)
+        return line
 
     def unmount(self, timeout=20):
         """Clean unmount (everything flushed, as a real umount does)."""

@@ -172,6 +172,71 @@ class PowerCutFSTest(unittest.TestCase):
         # Nothing of the trash shows through the mount.
         self.assertNotIn(".powercutfs-trash", os.listdir(self.fs.mnt))
 
+    def test_links_exchange_rmdir_and_o_dsync(self):
+        self.mount()
+        os.mkdir(self.p("d"))
+        os.mkdir(self.p("d/empty"))
+        write_file(self.p("d/x"), b"x", sync=True)
+        write_file(self.p("d/y"), b"y", sync=True)
+        fsync_path(self.p("d"))
+        os.symlink("x", self.p("d/sym"))
+        os.link(self.p("d/x"), self.p("d/hard"))
+        os.rmdir(self.p("d/empty"))
+        import ctypes  # os has no renameat2: glibc's, RENAME_EXCHANGE = 2, AT_FDCWD = -100
+        libc = ctypes.CDLL(None, use_errno=True)
+        rv = libc.renameat2(-100, self.p("d/x").encode(), -100, self.p("d/y").encode(), 2)
+        self.assertEqual(rv, 0, "renameat2(RENAME_EXCHANGE): errno %d" % ctypes.get_errno())
+        self.assertEqual(read_file(self.p("d/x")), b"y")
+        self.assertEqual(read_file(self.p("d/sym")), b"y")
+        self.assertEqual(os.stat(self.p("d/hard")).st_nlink, 2)
+        # O_DSYNC: every write is durable when it returns.
+        fd = os.open(self.p("d/dsync"), os.O_CREAT | os.O_WRONLY | os.O_DSYNC, 0o644)
+        os.write(fd, b"durable at once")
+        os.close(fd)
+        line = self.cut_and_remount()
+        # The O_DSYNC write committed its file's create and, ordered journal,
+        # every name change before it: symlink, link, rmdir, exchange.
+        self.assertIn("undid 0 namespace operations", line)
+        self.assertEqual(read_file(self.p("d/dsync")), b"durable at once")
+        self.assertEqual(read_file(self.p("d/x")), b"y")
+        self.assertEqual(read_file(self.p("d/hard")), b"x")
+        self.assertTrue(os.path.islink(self.p("d/sym")))
+        self.assertFalse(os.path.exists(self.p("d/empty")))
+        # Now without the synced write at the end: all undone.
+        os.symlink("y", self.p("d/sym2"))
+        os.link(self.p("d/y"), self.p("d/hard2"))
+        os.mkdir(self.p("d/empty2"))
+        fsync_path(self.p("d"))
+        os.rmdir(self.p("d/empty2"))
+        os.unlink(self.p("d/sym"))
+        line = self.cut_and_remount()
+        self.assertIn("undid 2 namespace operations", line)
+        self.assertTrue(os.path.isdir(self.p("d/empty2")), "rmdir not undone")
+        self.assertTrue(os.path.islink(self.p("d/sym")), "unlink of a symlink not undone")
+        self.assertEqual(os.readlink(self.p("d/sym2")), "y")
+        self.assertEqual(read_file(self.p("d/hard2")), b"x")
+
+    def test_persist_random_writes_some_dirty_pages(self):
+        """--persist-random 50: each unsynced page reaches the disk or not;
+        nothing else does (no other content, names undone as usual)."""
+        self.fs = pcfs.PowerCutFS(self.base, persist_random="50:12345")
+        self.mount()
+        write_file(self.p("f"), b"", sync=True)
+        pages = [bytes([i + 1]) * 4096 for i in range(40)]
+        with open(self.p("f"), "r+b") as f:
+            f.write(b"".join(pages))
+        write_file(self.p("new"), b"x" * 4096, sync=False)
+        line = self.cut_and_remount()
+        data = read_file(self.p("f"))
+        self.assertEqual(len(data) % 4096, 0)
+        kept = 0
+        for i in range(len(data) // 4096):
+            page = data[i * 4096:(i + 1) * 4096]
+            self.assertIn(page, (pages[i], b"\0" * 4096), "page %d is neither old nor new" % i)
+            kept += page == pages[i]
+        self.assertTrue(0 < kept < 40, "%d of 40 pages persisted with 50%%: %s" % (kept, line))
+        self.assertFalse(os.path.exists(self.p("new")), "an unsynced create survived")
+
     def test_open_unlinked_file_keeps_working(self):
         self.mount()
         fd = os.open(self.p("anon"), os.O_CREAT | os.O_RDWR, 0o644)

@@ -4,11 +4,13 @@
 # fsynced is dropped), the filesystem is mounted again, the server restarts on
 # the same data dir and every acknowledged put must be there. Twice on the
 # same data dir: the second time with --posix-dirs (names durable only after
-# a directory fsync), on top of what the first recovery left.
+# a directory fsync) and --persist-random 50 (a random half of the unsynced
+# pages reach the disk at the cut), on top of what the first recovery left.
 # Negative control (test builds): the same run with the engine/skip_fsync
 # failpoint (TKV_FAILPOINTS, WiredTiger's log written but never fsynced) must
 # lose acknowledged puts.
 import os
+import random
 import signal
 import sys
 import threading
@@ -105,7 +107,8 @@ class ServerPowerCut(unittest.TestCase):
         missing = self.missing_after_restart(self.srv, list(earlier) + keys)
         sys.stderr.write("%s%s: %d puts acknowledged, %d lost\n  fs: %s\n" %
                          ("engine/skip_fsync" if env else "normal",
-                          " (posix dirs)" if self.fs.posix_dirs else "", len(keys), len(missing), line))
+                          " (posix dirs, persist-random %s)" % self.fs.persist_random
+                          if self.fs.posix_dirs else "", len(keys), len(missing), line))
         return keys, missing
 
     def test_power_cut_keeps_every_acknowledged_put(self):
@@ -116,10 +119,12 @@ class ServerPowerCut(unittest.TestCase):
         # directory fsync this time.
         self.fs.unmount()
         self.fs.posix_dirs = True
+        self.fs.persist_random = "50:%d" % random.randrange(1 << 31)
         self.fs.mount()
         keys2, missing = self.power_cut_run(prefix=b"r1", earlier=keys)
         self.assertFalse(missing, "%d of %d acknowledged puts lost at the second power cut "
-                         "(--posix-dirs); first: %r" % (len(missing), len(keys) + len(keys2), missing[:5]))
+                         "(--posix-dirs --persist-random %s); first: %r" %
+                         (len(missing), len(keys) + len(keys2), self.fs.persist_random, missing[:5]))
 
     def test_negative_control_skip_fsync_loses_puts(self):
         keys, missing = self.power_cut_run({"TKV_FAILPOINTS": "engine/skip_fsync"})

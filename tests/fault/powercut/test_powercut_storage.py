@@ -6,8 +6,9 @@
 # Negative control: with the module's skip_fsync failpoint (test builds) the
 # same run must lose acknowledged steps -- and kill -9 alone, without the
 # cut, must not (that is why the power cut is needed).
-# TKV_SEED=<n> replays the kill timing; TKV_POWERCUT_ROUNDS (default 2; odd
-# rounds mount with --posix-dirs).
+# TKV_SEED=<n> replays the kill timing; TKV_POWERCUT_ROUNDS (default 3: the
+# second round mounts with --posix-dirs, the third with --persist-random 50,
+# a random half of the unsynced pages reaching the disk at the cut).
 import os
 import random
 import select
@@ -19,7 +20,7 @@ import unittest
 
 import pcfs
 
-ROUNDS = int(os.environ.get("TKV_POWERCUT_ROUNDS", "2"))
+ROUNDS = int(os.environ.get("TKV_POWERCUT_ROUNDS", "3"))
 FAILPOINTS = {"raftlog": "raftlog/skip_fsync", "raftlog-uring": "raftlog/skip_fsync",
               "engine": "engine/skip_fsync"}
 
@@ -120,18 +121,23 @@ class StoragePowerCut(unittest.TestCase):
             line = "(no power cut: clean unmount after kill -9)"
         self.fs.mount()
         rc, out, err = self.verify(module, subdir, acked)
-        sys.stderr.write("%s%s%s: %s\n  fs: %s\n" % (module, " [%s]" % failpoint if failpoint else "",
-                                                     " (posix dirs)" if self.fs.posix_dirs else "",
-                                                     out, line))
+        sys.stderr.write("%s%s%s%s: %s\n  fs: %s\n" % (
+            module, " [%s]" % failpoint if failpoint else "",
+            " (posix dirs)" if self.fs.posix_dirs else "",
+            " (persist-random %s)" % self.fs.persist_random if self.fs.persist_random else "",
+            out, line))
         return rc, out, err
 
     def check_keeps_everything(self, module):
         for i in range(ROUNDS):
-            # Odd rounds with --posix-dirs: names durable only after a
-            # directory fsync (ext4-like otherwise).
-            if self.fs.posix_dirs != (i % 2 == 1):
+            # Round 1 (mod 3) with --posix-dirs: names durable only after a
+            # directory fsync; round 2 with --persist-random 50: some
+            # unsynced pages (a torn tail) reach the disk too.
+            posix = i % 3 == 1
+            persist = "50:%d" % self.rng.randrange(1 << 31) if i % 3 == 2 else None
+            if self.fs.posix_dirs != posix or self.fs.persist_random != persist:
                 self.fs.unmount()
-                self.fs.posix_dirs = i % 2 == 1
+                self.fs.posix_dirs, self.fs.persist_random = posix, persist
                 self.fs.mount()
             rc, out, err = self.power_cut_round(module, "%s-%d" % (module, i))
             self.assertEqual(rc, 0, "seed %d round %d: %s lost acknowledged data at a power cut:\n%s\n%s" %

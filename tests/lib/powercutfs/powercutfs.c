@@ -19,6 +19,9 @@
  *    operation (newest first), prints what it dropped and exits 0;
  *  - SIGTERM / SIGINT / fusermount3 -u is a clean unmount: everything is
  *    flushed to BACKING, as a real unmount would.
+ * --persist-random PCT[:SEED]: a cut first writes each dirty page with PCT %
+ * chance (the kernel may have written any of them back before the power
+ * went), in no order; the rest as above.
  * kill -9 of the daemon is NOT a power cut (uncommitted namespace changes
  * stay in BACKING). Single-threaded event loop: no locking anywhere.
  * Test infrastructure only: never part of the product. */
@@ -43,6 +46,7 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/types.h>
+#include <time.h>
 #include <unistd.h>
 
 #define PC_PAGE 4096
@@ -101,6 +105,8 @@ static struct jop *journal;
 static size_t j_n, j_cap;
 static uint64_t trash_seq;
 static bool posix_dirs;
+static unsigned persist_pct; /* --persist-random: share of dirty pages a cut writes */
+static uint64_t persist_seed;
 static volatile sig_atomic_t cut_requested;
 static struct fuse_session *the_session;
 
@@ -1054,15 +1060,46 @@ static void collect_inode(const void *node, VISIT which, void *arg)
     }
 }
 
+static uint64_t rng_next(uint64_t *x)
+{
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    return *x;
+}
+
+/* --persist-random: the kernel may have written back any dirty page before
+ * the power went; each one reaches the disk with probability persist_pct %
+ * (content only: pending size changes are lost, the file grows to cover a
+ * page written past its backing end). Returns the pages written. */
+static uint64_t persist_some(struct pc_inode *in, uint64_t *rng)
+{
+    uint64_t n = 0;
+    struct page_list l = pages_of(in);
+    for (size_t i = 0; i < l.n; i++) {
+        struct pc_page *p = l.v[i];
+        off_t o = (off_t)(p->no * PC_PAGE);
+        if (rng_next(rng) % 100 >= persist_pct || o >= in->size)
+            continue;
+        size_t len = in->size - o < PC_PAGE ? (size_t)(in->size - o) : PC_PAGE;
+        if (pwrite(in->fd, p->data, len, o) == (ssize_t)len)
+            n++;
+    }
+    free(l.v);
+    return n;
+}
+
 static void power_cut(void)
 {
     struct inode_list l = {xcalloc(n_inodes + 1, sizeof(*l.v)), 0};
     twalk_r(inodes, collect_inode, &l);
-    uint64_t files = 0, pages = 0;
+    uint64_t files = 0, pages = 0, persisted = 0, rng = persist_seed | 1;
     for (size_t i = 0; i < l.n; i++) {
         if (l.v[i]->dirty) {
             files++;
             pages += l.v[i]->n_pages;
+            if (persist_pct)
+                persisted += persist_some(l.v[i], &rng);
         }
         inode_free(l.v[i]);
     }
@@ -1076,6 +1113,11 @@ static void power_cut(void)
             " directory fsyncs had been served\n",
             pages, files, pending, undone[J_CREATE], undone[J_UNLINK], undone[J_RMDIR],
             undone[J_RENAME], undone[J_EXCHANGE], stats.fsyncs, stats.fsyncdirs);
+    if (persist_pct)
+        fprintf(stderr,
+                "powercutfs: power cut: --persist-random %u:%" PRIu64 " wrote %" PRIu64
+                " of those dirty pages to the disk first\n",
+                persist_pct, persist_seed, persisted);
 }
 
 static int clean_unmount(void)
@@ -1114,8 +1156,10 @@ static int rm_entry(const char *p, const struct stat *st, int type, struct FTW *
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: powercutfs [--posix-dirs] BACKING MOUNTPOINT [-o fuse-options]\n"
+    fprintf(stderr, "usage: powercutfs [--posix-dirs] [--persist-random PCT[:SEED]] BACKING "
+                    "MOUNTPOINT [-o fuse-options]\n"
                     "  SIGUSR1: power cut (drop unsynced data, undo uncommitted names, exit)\n"
+                    "  --persist-random: a cut first writes each dirty page with PCT %% chance\n"
                     "  SIGTERM/SIGINT/unmount: clean unmount (flush everything)\n");
 }
 
@@ -1128,6 +1172,16 @@ int main(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--posix-dirs") == 0) {
             posix_dirs = true;
+        } else if (strcmp(argv[i], "--persist-random") == 0 && i + 1 < argc) {
+            char *end;
+            unsigned long pct = strtoul(argv[++i], &end, 10);
+            persist_seed = *end == ':' ? strtoull(end + 1, &end, 10)
+                                       : (uint64_t)time(NULL) * 2654435761u ^ (uint64_t)getpid();
+            if (*end != '\0' || pct > 100) {
+                usage();
+                return 2;
+            }
+            persist_pct = (unsigned)pct;
         } else if (strcmp(argv[i], "-o") == 0 && i + 1 < argc && fargc < 14) {
             fargv[fargc++] = argv[i++];
             fargv[fargc++] = argv[i];
