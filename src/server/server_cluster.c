@@ -33,6 +33,8 @@
 #include "tkv/raftlog.h"
 #include "tkv/raftstore.h"
 #include "tkv/reactor.h"
+#include "tkv/transport.h"
+#include "tkv/txn_cluster.h"
 
 /* Engine checkpoints: how often each store asks for one. A checkpoint
  * bounds what a restart replays from the raft log and lets raft log GC
@@ -50,6 +52,11 @@
 /* Largest number of regions one heartbeat round reports per store. */
 #define CLUSTER_MAX_HB_REGIONS 1024
 #define CLUSTER_IDENT_FILE "ident"
+/* Store addresses the transport asked for (other nodes' stores), cached
+ * from the scheduler's GetStore and refreshed after this long (a store
+ * restarted on port 0 registers a new address). */
+#define CLUSTER_ADDR_CACHE 64
+#define CLUSTER_ADDR_TTL_MS 10000
 
 enum ckpt_state { CKPT_IDLE = 0, CKPT_REQUESTED, CKPT_DONE };
 
@@ -66,6 +73,14 @@ struct cl_req {
     enum req_kind kind;
     uint64_t req_store_id; /* Context.peer.store_id, for StoreNotMatch */
     struct cl_req *next_free;
+};
+
+/* One store address learnt from the scheduler (GetStore). */
+struct store_addr {
+    uint64_t store_id;
+    char addr[TKV_CONFIG_ADDR_MAX];
+    uint64_t fetched_ms; /* 0: never answered */
+    bool pending;        /* a GetStore is in flight */
 };
 
 struct cluster_store {
@@ -97,7 +112,10 @@ struct cluster_store {
     bool stopping;
     bool closing; /* core fini: calls are gone, answers are dropped */
     uint64_t led_sum;      /* sum of the ids of the regions led at the last tick */
-    uint64_t dropped_msgs; /* cluster_send: no transport yet */
+    uint64_t dropped_msgs; /* cluster_send before the transport exists */
+    struct tkv_transport *tp;
+    struct tkv_txn_cluster *txn; /* Kv* commands of the regions this store leads */
+    struct store_addr addrs[CLUSTER_ADDR_CACHE];
     uint64_t ignored_ops;  /* scheduler operators not carried out yet */
     struct tkv_arena arena; /* responses, reset per callback */
     struct cl_req *free_reqs;
@@ -590,16 +608,18 @@ static uint64_t env_now_ms(void *ctx)
     return st->r ? tkv_now_ns(st->r) / 1000000 : mono_ms();
 }
 
-/* The one exit of raft messages to other stores. No store-to-store
- * transport yet (issue 8 item 3, written in parallel): messages to other
- * stores are dropped and counted, as a lossy network would; a region
- * whose only replica is here needs none. */
+/* The one exit of raft messages to other stores: the store's transport
+ * (src/transport: one Raft stream per destination store, batched per loop
+ * turn, bounded queues). Before it exists (the start-up recovery pass, the
+ * moment between opening the raftstore and the transport) a message is
+ * dropped and counted, as a lossy network would: raft retransmits. */
 static void cluster_send(void *ctx, uint64_t to_store, const struct tkv_rs_msg *m)
 {
     struct cluster_store *st = ctx;
-    (void)to_store;
-    (void)m;
-    st->dropped_msgs++;
+    if (st->tp && !st->closing)
+        tkv_transport_send(st->tp, to_store, m);
+    else
+        st->dropped_msgs++;
 }
 
 static void rs_config(const struct server_node *node, const struct cluster_store *st,
@@ -881,7 +901,12 @@ static void ready_hook(void *arg)
     /* One Ready per turn (the raft log's own hook, added after this one,
      * then writes the turn's group commit). More work right away: come
      * back next turn without sleeping. */
-    if (tkv_raftstore_ready(st->rs) && !tkv_timer_armed(&st->kick_timer))
+    bool more = tkv_raftstore_ready(st->rs);
+    /* Kv* commands whose latches are free start after the Ready (their
+     * proposals go into the next one, so come back without sleeping). */
+    if (st->txn && tkv_txn_cluster_poll(st->txn) > 0)
+        more = true;
+    if (more && !tkv_timer_armed(&st->kick_timer))
         tkv_timer_start(st->r, &st->kick_timer, 0);
 }
 
@@ -1103,6 +1128,105 @@ static void store_on_stop(void *arg)
     }
 }
 
+/* ---- transport host (TINYKV-API.md 2.10; tkv/transport.h) ---- */
+
+static struct store_addr *addr_slot(struct cluster_store *st, uint64_t store_id, bool create)
+{
+    struct store_addr *oldest = &st->addrs[0];
+    for (size_t i = 0; i < CLUSTER_ADDR_CACHE; i++) {
+        if (st->addrs[i].store_id == store_id)
+            return &st->addrs[i];
+        if (!st->addrs[i].pending && st->addrs[i].fetched_ms < oldest->fetched_ms)
+            oldest = &st->addrs[i];
+    }
+    if (!create || oldest->pending)
+        return NULL;
+    memset(oldest, 0, sizeof(*oldest));
+    oldest->store_id = store_id;
+    return oldest;
+}
+
+static void on_get_store(void *user, enum tkv_grpc_status status, const char *message,
+                         struct tkv_slice resp)
+{
+    struct cluster_store *st = user;
+    (void)message;
+    if (status != TKV_GRPC_OK) {
+        for (size_t i = 0; i < CLUSTER_ADDR_CACHE; i++)
+            st->addrs[i].pending = false; /* asked again at the next resolve */
+        return;
+    }
+    schedulerpb_GetStoreResponse r;
+    tkv_arena_reset(&st->arena);
+    if (tkv_pb_decode(schedulerpb_GetStoreResponse_fields, &r, resp.ptr, resp.len, &st->arena) != 0 ||
+        !r.has_store || r.store.id == 0)
+        return;
+    struct store_addr *a = addr_slot(st, r.store.id, false);
+    if (!a)
+        return;
+    a->pending = false;
+    if (r.store.state == metapb_StoreState_Tombstone || r.store.address.len == 0 ||
+        r.store.address.len >= sizeof(a->addr))
+        return;
+    memcpy(a->addr, r.store.address.ptr, r.store.address.len);
+    a->addr[r.store.address.len] = 0;
+    a->fetched_ms = tkv_now_ns(st->r) / 1000000 + 1;
+}
+
+/* host.resolve: our own node's stores from memory, others from the
+ * scheduler (GetStore, cached; "not yet" while it is asked). */
+static int tp_resolve(void *ctx, uint64_t store_id, char *addr, size_t cap)
+{
+    struct cluster_store *st = ctx;
+    struct cluster_node *cl = cluster_of(st->node);
+    for (uint32_t k = 0; k < cl->n_stores; k++)
+        if (cl->stores[k].store_id == store_id) {
+            snprintf(addr, cap, "%s", cl->stores[k].addr);
+            return 0;
+        }
+    uint64_t now = tkv_now_ns(st->r) / 1000000;
+    struct store_addr *a = addr_slot(st, store_id, true);
+    if (!a)
+        return TKV_EUNAVAILABLE;
+    bool fresh = a->fetched_ms && now - a->fetched_ms < CLUSTER_ADDR_TTL_MS;
+    if (!fresh && !a->pending && !st->stopping && sched_usable(st)) {
+        schedulerpb_GetStoreRequest req = {.has_header = true,
+                                           .header.cluster_id = cl->cluster_id,
+                                           .store_id = store_id};
+        uint8_t buf[64];
+        size_t n = 0;
+        if (tkv_pb_encode(schedulerpb_GetStoreRequest_fields, &req, buf, sizeof(buf), &n) == 0 &&
+            tkv_rpc_client_unary(st->sched, "/schedulerpb.Scheduler/GetStore", buf, n,
+                                 CLUSTER_SCHED_RPC_TIMEOUT_NS, on_get_store, st) == 0)
+            a->pending = true;
+    }
+    if (!a->fetched_ms)
+        return TKV_EUNAVAILABLE;
+    snprintf(addr, cap, "%s", a->addr); /* a stale address is retried after backoff */
+    return 0;
+}
+
+static void tp_deliver(void *ctx, const struct tkv_rs_msg *m)
+{
+    struct cluster_store *st = ctx;
+    if (st->rs && !st->closing)
+        tkv_raftstore_receive(st->rs, m);
+}
+
+static void tp_report_unreachable(void *ctx, uint64_t region_id, uint64_t to_peer_id)
+{
+    struct cluster_store *st = ctx;
+    if (st->rs)
+        tkv_raftstore_report_unreachable(st->rs, region_id, to_peer_id);
+}
+
+static void tp_report_snapshot(void *ctx, uint64_t region_id, uint64_t to_peer_id, bool failed)
+{
+    struct cluster_store *st = ctx;
+    if (st->rs)
+        tkv_raftstore_report_snapshot(st->rs, region_id, to_peer_id, failed);
+}
+
 int server_cluster_core_init(struct tkv_reactor *r, struct server_core *c,
                              struct server_node *node)
 {
@@ -1144,6 +1268,22 @@ int server_cluster_core_init(struct tkv_reactor *r, struct server_core *c,
         st->rs = NULL;
         return rv;
     }
+    /* After the raft log (its before-sleep flush must not be overtaken by
+     * a message sent from a later hook). */
+    struct tkv_transport_config tc = {.store_id = st->store_id};
+    struct tkv_transport_host th = {.ctx = st,
+                                    .resolve = tp_resolve,
+                                    .deliver = tp_deliver,
+                                    .report_unreachable = tp_report_unreachable,
+                                    .report_snapshot = tp_report_snapshot};
+    rv = tkv_transport_new(r, &tc, &th, &st->tp);
+    if (rv) {
+        TKV_LOG_ERROR("cannot create the store transport", TKV_LF_U64("store_id", st->store_id),
+                      TKV_LF_ERR(rv));
+        st->tp = NULL;
+        return rv;
+    }
+    st->txn = tkv_txn_cluster_new(st->rs);
     /* A region whose only voter is this store elects itself at once. */
     uint64_t ids[64];
     size_t n = tkv_raftstore_region_ids(st->rs, ids, 64);
@@ -1170,6 +1310,13 @@ void server_cluster_core_fini(struct server_core *c)
         return;
     store_on_stop(st);
     tkv_timer_stop(st->r, &st->kick_timer);
+    struct tkv_transport_stats ts = {0};
+    uint64_t rejects = 0;
+    if (st->tp) {
+        tkv_transport_stats(st->tp, &ts);
+        for (int i = 0; i < TKV_TRANSPORT_REJECT_COUNT; i++)
+            rejects += ts.rejects[i];
+    }
     if (st->rs) {
         struct tkv_raftstore_stats s;
         tkv_raftstore_stats(st->rs, &s);
@@ -1179,11 +1326,21 @@ void server_cluster_core_fini(struct server_core *c)
                      TKV_LF_U64("ready_turns", s.ready_turns),
                      TKV_LF_U64("checkpoints", st->n_ckpts),
                      TKV_LF_U64("msgs_dropped_no_transport", st->dropped_msgs),
+                     TKV_LF_U64("transport_msgs_sent", ts.msgs_sent),
+                     TKV_LF_U64("transport_msgs_received", ts.msgs_received),
+                     TKV_LF_U64("transport_msgs_delivered", ts.msgs_delivered),
+                     TKV_LF_U64("transport_rejects", rejects),
                      TKV_LF_U64("operators_ignored", st->ignored_ops));
     }
+    /* The transport first: freeing it reports unfinished snapshots to the
+     * raftstore, which must still be there. */
+    tkv_transport_free(st->tp);
+    st->tp = NULL;
     st->closing = true;
     tkv_raftstore_close(st->rs); /* answers what waits with TKV_ESHUTDOWN (dropped) */
     st->rs = NULL;
+    tkv_txn_cluster_free(st->txn); /* after the raftstore (tkv/txn_cluster.h) */
+    st->txn = NULL;
     tkv_raftlog_close(st->log);
     st->log = NULL;
     if (st->hook_added)
@@ -1234,8 +1391,9 @@ static void on_req_cancel(struct tkv_rpc_call *call, enum tkv_grpc_status why)
 }
 
 /* errorpb.Error of a raftstore region error (TINYKV-API.md 2.4). */
-static void region_error_pb(struct tkv_arena *a, const struct cl_req *q,
-                            const struct tkv_rs_region_error *e, errorpb_Error *out)
+static void region_error_pb(struct tkv_arena *a, const struct cluster_store *st,
+                            uint64_t req_store_id, const struct tkv_rs_region_error *e,
+                            errorpb_Error *out)
 {
     memset(out, 0, sizeof(*out));
     switch (e->kind) {
@@ -1280,10 +1438,10 @@ static void region_error_pb(struct tkv_arena *a, const struct cl_req *q,
     default:
         out->message = tkv_pb_printf(a, "store not match: request for store %" PRIu64
                                          ", this is store %" PRIu64,
-                                     q->req_store_id, q->st->store_id);
+                                     req_store_id, st->store_id);
         out->has_store_not_match = true;
-        out->store_not_match.request_store_id = q->req_store_id;
-        out->store_not_match.actual_store_id = q->st->store_id;
+        out->store_not_match.request_store_id = req_store_id;
+        out->store_not_match.actual_store_id = st->store_id;
         break;
     }
 }
@@ -1341,7 +1499,7 @@ static void on_rs_done(void *arg, const struct tkv_rs_result *res)
     struct raw_resp_head head = {0};
     if (res->rv == TKV_EREGION) {
         head.has_region_error = true;
-        region_error_pb(a, q, &res->region_error, &head.region_error);
+        region_error_pb(a, st, q->req_store_id, &res->region_error, &head.region_error);
     } else if (res->rv && res->rv != TKV_ENOTFOUND) {
         head.error = tkv_pb_printf(a, "%s", tkv_strerror(res->rv));
     }
@@ -1517,6 +1675,153 @@ static void on_cl_raw_scan(struct tkv_rpc_call *call, struct tkv_slice msg)
     tkv_raftstore_scan(st->rs, &h, cf, req.start_key, req.limit, on_rs_done, q);
 }
 
+/* ---- Kv* (transactions): txn's cluster driver, tkv/txn_cluster.h ---- */
+
+struct kv_cmd_desc {
+    enum tkv_txn_cmd cmd;
+    const pb_msgdesc_t *req_fields, *resp_fields;
+    size_t req_size, resp_size;
+};
+
+#define KV_CMD(c, Req, Resp)                                                                      \
+    {c, kvrpcpb_##Req##_fields, kvrpcpb_##Resp##_fields, sizeof(kvrpcpb_##Req),                 \
+     sizeof(kvrpcpb_##Resp)}
+static const struct kv_cmd_desc kv_get_d = KV_CMD(TKV_TXN_GET, GetRequest, GetResponse);
+static const struct kv_cmd_desc kv_scan_d = KV_CMD(TKV_TXN_SCAN, ScanRequest, ScanResponse);
+static const struct kv_cmd_desc kv_prewrite_d =
+    KV_CMD(TKV_TXN_PREWRITE, PrewriteRequest, PrewriteResponse);
+static const struct kv_cmd_desc kv_commit_d = KV_CMD(TKV_TXN_COMMIT, CommitRequest, CommitResponse);
+static const struct kv_cmd_desc kv_check_d =
+    KV_CMD(TKV_TXN_CHECK_TXN_STATUS, CheckTxnStatusRequest, CheckTxnStatusResponse);
+static const struct kv_cmd_desc kv_rollback_d =
+    KV_CMD(TKV_TXN_BATCH_ROLLBACK, BatchRollbackRequest, BatchRollbackResponse);
+static const struct kv_cmd_desc kv_resolve_d =
+    KV_CMD(TKV_TXN_RESOLVE_LOCK, ResolveLockRequest, ResolveLockResponse);
+
+/* Every Kv request starts with its Context, every response with its
+ * region_error (kvrpcpb field 1). */
+struct kv_req_head {
+    bool has_context;
+    kvrpcpb_Context context;
+};
+struct kv_resp_head {
+    bool has_region_error;
+    errorpb_Error region_error;
+};
+
+/* One Kv* command in flight: owns its arena (the request bytes, the decoded
+ * request and the response live there until the driver's callback);
+ * call is NULL once the client cancelled. */
+struct kv_req {
+    struct tkv_rpc_call *call;
+    struct cluster_store *st;
+    const struct kv_cmd_desc *d;
+    uint64_t req_store_id;
+    void *req, *resp;
+    struct tkv_arena arena;
+};
+
+static void kv_req_free(struct kv_req *q)
+{
+    tkv_arena_close(&q->arena);
+    tkv_free(q);
+}
+
+static void on_kv_cancel(struct tkv_rpc_call *call, enum tkv_grpc_status why)
+{
+    struct kv_req *q = tkv_rpc_call_data(call);
+    (void)why;
+    if (q)
+        q->call = NULL; /* the command goes on; its answer is dropped */
+}
+
+static void on_kv_done(void *arg, const struct tkv_txn_cluster_result *res)
+{
+    struct kv_req *q = arg;
+    struct tkv_rpc_call *call = q->call;
+    if (!call || q->st->closing) {
+        kv_req_free(q);
+        return;
+    }
+    tkv_rpc_call_set_data(call, NULL); /* the answer below ends the call */
+    if (res->rv == 0 || res->rv == TKV_EREGION) {
+        if (res->rv == TKV_EREGION && res->region_error) {
+            struct kv_resp_head *h = q->resp;
+            memset(q->resp, 0, q->d->resp_size);
+            h->has_region_error = true;
+            region_error_pb(&q->arena, q->st, q->req_store_id, res->region_error,
+                            &h->region_error);
+        }
+        reply_pb(call, &q->arena, q->d->resp_fields, q->resp);
+    } else if (res->rv == TKV_EINVAL) {
+        tkv_rpc_call_finish(call, TKV_GRPC_INVALID_ARGUMENT, res->why ? res->why : "bad request");
+    } else if (res->rv == TKV_ESHUTDOWN) {
+        tkv_rpc_call_finish(call, TKV_GRPC_UNAVAILABLE, "store is stopping");
+    } else {
+        if (tkv_err_class(res->rv) == TKV_ERR_FATAL)
+            TKV_PANIC("storage failed, stopping: %s", tkv_strerror(res->rv));
+        char msg[160];
+        snprintf(msg, sizeof(msg), "txn: %s", tkv_strerror(res->rv));
+        tkv_rpc_call_finish(call, TKV_GRPC_INTERNAL, msg);
+    }
+    kv_req_free(q);
+}
+
+static void cl_kv(struct tkv_rpc_call *call, struct tkv_slice msg, const struct kv_cmd_desc *d)
+{
+    struct server_core *core = tkv_rpc_call_method_data(call);
+    struct cluster_store *st = core->store;
+    struct kv_req *q = tkv_xcalloc(1, sizeof(*q));
+    tkv_arena_init(&q->arena, 0);
+    q->st = st;
+    q->d = d;
+    /* The request bytes are the rpc layer's only during this call: the
+     * command outlives it, so decode from a copy. */
+    struct tkv_slice copy = tkv_pb_dup(&q->arena, msg.ptr, msg.len);
+    q->req = tkv_arena_calloc(&q->arena, 1, d->req_size);
+    q->resp = tkv_arena_calloc(&q->arena, 1, d->resp_size);
+    if (!decode_req(call, &q->arena, d->req_fields, copy, q->req)) {
+        kv_req_free(q);
+        return;
+    }
+    const struct kv_req_head *rh = q->req;
+    struct tkv_rs_header h;
+    header_of(&rh->context, rh->has_context, &h);
+    q->req_store_id = h.peer.store_id;
+    q->call = call;
+    tkv_rpc_call_set_data(call, q);
+    tkv_txn_cluster_submit(st->txn, &h, d->cmd, q->req, q->resp, &q->arena, on_kv_done, q);
+}
+
+static void on_cl_kv_get(struct tkv_rpc_call *call, struct tkv_slice msg)
+{
+    cl_kv(call, msg, &kv_get_d);
+}
+static void on_cl_kv_scan(struct tkv_rpc_call *call, struct tkv_slice msg)
+{
+    cl_kv(call, msg, &kv_scan_d);
+}
+static void on_cl_kv_prewrite(struct tkv_rpc_call *call, struct tkv_slice msg)
+{
+    cl_kv(call, msg, &kv_prewrite_d);
+}
+static void on_cl_kv_commit(struct tkv_rpc_call *call, struct tkv_slice msg)
+{
+    cl_kv(call, msg, &kv_commit_d);
+}
+static void on_cl_kv_check(struct tkv_rpc_call *call, struct tkv_slice msg)
+{
+    cl_kv(call, msg, &kv_check_d);
+}
+static void on_cl_kv_rollback(struct tkv_rpc_call *call, struct tkv_slice msg)
+{
+    cl_kv(call, msg, &kv_rollback_d);
+}
+static void on_cl_kv_resolve(struct tkv_rpc_call *call, struct tkv_slice msg)
+{
+    cl_kv(call, msg, &kv_resolve_d);
+}
+
 static void on_cl_unimplemented(struct tkv_rpc_call *call, struct tkv_slice msg)
 {
     char text[160];
@@ -1528,7 +1833,14 @@ static void on_cl_unimplemented(struct tkv_rpc_call *call, struct tkv_slice msg)
 
 void server_cluster_methods(struct server_core *c, struct tkv_rpc_method *methods, size_t n)
 {
-    (void)c;
+    struct tkv_rpc_method tm[TKV_TRANSPORT_N_METHODS];
+    if (c->store && c->store->tp) { /* Raft and Snapshot: the transport's handlers */
+        tkv_transport_methods(c->store->tp, tm);
+        for (size_t i = 0; i < n; i++)
+            for (size_t j = 0; j < TKV_TRANSPORT_N_METHODS; j++)
+                if (strcmp(methods[i].path, tm[j].path) == 0)
+                    methods[i] = tm[j];
+    }
     for (size_t i = 0; i < n; i++) {
         const char *p = methods[i].path;
         void (*h)(struct tkv_rpc_call *, struct tkv_slice) = NULL;
@@ -1540,11 +1852,27 @@ void server_cluster_methods(struct server_core *c, struct tkv_rpc_method *method
             h = on_cl_raw_delete;
         else if (strcmp(p, "/tinykvpb.TinyKv/RawScan") == 0)
             h = on_cl_raw_scan;
+        else if (strcmp(p, "/tinykvpb.TinyKv/KvGet") == 0)
+            h = on_cl_kv_get;
+        else if (strcmp(p, "/tinykvpb.TinyKv/KvScan") == 0)
+            h = on_cl_kv_scan;
+        else if (strcmp(p, "/tinykvpb.TinyKv/KvPrewrite") == 0)
+            h = on_cl_kv_prewrite;
+        else if (strcmp(p, "/tinykvpb.TinyKv/KvCommit") == 0)
+            h = on_cl_kv_commit;
+        else if (strcmp(p, "/tinykvpb.TinyKv/KvCheckTxnStatus") == 0)
+            h = on_cl_kv_check;
+        else if (strcmp(p, "/tinykvpb.TinyKv/KvBatchRollback") == 0)
+            h = on_cl_kv_rollback;
+        else if (strcmp(p, "/tinykvpb.TinyKv/KvResolveLock") == 0)
+            h = on_cl_kv_resolve;
         else if (strncmp(p, "/tinykvpb.TinyKv/Kv", 19) == 0)
             h = on_cl_unimplemented;
         if (!h)
             continue;
         methods[i].on_message = h;
-        methods[i].on_cancel = h == on_cl_unimplemented ? NULL : on_req_cancel;
+        methods[i].on_cancel = h == on_cl_unimplemented ? NULL
+                               : strncmp(p, "/tinykvpb.TinyKv/Kv", 19) == 0 ? on_kv_cancel
+                                                                           : on_req_cancel;
     }
 }

@@ -26,8 +26,9 @@ struct tkv_reactor;
 int server_cluster_prepare(struct server_node *node);
 
 /* Core k's share (core thread, from core_init): raft log in reactor mode,
- * raftstore, tick / heartbeat / checkpoint timers, scheduler client.
- * Returns 0 or a negative error (logged; server_cluster_core_fini undoes). */
+ * raftstore, tick / heartbeat / checkpoint timers, scheduler client, the
+ * store transport (tkv/transport.h). Returns 0 or a negative error
+ * (logged; server_cluster_core_fini undoes). */
 int server_cluster_core_init(struct tkv_reactor *r, struct server_core *c,
                              struct server_node *node);
 /* Core thread, from the core's fini (also after a failed init). */
@@ -44,9 +45,9 @@ uint64_t server_cluster_store_id(const struct server_node *node, uint32_t k);
 /* /status: the stores array (address, port, store id, data dir). */
 void server_cluster_status_fill(struct server_node *node, json_t *stores);
 
-/* Replace the Raw* handlers of the method table with the raftstore ones
- * and the Kv* ones with UNIMPLEMENTED (transactions over raft come with
- * a later issue). */
+/* Replace the Raw* handlers of the method table with the raftstore ones,
+ * Raft and Snapshot with the store transport's, and the Kv* ones with
+ * txn's cluster driver (tkv/txn_cluster.h). */
 void server_cluster_methods(struct server_core *c, struct tkv_rpc_method *methods, size_t n);
 
 #endif

@@ -72,6 +72,7 @@ class Node(tkvtest.Server):
             if serving:
                 self.stores = self._stores_from_log()
                 self.port = self.stores[0][1]
+                self.status_port = self._log_field("status server listening", "status_port")
                 return
             time.sleep(0.05)
         self.kill()
@@ -152,3 +153,8 @@ def ctl(pd, *args, timeout=60):
     p = subprocess.run([tkvtest.ctl_bin(), "--pd", pd, "--timeout", "20"] + list(args),
                        capture_output=True, timeout=timeout)
     return p.returncode, p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace")
+
+
+def call_bytes(ch, path, body, timeout=RPC_TIMEOUT):
+    f = ch.unary_unary(path, request_serializer=lambda b: b, response_deserializer=lambda b: b)
+    return f(body, timeout=timeout)

@@ -5,8 +5,11 @@
 # through tinykv-ctl --pd (libtinykv routing) and direct gRPC with the
 # region context go through the raft path; requests with a wrong region id,
 # epoch, store or peer get TinyKV's region errors (TINYKV-API.md 2.4);
-# Kv* answer UNIMPLEMENTED in cluster mode; a clean restart keeps the store
-# ids and the data.
+# Kv* (transactions) through txn's cluster driver and Raft (tinykv-ctl --pd
+# txn); the Raft stream is the store
+# transport's (bad RaftMessages refused and counted, the node serves on); a
+# clean restart keeps the store ids and the data.
+import time
 import unittest
 
 import grpc
@@ -142,14 +145,66 @@ class ClusterRaw(tkvtest.TkvTestCase):
             r = self.assert_ok(raw_get(ch, context(region, leader), b"k"))
             self.assertTrue(r.not_found, "a write refused with EpochNotMatch was applied")
 
-    def test_kv_commands_are_unimplemented_in_cluster_mode(self):
+    def test_transactions_through_raft(self):
+        pd = self.sched.addr
+        rc, out, err = ctl(pd, "txn", "put", "t/a", "alpha")
+        self.assertEqual(rc, 0, "txn put failed: %s" % err)
+        rc, out, err = ctl(pd, "txn", "put", "t/b", "beta")
+        self.assertEqual(rc, 0, err)
+        rc, out, err = ctl(pd, "txn", "get", "t/a")
+        self.assertEqual((rc, out.strip()), (0, "alpha"), err)
+        rc, out, err = ctl(pd, "txn", "delete", "t/a")
+        self.assertEqual(rc, 0, err)
+        rc, out, err = ctl(pd, "txn", "get", "t/a")
+        self.assertEqual(rc, 3, "a deleted key must be not found: %s %s" % (out, err))
+        rc, out, err = ctl(pd, "txn", "scan", "t/", "--limit", "10")
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(out.split(), ["t/b", "beta"])
+        # a Kv command with a wrong region gets the region error, not an answer
         region, leader, ch = self.leader_ch()
         with ch:
+            r = clustertest._call(ch, "KvGet", kvrpcpb.GetRequest(
+                context=context(region, leader, region_id=region.id + 1000), key=b"t/b",
+                version=(1 << 62)), kvrpcpb.GetResponse)
+            self.assertTrue(r.region_error.HasField("region_not_found"), r)
+            self.assertEqual(r.value, b"")
             with self.assertRaises(grpc.RpcError) as e:
-                clustertest._call(ch, "KvGet", kvrpcpb.GetRequest(context=context(region, leader),
-                                                                  key=b"k", version=1),
-                                  kvrpcpb.GetResponse)
-            self.assertEqual(e.exception.code(), grpc.StatusCode.UNIMPLEMENTED)
+                clustertest.call_bytes(ch, tkvtest.SERVICE + "KvPrewrite", b"\xff\xff")
+            self.assertEqual(e.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+
+    def test_raft_stream_is_the_transports_and_refuses_bad_messages(self):
+        import eraftpb_pb2 as eraftpb
+        import raft_serverpb_pb2 as rspb
+        region, leader, ch = self.leader_ch()
+        other = [sid for sid, _ in self.node.stores if sid != leader.store_id][0]
+        hb = eraftpb.Message(msg_type=eraftpb.MsgHeartbeat, to=leader.id, term=99)
+        setattr(hb, "from", 900)
+        wrong_store = rspb.RaftMessage(region_id=region.id,
+                                       from_peer=metapb.Peer(id=900, store_id=other),
+                                       to_peer=metapb.Peer(id=leader.id, store_id=other + 1000),
+                                       region_epoch=region.region_epoch, message=hb)
+        msgs = [b"\xff\xff\xff\xff", wrong_store.SerializeToString(), b"\x08"]
+        with ch:
+            raft = ch.stream_unary(tkvtest.SERVICE + "Raft", request_serializer=lambda b: b,
+                                   response_deserializer=lambda b: b)
+            self.assertEqual(raft(iter(msgs), timeout=20), b"",
+                             "the Raft stream must end with raft_serverpb.Done")
+            self.assert_ok(raw_put(ch, context(region, leader), b"after/raft", b"still serving"))
+        deadline = time.monotonic() + 20
+        rejected = 0
+        while time.monotonic() < deadline:
+            code, body, _ = tkvtest.http_request(self.node.status_port, "/metrics")
+            self.assertEqual(code, 200)
+            rejected = sum(float(l.rsplit(" ", 1)[1]) for l in body.decode().splitlines()
+                           if l.startswith("tinykv_transport_rejected_total"))
+            if rejected >= len(msgs):
+                break
+            time.sleep(0.2)
+        self.assertGreaterEqual(rejected, len(msgs), "bad RaftMessages must be refused and counted")
+        r = self.assert_ok(raw_get(ch := tkvtest.channel(self.node.store_addr(leader.store_id)),
+                                   context(region, leader), b"after/raft"))
+        ch.close()
+        self.assertEqual(r.value, b"still serving")
 
     def test_zz_clean_restart_keeps_store_ids_and_data(self):
         region, leader, ch = self.leader_ch()
@@ -167,6 +222,8 @@ class ClusterRaw(tkvtest.TkvTestCase):
         with ch:
             r = self.assert_ok(raw_get(ch, context(region, leader), b"restart/k"))
             self.assertEqual(r.value, b"kept")
+        rc, out, err = ctl(self.sched.addr, "txn", "get", "t/b")
+        self.assertEqual((rc, out.strip()), (0, "beta"), "a committed transaction lost: %s" % err)
 
 
 def _call_cf(ch, ctx):
