@@ -18,9 +18,6 @@
 #include <fiu.h>
 #endif
 
-#if TKV_HAVE_SYSTEMD
-#include <systemd/sd-daemon.h>
-#endif
 
 #include "sched_http.h"
 #include "sched_server.h"
@@ -96,14 +93,6 @@ static uint64_t mono_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-static void notify(const char *state)
-{
-#if TKV_HAVE_SYSTEMD
-    sd_notify(0, state);
-#else
-    (void)state;
-#endif
-}
 
 /* ---- metrics (core) ---- */
 
@@ -761,49 +750,25 @@ void sched_http_start(struct sched_server *srv)
                  TKV_LF_U64("status_port", tkv_status_port(h->status)));
 }
 
-static uint64_t watchdog_interval_ns(void)
-{
-#if TKV_HAVE_SYSTEMD
-    uint64_t usec = 0;
-    if (sd_watchdog_enabled(0, &usec) > 0 && usec > 0)
-        return usec * 1000;
-#endif
-    return 0;
-}
-
 /* Main thread, every half watchdog interval: feed systemd only while the
  * core serves and turns, so a stuck core gets the process restarted. */
 static void watchdog_tick(void *arg)
 {
     struct sched_http *h = arg;
-    char reason[160];
     static bool warned;
-    if (http_ready(h, reason, sizeof(reason)) == 0) {
-        notify("WATCHDOG=1");
-        warned = false;
-    } else if (!warned && !atomic_load(&h->stopping)) {
-        TKV_LOG_ERROR("not feeding the systemd watchdog", TKV_LF_STR("reason", reason));
-        warned = true;
-    }
+    tkv_status_sd_watchdog_feed(http_ready, h, atomic_load(&h->stopping), &warned);
 }
 
 static void on_reload(void *arg)
 {
     struct sched_http *h = arg;
-    notify("RELOADING=1");
-    int rv = tkv_log_reopen();
-    if (rv)
-        TKV_LOG_ERROR("cannot reopen the log file",
-                      TKV_LF_STR("path", h->srv->cfg.log.file.filename), TKV_LF_ERR(rv));
-    else
-        TKV_LOG_INFO("log file reopened", TKV_LF_STR("path", h->srv->cfg.log.file.filename));
-    notify("READY=1");
+    tkv_status_sd_reload_log(h->srv->cfg.log.file.filename);
 }
 
 int sched_http_run(struct sched_server *srv, struct tkv_reactor_group *group)
 {
     struct sched_http *h = srv->http;
-    uint64_t wd = watchdog_interval_ns();
+    uint64_t wd = tkv_status_sd_watchdog_ns();
     pthread_mutex_lock(&h->group_mu);
     h->group = group;
     if (wd)

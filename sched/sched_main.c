@@ -14,9 +14,6 @@
 #include <arpa/inet.h>
 #include <unistd.h>
 
-#if TKV_HAVE_SYSTEMD
-#include <systemd/sd-daemon.h>
-#endif
 
 #include "sched_http.h"
 #include "sched_server.h"
@@ -25,17 +22,9 @@
 #include "tkv/hostport.h"
 #include "tkv/log.h"
 #include "tkv/mem.h"
+#include "tkv/status.h"
 
 #define EXIT_CONFIG 2
-
-static void notify(const char *state)
-{
-#if TKV_HAVE_SYSTEMD
-    sd_notify(0, state);
-#else
-    (void)state;
-#endif
-}
 
 static const char *version_text(void)
 {
@@ -128,7 +117,7 @@ static int core_init(struct tkv_reactor *r, uint32_t core, void *arg)
     char status[TKV_CONFIG_ADDR_MAX + 96];
     snprintf(status, sizeof(status), "READY=1\nSTATUS=serving on %s:%u", srv->host,
              (unsigned)srv->port);
-    notify(status);
+    tkv_status_sd_notify(status);
     return 0;
 err:
     core_teardown(srv);
@@ -229,7 +218,7 @@ static int run(struct sched_server *srv)
         goto out;
     }
     rv = sched_http_run(srv, group); /* until SIGINT/SIGTERM; watchdog, SIGHUP log reopen */
-    notify("STOPPING=1");
+    tkv_status_sd_notify("STOPPING=1");
     if (rv) {
         TKV_LOG_ERROR("tinyscheduler-server stopped on an error", TKV_LF_ERR(rv));
         goto out;

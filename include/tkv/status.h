@@ -21,6 +21,7 @@
 #ifndef TKV_STATUS_H
 #define TKV_STATUS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -76,5 +77,25 @@ uint16_t tkv_status_port(const struct tkv_status_server *srv);
 
 /* Stop serving (waits for the HTTP thread) and free. NULL is a no-op. */
 void tkv_status_stop(struct tkv_status_server *srv);
+
+/* ---- systemd (Type=notify) glue, shared by both daemons ----
+ * No-ops without libsystemd or without NOTIFY_SOCKET. Main thread. */
+
+/* sd_notify(state): "READY=1", "STOPPING=1", "STATUS=...", ... */
+void tkv_status_sd_notify(const char *state);
+
+/* The unit's WatchdogSec in nanoseconds; 0 when the watchdog is off. */
+uint64_t tkv_status_sd_watchdog_ns(void);
+
+/* One watchdog tick (call every half interval): WATCHDOG=1 only when
+ * ready(arg) answers 0, so a stuck core gets the process restarted;
+ * otherwise log the reason once per not-ready spell (*warned, owned by the
+ * caller), and not at all while stopping. */
+void tkv_status_sd_watchdog_feed(int (*ready)(void *arg, char *reason, size_t cap), void *arg,
+                                 bool stopping, bool *warned);
+
+/* SIGHUP for logrotate: RELOADING=1, reopen the log file (log_path names
+ * it in the log line), READY=1. */
+void tkv_status_sd_reload_log(const char *log_path);
 
 #endif

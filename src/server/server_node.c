@@ -12,9 +12,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#if TKV_HAVE_SYSTEMD
-#include <systemd/sd-daemon.h>
-#endif
 
 #include "server_private.h"
 #include "server_cluster.h"
@@ -57,16 +54,6 @@ static uint64_t stall_limit_ns = SERVER_STALL_LIMIT_NS;
  * shutdown only; never taken on the hot path. */
 static pthread_mutex_t ready_mu = PTHREAD_MUTEX_INITIALIZER;
 
-/* Tell systemd (Type=notify) about our state; a no-op without NOTIFY_SOCKET
- * or without libsystemd. */
-static void notify(const char *state)
-{
-#if TKV_HAVE_SYSTEMD
-    sd_notify(0, state);
-#else
-    (void)state;
-#endif
-}
 
 /* Release everything of one core; safe on a partly initialised core. */
 static void core_teardown(struct server_core *c, uint32_t core)
@@ -174,7 +161,7 @@ methods:
         snprintf(status, sizeof(status), "READY=1\nSTATUS=serving %s on %s:%u, %u cores",
                  node->cluster ? "cluster" : "standalone", node->host, (unsigned)node->port,
                  (unsigned)node->cfg.server.cores);
-        notify(status);
+        tkv_status_sd_notify(status);
     }
     return 0;
 err:
@@ -388,38 +375,14 @@ static char *node_config_json(void *arg)
 static void watchdog_tick(void *arg)
 {
     struct server_node *node = arg;
-    char reason[200];
     static bool warned;
-    if (node_ready(node, reason, sizeof(reason)) == 0) {
-        notify("WATCHDOG=1");
-        warned = false;
-    } else if (!warned && !atomic_load(&node->stopping)) {
-        TKV_LOG_ERROR("not feeding the systemd watchdog", TKV_LF_STR("reason", reason));
-        warned = true;
-    }
+    tkv_status_sd_watchdog_feed(node_ready, node, atomic_load(&node->stopping), &warned);
 }
 
 static void node_reload(void *arg)
 {
     struct server_node *node = arg;
-    notify("RELOADING=1");
-    int rv = tkv_log_reopen();
-    if (rv)
-        TKV_LOG_ERROR("cannot reopen the log file", TKV_LF_STR("path", node->cfg.log.file.filename),
-                      TKV_LF_ERR(rv));
-    else
-        TKV_LOG_INFO("log file reopened", TKV_LF_STR("path", node->cfg.log.file.filename));
-    notify("READY=1");
-}
-
-static uint64_t watchdog_interval_ns(void)
-{
-#if TKV_HAVE_SYSTEMD
-    uint64_t usec = 0;
-    if (sd_watchdog_enabled(0, &usec) > 0 && usec > 0)
-        return usec * 1000;
-#endif
-    return 0;
+    tkv_status_sd_reload_log(node->cfg.log.file.filename);
 }
 
 int server_node_run(struct server_node *node)
@@ -544,7 +507,7 @@ start_cores:;
         TKV_LOG_ERROR("cannot start the reactor cores", TKV_LF_ERR(rv));
         goto out;
     }
-    uint64_t wd = watchdog_interval_ns();
+    uint64_t wd = tkv_status_sd_watchdog_ns();
     if (wd) {
         stall_limit_ns = wd / 2 > 2000000000ull ? wd / 2 : 2000000000ull;
         TKV_LOG_INFO("systemd watchdog enabled", TKV_LF_U64("interval_ms", wd / 1000000),
@@ -558,7 +521,7 @@ start_cores:;
     node->group = NULL; /* freed by tkv_reactor_group_run */
     pthread_mutex_unlock(&ready_mu);
     atomic_store(&node->stopping, 1);
-    notify("STOPPING=1");
+    tkv_status_sd_notify("STOPPING=1");
     if (rv) {
         TKV_LOG_ERROR("tinykv-server stopped on an error", TKV_LF_ERR(rv));
         goto out;
