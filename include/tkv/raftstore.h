@@ -154,6 +154,21 @@ struct tkv_raftstore_env {
     void (*send)(void *ctx, uint64_t to_store, const struct tkv_rs_msg *m);
     struct tkv_raftlog *raftlog;  /* the store's raft log, owned by the host */
     struct tkv_engine *engine;    /* the store's engine (sync = false), owned by the host */
+    /* Multi-raft hooks (issue 10; each may be NULL = not wanted). Called
+     * from inside tkv_raftstore_tick/_ready on the store's core; they must
+     * not call back into the raftstore synchronously (defer to a later
+     * turn).
+     * ask_split: the split checker of a region this store leads found
+     *   that it should split at split_key (a key of the region's form:
+     *   raw key, or EncodeBytes form for transactional data). The host asks
+     *   the scheduler for ids (AskSplit) and then calls tkv_raftstore_split.
+     * region_changed: a region of this store changed its epoch or
+     *   membership or was created (split, snapshot) or removed (tombstone):
+     *   the host heartbeats it at once (and ReportSplit with left/right
+     *   after a split: `right` non-NULL only then). */
+    void (*ask_split)(void *ctx, const struct tkv_rs_region *region, struct tkv_slice split_key);
+    void (*region_changed)(void *ctx, const struct tkv_rs_region *region,
+                           const struct tkv_rs_region *right, bool removed);
 };
 
 struct tkv_raftstore_config {
@@ -166,6 +181,11 @@ struct tkv_raftstore_config {
     uint64_t raft_log_gc_count_limit;
     uint32_t max_pending_per_region; /* 0: 4096 */
     uint64_t seed;                   /* raft PRNG seed base */
+    /* Split check (TINYKV-API.md 2.13; 0 = defaults): a region whose
+     * approximate size passes region_max_size is split at the key where
+     * region_split_size is reached; checked every split_check_tick ticks. */
+    uint64_t region_max_size, region_split_size;
+    uint32_t split_check_tick;
 };
 
 struct tkv_raftstore;
@@ -274,6 +294,26 @@ typedef int (*tkv_rs_txn_run_fn)(void *arg, struct tkv_engine_snap *snap,
 void tkv_raftstore_txn(struct tkv_raftstore *s, const struct tkv_rs_header *h,
                        const struct tkv_slice *keys, size_t n_keys, tkv_rs_txn_run_fn run,
                        tkv_rs_done_fn done, void *arg);
+
+/* ---- Multi-raft admin (TINYKV-API.md 2.11-2.13; issue 10) ----
+ * Both are proposals on the region's leader, checked like requests
+ * (RegionNotFound, NotLeader, EpochNotMatch against epoch), answered once
+ * applied (rv 0) or with a region error / TKV_EINVAL.
+ * change_peer: ADD (peer.id new, peer.store_id without a peer of the
+ *   region) or REMOVE (peer present) as a raft conf change; a duplicate
+ *   (already added / already removed) answers 0 without proposing.
+ * split: split_key strictly inside the region (not its start); the new
+ *   region gets new_region_id, the range [split_key, old end) and one peer
+ *   per existing peer, new_peer_ids[i] on the store of the region's
+ *   peers[i] (n_new_peers must equal the region's peer count). */
+enum tkv_rs_change_type { TKV_RS_ADD_PEER = 0, TKV_RS_REMOVE_PEER = 1 };
+void tkv_raftstore_change_peer(struct tkv_raftstore *s, uint64_t region_id,
+                               const struct tkv_rs_epoch *epoch, uint32_t change_type,
+                               struct tkv_rs_peer peer, tkv_rs_done_fn cb, void *arg);
+void tkv_raftstore_split(struct tkv_raftstore *s, uint64_t region_id,
+                         const struct tkv_rs_epoch *epoch, struct tkv_slice split_key,
+                         uint64_t new_region_id, const uint64_t *new_peer_ids,
+                         size_t n_new_peers, tkv_rs_done_fn cb, void *arg);
 
 /* Whether user key (EncodeBytes form compared) lies in region. */
 bool tkv_rs_region_contains_txn_key(const struct tkv_rs_region *rg, struct tkv_slice user_key);

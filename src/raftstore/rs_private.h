@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "tkv/engine.h"
+#include "tkv/mem.h"
 #include "tkv/raftstore.h"
 
 /* Growable byte buffer (aborts on OOM: server layer). */
@@ -71,5 +72,96 @@ enum { RS_OP_PUT = 1, RS_OP_DELETE = 2 };
 void rs_cmd_header(struct rs_buf *b, uint8_t kind, const struct tkv_rs_region *rg);
 bool rs_cmd_decode_header(struct rs_rd *r, uint8_t *kind, uint64_t *region_id,
                           struct tkv_rs_epoch *ep);
+
+/* ---- The store and its peers (raftstore.c; shared with the files of
+ * multi-raft admin: conf change, split). All of it lives on the store's
+ * core; nothing here is thread-safe. */
+struct rs_proposal {
+    tkv_index index;
+    tkv_term term;
+    tkv_rs_done_fn cb;
+    void *arg;
+};
+
+struct rs_read {
+    uint64_t ctx;
+    tkv_index index; /* 0 until the read state arrived */
+    enum tkv_cf cf;
+    uint8_t *key; /* get: the key; scan: the start key */
+    size_t key_len;
+    bool scan;
+    uint32_t limit;
+    tkv_rs_txn_run_fn run; /* a transactional command (tkv_raftstore_txn) */
+    tkv_rs_done_fn cb;
+    void *arg;
+};
+
+struct rs_peer {
+    struct tkv_raftstore *s;
+    uint64_t serial; /* tells incarnations apart in completions */
+    struct tkv_rs_region region;
+    uint64_t peer_id;
+    bool initialized; /* has a region state (bootstrapped or from a snapshot) */
+    struct tkv_raft *raft;
+    struct tkv_raft_update up;
+    bool has_up;
+    struct rs_apply_state apply;
+    tkv_index ckpt_applied, durable_applied;
+    uint64_t leader_peer_id;
+    bool is_leader;
+    struct rs_proposal *props;
+    size_t n_props, cap_props;
+    struct rs_read *reads;
+    size_t n_reads, cap_reads;
+    /* what this turn staged in the raft log, reported when it is synced */
+    bool staged_entries, staged_snap;
+    tkv_index staged_last;
+    tkv_term staged_last_term;
+    tkv_index staged_snap_index;
+    /* cached generated snapshot */
+    struct tkv_raft_buf *snap_data;
+    tkv_index snap_index;
+    tkv_term snap_term;
+};
+
+struct rs_persist {
+    uint64_t region_id, serial;
+    bool entries, snap;
+    tkv_index last, snap_index;
+    tkv_term last_term;
+};
+
+/* One turn's group commit: what becomes true / may leave once it is synced. */
+struct rs_turn {
+    struct tkv_raftstore *s; /* NULL once the store closed */
+    struct rs_turn *next;
+    struct tkv_rs_msg *msgs;
+    size_t n_msgs;
+    struct rs_persist *persist;
+    size_t n_persist;
+};
+
+struct tkv_raftstore {
+    struct tkv_raftstore_config cfg;
+    struct tkv_raftstore_env env;
+    struct tkv_engine_session *sess;
+    struct rs_peer **peers;
+    size_t n_peers, cap_peers;
+    uint64_t next_serial, next_ctx, ticks;
+    /* the current turn's outgoing messages and persistence marks */
+    struct tkv_rs_msg *out;
+    size_t n_out, cap_out;
+    struct rs_turn *inflight; /* turns staged, not yet synced */
+    bool dirty;
+    struct tkv_raftstore_stats stats;
+};
+
+#define GROW(arr, n, cap)                                                      \
+    do {                                                                       \
+        if ((n) == (cap)) {                                                    \
+            (cap) = (cap) ? (cap) * 2 : 8;                                     \
+            (arr) = tkv_xrealloc((arr), (cap) * sizeof(*(arr)));               \
+        }                                                                      \
+    } while (0)
 
 #endif
