@@ -272,7 +272,7 @@ struct rpc_out_stats {
 };
 void rpc_server_out_stats(const struct tkv_rpc_server *srv, struct rpc_out_stats *st);
 
-/* Per-connection protocol bounds (rpc_conn.c; tests check each). */
+/* Per-connection protocol bounds (rpc_h2.c and rpc_conn.c; tests check each). */
 #define RPC_MAX_HEADER_LIST (64u * 1024) /* header block of one stream, RFC 7541 sizes */
 #define RPC_MAX_CONTINUATIONS 8u         /* CONTINUATION frames after one HEADERS */
 #define RPC_MAX_SETTINGS_ENTRIES 32u     /* entries in one SETTINGS frame */
@@ -325,5 +325,42 @@ char *rpc_percent_encode(const char *s);
 char *rpc_percent_decode(const char *s, size_t n);
 /* gRPC status for a non-200 HTTP status (grpc/doc/http-grpc-status-mapping.md). */
 int rpc_http_to_grpc(int http_status);
+
+/* Shared by the files of the connection engine (rpc_conn.c, rpc_server_call.c,
+ * rpc_client_call.c, rpc_h2.c): the call lists and the data provider are
+ * the connection core's, the server and client files finish and fail calls
+ * that the framing code delivers to, and the core creates sessions with the
+ * callbacks of rpc_h2.c. */
+
+/* Stop serializing once the owned send buffer holds this much: one socket
+ * send per pull, bounded memory. */
+#define RPC_OUT_CHUNK (256u * 1024)
+/* Initial allocation for a message that arrives in pieces; it grows as the
+ * bytes arrive so a huge announced length costs nothing until sent. */
+#define RPC_MSG_INITIAL (64u * 1024)
+
+/* rpc_conn.c: connection core: accounting, call records, data provider */
+void rpc_dl_remove(struct tkv_rpc_call *call);
+void rpc_dl_insert(struct tkv_rpc_call *call);
+void rpc_held_free(struct tkv_rpc_call *call);
+void rpc_call_drop_partial(struct tkv_rpc_call *call);
+void rpc_ready_remove(struct tkv_rpc_call *call);
+void rpc_ready_push(struct tkv_rpc_call *call);
+void rpc_nv_set(nghttp2_nv *nv, const char *name, const char *value);
+size_t rpc_trailer_nv(struct tkv_rpc_call *call, nghttp2_nv *nv, char *st);
+
+/* rpc_server_call.c: server calls */
+void rpc_server_fail(struct tkv_rpc_call *call, int status, const char *msg);
+void rpc_server_dispatch(struct tkv_rpc_call *call);
+bool rpc_kind_single_request(enum tkv_rpc_kind k);
+void rpc_server_remote_end(struct tkv_rpc_call *call);
+
+/* rpc_client_call.c: client calls */
+void rpc_client_complete(struct tkv_rpc_call *call, int status, const char *msg);
+void rpc_client_fail(struct tkv_rpc_call *call, int status, const char *msg);
+void rpc_client_trailers(struct tkv_rpc_call *call);
+
+/* rpc_h2.c: framing and nghttp2 callbacks */
+nghttp2_session_callbacks *rpc_make_callbacks(void);
 
 #endif

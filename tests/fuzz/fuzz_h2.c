@@ -1,4 +1,4 @@
-/* Fuzz target (b): the HTTP/2 + gRPC connection engine (rpc_conn.c) fed
+/* Fuzz target (b): the HTTP/2 + gRPC engine (src/rpc/rpc_conn.c, rpc_h2.c, ...) fed
  * hostile bytes in random-sized chunks, with the echo method table, the
  * output pumped after every chunk and a fake clock that moves (deadlines).
  * Also the client side (bytes from a hostile server) for one selector bit. */
