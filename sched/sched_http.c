@@ -47,6 +47,29 @@ struct sched_snapshot {
     json_t *operators; /* [...] running operators */
 };
 
+/* One request the HTTP thread hands to the core (an operator to add, a
+ * region to look up by key) and the core's answer. The slot belongs to
+ * whoever `state` names: REQ_FREE and REQ_ANSWERED the HTTP side (under
+ * reader_mu), REQ_POSTED the core, which polls it on its 50 ms tick. One
+ * slot: HTTP requests are served one at a time anyway (reader_mu), so the
+ * hand-off is bounded and never queues. A request the core did not take in
+ * time stays REQ_POSTED; the next request waits for the core's answer to
+ * it (and drops it) before posting its own. */
+enum { REQ_FREE, REQ_POSTED, REQ_ANSWERED };
+enum core_req_kind { REQ_ADD_OPERATOR, REQ_REGION_BY_KEY };
+
+struct core_request {
+    _Atomic int state;
+    enum core_req_kind kind;
+    enum tkv_sched_admin_kind op_kind;
+    uint64_t region_id, store_id;
+    uint8_t *key; /* REQ_REGION_BY_KEY, tkv_malloc'ed by the HTTP side */
+    size_t key_len;
+    /* answer (core) */
+    unsigned code;
+    json_t *answer;
+};
+
 struct sched_http {
     struct sched_server *srv;
     struct tkv_status_server *status;
@@ -60,6 +83,7 @@ struct sched_http {
     _Atomic unsigned wanted_docs; /* DOC_* bits readers need (set before wanted) */
     uint64_t built;          /* core: generation of the last snapshot built */
     pthread_mutex_t reader_mu; /* HTTP side only (route handlers); the core never takes it */
+    struct core_request req;   /* HTTP -> core requests (see struct core_request) */
 
     /* Published by the core every tick for /status and /readyz. */
     _Atomic uint64_t cluster_id, n_stores, n_regions;
@@ -346,33 +370,78 @@ static json_t *build_regions(struct tkv_sched_cluster *c)
     return json_pack("{sIso}", "count", (json_int_t)n, "regions", arr);
 }
 
-static json_t *build_operators(struct tkv_sched_cluster *c, uint64_t now_ns)
+static json_t *operator_json(const struct tkv_sched_operator *op, uint64_t now_ns)
 {
     static const char *const step_names[] = {"add_peer", "remove_peer", "transfer_leader"};
+    json_t *steps = json_array();
+    for (uint32_t s = 0; s < op->n_steps && s < TKV_SCHED_MAX_STEPS; s++) {
+        const struct tkv_sched_step *st = &op->steps[s];
+        json_t *j = json_pack("{sssI}", "type", step_names[st->kind % 3], "store_id",
+                              (json_int_t)st->store_id);
+        if (st->kind == TKV_SCHED_STEP_ADD_PEER)
+            json_object_set_new(j, "peer_id", json_integer((json_int_t)st->peer_id));
+        json_array_append_new(steps, j);
+    }
+    unsigned k = op->kind == TKV_SCHED_OP_LEADER ? 0 : op->kind == TKV_SCHED_OP_REGION ? 1 : 2;
+    double age = now_ns > op->created_ns ? (double)(now_ns - op->created_ns) / 1e9 : 0;
+    return json_pack("{sIsssssssosIsf}", "region_id", (json_int_t)op->region_id, "desc", op->desc,
+                     "kind", kind_names[k], "status", "RUNNING", "steps", steps, "current_step",
+                     (json_int_t)op->current, "age_seconds", age);
+}
+
+static json_t *build_operators(struct tkv_sched_cluster *c, uint64_t now_ns)
+{
     json_t *arr = json_array();
     size_t n = tkv_sched_n_regions(c);
     for (size_t i = 0; i < n; i++) {
         const struct tkv_sched_operator *op =
             tkv_sched_get_operator(c, tkv_sched_region_at(c, i)->id);
-        if (!op || op->status != schedulerpb_OperatorStatus_RUNNING)
-            continue;
-        json_t *steps = json_array();
-        for (uint32_t s = 0; s < op->n_steps && s < TKV_SCHED_MAX_STEPS; s++) {
-            const struct tkv_sched_step *st = &op->steps[s];
-            json_t *j = json_pack("{sssI}", "type", step_names[st->kind % 3], "store_id",
-                                  (json_int_t)st->store_id);
-            if (st->kind == TKV_SCHED_STEP_ADD_PEER)
-                json_object_set_new(j, "peer_id", json_integer((json_int_t)st->peer_id));
-            json_array_append_new(steps, j);
-        }
-        unsigned k = op->kind == TKV_SCHED_OP_LEADER ? 0 : op->kind == TKV_SCHED_OP_REGION ? 1 : 2;
-        double age = now_ns > op->created_ns ? (double)(now_ns - op->created_ns) / 1e9 : 0;
-        json_array_append_new(
-            arr, json_pack("{sIsssssssosIsf}", "region_id", (json_int_t)op->region_id, "desc",
-                           op->desc, "kind", kind_names[k], "status", "RUNNING", "steps", steps,
-                           "current_step", (json_int_t)op->current, "age_seconds", age));
+        if (op && op->status == schedulerpb_OperatorStatus_RUNNING)
+            json_array_append_new(arr, operator_json(op, now_ns));
     }
     return arr;
+}
+
+/* Core: answer the HTTP side's request (struct core_request). */
+static void serve_core_request(struct sched_http *h)
+{
+    struct core_request *q = &h->req;
+    struct sched_server *srv = h->srv;
+    uint64_t now = tkv_now_ns(srv->reactor);
+    char why[256] = "";
+
+    if (q->kind == REQ_REGION_BY_KEY) {
+        const struct tkv_sched_region *r =
+            tkv_sched_region_by_key(sched_raft_view(srv), TKV_SLICE(q->key, q->key_len));
+        q->code = r ? 200 : 404;
+        q->answer = r ? region_json(r) : json_string("no region holds this key");
+        return;
+    }
+    /* Operators live only on the serving member (a follower's are gone at
+     * the next leader change anyway). */
+    if (!srv->cluster || !sched_raft_serving(srv)) {
+        q->code = 503;
+        q->answer = json_string("this scheduler member does not lead: send the request to the leader");
+        return;
+    }
+    struct tkv_sched_operator op;
+    int rv = tkv_sched_admin_operator(srv->cluster, q->op_kind, q->region_id, q->store_id, now,
+                                      &op, why, sizeof(why));
+    if (rv == 0)
+        rv = tkv_sched_add_admin_operator(srv->cluster, &op, now);
+    if (rv) {
+        if (rv == TKV_EBUSY && !why[0])
+            snprintf(why, sizeof(why), "region already has a running operator");
+        q->code = rv == TKV_EINVAL || rv == TKV_ENOTFOUND || rv == TKV_EBUSY ? 400 : 500;
+        q->answer = json_string(why);
+        TKV_LOG_INFO("operator refused", TKV_LF_U64("region_id", q->region_id),
+                     TKV_LF_U64("store_id", q->store_id), TKV_LF_STR("why", why));
+        return;
+    }
+    TKV_LOG_INFO("operator added by request", TKV_LF_U64("region_id", op.region_id),
+                 TKV_LF_STR("desc", op.desc), TKV_LF_U64("store_id", q->store_id));
+    q->code = 200;
+    q->answer = operator_json(tkv_sched_get_operator(srv->cluster, op.region_id), now);
 }
 
 static void snapshot_clear(struct sched_snapshot *s)
@@ -396,6 +465,10 @@ static void on_tick(struct tkv_timer *t)
                      1000));
 #endif
     metrics_publish(h);
+    if (atomic_load_explicit(&h->req.state, memory_order_acquire) == REQ_POSTED) {
+        serve_core_request(h);
+        atomic_store_explicit(&h->req.state, REQ_ANSWERED, memory_order_release);
+    }
     uint64_t want = atomic_load_explicit(&h->wanted, memory_order_acquire);
     if (want > h->built) {
         struct sched_snapshot *b = h->back;
@@ -542,6 +615,178 @@ static json_t *find_by_id(json_t *arr, const char *inner, uint64_t id)
     return NULL;
 }
 
+/* Hand q's request (kind and arguments filled by the caller into h->req
+ * through fill) to the core and wait for its answer. Returns the answer's
+ * code and JSON (owned by the caller), or 0 when the core did not answer
+ * within 2 s. reader_mu held. */
+static unsigned core_call(struct sched_http *h, void (*fill)(struct core_request *, const void *),
+                          const void *arg, json_t **answer)
+{
+    struct core_request *q = &h->req;
+    uint64_t deadline = mono_ns() + ANSWER_TIMEOUT_NS;
+    struct timespec nap = {0, 2000000}; /* the HTTP thread may sleep; the core ticks every 50 ms */
+    *answer = NULL;
+    /* A request that timed out earlier may still be the core's: wait for it. */
+    while (atomic_load_explicit(&q->state, memory_order_acquire) == REQ_POSTED) {
+        if (mono_ns() > deadline)
+            return 0;
+        nanosleep(&nap, NULL);
+    }
+    json_decref(q->answer); /* an answer nobody waited for */
+    q->answer = NULL;
+    tkv_free(q->key);
+    q->key = NULL;
+    q->key_len = 0;
+    fill(q, arg);
+    atomic_store_explicit(&q->state, REQ_POSTED, memory_order_release);
+    while (atomic_load_explicit(&q->state, memory_order_acquire) != REQ_ANSWERED) {
+        if (mono_ns() > deadline)
+            return 0;
+        nanosleep(&nap, NULL);
+    }
+    *answer = q->answer;
+    q->answer = NULL;
+    atomic_store_explicit(&q->state, REQ_FREE, memory_order_relaxed);
+    return q->code;
+}
+
+struct op_args {
+    enum tkv_sched_admin_kind kind;
+    uint64_t region_id, store_id;
+};
+
+static void fill_operator(struct core_request *q, const void *arg)
+{
+    const struct op_args *a = arg;
+    q->kind = REQ_ADD_OPERATOR;
+    q->op_kind = a->kind;
+    q->region_id = a->region_id;
+    q->store_id = a->store_id;
+}
+
+struct key_arg {
+    uint8_t *key;
+    size_t len;
+};
+
+static void fill_region_by_key(struct core_request *q, const void *arg)
+{
+    const struct key_arg *a = arg;
+    q->kind = REQ_REGION_BY_KEY;
+    q->key = a->key; /* the slot owns it now */
+    q->key_len = a->len;
+}
+
+static int reply_answer(struct tkv_status_reply *reply, unsigned code, json_t *answer)
+{
+    if (!code)
+        return reply_error(reply, 503, "the scheduler core did not answer within 2 s");
+    int rv = reply_json(reply, code, answer);
+    json_decref(answer);
+    return rv;
+}
+
+static int hex_digit(char c)
+{
+    return c >= '0' && c <= '9' ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
+}
+
+/* Percent-decode a path segment (PD's url-escaped key; the status server
+ * hands us the path undecoded, so "%00" survives). false on a bad escape. */
+static bool percent_decode(const char *s, uint8_t **out, size_t *len)
+{
+    size_t n = strlen(s), o = 0;
+    uint8_t *buf = tkv_xmalloc(n + 1);
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '%') {
+            int hi = i + 2 < n ? hex_digit(s[i + 1]) : -1;
+            int lo = hi >= 0 ? hex_digit(s[i + 2]) : -1;
+            if (hi < 0 || lo < 0) {
+                tkv_free(buf);
+                return false;
+            }
+            buf[o++] = (uint8_t)(hi << 4 | lo);
+            i += 2;
+        } else {
+            buf[o++] = (uint8_t)s[i];
+        }
+    }
+    *out = buf;
+    *len = o;
+    return true;
+}
+
+/* GET /pd/api/v1/region/key/<url-escaped key>: the region holding key. */
+static int serve_region_by_key(struct sched_http *h, const char *escaped,
+                               struct tkv_status_reply *reply)
+{
+    struct key_arg a;
+    if (!percent_decode(escaped, &a.key, &a.len))
+        return reply_error(reply, 400, "invalid key: bad percent escape");
+    if (a.len > TKV_SCHED_MAX_KEY_LEN) {
+        tkv_free(a.key);
+        return reply_error(reply, 400, "invalid key: longer than 64 KiB");
+    }
+    json_t *answer;
+    unsigned code = core_call(h, fill_region_by_key, &a, &answer);
+    return reply_answer(reply, code, answer);
+}
+
+/* POST /pd/api/v1/operators with PD's bodies:
+ *   {"name":"transfer-leader","region_id":N,"to_store_id":M}
+ *   {"name":"add-peer","region_id":N,"store_id":M}
+ *   {"name":"remove-peer","region_id":N,"store_id":M} */
+static int serve_add_operator(struct sched_http *h, const char *body, size_t len,
+                              struct tkv_status_reply *reply)
+{
+    json_error_t err;
+    json_t *j = json_loadb(body, len, JSON_REJECT_DUPLICATES, &err);
+    char msg[300];
+    struct op_args a = {0};
+    if (!j || !json_is_object(j)) {
+        json_decref(j);
+        snprintf(msg, sizeof(msg), "invalid JSON body: %s", j ? "expected an object" : err.text);
+        return reply_error(reply, 400, msg);
+    }
+    const char *name = json_string_value(json_object_get(j, "name"));
+    const char *store_field = "store_id";
+    if (!name) {
+        json_decref(j);
+        return reply_error(reply, 400, "missing \"name\" (transfer-leader, add-peer or remove-peer)");
+    }
+    if (strcmp(name, "transfer-leader") == 0) {
+        a.kind = TKV_SCHED_ADMIN_TRANSFER_LEADER;
+        store_field = "to_store_id";
+    } else if (strcmp(name, "add-peer") == 0) {
+        a.kind = TKV_SCHED_ADMIN_ADD_PEER;
+    } else if (strcmp(name, "remove-peer") == 0) {
+        a.kind = TKV_SCHED_ADMIN_REMOVE_PEER;
+    } else {
+        snprintf(msg, sizeof(msg),
+                 "unknown operator name \"%.64s\": this scheduler accepts transfer-leader, "
+                 "add-peer and remove-peer", name);
+        json_decref(j);
+        return reply_error(reply, 400, msg);
+    }
+    json_t *rid = json_object_get(j, "region_id"), *sid = json_object_get(j, store_field);
+    if (!json_is_integer(rid) || json_integer_value(rid) <= 0 || !json_is_integer(sid) ||
+        json_integer_value(sid) <= 0) {
+        snprintf(msg, sizeof(msg), "%s needs \"region_id\" and \"%s\" as positive integers",
+                 name, store_field);
+        json_decref(j);
+        return reply_error(reply, 400, msg);
+    }
+    a.region_id = (uint64_t)json_integer_value(rid);
+    a.store_id = (uint64_t)json_integer_value(sid);
+    json_decref(j);
+    json_t *answer;
+    unsigned code = core_call(h, fill_operator, &a, &answer);
+    return reply_answer(reply, code, answer);
+}
+
 static int serve_api(struct sched_http *h, const char *url, struct tkv_status_reply *reply)
 {
     static const char prefix[] = "/pd/api/v1/";
@@ -555,13 +800,16 @@ static int serve_api(struct sched_http *h, const char *url, struct tkv_status_re
         what = REGIONS;
     else if (strcmp(path, "operators") == 0)
         what = OPERATORS;
+    else if (strncmp(path, "region/key/", 11) == 0)
+        return serve_region_by_key(h, path + 11, reply);
     else if (strncmp(path, "store/", 6) == 0)
         what = STORE;
     else if (strncmp(path, "region/id/", 10) == 0)
         what = REGION;
     else
         return reply_error(reply, 404, "not found: this scheduler serves /pd/api/v1/stores, "
-                                       "store/<id>, regions, region/id/<id> and operators");
+                                       "store/<id>, regions, region/id/<id>, region/key/<key> "
+                                       "and operators");
     if ((what == STORE && !parse_id(path + 6, &id)) || (what == REGION && !parse_id(path + 10, &id)))
         return reply_error(reply, 400, "invalid id: expected a decimal number from 1 to 2^64-1");
 
@@ -596,9 +844,24 @@ static int on_api(void *arg, const char *method, const char *url, struct tkv_sta
 {
     struct sched_http *h = arg;
     if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
-        return reply_error(reply, 405, "only GET is served");
+        return reply_error(reply, 405, "only GET is served (and POST on /pd/api/v1/operators)");
     pthread_mutex_lock(&h->reader_mu);
     int rv = serve_api(h, url, reply);
+    pthread_mutex_unlock(&h->reader_mu);
+    return rv;
+}
+
+/* /pd/api/v1/operators: GET lists, POST adds (the one write of the API). */
+static int on_operators(void *arg, const char *method, const char *url, const char *body,
+                        size_t len, struct tkv_status_reply *reply)
+{
+    struct sched_http *h = arg;
+    if (strcmp(url, "/pd/api/v1/operators") != 0)
+        return reply_error(reply, 404, "not found");
+    if (strcmp(method, "POST") != 0)
+        return on_api(arg, method, url, reply);
+    pthread_mutex_lock(&h->reader_mu);
+    int rv = serve_add_operator(h, body, len, reply);
     pthread_mutex_unlock(&h->reader_mu);
     return rv;
 }
@@ -745,6 +1008,7 @@ void sched_http_start(struct sched_server *srv)
         return;
     }
     tkv_status_add_route(h->status, "/pd/api/v1/", on_api, h);
+    tkv_status_add_body_route(h->status, "/pd/api/v1/operators", on_operators, h, 4096);
     tkv_status_add_route(h->status, "/dashboard", on_dashboard, h);
     TKV_LOG_INFO("status server listening", TKV_LF_STR("status_addr", srv->cfg.status_addr),
                  TKV_LF_U64("status_port", tkv_status_port(h->status)));
@@ -795,6 +1059,8 @@ void sched_http_stop(struct sched_server *srv)
     tkv_status_stop(h->status); /* joins the HTTP thread: nobody reads the slots after this */
     for (int i = 0; i < 3; i++)
         snapshot_clear(&h->slots[i]);
+    json_decref(h->req.answer); /* the core is gone: nobody else holds the slot */
+    tkv_free(h->req.key);
     pthread_mutex_destroy(&h->reader_mu);
     pthread_mutex_destroy(&h->group_mu);
     tkv_free(h);

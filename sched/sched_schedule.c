@@ -343,6 +343,125 @@ static bool make_move(struct tkv_sched_cluster *c, const struct tkv_sched_region
     return true;
 }
 
+/* ---- operators asked for by an administrator (PD's POST /operators) ---- */
+
+int tkv_sched_admin_operator(struct tkv_sched_cluster *c, enum tkv_sched_admin_kind kind,
+                             uint64_t region_id, uint64_t store_id, uint64_t now_ns,
+                             struct tkv_sched_operator *op, char *why, size_t why_cap)
+{
+    const struct tkv_sched_region *r = tkv_sched_region_by_id(c, region_id);
+    const struct tkv_sched_store *s = tkv_sched_get_store(c, store_id);
+    const struct tkv_sched_operator *cur = tkv_sched_get_operator(c, region_id);
+    const struct tkv_sched_peer *p;
+
+    if (!r) {
+        snprintf(why, why_cap, "region %llu not found", (unsigned long long)region_id);
+        return TKV_ENOTFOUND;
+    }
+    if (!s) {
+        snprintf(why, why_cap, "store %llu not found", (unsigned long long)store_id);
+        return TKV_ENOTFOUND;
+    }
+    if (cur && cur->status == schedulerpb_OperatorStatus_RUNNING && cur->admin) {
+        snprintf(why, why_cap, "region %llu already has a running operator (%s)",
+                 (unsigned long long)region_id, cur->desc);
+        return TKV_EBUSY;
+    }
+    p = peer_on(r, store_id);
+    switch (kind) {
+    case TKV_SCHED_ADMIN_TRANSFER_LEADER:
+        if (!p) {
+            snprintf(why, why_cap, "region %llu has no peer on store %llu",
+                     (unsigned long long)region_id, (unsigned long long)store_id);
+            return TKV_EINVAL;
+        }
+        if (r->leader.store_id == store_id) {
+            snprintf(why, why_cap, "the leader of region %llu is already on store %llu",
+                     (unsigned long long)region_id, (unsigned long long)store_id);
+            return TKV_EINVAL;
+        }
+        if (is_pending(r, p->id)) {
+            snprintf(why, why_cap, "the peer of region %llu on store %llu is still catching up",
+                     (unsigned long long)region_id, (unsigned long long)store_id);
+            return TKV_EINVAL;
+        }
+        if (!tkv_sched_store_available(c, s, now_ns)) {
+            snprintf(why, why_cap, "store %llu is not up", (unsigned long long)store_id);
+            return TKV_EINVAL;
+        }
+        op_init(op, r, TKV_SCHED_OP_LEADER, "admin-transfer-leader");
+        op->admin = true;
+        op_step(op, TKV_SCHED_STEP_TRANSFER_LEADER, store_id, 0);
+        return 0;
+    case TKV_SCHED_ADMIN_ADD_PEER: {
+        if (p) {
+            snprintf(why, why_cap, "region %llu already has a peer on store %llu",
+                     (unsigned long long)region_id, (unsigned long long)store_id);
+            return TKV_EINVAL;
+        }
+        if (!tkv_sched_store_available(c, s, now_ns)) {
+            snprintf(why, why_cap, "store %llu is not up", (unsigned long long)store_id);
+            return TKV_EINVAL;
+        }
+        if (node_taken(c, r, s, 0)) {
+            snprintf(why, why_cap,
+                     "region %llu already has a replica on node %s (store %llu's node): two "
+                     "replicas on one node",
+                     (unsigned long long)region_id, node_of(s) ? node_of(s) : "?",
+                     (unsigned long long)store_id);
+            return TKV_EINVAL;
+        }
+        if (r->n_peers >= TKV_SCHED_MAX_PEERS - 1) {
+            snprintf(why, why_cap, "region %llu has %u peers already",
+                     (unsigned long long)region_id, (unsigned)r->n_peers);
+            return TKV_EINVAL;
+        }
+        uint64_t peer_id;
+        int rv = tkv_sched_alloc_id(c, &peer_id);
+        if (rv) {
+            snprintf(why, why_cap, "cannot allocate a peer id: %s", tkv_strerror(rv));
+            return rv;
+        }
+        op_init(op, r, TKV_SCHED_OP_REPLICA, "admin-add-peer");
+        op->admin = true;
+        op_step(op, TKV_SCHED_STEP_ADD_PEER, store_id, peer_id);
+        return 0;
+    }
+    case TKV_SCHED_ADMIN_REMOVE_PEER:
+        if (!p) {
+            snprintf(why, why_cap, "region %llu has no peer on store %llu",
+                     (unsigned long long)region_id, (unsigned long long)store_id);
+            return TKV_EINVAL;
+        }
+        if (r->n_peers == 1) {
+            snprintf(why, why_cap, "store %llu holds the only peer of region %llu",
+                     (unsigned long long)store_id, (unsigned long long)region_id);
+            return TKV_EINVAL;
+        }
+        op_init(op, r, TKV_SCHED_OP_REPLICA, "admin-remove-peer");
+        op->admin = true;
+        op_step(op, TKV_SCHED_STEP_REMOVE_PEER, store_id, 0);
+        return 0;
+    }
+    snprintf(why, why_cap, "unknown operator kind");
+    return TKV_EINVAL;
+}
+
+int tkv_sched_add_admin_operator(struct tkv_sched_cluster *c, const struct tkv_sched_operator *op,
+                                 uint64_t now_ns)
+{
+    struct tkv_sched_operator *cur = sched_map_get(&c->ops, op->region_id);
+    if (cur && cur->status == schedulerpb_OperatorStatus_RUNNING) {
+        if (cur->admin)
+            return TKV_EBUSY;
+        TKV_LOG_INFO("operator replaced by an administrator's",
+                     TKV_LF_U64("region_id", op->region_id), TKV_LF_STR("old", cur->desc),
+                     TKV_LF_STR("new", op->desc));
+        op_end(c, cur, schedulerpb_OperatorStatus_CANCEL);
+    }
+    return tkv_sched_add_operator(c, op, now_ns);
+}
+
 /* ---- replica checker ---- */
 
 static bool peer_bad(struct tkv_sched_cluster *c, const struct tkv_sched_peer *p, uint64_t now_ns)

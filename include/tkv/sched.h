@@ -134,6 +134,7 @@ struct tkv_sched_operator {
     uint64_t epoch_conf_ver, epoch_version; /* region epoch when created */
     uint64_t region_size;                   /* MiB, when created (influence) */
     uint64_t leader_store;                  /* leader's store when created (influence) */
+    bool admin; /* asked for by an administrator: replaces the schedulers' operators */
 };
 
 /* ---- the cluster ---- */
@@ -306,6 +307,35 @@ size_t tkv_sched_running_operators(const struct tkv_sched_cluster *c, unsigned k
  * running). The cluster copies it and sets status RUNNING. */
 int tkv_sched_add_operator(struct tkv_sched_cluster *c, const struct tkv_sched_operator *op,
                            uint64_t now_ns);
+
+/* Operators an administrator asks for (PD's POST /pd/api/v1/operators,
+ * tinykv-ctl operator add). */
+enum tkv_sched_admin_kind {
+    TKV_SCHED_ADMIN_TRANSFER_LEADER, /* leader to the region's peer on store_id */
+    TKV_SCHED_ADMIN_ADD_PEER,        /* a new peer (fresh id) on store_id */
+    TKV_SCHED_ADMIN_REMOVE_PEER,     /* remove the region's peer on store_id */
+};
+
+/* Check and build (not add) an administrator's operator: the region and the
+ * store must exist and the region must have no running operator;
+ * transfer-leader needs a caught-up peer on an available store that does
+ * not lead yet; add-peer an available store without a peer of the region
+ * whose node (TKV_SCHED_NODE_LABEL) holds no replica of it yet (allocates
+ * the peer id); remove-peer a peer on the store and another peer left.
+ * A running operator of the schedulers does not stop it (as in PD, the
+ * administrator's wins: tkv_sched_add_admin_operator replaces it); a
+ * running administrator's operator does.
+ * Returns 0 and *op, or TKV_ENOTFOUND (region or store), TKV_EBUSY (an
+ * administrator's operator runs), TKV_EINVAL (the rest), engine errors of
+ * the id allocator, with a sentence in why. */
+int tkv_sched_admin_operator(struct tkv_sched_cluster *c, enum tkv_sched_admin_kind kind,
+                             uint64_t region_id, uint64_t store_id, uint64_t now_ns,
+                             struct tkv_sched_operator *op, char *why, size_t why_cap);
+/* Add op (from tkv_sched_admin_operator), cancelling the region's running
+ * operator if there is one (counted in ops_cancelled). Errors as
+ * tkv_sched_add_operator. */
+int tkv_sched_add_admin_operator(struct tkv_sched_cluster *c, const struct tkv_sched_operator *op,
+                                 uint64_t now_ns);
 
 /* After a region heartbeat: advance the region's operator against its state
  * (finish steps that are done, time it out), then say what to send: returns

@@ -16,7 +16,10 @@
  * HTTP thread (one thread, requests served one at a time), so callbacks
  * must only read what other threads publish race-free (atomics, the
  * metrics registry, immutable config). Requests are bounded: at most 64
- * connections, 10 s idle timeout, no request bodies.
+ * connections, 10 s idle timeout, no request bodies except on body routes
+ * (tkv_status_add_body_route: at most their max_body bytes, else 413).
+ * Paths reach routes as received: percent escapes are NOT decoded (a key
+ * in a path may hold any byte, "%00" included; the route decodes it).
  */
 #ifndef TKV_STATUS_H
 #define TKV_STATUS_H
@@ -45,6 +48,13 @@ struct tkv_status_reply {
 typedef int (*tkv_status_route_fn)(void *arg, const char *method, const char *url,
                                    struct tkv_status_reply *reply);
 
+/* A route that takes a request body (POST): body is NUL-terminated (also
+ * when it holds NUL bytes: use body_len), "" when there is none. Same
+ * contract as tkv_status_route_fn otherwise. */
+typedef int (*tkv_status_body_route_fn)(void *arg, const char *method, const char *url,
+                                        const char *body, size_t body_len,
+                                        struct tkv_status_reply *reply);
+
 struct tkv_status_info {
     const char *component; /* "tinykv-server" */
     const char *version, *git_hash, *build_time;
@@ -71,6 +81,11 @@ int tkv_status_start(const char *addr, const struct tkv_status_info *info,
  * prefix copied). Before or after start; main thread. */
 void tkv_status_add_route(struct tkv_status_server *srv, const char *prefix,
                           tkv_status_route_fn fn, void *arg);
+
+/* The same for a route that accepts request bodies of up to max_body
+ * bytes (the whole body is collected before fn runs). */
+void tkv_status_add_body_route(struct tkv_status_server *srv, const char *prefix,
+                               tkv_status_body_route_fn fn, void *arg, size_t max_body);
 
 /* The port actually bound. Any thread. */
 uint16_t tkv_status_port(const struct tkv_status_server *srv);

@@ -28,8 +28,18 @@
 struct status_route {
     char *prefix;
     size_t len;
-    tkv_status_route_fn fn;
+    tkv_status_route_fn fn;           /* no request bodies */
+    tkv_status_body_route_fn body_fn; /* or: bodies up to max_body bytes */
+    size_t max_body;
     void *arg;
+};
+
+/* A request body being received for a body route (con_cls of the
+ * connection's current request; freed when the request completes). */
+struct body_acc {
+    char *buf;
+    size_t len;
+    bool too_big;
 };
 
 struct tkv_status_server {
@@ -162,6 +172,79 @@ static const struct status_route *find_route(struct tkv_status_server *srv, cons
     return best;
 }
 
+static enum MHD_Result answer_route(struct MHD_Connection *conn, int rv,
+                                   struct tkv_status_reply *reply)
+{
+    if (rv < 0) {
+        tkv_free(reply->body);
+        char line[128];
+        snprintf(line, sizeof(line), "internal error: %s\n", tkv_strerror(rv));
+        return send_text(conn, 500, line);
+    }
+    return send_reply(conn, reply->code ? reply->code : 200,
+                      reply->content_type ? reply->content_type : "application/json",
+                      reply->body, reply->len);
+}
+
+/* A body route: the first call (headers) sets up the accumulator, the
+ * following ones append (bounded by max_body; beyond it the rest is read
+ * and dropped), the last one (no data) answers. */
+static enum MHD_Result on_body_request(const struct status_route *r, struct MHD_Connection *conn,
+                                       const char *url, const char *method,
+                                       const char *upload_data, size_t *upload_data_size,
+                                       void **con_cls)
+{
+    struct body_acc *acc = *con_cls;
+    if (!acc) {
+        *con_cls = tkv_xcalloc(1, sizeof(*acc));
+        return MHD_YES;
+    }
+    if (*upload_data_size) {
+        size_t n = *upload_data_size;
+        *upload_data_size = 0;
+        if (acc->too_big || acc->len + n > r->max_body) {
+            acc->too_big = true;
+            return MHD_YES;
+        }
+        acc->buf = tkv_xrealloc(acc->buf, acc->len + n + 1);
+        memcpy(acc->buf + acc->len, upload_data, n);
+        acc->len += n;
+        acc->buf[acc->len] = '\0';
+        return MHD_YES;
+    }
+    if (acc->too_big) {
+        char line[96];
+        snprintf(line, sizeof(line), "request body larger than %zu bytes\n", r->max_body);
+        return send_text(conn, 413, line);
+    }
+    struct tkv_status_reply reply = {.code = 200, .content_type = "application/json"};
+    int rv = r->body_fn(r->arg, method, url, acc->buf ? acc->buf : "", acc->len, &reply);
+    return answer_route(conn, rv, &reply);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    (void)cls;
+    (void)conn;
+    (void)toe;
+    struct body_acc *acc = *con_cls;
+    if (acc) {
+        tkv_free(acc->buf);
+        tkv_free(acc);
+        *con_cls = NULL;
+    }
+}
+
+/* Paths reach the routes as received: percent escapes are not decoded
+ * (a route decodes what it needs; "%00" would otherwise cut the C string). */
+static size_t keep_escapes(void *cls, struct MHD_Connection *conn, char *uri)
+{
+    (void)cls;
+    (void)conn;
+    return strlen(uri);
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version,
                                   const char *upload_data, size_t *upload_data_size,
@@ -169,26 +252,18 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 {
     struct tkv_status_server *srv = cls;
     (void)version;
-    (void)upload_data;
+    const struct status_route *r = find_route(srv, url);
+    if (r && r->body_fn)
+        return on_body_request(r, conn, url, method, upload_data, upload_data_size, con_cls);
     /* First call: headers only. Answer on it (no bodies are accepted), but
      * a request that carries one gets 413 rather than silently ignored. */
     if (*upload_data_size != 0)
         return send_text(conn, 413, "request bodies are not accepted\n");
-    (void)con_cls;
 
-    const struct status_route *r = find_route(srv, url);
     if (r) {
         struct tkv_status_reply reply = {.code = 200, .content_type = "application/json"};
         int rv = r->fn(r->arg, method, url, &reply);
-        if (rv < 0) {
-            tkv_free(reply.body);
-            char line[128];
-            snprintf(line, sizeof(line), "internal error: %s\n", tkv_strerror(rv));
-            return send_text(conn, 500, line);
-        }
-        return send_reply(conn, reply.code ? reply.code : 200,
-                          reply.content_type ? reply.content_type : "application/json",
-                          reply.body, reply.len);
+        return answer_route(conn, rv, &reply);
     }
     if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
         return send_text(conn, 405, "method not allowed\n");
@@ -280,7 +355,9 @@ int tkv_status_start(const char *addr, const struct tkv_status_info *info,
         MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_USE_ITC | MHD_USE_ERROR_LOG, 0, NULL, NULL,
         on_request, srv, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_LISTEN_SOCKET,
         srv->fd, MHD_OPTION_CONNECTION_LIMIT, (unsigned)STATUS_MAX_CONNS,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)STATUS_IDLE_TIMEOUT_S, MHD_OPTION_END);
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)STATUS_IDLE_TIMEOUT_S,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL, MHD_OPTION_UNESCAPE_CALLBACK,
+        keep_escapes, NULL, MHD_OPTION_END);
     if (!srv->mhd) {
         close(srv->fd);
         tkv_free(srv);
@@ -298,6 +375,20 @@ void tkv_status_add_route(struct tkv_status_server *srv, const char *prefix,
         TKV_PANIC("status: more than %d routes", STATUS_MAX_ROUTES);
     srv->routes[n] = (struct status_route){
         .prefix = tkv_xstrdup(prefix), .len = strlen(prefix), .fn = fn, .arg = arg};
+    atomic_store_explicit(&srv->n_routes, n + 1, memory_order_release);
+}
+
+void tkv_status_add_body_route(struct tkv_status_server *srv, const char *prefix,
+                               tkv_status_body_route_fn fn, void *arg, size_t max_body)
+{
+    size_t n = atomic_load_explicit(&srv->n_routes, memory_order_relaxed);
+    if (n == STATUS_MAX_ROUTES)
+        TKV_PANIC("status: more than %d routes", STATUS_MAX_ROUTES);
+    srv->routes[n] = (struct status_route){.prefix = tkv_xstrdup(prefix),
+                                           .len = strlen(prefix),
+                                           .body_fn = fn,
+                                           .max_body = max_body,
+                                           .arg = arg};
     atomic_store_explicit(&srv->n_routes, n + 1, memory_order_release);
 }
 

@@ -2,6 +2,8 @@
  * through libtinykv: standalone against one store (--host) or routed by the
  * scheduler (--pd). It uses the library's blocking runner (one reactor
  * core): main parses, the core runs the command, main prints the answer.
+ * The store/region/operator verbs talk to the scheduler's HTTP API
+ * (tools_admin.c).
  * Exit: 0 ok, 1 error, 2 usage, 3 key not found. */
 #include <errno.h>
 #include <getopt.h>
@@ -22,6 +24,8 @@
 static const char usage_text[] =
     "usage: tinykv-ctl [--host ADDR | --pd ADDR] [--cf CF] [--hex] [--timeout SECONDS]\n"
     "                  raw|txn VERB ARGS\n"
+    "       tinykv-ctl [--pd-http ADDR] [--json] [--hex] [--timeout SECONDS]\n"
+    "                  store|region|operator VERB ARGS\n"
     "\n"
     "  raw get KEY                 print the value of KEY\n"
     "  raw put KEY VALUE           store VALUE under KEY (acknowledged once durable)\n"
@@ -30,9 +34,25 @@ static const char usage_text[] =
     "  txn get|put|delete|scan ... the same, each in its own transaction (snapshot\n"
     "                              read at a fresh timestamp; writes by two-phase commit)\n"
     "\n"
+    "  store list                  the scheduler's stores: id, address, node, state,\n"
+    "                              region and leader counts, sizes, last heartbeat\n"
+    "  region list                 every region: range, leader's store, peers, epoch\n"
+    "  region KEY                  the region holding KEY (to look up the key \"list\",\n"
+    "                              write it with --hex: 6c697374)\n"
+    "  operator show               the operators running now\n"
+    "  operator add transfer-leader REGION_ID STORE_ID   move the region's leader there\n"
+    "  operator add add-peer REGION_ID STORE_ID          add a replica on that store\n"
+    "  operator add remove-peer REGION_ID STORE_ID       remove the replica on that store\n"
+    "                              (refused with the scheduler's reason: unknown region or\n"
+    "                              store, peer already there, two replicas on one node, ...)\n"
+    "\n"
     "  --host ADDR     store address, host:port (default 127.0.0.1:20160): standalone\n"
     "  --pd ADDR       scheduler address(es), host:port[,host:port]: find each key's\n"
     "                  region and leader there, follow NotLeader/EpochNotMatch\n"
+    "  --pd-http ADDR  the scheduler's HTTP API, host:port (its status-addr, default\n"
+    "                  127.0.0.1:2381): store, region and operator verbs\n"
+    "  --json          store/region/operator: print the scheduler's JSON document\n"
+    "                  (PD's /pd/api/v1 shapes) instead of a table\n"
     "  --cf CF         raw only: column family default (the default), lock or write\n"
     "  --hex           keys and values are hex on the command line and in the output;\n"
     "                  otherwise printable bytes stand for themselves, \\\\ for a\n"
@@ -245,10 +265,11 @@ int main(int argc, char **argv)
         {"cf", required_argument, NULL, 'c'},      {"hex", no_argument, NULL, 'x'},
         {"limit", required_argument, NULL, 'l'},   {"timeout", required_argument, NULL, 't'},
         {"version", no_argument, NULL, 'V'},       {"help", no_argument, NULL, 'H'},
+        {"pd-http", required_argument, NULL, 'P'}, {"json", no_argument, NULL, 'j'},
         {NULL, 0, NULL, 0},
     };
-    const char *host = NULL, *pd = NULL, *cf = "";
-    bool hex = false;
+    const char *host = NULL, *pd = NULL, *cf = "", *pd_http = "127.0.0.1:2381";
+    bool hex = false, json = false;
     unsigned long limit = 10;
     double timeout_s = 10;
     char *end;
@@ -267,6 +288,12 @@ int main(int argc, char **argv)
             break;
         case 'x':
             hex = true;
+            break;
+        case 'P':
+            pd_http = optarg;
+            break;
+        case 'j':
+            json = true;
             break;
         case 'l':
             errno = 0;
@@ -293,8 +320,16 @@ int main(int argc, char **argv)
         return usage_error("--host and --pd exclude each other");
     int n_args = argc - optind;
     char **args = argv + optind;
+    if (n_args >= 1 && (strcmp(args[0], "store") == 0 || strcmp(args[0], "region") == 0 ||
+                        strcmp(args[0], "operator") == 0)) {
+        if (host || *cf)
+            return usage_error("--host and --cf apply to raw and txn commands only");
+        return tools_admin(pd_http, json, hex, timeout_s, n_args, args);
+    }
+    if (json)
+        return usage_error("--json applies to the store, region and operator verbs");
     if (n_args < 2 || (strcmp(args[0], "raw") != 0 && strcmp(args[0], "txn") != 0))
-        return usage_error("expected: raw|txn get|put|delete|scan ...");
+        return usage_error("expected: raw|txn get|put|delete|scan ... or store|region|operator ...");
     cmd.txn = strcmp(args[0], "txn") == 0;
     if (cmd.txn && *cf)
         return usage_error("--cf applies to raw commands only");
