@@ -23,7 +23,17 @@ Usage: perf/compare.sh [options]
       --rate R           open loop at R ops/s instead of closed loop
       --cores N          tinykv-server cores (default 1)
       --serializable     etcd reads serializable (default linearizable)
-      --replicas N       1 (default); 3 = replicated mode (not available yet)
+      --replicas N       1 (default); 3 = three etcd members against scheduler + three
+                         tinykv nodes (perf/compare3.py): throughput, CPU/op summed over
+                         every server process, open-loop p99, single put, failover
+    3 replicas only:
+      --failover-reps N  kill -9 repetitions per system and tick setting (default 3)
+      --failover-configs default,fast   tick settings to fail over with
+      --replica-timeout S  refuse (exit 3) if tinykv's region lacks 3 replicas by then (60)
+      --flamegraph FILE  profile the tinykv leader under put load into FILE (HTML)
+      --rate-share X     open loop at X x etcd's closed-loop rate (default 0.5)
+      --data-root DIR    where the data dirs go (default /tmp)
+      --no-failover, --no-perf, --etcd-only
       --no-cluster       skip tinykv's cluster mode (scheduler + one node, Raft path)
       --h2load           afterwards, cross-check put/get with h2load (neutral client)
       --build-dir DIR    Release build directory (default $TKV_BUILD_DIR or build/release)
@@ -40,6 +50,7 @@ EOF
 root=$(cd "$(dirname "$0")/.." && pwd)
 workloads=put,get rounds=3 duration=10 warmup=2 keys=10000 value_size=100 dist=uniform
 conns=8 depth=4 threads=1 rate=0 cores=1 serializable=0 replicas=1 do_h2load=0 do_cluster=1
+replicas3_args=()
 build_dir=${TKV_BUILD_DIR:-$root/build/release} do_build=1 out="" keep=0 from_head=0 table_only=""
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -57,6 +68,9 @@ while [ $# -gt 0 ]; do
     --cores) cores=$2; shift ;;
     --serializable) serializable=1 ;;
     --replicas) replicas=$2; shift ;;
+    --failover-reps|--failover-configs|--replica-timeout|--flamegraph|--rate-share|--data-root)
+      replicas3_args+=("$1" "$2"); shift ;;
+    --no-failover|--no-perf|--etcd-only) replicas3_args+=("$1") ;;
     --h2load) do_h2load=1 ;;
     --no-cluster) do_cluster=0 ;;
     --build-dir) build_dir=$(realpath -m "$2"); shift ;;
@@ -141,18 +155,16 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+user_out=$out
 [ -n "$out" ] || out=$tmp/out
 mkdir -p "$out"
 results=$out/results.jsonl
 : > "$results"
 
-if [ "$replicas" != 1 ]; then
-  # 3-replica mode: start 3 etcd members (start_etcd with an --initial-cluster
-  # of three) and 3 tinykv stores + a scheduler, then drive the leaders.
-  # tinykv has no replication yet, so refuse instead of measuring one side.
-  log "--replicas $replicas is not available yet: tinykv has no Raft replication to start (single node only)"
-  exit 3
-fi
+case "$replicas" in
+  1|3) ;;
+  *) log "--replicas must be 1 or 3"; exit 2 ;;
+esac
 
 # ---- build ----
 src_dir=$root
@@ -179,6 +191,19 @@ for b in "${need[@]}"; do
   [ -x "$b" ] || { log "missing $b (build it or drop --no-build)"; exit 1; }
 done
 command -v etcd >/dev/null || { log "etcd not found (apt-get install etcd-server)"; exit 1; }
+
+if [ "$replicas" = 3 ]; then
+  # Three replicas: perf/compare3.py starts 3 etcd members and scheduler + 3
+  # tinykv nodes, measures throughput, CPU, open-loop p99, single-put latency
+  # and failover, and prints the ratios (see perf/README.md).
+  args3=(--build-dir "$build_dir" -r "$rounds" -D "$duration" --warmup "$warmup" -k "$keys"
+         --value-size "$value_size" -d "$dist" -c "$conns" -m "$depth" -t "$threads" --cores "$cores")
+  [ -n "$user_out" ] && args3+=(--out "$user_out")
+  [ "$rate" != 0 ] && args3+=(--rate "$rate")
+  [ "$keep" = 1 ] && args3+=(--keep)
+  /usr/bin/python3 "$root/perf/compare3.py" "${args3[@]}" "${replicas3_args[@]}"
+  exit $?
+fi
 
 free_port() {
   /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'

@@ -28,6 +28,8 @@
 #include "tkv/rpc.h"
 
 #define MAX_PIDS 8
+#define MAX_ADDRS 8
+#define MAX_GAPS 32
 #define KEY_MAX 256
 #define NS 1000000000ull
 
@@ -63,11 +65,21 @@ static const char *err_name(int k)
 static const char *const workload_names[] = {"load", "put", "get", "a", "b", "c", "scan"};
 static const char *const backend_names[] = {"tinykv", "tinykv-txn", "etcd"};
 
+struct addr {
+    char host[128];
+    uint16_t port;
+};
+
 struct opts {
     enum backend backend;
     enum workload workload;
-    char host[128];
+    char host[128]; /* the first --addr (libtinykv's store_addr) */
     uint16_t port;
+    struct addr addrs[MAX_ADDRS]; /* --addr a,b,c: a failed connection moves to the next */
+    uint32_t n_addrs;
+    uint64_t reconnect_ns; /* a connection that never came up waits this long to retry */
+    uint64_t gap_ns;       /* --gap-ms: record pauses between acknowledgements this long */
+    bool stop_after_gap;   /* end the run 1 s after a recorded pause that ended after SIGUSR1 */
     uint32_t threads, conns, depth;
     double rate; /* open loop ops/s in total; 0 = closed loop */
     uint64_t keys;
@@ -108,12 +120,14 @@ static struct opts o = {
     .seed = 1,
     .timeout_ns = 10 * NS,
     .txn_keys = 1,
+    .reconnect_ns = 200 * 1000000ull,
 };
 
 struct bench_core;
 
 struct conn {
     struct tkv_rpc_client *cl;
+    uint32_t addr;     /* index into o.addrs */
     uint32_t inflight;
     uint64_t next_connect_ns; /* reconnects to a dead server: one per 200 ms */
     bool worked;              /* an answer arrived since the last (re)connect */
@@ -163,6 +177,11 @@ struct bench_core {
     size_t req_cap;
     uint8_t *value;
     struct tinykv *kv; /* libtinykv handle of this core (use_lib) */
+    /* pauses between consecutive acknowledgements (--gap-ms), on this core */
+    uint64_t last_ok_ns;
+    uint64_t gaps[MAX_GAPS][2]; /* [from, to] CLOCK_MONOTONIC ns */
+    uint32_t n_gaps;
+    _Atomic uint64_t armed_gap_end_ns; /* end of the first pause that ended after arming */
 };
 
 static struct bench_core **cores;
@@ -170,6 +189,8 @@ static _Atomic int g_phase = PH_WARMUP;
 static _Atomic uint32_t g_cores_loaded;
 static _Atomic int g_init_failed;
 static volatile sig_atomic_t g_interrupted;
+static volatile sig_atomic_t g_arm_signal;   /* SIGUSR1 arrived */
+static _Atomic uint64_t g_armed_ns;          /* when it arrived (set by the handler) */
 
 static uint64_t mono_ns(void)
 {
@@ -366,6 +387,24 @@ static void slot_release(struct slot *s)
     }
 }
 
+/* --gap-ms: an acknowledgement at now; a pause since the previous one that
+ * was at least gap_ns long is recorded (the failover measurement: kill -9 of
+ * the leader to the first acknowledged write after it). */
+static void note_ack(struct bench_core *c, uint64_t now)
+{
+    if (o.gap_ns && c->last_ok_ns && now - c->last_ok_ns >= o.gap_ns) {
+        if (c->n_gaps < MAX_GAPS) {
+            c->gaps[c->n_gaps][0] = c->last_ok_ns;
+            c->gaps[c->n_gaps][1] = now;
+            c->n_gaps++;
+        }
+        uint64_t armed = atomic_load_explicit(&g_armed_ns, memory_order_relaxed);
+        if (armed && now > armed && atomic_load(&c->armed_gap_end_ns) == 0)
+            atomic_store(&c->armed_gap_end_ns, now);
+    }
+    c->last_ok_ns = now;
+}
+
 /* One request (or transaction) of slot s ended: kind < 0 = success, else an
  * error kind; cancelled = the client itself is shutting down. */
 static void slot_complete(struct slot *s, int kind, const char *message, uint64_t rows,
@@ -377,6 +416,7 @@ static void slot_complete(struct slot *s, int kind, const char *message, uint64_
     bool stopping = c->stopping || atomic_load_explicit(&g_phase, memory_order_relaxed) == PH_STOP;
     if (kind < 0) {
         atomic_fetch_add_explicit(&c->progress_ok, 1, memory_order_relaxed);
+        note_ack(c, now);
         if (s->phase == PH_MEASURE && !(stopping && o.workload != WL_LOAD)) {
             bench_hist_record(&c->hist, now - s->start_ns);
             if (s->op == OP_PUT)
@@ -575,12 +615,17 @@ static bool conn_ready(struct bench_core *c, struct conn *k)
     uint64_t now = mono_ns();
     if (!k->worked && now < k->next_connect_ns)
         return false;
-    k->next_connect_ns = now + 200 * 1000000ull;
+    k->next_connect_ns = now + o.reconnect_ns;
     k->worked = false;
-    if (k->cl != NULL)
+    if (k->cl != NULL) {
         tkv_rpc_client_close(k->cl);
+        /* This address failed: with several --addr, try the next one (an
+         * etcd member that died; any member takes writes). */
+        k->addr = (k->addr + 1) % o.n_addrs;
+    }
     k->cl = NULL;
-    int rv = tkv_rpc_client_connect(c->r, o.host, o.port, NULL, &k->cl);
+    const struct addr *ad = &o.addrs[k->addr];
+    int rv = tkv_rpc_client_connect(c->r, ad->host, ad->port, NULL, &k->cl);
     if (rv != 0) {
         k->cl = NULL;
         return false;
@@ -742,9 +787,11 @@ static int core_init(struct tkv_reactor *r, uint32_t core, void *arg)
         }
     }
     for (uint32_t i = 0; i < c->n_conns && !o.use_lib; i++) {
-        int rv = tkv_rpc_client_connect(r, o.host, o.port, NULL, &c->conns[i].cl);
+        const struct addr *ad = &o.addrs[c->conns[i].addr];
+        int rv = tkv_rpc_client_connect(r, ad->host, ad->port, NULL, &c->conns[i].cl);
         if (rv != 0) {
-            fprintf(stderr, "tinykv-bench: connect %s:%u: %s\n", o.host, o.port, tkv_strerror(rv));
+            fprintf(stderr, "tinykv-bench: connect %s:%u: %s\n", ad->host, ad->port,
+                    tkv_strerror(rv));
             atomic_store(&g_init_failed, 1);
             return rv;
         }
@@ -786,6 +833,8 @@ static struct bench_core *core_new(uint32_t id, const struct bench_keys *proto_k
     c->n_slots = c->n_conns * o.depth;
     c->conns = calloc(c->n_conns, sizeof *c->conns);
     c->slots = calloc(c->n_slots, sizeof *c->slots);
+    for (uint32_t i = 0; c->conns && i < c->n_conns; i++)
+        c->conns[i].addr = i % o.n_addrs; /* every core starts on the first address */
     c->req_cap = (size_t)o.key_size * 2 + o.value_size + 64;
     c->req = malloc(c->req_cap);
     c->value = malloc(o.value_size ? o.value_size : 1);
@@ -818,7 +867,9 @@ static void usage(FILE *f)
             "                         a snapshot read) | etcd   (default tinykv)\n"
             "  -w, --workload W       load | put | get | a (50%% get) | b (95%% get) | c (get)\n"
             "                         | scan   (default put); load writes keys 0..keys-1 once\n"
-            "  -a, --addr HOST:PORT   server (default 127.0.0.1:20160)\n"
+            "  -a, --addr HOST:PORT[,HOST:PORT...]  server (default 127.0.0.1:20160);\n"
+            "                         several (up to %d): connection i starts on address\n"
+            "                         i %% N and a failed connection moves to the next one\n"
             "      --pd HOST:PORT     route through the scheduler (libtinykv: region cache,\n"
             "                         leader following); instead of --addr\n"
             "      --txn-keys N       tinykv-txn: keys written per transaction (default 1)\n"
@@ -838,13 +889,20 @@ static void usage(FILE *f)
             "      --linearizable     etcd: linearizable reads\n"
             "  -p, --server-pid PID   report this server process's CPU (repeatable, max %d)\n"
             "      --timeout-ms MS    per-request deadline (default 10000)\n"
+            "      --reconnect-ms MS  wait before reconnecting a connection that never came\n"
+            "                         up (default 200)\n"
+            "      --gap-ms MS        record every pause of MS or more between two\n"
+            "                         acknowledgements (CLOCK_MONOTONIC ns, in the JSON)\n"
+            "      --stop-after-gap   with --gap-ms: SIGUSR1 arms; the run ends 1 s after\n"
+            "                         the first recorded pause that ended after arming\n"
+            "                         (failover: kill -9 the leader, then SIGUSR1, wait)\n"
             "      --seed N           random seed (default 1)\n"
             "      --label TEXT       copied into the JSON line\n"
             "      --emit-body FILE   write one gRPC-framed request of the workload's first\n"
             "                         op (key 0) to FILE for h2load -d, print its path, exit\n"
             "  -q, --quiet            no progress lines\n"
             "  -h, --help\n",
-            MAX_PIDS);
+            MAX_ADDRS, MAX_PIDS);
 }
 
 static int parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
@@ -877,6 +935,31 @@ static int find_name(const char *s, const char *const *names, size_t n)
     return -1;
 }
 
+/* --addr HOST:PORT[,HOST:PORT...] into o.addrs; the first is also o.host/o.port. */
+static int parse_addrs(const char *arg)
+{
+    char buf[MAX_ADDRS * 160];
+    if (strlen(arg) >= sizeof buf)
+        return -1;
+    strcpy(buf, arg);
+    o.n_addrs = 0;
+    char *save = NULL;
+    for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        if (o.n_addrs == MAX_ADDRS)
+            return -1;
+        struct addr *ad = &o.addrs[o.n_addrs];
+        if (tkv_reactor_parse_hostport(t, ad->host, sizeof ad->host, &ad->port) != 0 ||
+            ad->port == 0 || ad->host[0] == '\0')
+            return -1;
+        o.n_addrs++;
+    }
+    if (o.n_addrs == 0)
+        return -1;
+    memcpy(o.host, o.addrs[0].host, sizeof o.host);
+    o.port = o.addrs[0].port;
+    return 0;
+}
+
 static int bad(const char *opt, const char *val)
 {
     fprintf(stderr, "tinykv-bench: bad value for %s: '%s' (see --help)\n", opt, val);
@@ -898,7 +981,10 @@ static int parse_opts(int argc, char **argv)
         O_LABEL,
         O_EMIT,
         O_PD,
-        O_TXN_KEYS
+        O_TXN_KEYS,
+        O_RECONNECT,
+        O_GAP,
+        O_STOP_GAP
     };
     static const struct option lo[] = {
         {"backend", 1, 0, 'b'},
@@ -925,6 +1011,9 @@ static int parse_opts(int argc, char **argv)
         {"emit-body", 1, 0, O_EMIT},
         {"pd", 1, 0, O_PD},
         {"txn-keys", 1, 0, O_TXN_KEYS},
+        {"reconnect-ms", 1, 0, O_RECONNECT},
+        {"gap-ms", 1, 0, O_GAP},
+        {"stop-after-gap", 0, 0, O_STOP_GAP},
         {"quiet", 0, 0, 'q'},
         {"help", 0, 0, 'h'},
         {0, 0, 0, 0},
@@ -948,8 +1037,7 @@ static int parse_opts(int argc, char **argv)
             break;
         }
         case 'a':
-            if (tkv_reactor_parse_hostport(optarg, o.host, sizeof o.host, &o.port) != 0 ||
-                o.port == 0 || o.host[0] == '\0')
+            if (parse_addrs(optarg) != 0)
                 return bad("--addr", optarg);
             break;
         case 't':
@@ -1041,6 +1129,19 @@ static int parse_opts(int argc, char **argv)
         case O_PD:
             o.pd = optarg;
             break;
+        case O_RECONNECT:
+            if (parse_u64(optarg, 1, 60000, &v))
+                return bad("--reconnect-ms", optarg);
+            o.reconnect_ns = v * 1000000ull;
+            break;
+        case O_GAP:
+            if (parse_u64(optarg, 1, 3600000, &v))
+                return bad("--gap-ms", optarg);
+            o.gap_ns = v * 1000000ull;
+            break;
+        case O_STOP_GAP:
+            o.stop_after_gap = true;
+            break;
         case O_TXN_KEYS:
             if (parse_u64(optarg, 1, 1000, &v))
                 return bad("--txn-keys", optarg);
@@ -1059,6 +1160,15 @@ static int parse_opts(int argc, char **argv)
     }
     if (optind < argc) {
         fprintf(stderr, "tinykv-bench: unexpected argument '%s'\n", argv[optind]);
+        return 2;
+    }
+    if (o.n_addrs == 0) { /* the default --addr */
+        o.addrs[0] = (struct addr){.port = o.port};
+        memcpy(o.addrs[0].host, o.host, sizeof o.host);
+        o.n_addrs = 1;
+    }
+    if (o.stop_after_gap && !o.gap_ns) {
+        fprintf(stderr, "tinykv-bench: --stop-after-gap needs --gap-ms\n");
         return 2;
     }
     if (o.threads > o.conns) {
@@ -1100,8 +1210,24 @@ static int emit_body(void)
 
 static void on_signal(int sig)
 {
-    (void)sig;
-    g_interrupted = 1;
+    if (sig == SIGUSR1) {
+        /* clock_gettime is async-signal-safe; the atomic is lock-free */
+        if (atomic_load(&g_armed_ns) == 0)
+            atomic_store(&g_armed_ns, mono_ns());
+        g_arm_signal = 1;
+    } else
+        g_interrupted = 1;
+}
+
+/* --stop-after-gap: did a pause that ended after arming end before t? */
+static bool gap_closed_before(uint64_t t)
+{
+    for (uint32_t i = 0; i < o.threads; i++) {
+        uint64_t end = atomic_load(&cores[i]->armed_gap_end_ns);
+        if (end && end <= t)
+            return true;
+    }
+    return false;
 }
 
 static void sleep_ms(unsigned ms)
@@ -1183,6 +1309,20 @@ static void print_json(double secs, const struct cpu_snap *a, const struct cpu_s
     printf("}");
     if (o.rate > 0)
         printf(",\"open_backlog_max\":%" PRIu64, backlog);
+    if (o.gap_ns) {
+        /* CLOCK_MONOTONIC ns, comparable with any other process's clock */
+        printf(",\"gap_ms\":%.0f,\"armed_ns\":%" PRIu64 ",\"gaps\":[", (double)o.gap_ns / 1e6,
+               atomic_load(&g_armed_ns));
+        bool first = true;
+        for (uint32_t i = 0; i < o.threads; i++)
+            for (uint32_t j = 0; j < cores[i]->n_gaps; j++) {
+                printf("%s{\"from_ns\":%" PRIu64 ",\"to_ns\":%" PRIu64 ",\"ms\":%.1f}",
+                       first ? "" : ",", cores[i]->gaps[j][0], cores[i]->gaps[j][1],
+                       (double)(cores[i]->gaps[j][1] - cores[i]->gaps[j][0]) / 1e6);
+                first = false;
+            }
+        printf("]");
+    }
     double client = b->self - a->self, server = 0;
     printf(",\"client_cpu_s\":%.3f,\"servers\":[", client);
     for (uint32_t i = 0; i < o.n_pids; i++) {
@@ -1231,6 +1371,7 @@ int main(int argc, char **argv)
     struct sigaction sa = {.sa_handler = on_signal};
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGUSR1, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
     bool load = o.workload == WL_LOAD;
@@ -1254,6 +1395,8 @@ int main(int argc, char **argv)
         sleep_ms(20);
         uint64_t now = mono_ns();
         if (g_interrupted || atomic_load(&g_init_failed))
+            break;
+        if (o.stop_after_gap && gap_closed_before(now - NS))
             break;
         if (!measuring && (double)(now - t0) >= o.warmup_s * 1e9) {
             cpu_snap(&c0);
