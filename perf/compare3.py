@@ -252,12 +252,20 @@ class Tinykv:
                     "--log-level", "info"]
             self.nodes.append(Proc("tinykv-node%d" % i, argv, os.path.join(base, "node%d.log" % i)))
         self.store_node = {}  # store id -> node index, from the "store ready" log lines
+        self.serving_seen = [0, 0, 0]  # "is serving" lines in each log before its last start
+
+    def _start_node(self, i):
+        try:
+            with open(self.nodes[i].log_path, "rb") as f:
+                self.serving_seen[i] = f.read().count(b'["tinykv-server is serving"]')
+        except OSError:
+            self.serving_seen[i] = 0
+        self.nodes[i].start()
 
     def _wait_serving(self, i, timeout=120):
         n = self.nodes[i]
         deadline = time.monotonic() + timeout
-        with open(n.log_path, "rb") as f:
-            seen = f.read().count(b'["tinykv-server is serving"]')
+        seen = self.serving_seen[i]
         while time.monotonic() < deadline:
             if not n.alive():
                 raise RuntimeError("%s exited (%s); log tail:\n%s" % (n.name, n.p.returncode, n.log_tail()))
@@ -277,10 +285,10 @@ class Tinykv:
         self.sched.wait_port(self.sport, 30)
         # One node bootstraps the cluster; the others join once it serves
         # (fresh nodes started together race to bootstrap, and the loser exits).
-        self.nodes[0].start()
+        self._start_node(0)
         self._wait_serving(0)
         for i in (1, 2):
-            self.nodes[i].start()
+            self._start_node(i)
         for i in (1, 2):
             self._wait_serving(i)
 
@@ -330,7 +338,7 @@ class Tinykv:
         return self.nodes
 
     def restart(self, i, settle_timeout=120):
-        self.nodes[i].start()
+        self._start_node(i)
         self._wait_serving(i)
         self.wait_replicas(settle_timeout)
 
