@@ -1,6 +1,7 @@
 /* The raftstore: region peers of one store, the per-turn Ready loop (one
  * raft log group commit, then messages, then apply, then answers), region
  * checks and errors, ReadIndex reads, CompactLog, snapshots. */
+#include <fiu.h> /* failpoints: FIU_ENABLE only in the sanitized test build */
 #include <stdlib.h>
 #include <string.h>
 
@@ -743,6 +744,11 @@ static bool valid_cf(enum tkv_cf cf)
     return cf == TKV_CF_DEFAULT || cf == TKV_CF_LOCK || cf == TKV_CF_WRITE;
 }
 
+__attribute__((unused)) static void ignore_answer(void *arg, const struct tkv_rs_result *res)
+{
+    (void)arg, (void)res;
+}
+
 /* Propose the encoded command b (freed here) and remember who to answer. */
 static void propose_cmd(struct rs_peer *p, struct rs_buf *b, tkv_rs_done_fn cb, void *arg)
 {
@@ -766,6 +772,15 @@ static void propose_cmd(struct rs_peer *p, struct rs_buf *b, tkv_rs_done_fn cb, 
     }
     struct tkv_raft_status st;
     tkv_raft_status(p->raft, &st);
+    /* Injected bug for the negative controls of the cluster tests
+     * (tests/integration/cluster): answer success as soon as the command is
+     * proposed, before it is committed or applied. A read that follows can
+     * miss the write (stale read) and a leader killed then loses it. */
+    fiu_do_on("raftstore/ack_before_apply", {
+        answer(cb, arg, 0);
+        cb = ignore_answer;
+        arg = NULL;
+    });
     GROW(p->props, p->n_props, p->cap_props);
     p->props[p->n_props++] =
         (struct rs_proposal){.index = st.last_index, .term = st.hs.term, .cb = cb, .arg = arg};

@@ -21,6 +21,8 @@
  * (or until --duration-ms). Times are CLOCK_MONOTONIC ns, comparable across
  * processes of the host. Every line is one write(2) to an O_APPEND file, so
  * a SIGKILL leaves whole lines (the harness drops a torn last line).
+ * --store: one standalone store (timestamps from --tso, a local file);
+ * --pd: a cluster through its scheduler (region routing, scheduler TSO).
  * Exit status: 0 done, 1 the setup failed, 2 usage. */
 #include <errno.h>
 #include <fcntl.h>
@@ -45,7 +47,7 @@ enum { BANK, APPEND };
 
 static struct {
     int workload;
-    const char *store, *out, *prefix, *tso;
+    const char *store, *pd, *out, *prefix, *tso;
     unsigned workers, accounts, keys, client;
     unsigned long txns, duration_ms, lock_ttl_ms;
     long balance;
@@ -445,7 +447,7 @@ static void run(struct tinykv *kv, void *arg)
 
 static int usage(void)
 {
-    fprintf(stderr, "usage: tkv-txn-workload --store HOST:PORT --out FILE [--workload bank|append] [--setup]\n"
+    fprintf(stderr, "usage: tkv-txn-workload (--store HOST:PORT | --pd HOST:PORT) --out FILE [--workload bank|append] [--setup]\n"
                     "  [--workers N] [--txns N] [--duration-ms MS] [--client ID] [--seed S] [--prefix P]\n"
                     "  [--accounts N] [--balance B] [--keys N] [--lock-ttl-ms MS] [--tso PATH]\n");
     return 2;
@@ -461,7 +463,8 @@ int main(int argc, char **argv)
         {"seed", required_argument, NULL, 'r'},    {"prefix", required_argument, NULL, 'p'},
         {"accounts", required_argument, NULL, 'a'}, {"balance", required_argument, NULL, 'b'},
         {"keys", required_argument, NULL, 'k'},    {"lock-ttl-ms", required_argument, NULL, 'l'},
-        {"tso", required_argument, NULL, 'T'},     {NULL, 0, NULL, 0},
+        {"tso", required_argument, NULL, 'T'},     {"pd", required_argument, NULL, 'P'},
+        {NULL, 0, NULL, 0},
     };
     int c;
     while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
@@ -488,10 +491,11 @@ int main(int argc, char **argv)
         case 'k': opt.keys = (unsigned)strtoul(optarg, NULL, 10); break;
         case 'l': opt.lock_ttl_ms = strtoul(optarg, NULL, 10); break;
         case 'T': opt.tso = optarg; break;
+        case 'P': opt.pd = optarg; break;
         default: return usage();
         }
     }
-    if (!opt.store || !opt.out || !opt.workers || opt.workers > MAX_WORKERS || opt.accounts < 2 ||
+    if (!opt.store == !opt.pd || !opt.out || !opt.workers || opt.workers > MAX_WORKERS || opt.accounts < 2 ||
         opt.accounts > MAX_KEYS || !opt.keys || opt.keys > MAX_KEYS || opt.client == 0 || opt.client > 4000)
         return usage();
     rng ^= opt.seed * 0x9e3779b97f4a7c15ull + opt.client;
@@ -505,6 +509,7 @@ int main(int argc, char **argv)
     if (opt.duration_ms)
         t_end = now_ns() + opt.duration_ms * 1000000ull;
     struct tinykv_config cfg = {.store_addr = opt.store,
+                                .pd_addrs = opt.pd,
                                 .lock_ttl_ms = opt.lock_ttl_ms,
                                 .local_tso_path = opt.tso,
                                 .op_timeout_ms = 5000};

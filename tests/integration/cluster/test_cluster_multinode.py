@@ -1,0 +1,262 @@
+# A real three-node cluster (issue 10 item 7): tinyscheduler-server and three
+# tinykv-server nodes (cores = 1: one store each) on 127.0.0.1, free ports,
+# one cluster for the whole file, tests in order:
+#   1. region 1 grows to 3 replicas by itself (the scheduler's replica
+#      checker, conf change), on 3 distinct stores;
+#   2. libtinykv Raw clients (tkv-raw-workload) write while the region
+#      leader's node is kill -9ed: a new leader serves within 3 election
+#      timeouts (probed with RawPut on every live replica; printed), the
+#      clients go on; the node restarts and catches up (the other follower is
+#      then killed, so every write needs the restarted replica's ack); the
+#      history, with a final read of every key, is linearizable
+#      (tkv-check-lin) and no acknowledged write is lost;
+#   3. loading data with a small region size (coprocessor.region-max-size)
+#      splits the key space into several regions, every one with 3 replicas
+#      on 3 stores;
+#   4. libtinykv's bank workload (tkv-txn-workload --pd, 2PC) over accounts in
+#      different regions while a leader's node is kill -9ed: tkv-check-si
+#      --bank stays green and no lock is left in the lock CF after a final
+#      reader;
+#   5. kill -9 of every node at once under Raw clients, restart all: the
+#      history stays linearizable, nothing acknowledged is lost, the loaded
+#      keys are all there.
+# Tests that need a feature not in this source tree yet (conf change, split)
+# skip with the reason (clustertest.missing_feature); once the feature is
+# there they assert. The negative controls are test_cluster_negative.py.
+# TKV_KEEP_LOGS=1 keeps the logs and histories.
+import os
+import shutil
+import tempfile
+import time
+import unittest
+
+import clustertest
+import multinode as mn
+import tkvtest
+
+REPLICAS_TIMEOUT_S = 60
+SPLIT_CONF = """
+[coprocessor]
+region-max-size = "96KiB"
+region-split-size = "64KiB"
+"""
+ACCOUNTS = 5
+FILL_KEYS_PER_ACCOUNT = 160  # x 1 KiB: past region-max-size between two accounts
+FILL_VALUE_BYTES = 1024
+
+
+class MultiNode(tkvtest.TkvTestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="tkv-multinode-")
+        cls.cluster = clustertest.Cluster(n_nodes=3, conf_extra=SPLIT_CONF).start()
+        cls.replicated = None  # None: not checked yet; else the skip reason or ""
+        cls.loaded = 0
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.cluster.cleanup()
+        if os.environ.get("TKV_KEEP_LOGS") == "1":
+            print("kept %s" % cls.tmp)
+        else:
+            shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def path(self, name):
+        return os.path.join(self.tmp, name)
+
+    def need_three_replicas(self):
+        """Waits until region 1 has 3 replicas; skips (conf change missing)
+        or fails (it is there and did not do it)."""
+        cls = type(self)
+        if cls.replicated is None:
+            t0 = time.monotonic()
+            why = clustertest.missing_feature("conf change")
+            # without conf change waiting longer cannot help
+            timeout = REPLICAS_TIMEOUT_S if why is None else 5
+
+            def three():
+                region, leader = self.cluster.region(b"")
+                return region is not None and leader is not None and len(region.peers) >= 3
+            ok = self.cluster.wait_for("3 replicas", three, timeout)
+            region, _ = self.cluster.region(b"")
+            n = len(region.peers) if region else 0
+            if ok:
+                cls.replicated = ""
+                print("region %d has %d replicas %.1f s after start" % (region.id, n, time.monotonic() - t0))
+            else:
+                if why is None:
+                    self.fail("region 1 has %d replica(s) after %d s although conf change is "
+                              "implemented; scheduler operators: %s" %
+                              (n, REPLICAS_TIMEOUT_S, self.cluster.api("operators")))
+                cls.replicated = "region 1 has %d replica after %d s: %s" % (n, timeout, why)
+        if cls.replicated:
+            print("SKIP: " + cls.replicated, flush=True)
+            self.skipTest(cls.replicated)
+
+    def test_1_region_1_reaches_three_replicas_on_distinct_stores(self):
+        stores = self.cluster.sc.stores()
+        ids = [sid for name in self.cluster.names for sid in self.cluster.store_ids(name)]
+        self.assertEqual(sorted(stores), sorted(ids), "each node's store must be registered")
+        self.need_three_replicas()
+        region, leader = self.cluster.region(b"")
+        on = [p.store_id for p in region.peers]
+        self.assertEqual(len(set(on)), len(on), "two replicas of region %d on one store: %s" % (region.id, on))
+        self.assertEqual(len({self.cluster.node_of_store(s) for s in on}), 3,
+                         "the replicas must be on 3 different nodes")
+        self.assertIn(leader.store_id, on)
+
+    def test_2_leader_kill9_failover_is_fast_linearizable_and_the_node_catches_up(self):
+        self.need_three_replicas()
+        c = self.cluster
+        hist = self.path("failover.jsonl")
+        clients = mn.RawClients(c, hist, client=1)
+        try:
+            time.sleep(2.0)
+            region, leader = c.region(b"rw/k0")
+            victim = c.node_of_store(leader.store_id)
+            t_kill = mn.now()
+            c.kill(victim)
+            secs, new_store = mn.probe_new_leader(c, set(c.store_ids(victim)), b"rw/k0")
+            self.assertIsNotNone(secs, "no live replica of region %d served a write within 30 s of "
+                                 "kill -9 of its leader's node %s" % (region.id, victim))
+            print("failover: kill -9 of %s (leader store %d) -> store %d serves a write after %.3f s "
+                  "(bound: 3 election timeouts = %.1f s)" %
+                  (victim, leader.store_id, new_store, secs, mn.FAILOVER_BOUND_S), flush=True)
+            self.assertLessEqual(secs, mn.FAILOVER_BOUND_S,
+                                 "the new leader served %.3f s after the kill, more than 3 election "
+                                 "timeouts" % secs)
+            time.sleep(1.5)
+            c.restart(victim)
+            time.sleep(1.0)
+            # Catch-up: the survivor that does not lead is killed; from now on
+            # every commit needs the restarted replica's ack (2 of 3), so
+            # acknowledged writes show that its log caught up.
+            others = [n for n in c.names if n not in (victim, c.node_of_store(new_store))]
+            self.assertEqual(len(others), 1)
+            t_kill2 = mn.now()
+            c.kill(others[0])
+            deadline = time.monotonic() + 20
+            after = None
+            while time.monotonic() < deadline and after is None:
+                time.sleep(0.2)
+                after = mn.first_ok_write_after(mn.read_history(hist), t_kill2)
+            self.assertIsNotNone(after, "no write acknowledged within 20 s with %s down and the restarted "
+                                 "%s as the leader's only follower: it did not catch up" %
+                                 (others[0], victim))
+            print("catch-up: with %s down, writes acknowledged again %.3f s later (restarted %s acks them)" %
+                  (others[0], (after - t_kill2) / 1e9, victim), flush=True)
+            time.sleep(1.0)
+            c.restart(others[0])
+            time.sleep(1.0)
+        finally:
+            clients.stop()
+        mn.raw_read_all(c, hist)
+        recs = mn.read_history(hist)
+        n = mn.summary(recs)
+        first = mn.first_ok_write_after(recs, t_kill)
+        print("history: %s; first client write invoked after the kill acknowledged %.3f s after it" %
+              (n, (first - t_kill) / 1e9 if first else -1), flush=True)
+        self.assertGreater(n["ok"], 300, "too little traffic to check: %s" % n)
+        self.assertIsNotNone(first, "no client write acknowledged after the leader's kill")
+        rc, report = mn.check_linearizable(hist)
+        print(report)
+        self.assertEqual(rc, 0, "the history across the leader's kill is not linearizable:\n%s" % report)
+        self.assertEqual(mn.lost_acknowledged_writes(recs), [], "acknowledged writes lost")
+
+    def test_3_loading_data_splits_the_key_space_into_regions_on_all_stores(self):
+        self.need_three_replicas()
+        c = self.cluster
+        why = clustertest.missing_feature("split")
+        # Filler under "wl/acct<i>/" sorts between the encoded accounts i-1 and
+        # i, so the split keys fall between the bank's accounts (test 4).
+        for i in range(1, ACCOUNTS):
+            mn.raw_load(c, "wl/acct%d" % i, FILL_KEYS_PER_ACCOUNT, FILL_VALUE_BYTES)
+        type(self).loaded = FILL_KEYS_PER_ACCOUNT
+        regions = c.wait_for("regions", lambda: len(c.regions()) >= ACCOUNTS and c.regions(), 60)
+        regions = c.regions()
+        if len(regions) < 2 and why:
+            print("SKIP: 1 region after loading %d KiB with region-max-size 96KiB: %s" %
+                  ((ACCOUNTS - 1) * FILL_KEYS_PER_ACCOUNT, why), flush=True)
+            self.skipTest("1 region after loading: " + why)
+        self.assertGreaterEqual(len(regions), ACCOUNTS,
+                                "%d KiB with region-max-size 96KiB must make several regions: %s" %
+                                ((ACCOUNTS - 1) * FILL_KEYS_PER_ACCOUNT, regions))
+        stores = set(c.sc.stores())
+
+        def replicated():
+            rs = c.regions()
+            return all(len({p["store_id"] for p in r["peers"]}) == 3 and r.get("leader") for r in rs) and rs
+        rs = c.wait_for("3 replicas of every region", replicated, 60) or c.regions()
+        for r in rs:
+            on = {p["store_id"] for p in r["peers"]}
+            self.assertEqual(on, stores, "region %s is not on every store: %s" % (r["id"], r))
+        leaders = {}
+        for r in rs:
+            leaders[r["leader"]["store_id"]] = leaders.get(r["leader"]["store_id"], 0) + 1
+        print("%d regions, every one on stores %s; leaders per store %s" % (len(rs), sorted(stores), leaders))
+        # every account in a region of its own
+        acct_regions = {c.region(mn.encode_bytes(b"wl/acct%d" % i))[0].id for i in range(ACCOUNTS)}
+        self.assertEqual(len(acct_regions), ACCOUNTS, "the bank's accounts must be in %d regions" % ACCOUNTS)
+
+    def test_4_bank_across_regions_with_leader_kill9_stays_si_and_leaves_no_lock(self):
+        self.need_three_replicas()
+        c = self.cluster
+        out = self.path("bank.jsonl")
+        bank = mn.TxnClients(c, out, accounts=ACCOUNTS)
+        bank.setup()
+        acct_regions = {c.region(mn.encode_bytes(b"wl/acct%d" % i))[0].id for i in range(ACCOUNTS)}
+        print("bank accounts in %d region(s)" % len(acct_regions))
+        for client in (1, 2, 3):
+            bank.start(client, 9000)
+        time.sleep(2.5)
+        region, leader = c.region(mn.encode_bytes(b"wl/acct0"))
+        victim = c.node_of_store(leader.store_id)
+        c.kill(victim)
+        print("killed %s (leader of region %d)" % (victim, region.id), flush=True)
+        time.sleep(3.0)
+        c.restart(victim)
+        bank.wait()
+        bank.final_read()
+        rc, report, n_reads = bank.check_bank()
+        print(report)
+        self.assertGreater(n_reads, 20, "too few snapshot reads to check")
+        self.assertEqual(rc, 0, "bank invariant broken across the kill:\n%s" % report)
+        locks = mn.scan_locks(c)
+        self.assertEqual(locks, [], "locks left unresolved after the final reader: %s" % locks[:5])
+
+    def test_5_kill9_of_every_node_loses_nothing_acknowledged(self):
+        c = self.cluster
+        hist = self.path("killall.jsonl")
+        clients = mn.RawClients(c, hist, client=2, prefix="ka")
+        try:
+            time.sleep(2.5)
+            t_kill = mn.now()
+            c.kill_all()
+            for name in c.names:
+                c.restart(name)
+            time.sleep(2.5)
+        finally:
+            clients.stop()
+        mn.raw_read_all(c, hist, prefix="ka")
+        recs = mn.read_history(hist)
+        n = mn.summary(recs)
+        acked_before = sum(1 for r in recs if r["type"] == "ok" and r["f"] != "get" and r["ret"] < t_kill)
+        print("history: %s, %d writes acknowledged before the kill" % (n, acked_before))
+        self.assertGreater(acked_before, 50, "too few writes acknowledged before the kill to test anything")
+        self.assertEqual(mn.lost_acknowledged_writes(recs), [], "acknowledged writes lost by kill -9 of all")
+        rc, report = mn.check_linearizable(hist)
+        print(report)
+        self.assertEqual(rc, 0, "the history across kill -9 of every node is not linearizable:\n%s" % report)
+        if type(self).loaded:
+            rc, out, err = clustertest.ctl(c.sched.addr, "--hex", "raw", "scan",
+                                           b"wl/".hex(), "--limit", "100000")
+            self.assertEqual(rc, 0, err)
+            keys = out.split()[0::2]
+            want = (ACCOUNTS - 1) * type(self).loaded
+            self.assertEqual(len([k for k in keys if b"/load/" in bytes.fromhex(k)]), want,
+                             "loaded keys lost by kill -9 of all")
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
