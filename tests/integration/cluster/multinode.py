@@ -140,16 +140,16 @@ def first_ok_write_after(recs, t):
     return min(rets) if rets else None
 
 
-def probe_new_leader(cluster, dead_stores, key=b"", timeout=30.0):
-    """After the leader's node died: RawPut with the region's context to every
-    live replica, again and again, until one answers OK (it leads and has
-    committed in its term). Returns (seconds, store_id)."""
-    t0 = time.monotonic()
+def probe_new_leader(cluster, dead_stores, t_kill, key=b"", timeout=30.0):
+    """After the leader's node died (at t_kill, now()): RawPut with the
+    region's context to every live replica, again and again, until one
+    answers OK (it leads and has committed in its term). Returns (seconds
+    from t_kill, store_id), or (None, None) after timeout."""
     region, _ = cluster.region(key)
     chans = {}
     try:
         n = 0
-        while time.monotonic() - t0 < timeout:
+        while (now() - t_kill) / 1e9 < timeout:
             for p in region.peers:
                 if p.store_id in dead_stores:
                     continue
@@ -163,7 +163,7 @@ def probe_new_leader(cluster, dead_stores, key=b"", timeout=30.0):
                 except grpc.RpcError:
                     continue
                 if not r.HasField("region_error") and not r.error:
-                    return time.monotonic() - t0, p.store_id
+                    return (now() - t_kill) / 1e9, p.store_id
                 if r.region_error.HasField("epoch_not_match"):
                     region, _ = cluster.region(key)
             time.sleep(0.01)

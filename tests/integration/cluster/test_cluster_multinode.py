@@ -11,8 +11,8 @@
 #      history, with a final read of every key, is linearizable
 #      (tkv-check-lin) and no acknowledged write is lost;
 #   3. loading data with a small region size (coprocessor.region-max-size)
-#      splits the key space into several regions, every one with 3 replicas
-#      on 3 stores;
+#      splits the key space into several regions (one per bank account),
+#      every one with 3 replicas on 3 stores (when test 1 saw 3 replicas);
 #   4. libtinykv's bank workload (tkv-txn-workload --pd, 2PC) over accounts in
 #      different regions while a leader's node is kill -9ed: tkv-check-si
 #      --bank stays green and no lock is left in the lock CF after a final
@@ -117,7 +117,7 @@ class MultiNode(tkvtest.TkvTestCase):
             victim = c.node_of_store(leader.store_id)
             t_kill = mn.now()
             c.kill(victim)
-            secs, new_store = mn.probe_new_leader(c, set(c.store_ids(victim)), b"rw/k0")
+            secs, new_store = mn.probe_new_leader(c, set(c.store_ids(victim)), t_kill, b"rw/k0")
             self.assertIsNotNone(secs, "no live replica of region %d served a write within 30 s of "
                                  "kill -9 of its leader's node %s" % (region.id, victim))
             print("failover: kill -9 of %s (leader store %d) -> store %d serves a write after %.3f s "
@@ -165,7 +165,6 @@ class MultiNode(tkvtest.TkvTestCase):
         self.assertEqual(mn.lost_acknowledged_writes(recs), [], "acknowledged writes lost")
 
     def test_3_loading_data_splits_the_key_space_into_regions_on_all_stores(self):
-        self.need_three_replicas()
         c = self.cluster
         why = clustertest.missing_feature("split")
         # Filler under "wl/acct<i>/" sorts between the encoded accounts i-1 and
@@ -173,7 +172,11 @@ class MultiNode(tkvtest.TkvTestCase):
         for i in range(1, ACCOUNTS):
             mn.raw_load(c, "wl/acct%d" % i, FILL_KEYS_PER_ACCOUNT, FILL_VALUE_BYTES)
         type(self).loaded = FILL_KEYS_PER_ACCOUNT
-        regions = c.wait_for("regions", lambda: len(c.regions()) >= ACCOUNTS and c.regions(), 60)
+
+        def acct_regions():
+            return {c.region(mn.encode_bytes(b"wl/acct%d" % i))[0].id for i in range(ACCOUNTS)}
+        # splits finish in the background: wait until every account has a region of its own
+        c.wait_for("split", lambda: len(acct_regions()) == ACCOUNTS, 5 if why else 60)
         regions = c.regions()
         if len(regions) < 2 and why:
             print("SKIP: 1 region after loading %d KiB with region-max-size 96KiB: %s" %
@@ -182,6 +185,9 @@ class MultiNode(tkvtest.TkvTestCase):
         self.assertGreaterEqual(len(regions), ACCOUNTS,
                                 "%d KiB with region-max-size 96KiB must make several regions: %s" %
                                 ((ACCOUNTS - 1) * FILL_KEYS_PER_ACCOUNT, regions))
+        if type(self).replicated != "":
+            print("regions: %d (replicas not checked: %s)" % (len(regions), type(self).replicated))
+            return
         stores = set(c.sc.stores())
 
         def replicated():
@@ -195,9 +201,8 @@ class MultiNode(tkvtest.TkvTestCase):
         for r in rs:
             leaders[r["leader"]["store_id"]] = leaders.get(r["leader"]["store_id"], 0) + 1
         print("%d regions, every one on stores %s; leaders per store %s" % (len(rs), sorted(stores), leaders))
-        # every account in a region of its own
-        acct_regions = {c.region(mn.encode_bytes(b"wl/acct%d" % i))[0].id for i in range(ACCOUNTS)}
-        self.assertEqual(len(acct_regions), ACCOUNTS, "the bank's accounts must be in %d regions" % ACCOUNTS)
+        self.assertEqual(len(acct_regions()), ACCOUNTS,
+                         "the bank's accounts must be in %d regions (filler between them)" % ACCOUNTS)
 
     def test_4_bank_across_regions_with_leader_kill9_stays_si_and_leaves_no_lock(self):
         self.need_three_replicas()
