@@ -274,6 +274,31 @@ class Cluster:
     def regions(self):
         return self.api("regions")["regions"]
 
+    def post_operator(self, op):
+        """POST /pd/api/v1/operators: (HTTP status, decoded body or text)."""
+        code, body, _ = tkvtest.http_request(self.http_port, "/pd/api/v1/operators", "POST",
+                                             body=json.dumps(op).encode())
+        try:
+            return code, json.loads(body.decode())
+        except ValueError:
+            return code, body.decode(errors="replace")
+
+    def transfer_leader(self, key, to_store, timeout=30.0):
+        """Asks the scheduler to move key's region leader to to_store (again
+        while it refuses, e.g. the peer is still catching up) until the
+        scheduler reports that leader. Returns (moved, last answer)."""
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            region, leader = self.region(key)
+            if leader is not None and leader.store_id == to_store:
+                return True, last
+            if region is not None:
+                last = self.post_operator({"name": "transfer-leader", "region_id": region.id,
+                                           "to_store_id": to_store})
+            time.sleep(0.3)
+        return False, last
+
     def wait_for(self, what, pred, timeout, interval=0.2):
         """Polls pred() until it returns a true value (returned) or timeout
         passes (returns the last value)."""

@@ -74,6 +74,32 @@ def raw_read_all(cluster, out, keys=4, prefix="rw"):
         raise AssertionError("final reads failed: %s" % p.stderr.decode(errors="replace"))
 
 
+def read_through_store(cluster, store_id, keys, prefix="rw"):
+    """The final reads (process 99900) sent straight to store_id's replica
+    with the region's context: only served if that replica leads. Returns
+    the history records; raises on a region error."""
+    recs = []
+    with tkvtest.channel(cluster.store_addr(store_id)) as ch:
+        for i in range(keys):
+            key = b"%s/k%d" % (prefix.encode(), i)
+            region, _ = cluster.region(key)
+            peer = [p for p in region.peers if p.store_id == store_id][0]
+            call = now()
+            r = clustertest.raw_get(ch, context(region, peer), key)
+            ret = now()
+            if r.HasField("region_error") or r.error:
+                raise AssertionError("store %d did not serve the read of %r: %s" % (store_id, key, r))
+            recs.append({"process": 99900, "f": "get", "key": key.decode(), "call": call, "ret": ret,
+                         "type": "ok", "value": None if r.not_found else r.value.decode("latin-1")})
+    return recs
+
+
+def append_history(path, recs):
+    with open(path, "a") as f:
+        for r in recs:
+            f.write(json.dumps(r) + "\n")
+
+
 def raw_load(cluster, prefix, n, value_bytes, workers=8):
     p = subprocess.run(tkvtest._die_with_parent_prefix() +
                        [_bin("TKV_RAW_WORKLOAD"), "--pd", cluster.sched.addr, "--prefix", prefix,
