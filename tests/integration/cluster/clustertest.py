@@ -327,7 +327,9 @@ def missing_feature(feature):
     m = re.search(r"\nvoid " + func + r"\(.*?\n}\n", rs, re.S)
     if m and "TKV_EUNIMPL" in m.group(0):
         return "%s not on main (%s answers TKV_EUNIMPL)" % (feature, func)
-    srv = repo_file("src/server/server_cluster.c")
+    srv_dir = os.path.join(_here, "..", "..", "..", "src", "server")
+    srv = "".join(repo_file(os.path.join("src", "server", f)) for f in sorted(os.listdir(srv_dir))
+                  if f.endswith(".c"))
     if feature == "conf change" and "no conf change yet" in srv:
         return "conf change not on main (the node does not carry out the scheduler's operators)"
     if feature == "split" and "AskSplit" not in srv:
