@@ -19,7 +19,10 @@
 #      -9ed (restarted at once while regions have 1 replica): tkv-check-si
 #      --bank stays green and no lock is left in the lock CF after a final
 #      reader;
-#   5. kill -9 of every node at once under Raw clients, restart all: the
+#   6. a paused leader (SIGSTOP for 3 election timeouts, then SIGCONT: a
+#      zombie that wakes up after a new leader took writes) serves no stale
+#      read: the history is linearizable;
+#   7. kill -9 of every node at once under Raw clients, restart all: the
 #      history stays linearizable, nothing acknowledged is lost, the loaded
 #      keys are all there.
 # Tests that need a feature not in this source tree yet (conf change, split)
@@ -28,6 +31,7 @@
 # TKV_KEEP_LOGS=1 keeps the logs and histories.
 import os
 import shutil
+import signal
 import tempfile
 import time
 import unittest
@@ -281,7 +285,43 @@ class MultiNode(tkvtest.TkvTestCase):
         locks = mn.scan_locks(c)
         self.assertEqual(locks, [], "locks left unresolved after the final reader: %s" % locks[:5])
 
-    def test_5_kill9_of_every_node_loses_nothing_acknowledged(self):
+    def test_6_paused_leader_serves_no_stale_read(self):
+        """A zombie leader (RELIABILITY.md S3): the leader's node is stopped
+        (SIGSTOP) for 3 election timeouts while clients go on, so the others
+        elect a new leader and take writes, then continued: requests the old
+        leader got before and after the pause must not be answered from its
+        stale state (reads go through ReadIndex)."""
+        self.need_three_replicas()
+        c = self.cluster
+        hist = self.path("pause.jsonl")
+        clients = mn.RawClients(c, hist, client=6, prefix="zl")
+        try:
+            time.sleep(2.0)
+            _, leader = c.region(b"zl/k0")
+            victim = c.node_of_store(leader.store_id)
+            node = c.nodes[victim]
+            node.proc.send_signal(signal.SIGSTOP)
+            t_stop = mn.now()
+            try:
+                time.sleep(3 * mn.ELECTION_TIMEOUT_S)
+            finally:
+                node.proc.send_signal(signal.SIGCONT)
+            time.sleep(2.0)
+        finally:
+            clients.stop()
+        mn.raw_read_all(c, hist, prefix="zl")
+        recs = mn.read_history(hist)
+        n = mn.summary(recs)
+        during = mn.first_ok_write_after(recs, t_stop)
+        print("paused %s (leader store %d) for %.1f s; history %s; first write invoked after the pause "
+              "acknowledged %.3f s after it" % (victim, leader.store_id, 3 * mn.ELECTION_TIMEOUT_S, n,
+                                                 (during - t_stop) / 1e9 if during else -1))
+        self.assertIsNotNone(during, "no write acknowledged after the leader was paused")
+        rc, report = mn.check_linearizable(hist)
+        print(report)
+        self.assertEqual(rc, 0, "the history across the paused leader is not linearizable:\n%s" % report)
+
+    def test_7_kill9_of_every_node_loses_nothing_acknowledged(self):
         c = self.cluster
         hist = self.path("killall.jsonl")
         clients = mn.RawClients(c, hist, client=2, prefix="ka")
