@@ -19,10 +19,10 @@
 #      -9ed (restarted at once while regions have 1 replica): tkv-check-si
 #      --bank stays green and no lock is left in the lock CF after a final
 #      reader;
-#   6. a paused leader (SIGSTOP for 3 election timeouts, then SIGCONT: a
+#   5. a paused leader (SIGSTOP for 3 election timeouts, then SIGCONT: a
 #      zombie that wakes up after a new leader took writes) serves no stale
 #      read: the history is linearizable;
-#   7. kill -9 of every node at once under Raw clients, restart all: the
+#   6. kill -9 of every node at once under Raw clients, restart all: the
 #      history stays linearizable, nothing acknowledged is lost, the loaded
 #      keys are all there.
 # Tests that need a feature not in this source tree yet (conf change, split)
@@ -285,7 +285,7 @@ class MultiNode(tkvtest.TkvTestCase):
         locks = mn.scan_locks(c)
         self.assertEqual(locks, [], "locks left unresolved after the final reader: %s" % locks[:5])
 
-    def test_6_paused_leader_serves_no_stale_read(self):
+    def test_5_paused_leader_serves_no_stale_read(self):
         """A zombie leader (RELIABILITY.md S3): the leader's node is stopped
         (SIGSTOP) for 3 election timeouts while clients go on, so the others
         elect a new leader and take writes, then continued: requests the old
@@ -321,7 +321,7 @@ class MultiNode(tkvtest.TkvTestCase):
         print(report)
         self.assertEqual(rc, 0, "the history across the paused leader is not linearizable:\n%s" % report)
 
-    def test_7_kill9_of_every_node_loses_nothing_acknowledged(self):
+    def test_6_kill9_of_every_node_loses_nothing_acknowledged(self):
         c = self.cluster
         hist = self.path("killall.jsonl")
         clients = mn.RawClients(c, hist, client=2, prefix="ka")
