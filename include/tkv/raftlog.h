@@ -17,12 +17,18 @@
  * returns at once. All calls staged during one loop turn are written as ONE
  * batch with ONE linked write+fdatasync (tkv_reactor_write_sync) from a
  * before-sleep hook, so raft messages released later in the same turn never
- * overtake the sync they depend on. Only one batch is in flight; calls staged
- * meanwhile form the next batch (batches grow under load).
+ * overtake the sync they depend on. Up to two batches are in flight (the
+ * next turn's write+fdatasync is submitted while the previous one's runs,
+ * both in the same segment and together at most max_batch_bytes); calls
+ * staged beyond that form the next batch (batches grow under load).
  *
- * When the batch's sync completes, its records are applied to the index in
- * staging order and then every callback of the batch fires in staging order
- * with 0. Reads (tkv_raftlog_term, _read, _first_index, _last_index,
+ * Batches complete strictly in submission order, whatever order the kernel
+ * reports them in: when a batch's sync has completed AND every earlier
+ * batch has completed, its records are applied to the index in staging
+ * order and then every callback of the batch fires in staging order with 0.
+ * So a callback (a tkv_raftlog_sync barrier's too) never fires before
+ * everything staged before it is durable, and a failed batch fails every
+ * later staged or in-flight call with it. Reads (tkv_raftlog_term, _read, _first_index, _last_index,
  * _hardstate) see DURABLE state only: what has been synced. Entries not yet
  * synced live in raft's own unstable log (etcd's Storage contract).
  *
@@ -145,6 +151,17 @@ void tkv_raftlog_memdisk_free(struct tkv_raftlog_memdisk *disk);
 size_t tkv_raftlog_memdisk_segments(const struct tkv_raftlog_memdisk *disk);
 uint8_t *tkv_raftlog_memdisk_segment(struct tkv_raftlog_memdisk *disk, size_t i, size_t *len_out);
 void tkv_raftlog_memdisk_set_limit(struct tkv_raftlog_memdisk *disk, uint64_t bytes);
+/* Test hooks for the pipeline's ordering: while hold is on, a batch's write
+ * reaches the disk at once but its sync completion is held (also in
+ * synchronous mode, where tkv_raftlog_flush then returns with up to the
+ * pipeline's depth of batches in flight) until the test releases it with
+ * _release: held[i] (0 = oldest still held) completes with res (0 = synced,
+ * -errno = the write+fdatasync failed). Releases may come in any order; the
+ * log still completes batches in submission order. Call on the log's
+ * thread; every held completion must be released before close. */
+void tkv_raftlog_memdisk_hold(struct tkv_raftlog_memdisk *disk, bool on);
+size_t tkv_raftlog_memdisk_held(const struct tkv_raftlog_memdisk *disk);
+void tkv_raftlog_memdisk_release(struct tkv_raftlog_memdisk *disk, size_t i, int res);
 
 /* Close the log. Staged calls not yet written fire with TKV_ESHUTDOWN (a
  * crash loses them the same way). Requires that no batch is in flight
@@ -203,8 +220,8 @@ int tkv_raftlog_sync(struct tkv_raftlog *log, tkv_raftlog_done_fn cb, void *arg)
 
 /* Write the staged batch now. Synchronous mode: write+fdatasync every staged
  * call, fire the callbacks, return 0 or the batch's error (TKV_ENOSPACE,
- * TKV_EIOFATAL). Reactor mode: submit the batch unless one is in flight (the
- * before-sleep hook does this anyway) and return 0. */
+ * TKV_EIOFATAL). Reactor mode: submit staged batches while the pipeline has
+ * room (the before-sleep hook does this anyway) and return 0. */
 int tkv_raftlog_flush(struct tkv_raftlog *log);
 
 /* Delete every sealed segment whose records are all below what their regions
@@ -261,6 +278,7 @@ struct tkv_raftlog_stats {
     uint64_t records;        /* records written since open */
     uint64_t bytes_written;  /* batch bytes written since open */
     uint64_t segments_purged;
+    uint64_t pipelined;      /* batches submitted while an older one was in flight */
     bool failed;             /* fail-stopped after a write/sync error */
 };
 void tkv_raftlog_stats(const struct tkv_raftlog *log, struct tkv_raftlog_stats *out);

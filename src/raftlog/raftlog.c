@@ -113,13 +113,12 @@ static struct rl_batch *batch_new(struct tkv_raftlog *log)
     return b;
 }
 
-/* The batch that takes the next `need` bytes: never the one in flight, and a
- * new one when the current would pass max_batch. */
+/* The batch that takes the next `need` bytes: the staged tail (never a
+ * submitted batch), or a new one when the tail would pass max_batch. */
 static struct rl_batch *batch_for(struct tkv_raftlog *log, size_t need)
 {
     struct rl_batch *b = log->tail;
-    if (b == NULL || (log->in_flight && b == log->head) ||
-        (b->n_records > 0 && b->len + need > log->max_batch))
+    if (b == NULL || (b->n_records > 0 && b->len + need > log->max_batch))
         b = batch_new(log);
     if (b->len + need > b->cap) {
         while (b->len + need > b->cap)
@@ -378,13 +377,43 @@ static void rollback_staged(struct tkv_raftlog *log)
     tkv_free(dead);
 }
 
-/* Fail every staged and in-flight batch with rv, after the state is fixed so
- * callbacks observe the final state. */
-static void fail_all(struct tkv_raftlog *log, int rv)
+/* ---- flights ---- */
+
+static struct rl_flight *flight_at(struct tkv_raftlog *log, unsigned k)
+{
+    return &log->flights[(log->fl_first + k) % RL_MAX_FLIGHTS];
+}
+
+/* Fail `first` (the failed oldest batch, already out of the ring; may be
+ * NULL), then every in-flight and staged batch with rv, in staging order,
+ * after the state is fixed so callbacks observe the final state. In-flight
+ * batches become orphans: their callbacks fire now, their buffers stay until
+ * the kernel's completion arrives, and nothing new is submitted before then
+ * (a late write could land where the next batch goes). */
+static void fail_all(struct tkv_raftlog *log, struct rl_batch *first, int rv)
 {
     struct rl_batch *b = log->head;
     log->head = log->tail = NULL;
     rollback_staged(log);
+    struct rl_batch *orphaned[RL_MAX_FLIGHTS];
+    unsigned n_orph = 0;
+    for (unsigned k = 0; k < log->fl_n; k++) {
+        struct rl_flight *f = flight_at(log, k);
+        if (!f->orphan && f->b != NULL) {
+            f->orphan = true;
+            log->fl_orphans++;
+            log->fl_bytes -= f->wlen;
+            orphaned[n_orph++] = f->b;
+        }
+    }
+    if (first) {
+        fire(first, rv);
+        batch_free(first);
+    }
+    for (unsigned k = 0; k < n_orph; k++) {
+        fire(orphaned[k], rv);
+        orphaned[k]->n_cbs = 0;
+    }
     while (b) {
         struct rl_batch *next = b->next;
         fire(b, rv);
@@ -393,14 +422,14 @@ static void fail_all(struct tkv_raftlog *log, int rv)
     }
 }
 
-static void go_fatal(struct tkv_raftlog *log, int res, const char *what)
+static void go_fatal(struct tkv_raftlog *log, struct rl_batch *first, int res, const char *what)
 {
     log->failed = true;
     log->st.failed = true;
     TKV_LOG_ERROR("raft log write failed: fail-stop, the store must restart",
                   TKV_LF_STR("dir", log->dir ? log->dir : "(memory)"), TKV_LF_STR("op", what),
                   TKV_LF_ERR(res));
-    fail_all(log, TKV_EIOFATAL);
+    fail_all(log, first, TKV_EIOFATAL);
 }
 
 static bool is_nospace(int res)
@@ -408,31 +437,42 @@ static bool is_nospace(int res)
     return res == -ENOSPC || res == -EDQUOT;
 }
 
-static int batch_done(struct tkv_raftlog *log, int res)
+/* The oldest flight f, already removed from the ring, completed with res:
+ * apply its records and fire its callbacks, or apply the failure policy. */
+static int batch_done(struct tkv_raftlog *log, struct rl_flight *f, int res)
 {
-    struct rl_batch *b = log->head;
+    struct rl_batch *b = f->b;
     struct rl_seg *s = active_seg(log);
-    tkv_assert(log->in_flight && b != NULL);
-    log->in_flight = false;
-    if (res >= 0 && (size_t)res != log->flight_len)
+    log->fl_bytes -= f->wlen;
+    if (res >= 0 && (size_t)res != f->wlen)
         res = -EIO; /* short write: fatal like any write error */
     if (res < 0) {
         if (is_nospace(res)) {
-            /* A partial write may have left bytes past end; the next batch
-             * overwrites them, a segment switch zeroes them first. */
-            if (s->dirty_end < log->flight_off + log->flight_len)
-                s->dirty_end = log->flight_off + log->flight_len;
+            /* A partial write may have left bytes past end (this flight's
+             * and any later one's); the next batch overwrites them, a
+             * segment switch zeroes them first. */
+            uint64_t dirty = f->off + f->wlen;
+            for (unsigned k = 0; k < log->fl_n; k++) {
+                struct rl_flight *g = flight_at(log, k);
+                dirty = TKV_MAX(dirty, g->off + g->wlen);
+            }
+            if (s->dirty_end < dirty)
+                s->dirty_end = dirty;
             TKV_LOG_WARN("raft log append failed: disk full",
                          TKV_LF_STR("dir", log->dir ? log->dir : "(memory)"), TKV_LF_ERR(res));
-            fail_all(log, TKV_ENOSPACE);
+            fail_all(log, b, TKV_ENOSPACE);
             return TKV_ENOSPACE;
         }
-        go_fatal(log, res, "write+fdatasync");
+        go_fatal(log, b, res, "write+fdatasync");
         return TKV_EIOFATAL;
     }
-    s->end = log->flight_off + log->flight_len;
+    /* In order: this batch starts where the durable log ends (the
+     * unordered_completion failpoint, a negative control, breaks this). */
+    s->end = TKV_MAX(s->end, f->off + f->len);
+    if (s->dirty_end <= f->off + f->wlen)
+        s->dirty_end = 0; /* the padding zeroed a failed write's leftover */
     tkv_histogram_observe(rl_metrics.sync_duration,
-                          (double)(rl_clock_ns() - log->flight_start_ns) / 1e9);
+                          (double)(rl_clock_ns() - f->start_ns) / 1e9);
     tkv_counter_add(rl_metrics.bytes, b->len);
     tkv_counter_inc(rl_metrics.batches);
     rl_metrics_segments(log);
@@ -440,18 +480,87 @@ static int batch_done(struct tkv_raftlog *log, int res)
     log->st.batches++;
     log->st.records += b->n_records;
     log->st.bytes_written += b->len;
-    log->head = b->next;
-    if (log->head == NULL)
-        log->tail = NULL;
     for (size_t pos = RL_BATCH_HDR; pos < b->len;) {
         const uint8_t *rec = b->buf + pos;
-        int rv = raftlog_apply_record(log, (uint32_t)s->id, log->flight_off + pos, rec, true);
+        int rv = raftlog_apply_record(log, (uint32_t)s->id, f->off + pos, rec, true);
         tkv_assert(rv == 0);
         pos += RL_REC_HDR + rl_get32(rec + 4);
     }
     fire(b, 0);
     batch_free(b);
     return 0;
+}
+
+/* Process completed flights strictly in submission order: a completion that
+ * arrives before an older one's waits, so a callback (a barrier's included)
+ * never fires before every earlier batch's fdatasync has returned. Returns
+ * the first error of a batch processed here (0 if none). */
+static int drain(struct tkv_raftlog *log)
+{
+    int first_err = 0;
+    if (log->draining)
+        return 0; /* a callback's completion: the outer loop processes it */
+    log->draining = true;
+    while (log->fl_n > 0) {
+        struct rl_flight *f = flight_at(log, 0);
+        if (!f->done) {
+            /* Negative control of the ordering tests (Debug builds): process
+             * a younger completion first, as a broken implementation would. */
+            struct rl_flight *y = log->fl_n > 1 ? flight_at(log, 1) : NULL;
+            if (y && y->done && y->b && !y->orphan && fiu_fail("raftlog/unordered_completion")) {
+                int rv = batch_done(log, y, y->res);
+                y->b = NULL; /* popped later without processing */
+                if (rv < 0 && first_err == 0)
+                    first_err = rv;
+                continue;
+            }
+            break;
+        }
+        /* Done: the kernel no longer references f (its io, its buffer). */
+        struct rl_flight ff = *f;
+        log->fl_first = (log->fl_first + 1) % RL_MAX_FLIGHTS;
+        log->fl_n--;
+        if (ff.b == NULL)
+            continue;
+        if (ff.orphan) {
+            log->fl_orphans--;
+            batch_free(ff.b);
+            continue;
+        }
+        int rv = batch_done(log, &ff, ff.res);
+        if (rv < 0 && first_err == 0)
+            first_err = rv;
+    }
+    log->draining = false;
+    return first_err;
+}
+
+static int flight_complete(struct rl_flight *f, int res)
+{
+    f->res = res;
+    f->done = true;
+    return drain(f->log);
+}
+
+/* ---- memdisk test hooks (need the completion path) ---- */
+
+void tkv_raftlog_memdisk_hold(struct tkv_raftlog_memdisk *d, bool on)
+{
+    d->hold = on;
+}
+
+size_t tkv_raftlog_memdisk_held(const struct tkv_raftlog_memdisk *d)
+{
+    return d->n_held;
+}
+
+void tkv_raftlog_memdisk_release(struct tkv_raftlog_memdisk *d, size_t i, int res)
+{
+    tkv_assert(i < d->n_held);
+    struct rl_flight *f = d->held[i];
+    memmove(&d->held[i], &d->held[i + 1], (d->n_held - i - 1) * sizeof(*d->held));
+    d->n_held--;
+    (void)flight_complete(f, res < 0 ? res : (int)f->wlen);
 }
 
 /* ---- flush ---- */
@@ -471,14 +580,14 @@ static int rotate(struct tkv_raftlog *log)
     return raftlog_io_create(log, s->id + 1);
 }
 
-static void seal(struct tkv_raftlog *log, struct rl_batch *b)
+static void seal(struct rl_batch *b, uint64_t seq)
 {
     uint8_t *h = b->buf;
     rl_put32(h + 4, RL_BATCH_PAYLOAD);
     h[8] = RL_REC_BATCH;
     h[9] = h[10] = h[11] = 0;
     rl_put64(h + 12, 0);
-    rl_put64(h + RL_REC_HDR, log->next_seq);
+    rl_put64(h + RL_REC_HDR, seq);
     rl_put32(h + RL_REC_HDR + 8, (uint32_t)(b->len - RL_BATCH_HDR));
     rl_put32(h + RL_REC_HDR + 12, b->n_records);
     rl_put32(h, tkv_codec_crc32c(0, h + 4, RL_BATCH_HDR - 4));
@@ -487,86 +596,148 @@ static void seal(struct tkv_raftlog *log, struct rl_batch *b)
 #ifdef TKV_RAFTLOG_HAVE_REACTOR
 static void uring_done(struct tkv_io *io, int res)
 {
-    struct tkv_raftlog *log = io->data;
+    struct rl_flight *f = io->data;
     /* Failpoints on the io_uring path (Debug builds): the CQE reports an
      * error even though the kernel may have written the data. */
     fiu_do_on("raftlog/write_eio", res = -EIO);
     fiu_do_on("raftlog/fsync_eio", res = -EIO);
     fiu_do_on("raftlog/write_enospc", res = -ENOSPC);
-    batch_done(log, res);
+    (void)flight_complete(f, res);
 }
 
 static void mem_done(void *arg)
 {
-    struct tkv_raftlog *log = arg;
-    batch_done(log, (int)log->flight_len);
+    struct rl_flight *f = arg;
+    (void)flight_complete(f, f->res);
 }
 #endif
 
-/* Start writing the head batch. Returns 1 when a write is in flight
- * (reactor), 0 when the batch completed synchronously, <0 on its error. */
+/* Complete a memory write now, later (reactor: next loop step), or when the
+ * test releases it (tkv_raftlog_memdisk_hold). */
+static int mem_submitted(struct tkv_raftlog *log, struct rl_flight *f, int res)
+{
+    struct tkv_raftlog_memdisk *d = log->mem;
+    f->res = res;
+    if (d->hold) {
+        if (d->n_held == d->cap_held) {
+            d->cap_held = d->cap_held ? d->cap_held * 2 : 4;
+            d->held = tkv_xrealloc(d->held, d->cap_held * sizeof(*d->held));
+        }
+        d->held[d->n_held++] = f;
+        return 0;
+    }
+#ifdef TKV_RAFTLOG_HAVE_REACTOR
+    if (log->reactor) {
+        tkv_reactor_defer(log->reactor, mem_done, f);
+        return 0;
+    }
+#endif
+    return flight_complete(f, res);
+}
+
+/* Barrier-only batch at the head: its callbacks belong after the newest
+ * flight (everything staged before them), or fire now when nothing is in
+ * flight. */
+static void flush_barriers(struct tkv_raftlog *log, struct rl_batch *b)
+{
+    log->head = b->next;
+    if (log->head == NULL)
+        log->tail = NULL;
+    if (log->fl_n == 0) {
+        fire(b, 0);
+        batch_free(b);
+        return;
+    }
+    struct rl_batch *last = flight_at(log, log->fl_n - 1)->b;
+    for (size_t i = 0; i < b->n_cbs; i++)
+        batch_add_cb(log, last, b->cbs[i].fn, b->cbs[i].arg);
+    batch_free(b);
+}
+
+/* Submit the head batch if the pipeline has room. Returns 0 when it was
+ * submitted (or completed), 1 when it must wait for flights to complete,
+ * <0 on an error completed synchronously. */
 static int flush_one(struct tkv_raftlog *log)
 {
     struct rl_batch *b = log->head;
     bool rotated = false;
     int rv;
+    if (log->fl_orphans > 0)
+        return 1; /* a failed batch's late companion is still in the kernel */
     if (b->n_records == 0) {
-        /* Only barriers: everything before them is durable already. */
-        log->head = b->next;
-        if (log->head == NULL)
-            log->tail = NULL;
-        fire(b, 0);
-        batch_free(b);
+        flush_barriers(log, b);
         return 0;
     }
+    if (log->fl_n == RL_MAX_FLIGHTS || (log->fl_n > 0 && log->fl_bytes + b->len > log->max_batch))
+        return 1; /* full, or past the torn-write window recovery allows */
     struct rl_seg *s = active_seg(log);
-    if (s->end + b->len > log->segment_size) {
+    uint64_t off = s->end + log->fl_bytes;
+    if (off + b->len > log->segment_size) {
+        if (log->fl_n > 0)
+            return 1; /* never write two segments at once: seal after the drain */
         rv = rotate(log);
         if (rv < 0) {
             if (is_nospace(rv)) {
                 TKV_LOG_WARN("raft log: cannot create a segment, disk full",
                              TKV_LF_STR("dir", log->dir ? log->dir : "(memory)"),
                              TKV_LF_ERR(rv));
-                fail_all(log, TKV_ENOSPACE);
+                fail_all(log, NULL, TKV_ENOSPACE);
                 return TKV_ENOSPACE;
             }
-            go_fatal(log, rv, "segment switch");
+            go_fatal(log, NULL, rv, "segment switch");
             return TKV_EIOFATAL;
         }
         s = active_seg(log);
+        off = s->end;
         rotated = true;
     }
-    seal(log, b);
-    log->flight_start_ns = rl_clock_ns();
-    log->in_flight = true;
-    log->flight_off = s->end;
-    log->flight_len = b->len;
+    log->head = b->next;
+    if (log->head == NULL)
+        log->tail = NULL;
+    b->next = NULL;
+    if (log->fl_n > 0)
+        log->st.pipelined++;
+    seal(b, log->next_seq + log->fl_n);
+    /* After a failed (ENOSPC) write the bytes past the durable end may hold
+     * a whole batch of the failed pipeline with the sequence number the
+     * next batches reuse: zero them in the same write. */
+    size_t wlen = b->len;
+    if (s->dirty_end > off + b->len) {
+        wlen = (size_t)(s->dirty_end - off);
+        if (wlen > b->cap) {
+            b->cap = wlen;
+            b->buf = tkv_xrealloc(b->buf, b->cap);
+        }
+        memset(b->buf + b->len, 0, wlen - b->len);
+    }
+    struct rl_flight *f = flight_at(log, log->fl_n);
+    *f = (struct rl_flight){.log = log, .b = b, .off = off, .len = b->len, .wlen = wlen,
+                            .start_ns = rl_clock_ns()};
+    log->fl_n++;
+    log->fl_bytes += wlen;
+    if (log->mem) {
+        rv = raftlog_io_write_sync(log, s, off, b->buf, wlen);
+        rv = mem_submitted(log, f, rv < 0 ? rv : (int)wlen);
+    } else {
 #ifdef TKV_RAFTLOG_HAVE_REACTOR
-    if (log->reactor) {
-        if (log->mem) {
-            rv = raftlog_io_write_sync(log, s, s->end, b->buf, b->len);
-            if (rv < 0) {
-                return batch_done(log, rv);
-            }
-            tkv_reactor_defer(log->reactor, mem_done, log);
-        } else {
-            log->iov.iov_base = b->buf;
-            log->iov.iov_len = b->len;
-            tkv_io_init(&log->io, uring_done, log);
+        if (log->reactor) {
+            f->iov.iov_base = b->buf;
+            f->iov.iov_len = wlen;
+            tkv_io_init(&f->io, uring_done, f);
             /* raftlog/skip_fsync: the power-cut tests' negative control. */
             if (fiu_fail("raftlog/skip_fsync"))
-                tkv_reactor_writev(log->reactor, &log->io, s->fd, &log->iov, 1, s->end);
+                tkv_reactor_writev(log->reactor, &f->io, s->fd, &f->iov, 1, off);
             else
-                tkv_reactor_write_sync(log->reactor, &log->io, s->fd, &log->iov, 1, s->end);
-        }
-        if (rotated)
-            tkv_raftlog_purge(log);
-        return 1;
-    }
+                tkv_reactor_write_sync(log->reactor, &f->io, s->fd, &f->iov, 1, off);
+            rv = 0;
+        } else
 #endif
-    rv = raftlog_io_write_sync(log, s, s->end, b->buf, b->len);
-    rv = batch_done(log, rv < 0 ? rv : (int)b->len);
-    if (rv == 0 && rotated)
+        {
+            rv = raftlog_io_write_sync(log, s, off, b->buf, wlen);
+            rv = flight_complete(f, rv < 0 ? rv : (int)wlen);
+        }
+    }
+    if (rv == 0 && rotated && !log->failed)
         tkv_raftlog_purge(log);
     return rv;
 }
@@ -580,7 +751,7 @@ int tkv_raftlog_flush(struct tkv_raftlog *log)
     if (log->flushing)
         return 0; /* a callback flushed: the outer loop goes on */
     log->flushing = true;
-    while (log->head && !log->in_flight) {
+    while (log->head) {
         rv = flush_one(log);
         if (rv != 0)
             break;
@@ -595,7 +766,7 @@ int tkv_raftlog_flush(struct tkv_raftlog *log)
 static void before_sleep(void *arg)
 {
     struct tkv_raftlog *log = arg;
-    if (log->head && !log->in_flight)
+    if (log->head)
         tkv_raftlog_flush(log);
 }
 
@@ -902,7 +1073,7 @@ void tkv_raftlog_stats(const struct tkv_raftlog *log, struct tkv_raftlog_stats *
 
 bool tkv_raftlog_idle(const struct tkv_raftlog *log)
 {
-    return !log->in_flight;
+    return log->fl_n == 0;
 }
 
 /* ---- open / close ---- */
@@ -976,7 +1147,7 @@ void tkv_raftlog_close(struct tkv_raftlog *log)
     if (log == NULL)
         return;
     RL_OWNER_CHECK(log);
-    tkv_assert(!log->in_flight);
+    tkv_assert(log->fl_n == 0);
     log->closing = true;
 #ifdef TKV_RAFTLOG_HAVE_REACTOR
     if (log->reactor)

@@ -48,7 +48,8 @@ void tkv_raftlog_memdisk_free(struct tkv_raftlog_memdisk *d)
 {
     if (d == NULL)
         return;
-    tkv_assert(!d->in_use);
+    tkv_assert(!d->in_use && d->n_held == 0);
+    tkv_free(d->held);
     for (size_t i = 0; i < d->n; i++)
         tkv_free(d->segs[i].buf);
     tkv_free(d->segs);

@@ -134,11 +134,18 @@ struct rl_memseg {
     size_t size;
 };
 
+struct rl_flight;
+
 struct tkv_raftlog_memdisk {
     struct rl_memseg *segs;
     size_t n, cap;
     uint64_t limit, used;
     bool in_use;
+    /* test hook (tkv_raftlog_memdisk_hold): sync completions held back, in
+     * submission order, until the test releases them */
+    bool hold;
+    struct rl_flight **held;
+    size_t n_held, cap_held;
 };
 
 struct rl_seg {
@@ -155,7 +162,7 @@ struct rl_cb {
 };
 
 struct rl_batch {
-    struct rl_batch *next;
+    struct rl_batch *next; /* staged FIFO (unsubmitted batches only) */
     uint8_t *buf; /* begins with RL_BATCH_HDR reserved bytes */
     size_t len, cap;
     uint32_t n_records;
@@ -163,9 +170,33 @@ struct rl_batch {
     size_t n_cbs, cap_cbs;
 };
 
+/* Batches written but not yet known durable. Up to RL_MAX_FLIGHTS run at
+ * once (batch N+1's write+fdatasync is submitted while N's runs), all in
+ * the active segment, at consecutive offsets and sequence numbers, and
+ * together at most max_batch bytes, so the torn-write window of recovery
+ * (damage within one max_batch of the damaged batch's start) still covers
+ * everything that can be incomplete at a crash. Completions may arrive in
+ * any order; they are processed strictly in submission order. */
+#define RL_MAX_FLIGHTS 2
+
+struct rl_flight {
+    struct tkv_raftlog *log;
+    struct rl_batch *b; /* owned while in flight (the kernel reads b->buf) */
+    struct tkv_io io;
+    struct iovec iov;
+    uint64_t off;      /* write offset in the active segment */
+    size_t len;        /* the batch's bytes */
+    size_t wlen;       /* bytes written: len + zeros over a failed write's
+                          leftover (dirty_end), so no stale batch survives */
+    uint64_t start_ns; /* metrics: submission time */
+    int res;           /* completion result once done */
+    bool done;         /* completion arrived (maybe before an older one's) */
+    bool orphan;       /* an older batch failed: callbacks already fired with
+                          the error; only the kernel's completion is awaited */
+};
+
 struct tkv_raftlog {
-    /* metrics (raftlog.c): start of the write in flight, segments counted */
-    uint64_t flight_start_ns;
+    /* metrics (raftlog.c): segments counted */
     size_t segs_reported;
     char *dir;
     int dir_fd;
@@ -181,16 +212,16 @@ struct tkv_raftlog {
     struct rl_seg *segs; /* ascending id; the last is active */
     size_t n_segs, cap_segs;
 
-    struct rl_batch *head, *tail; /* staged FIFO; head may be in flight */
-    bool in_flight;
+    struct rl_batch *head, *tail; /* staged FIFO, not yet submitted */
+    struct rl_flight flights[RL_MAX_FLIGHTS]; /* ring, submission order */
+    unsigned fl_first, fl_n;
+    unsigned fl_orphans; /* flights whose batch failed with an older one */
+    size_t fl_bytes;     /* bytes written by the non-orphan flights (wlen) */
     bool failed;
     bool closing;
     bool flushing; /* reentrancy guard for callbacks that stage */
-    uint64_t next_seq;
-    uint64_t flight_off;
-    size_t flight_len;
-    struct tkv_io io;
-    struct iovec iov;
+    bool draining; /* reentrancy guard of completion processing */
+    uint64_t next_seq; /* sequence number of the oldest flight / next batch */
 
     tkv_raftlog_safe_fn safe_fn;
     void *safe_arg;

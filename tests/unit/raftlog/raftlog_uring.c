@@ -24,9 +24,25 @@ static void end_run(void)
     atomic_store(&finished, 1);
 }
 
+static int staged, acked;
+static void pump(void *arg);
+
 static void on_done(void *arg, int rv)
 {
     (void)arg;
+    if (U->continuous) {
+        acked++;
+        if (rv == 0) {
+            U->completed++;
+        } else {
+            U->failed++;
+            if (U->first_err == 0)
+                U->first_err = rv;
+        }
+        if (acked == U->rounds * U->per_round || rv != 0)
+            end_run();
+        return;
+    }
     if (rv == 0) {
         U->completed++;
     } else {
@@ -87,6 +103,42 @@ static void round_start(void *arg)
     }
 }
 
+static bool stage_one(tkv_region_id region)
+{
+    uint8_t data[128];
+    memset(data, 0xab, sizeof(data));
+    tkv_index next = tkv_raftlog_last_index(L, region) + 1;
+    struct tkv_raftlog_entry e = {.index = next, .term = 1, .type = 0,
+                                  .data = TKV_SLICE(data, sizeof(data))};
+    int rv = tkv_raftlog_append(L, region, &e, 1, NULL, on_done, NULL);
+    if (rv != 0) {
+        U->failed++;
+        if (U->first_err == 0)
+            U->first_err = rv;
+        end_run();
+        return false;
+    }
+    return true;
+}
+
+/* Continuous mode: every turn stages the next per_round appends, append k
+ * to region k + 1 (index 1 each), while fewer than 4 rounds are
+ * unacknowledged. */
+static void pump(void *arg)
+{
+    (void)arg;
+    if (atomic_load(&finished))
+        return;
+    int total = U->rounds * U->per_round;
+    if (staged < total && staged - acked < 4 * U->per_round) {
+        for (int k = 0; k < U->per_round && staged < total; k++, staged++)
+            if (!stage_one((tkv_region_id)staged + 1))
+                return;
+    }
+    if (staged < total)
+        tkv_reactor_defer(R, pump, NULL);
+}
+
 static int core_init(struct tkv_reactor *r, uint32_t core, void *arg)
 {
     (void)core;
@@ -99,7 +151,7 @@ static int core_init(struct tkv_reactor *r, uint32_t core, void *arg)
         atomic_store(&finished, 1);
         return 0;
     }
-    tkv_reactor_defer(r, round_start, NULL);
+    tkv_reactor_defer(r, U->continuous ? pump : round_start, NULL);
     return 0;
 }
 
@@ -116,6 +168,7 @@ int uring_run(struct uring_run *u)
 {
     U = u;
     round_no = 0;
+    staged = acked = 0;
     atomic_store(&finished, 0);
     struct tkv_reactor_config cfg = {.n_cores = 1};
     struct tkv_reactor_group *g;

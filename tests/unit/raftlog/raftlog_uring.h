@@ -16,6 +16,10 @@ struct uring_run {
     const char *failpoint; /* libfiu name armed before round fail_round */
     int fail_round;
     bool disarm_after_failure; /* ENOSPC case: disarm and go on */
+    /* continuous: stage per_round appends on every loop turn (rounds x
+     * per_round in all, at most 4 x per_round unacknowledged) without
+     * waiting for the previous ones, so batches overlap */
+    bool continuous;
     /* out */
     int open_rv;
     int completed;    /* append callbacks with 0 */

@@ -41,3 +41,32 @@ static void run_and_check(bool mem)
 
 Test(raftlog_uring, group_commit_per_turn_disk, .timeout = 60) { run_and_check(false); }
 Test(raftlog_uring, group_commit_per_turn_mem, .timeout = 60) { run_and_check(true); }
+
+/* Appends staged on every loop turn without waiting: the next turn's batch
+ * is submitted while the previous one's write+fdatasync runs (pipelined),
+ * every callback succeeds, and a reopen finds every append. */
+static void run_continuous(bool mem)
+{
+    struct h h;
+    h_init(&h, mem, "/tmp", 64 * 1024, 0);
+    struct uring_run u = {.dir = mem ? NULL : h.dir, .disk = h.disk, .rounds = 150,
+                          .per_round = 8, .continuous = true};
+    int rv = uring_run(&u);
+    if (rv == -ENOSYS || rv == -EPERM)
+        cr_skip_test("io_uring unavailable here");
+    cr_assert_eq(rv, 0);
+    cr_assert_eq(u.open_rv, 0);
+    cr_assert(!u.timed_out, "appends did not complete (%d callbacks)", u.completed);
+    cr_assert_eq(u.failed, 0, "error %d", u.first_err);
+    cr_assert_eq(u.completed, 150 * 8);
+    cr_assert_gt(u.stats.pipelined, 0, "no batch was submitted while another was in flight "
+                 "(%" PRIu64 " batches)", u.stats.batches);
+    cr_assert_gt(u.stats.segments_purged + u.stats.n_segments, 1);
+    cr_assert_eq(h_open(&h), 0);
+    for (tkv_region_id r = 1; r <= 150 * 8; r++)
+        cr_assert_eq(tkv_raftlog_last_index(h.log, r), 1, "region %" PRIu64, r);
+    h_fini(&h);
+}
+
+Test(raftlog_uring, pipelined_under_continuous_load_disk, .timeout = 60) { run_continuous(false); }
+Test(raftlog_uring, pipelined_under_continuous_load_mem, .timeout = 60) { run_continuous(true); }
