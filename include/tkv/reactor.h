@@ -264,6 +264,21 @@ void tkv_reactor_write_sync(struct tkv_reactor *r, struct tkv_io *io, int fd, st
 void tkv_reactor_read(struct tkv_reactor *r, struct tkv_io *io, int fd, void *buf, size_t len,
                       uint64_t off);
 void tkv_reactor_close(struct tkv_reactor *r, struct tkv_io *io, int fd);
+/* File-system operations on io_uring (IORING_OP_OPENAT, _FALLOCATE,
+ * _RENAMEAT, _UNLINKAT), so creating, preallocating, renaming and deleting
+ * files never blocks the core (the raft log prepares its next segment with
+ * them). Paths are relative to the directory fds (or absolute) and borrowed
+ * until cb fires. openat: res = the new fd (pass O_CLOEXEC) or -errno;
+ * fallocate: mode as fallocate(2), res 0 or -errno; renameat / unlinkat:
+ * res 0 or -errno. tkv_reactor_fsync on a directory fd makes a rename or
+ * unlink durable. */
+void tkv_reactor_openat(struct tkv_reactor *r, struct tkv_io *io, int dirfd, const char *path,
+                        int flags, unsigned mode);
+void tkv_reactor_fallocate(struct tkv_reactor *r, struct tkv_io *io, int fd, int mode,
+                           uint64_t off, uint64_t len);
+void tkv_reactor_renameat(struct tkv_reactor *r, struct tkv_io *io, int olddirfd,
+                          const char *oldpath, int newdirfd, const char *newpath);
+void tkv_reactor_unlinkat(struct tkv_reactor *r, struct tkv_io *io, int dirfd, const char *path);
 /* Cancel a pending operation; its cb still fires (with -ECANCELED or with
  * the result if it had already completed). No-op if io is not pending. */
 void tkv_reactor_cancel(struct tkv_reactor *r, struct tkv_io *io);

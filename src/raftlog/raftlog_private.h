@@ -195,11 +195,39 @@ struct rl_flight {
                           the error; only the kernel's completion is awaited */
 };
 
+/* Reactor mode on disk: the next segment is prepared ahead of need on
+ * io_uring (raftlog_segment.c), so a segment switch never blocks the loop:
+ * openat "<id>.rlog.tmp", fallocate, header write, fsync -> READY; the
+ * switch renames it to "<id>.rlog" and fsyncs the directory, both on
+ * io_uring too. A crash before the rename leaves a .tmp that recovery
+ * deletes, as for an interrupted synchronous creation. */
+enum rl_spare_state { RL_SPARE_NONE, RL_SPARE_BUSY, RL_SPARE_READY, RL_SPARE_FAILED };
+enum rl_spare_step { RL_SP_OPEN, RL_SP_ALLOC, RL_SP_HEADER, RL_SP_SYNC, RL_SP_UNLINK };
+enum rl_rot_step { RL_ROT_IDLE, RL_ROT_ZERO, RL_ROT_RENAME, RL_ROT_DIRSYNC };
+#define RL_NAME_LEN 32
+
+struct rl_spare {
+    enum rl_spare_state state;
+    enum rl_spare_step step;
+    int err;    /* RL_SPARE_FAILED: why (-errno) */
+    uint64_t id;
+    int fd;
+    struct tkv_io io;
+    struct iovec iov;
+    uint8_t hdr[RL_SEG_HDR];
+    char tmp[RL_NAME_LEN], name[RL_NAME_LEN];
+};
+
 struct tkv_raftlog {
     /* metrics (raftlog.c): segments counted */
     size_t segs_reported;
     char *dir;
     int dir_fd;
+    /* A second open of the directory for io_uring operations: in-flight
+     * operations pin their file until the ring is torn down, which after a
+     * kill -9 the kernel does asynchronously; the flock lives on dir_fd's
+     * own open file description, so a restart does not find it held. */
+    int dir_op_fd;
     struct tkv_raftlog_memdisk *mem;
     struct tkv_reactor *reactor;
 #ifdef TKV_RAFTLOG_HAVE_REACTOR
@@ -222,6 +250,14 @@ struct tkv_raftlog {
     bool flushing; /* reentrancy guard for callbacks that stage */
     bool draining; /* reentrancy guard of completion processing */
     uint64_t next_seq; /* sequence number of the oldest flight / next batch */
+
+    bool opened; /* open returned: later blocking creations are counted */
+    struct rl_spare spare;
+    enum rl_rot_step rot_step; /* segment switch in progress (async) */
+    int rot_err;               /* its failure, reported by the next flush */
+    struct tkv_io rot_io;
+    struct iovec rot_iov;
+    uint8_t *rot_zeros;
 
     tkv_raftlog_safe_fn safe_fn;
     void *safe_arg;
@@ -279,6 +315,21 @@ int raftlog_io_remove(struct tkv_raftlog *log, struct rl_seg *s);
 int raftlog_io_sync_dir(struct tkv_raftlog *log);
 void raftlog_io_close_seg(struct tkv_raftlog *log, struct rl_seg *s);
 void raftlog_io_close_dir(struct tkv_raftlog *log);
+
+/* "<16 hex id>.rlog" or, with tmp, "<16 hex id>.rlog.tmp". */
+void raftlog_seg_name(char *buf, uint64_t id, bool tmp);
+
+/* Async segment switch (raftlog_segment.c, reactor mode on disk only).
+ * _spare_start: begin preparing segment active+1 unless one is prepared or
+ * being prepared. _rotate_async: called by the flush when the head batch
+ * needs a new segment and nothing is in flight: returns 1 (switch under
+ * way or spare not ready: the flush retries on a later turn) or -errno of a
+ * failed creation or switch (the flush applies the failure policy).
+ * _spare_close: release the spare at close. */
+void raftlog_spare_start(struct tkv_raftlog *log);
+int raftlog_rotate_async(struct tkv_raftlog *log);
+void raftlog_spare_close(struct tkv_raftlog *log);
+bool raftlog_spare_idle(const struct tkv_raftlog *log);
 
 /* Segment header encode/decode. */
 void raftlog_seg_header(uint8_t *hdr, uint64_t id, uint64_t size, uint32_t max_batch);

@@ -67,6 +67,10 @@ enum reactor_op {
     OP_WRITE_SYNC,
     OP_READ,
     OP_CLOSE,
+    OP_OPENAT,
+    OP_FALLOCATE,
+    OP_RENAMEAT,
+    OP_UNLINKAT,
 };
 
 /* io->flags bits for write_sync: which CQEs are still outstanding. */

@@ -233,6 +233,38 @@ void tkv_reactor_close(struct tkv_reactor *r, struct tkv_io *io, int fd)
     io_uring_prep_close(io_sqe(r, io, UD_IO), fd);
 }
 
+void tkv_reactor_openat(struct tkv_reactor *r, struct tkv_io *io, int dirfd, const char *path,
+                        int flags, unsigned mode)
+{
+    io_begin(r, io, OP_OPENAT, dirfd);
+    check_buf(path, strlen(path) + 1);
+    io->buf = path;
+    io_uring_prep_openat(io_sqe(r, io, UD_IO), dirfd, path, flags, mode);
+}
+
+void tkv_reactor_fallocate(struct tkv_reactor *r, struct tkv_io *io, int fd, int mode,
+                           uint64_t off, uint64_t len)
+{
+    io_begin(r, io, OP_FALLOCATE, fd);
+    io_uring_prep_fallocate(io_sqe(r, io, UD_IO), fd, mode, (off_t)off, (off_t)len);
+}
+
+void tkv_reactor_renameat(struct tkv_reactor *r, struct tkv_io *io, int olddirfd,
+                          const char *oldpath, int newdirfd, const char *newpath)
+{
+    io_begin(r, io, OP_RENAMEAT, olddirfd);
+    check_buf(oldpath, strlen(oldpath) + 1);
+    check_buf(newpath, strlen(newpath) + 1);
+    io_uring_prep_renameat(io_sqe(r, io, UD_IO), olddirfd, oldpath, newdirfd, newpath, 0);
+}
+
+void tkv_reactor_unlinkat(struct tkv_reactor *r, struct tkv_io *io, int dirfd, const char *path)
+{
+    io_begin(r, io, OP_UNLINKAT, dirfd);
+    check_buf(path, strlen(path) + 1);
+    io_uring_prep_unlinkat(io_sqe(r, io, UD_IO), dirfd, path, 0);
+}
+
 static void submit_cancel(struct tkv_reactor *r, uint64_t ud, int flags)
 {
     struct io_uring_sqe *sqe = reactor_sqe(r);

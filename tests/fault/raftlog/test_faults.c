@@ -280,6 +280,36 @@ Test(raftlog_failpoint, uring_write_enospc_fails_round_then_continues, .timeout 
         cr_assert_eq(tkv_raftlog_last_index(h.log, r), 19, "region %" PRIu64, r);
     h_fini(&h);
 }
+
+/* Disk full while the next segment is prepared on io_uring (reactor mode):
+ * the batch that needs the segment fails with TKV_ENOSPACE, the log is not
+ * failed, and the next switch prepares a fresh segment and goes on. */
+Test(raftlog_failpoint, uring_segment_enospc_fails_round_then_continues, .timeout = 60)
+{
+    fiu_init(0);
+    struct h h;
+    h_init(&h, false, "/tmp", 16 * 1024, 0);
+    struct uring_run u = {.dir = h.dir, .rounds = 40, .per_round = 10,
+                          .segment_size = 16 * 1024, .failpoint = "raftlog/segment_enospc",
+                          .fail_round = 5, .disarm_after_failure = true};
+    int rv = uring_run(&u);
+    fiu_disable("raftlog/segment_enospc");
+    if (rv == -ENOSYS || rv == -EPERM)
+        cr_skip_test("io_uring unavailable here");
+    cr_assert_eq(rv, 0);
+    cr_assert(!u.timed_out);
+    cr_assert_eq(u.failed, 10, "%d appends failed", u.failed);
+    cr_assert_eq(u.first_err, TKV_ENOSPACE);
+    cr_assert_eq(u.append_after_failure, 0);
+    cr_assert_eq(u.completed, 390);
+    cr_assert(!u.stats.failed);
+    cr_assert_eq(u.stats.sync_segment_creations, 0);
+    cr_assert_geq(u.stats.segments_created, 3);
+    cr_assert_eq(h_open(&h), 0);
+    for (tkv_region_id r = 1; r <= 10; r++)
+        cr_assert_eq(tkv_raftlog_last_index(h.log, r), 39, "region %" PRIu64, r);
+    h_fini(&h);
+}
 #else
 Test(raftlog_failpoint, skipped_without_failpoints)
 {

@@ -144,7 +144,8 @@ static int core_init(struct tkv_reactor *r, uint32_t core, void *arg)
     (void)core;
     (void)arg;
     R = r;
-    struct tkv_raftlog_config cfg = {.dir = U->dir, .reactor = r, .segment_size = 64 * 1024};
+    struct tkv_raftlog_config cfg = {.dir = U->dir, .reactor = r,
+                                     .segment_size = U->segment_size ? U->segment_size : 64 * 1024};
     U->open_rv = U->dir ? tkv_raftlog_open(&cfg, &L, NULL)
                         : tkv_raftlog_open_mem(&cfg, U->disk, &L, NULL);
     if (U->open_rv != 0) {

@@ -20,6 +20,7 @@ struct uring_run {
      * per_round in all, at most 4 x per_round unacknowledged) without
      * waiting for the previous ones, so batches overlap */
     bool continuous;
+    uint64_t segment_size; /* 0 = 64 KiB */
     /* out */
     int open_rv;
     int completed;    /* append callbacks with 0 */

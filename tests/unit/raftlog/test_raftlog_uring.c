@@ -9,6 +9,11 @@
 #include "tkv/err.h"
 #include "tkv/mem.h"
 
+#ifdef FIU_ENABLE
+#include <fiu-control.h>
+#include <fiu.h>
+#endif
+
 static void run_and_check(bool mem)
 {
     struct h h;
@@ -62,6 +67,15 @@ static void run_continuous(bool mem)
     cr_assert_gt(u.stats.pipelined, 0, "no batch was submitted while another was in flight "
                  "(%" PRIu64 " batches)", u.stats.batches);
     cr_assert_gt(u.stats.segments_purged + u.stats.n_segments, 1);
+    if (!mem) {
+        /* Rolling to new segments never created one with blocking
+         * syscalls on the core: each was prepared ahead on io_uring. */
+        cr_assert_geq(u.stats.segments_created, 3, "only %" PRIu64 " segment switches",
+                      u.stats.segments_created);
+        cr_assert_eq(u.stats.sync_segment_creations, 0,
+                     "%" PRIu64 " of %" PRIu64 " segments created with blocking syscalls on the core",
+                     u.stats.sync_segment_creations, u.stats.segments_created);
+    }
     cr_assert_eq(h_open(&h), 0);
     for (tkv_region_id r = 1; r <= 150 * 8; r++)
         cr_assert_eq(tkv_raftlog_last_index(h.log, r), 1, "region %" PRIu64, r);
@@ -70,3 +84,27 @@ static void run_continuous(bool mem)
 
 Test(raftlog_uring, pipelined_under_continuous_load_disk, .timeout = 60) { run_continuous(false); }
 Test(raftlog_uring, pipelined_under_continuous_load_mem, .timeout = 60) { run_continuous(true); }
+
+#ifdef FIU_ENABLE
+/* Negative control of the check above: with segment switches forced onto
+ * the old blocking path, the counter must see them. */
+Test(raftlog_uring, negative_control_blocking_segment_switch_is_counted, .timeout = 60)
+{
+    fiu_init(0);
+    struct h h;
+    h_init(&h, false, "/tmp", 64 * 1024, 0);
+    struct uring_run u = {.dir = h.dir, .rounds = 100, .per_round = 8, .continuous = true};
+    fiu_enable("raftlog/blocking_segment_switch", 1, NULL, 0);
+    int rv = uring_run(&u);
+    fiu_disable("raftlog/blocking_segment_switch");
+    if (rv == -ENOSYS || rv == -EPERM)
+        cr_skip_test("io_uring unavailable here");
+    cr_assert_eq(rv, 0);
+    cr_assert_eq(u.failed, 0, "error %d", u.first_err);
+    cr_assert_gt(u.stats.segments_created, 0);
+    cr_assert_eq(u.stats.sync_segment_creations, u.stats.segments_created,
+                 "blocking creations went uncounted (%" PRIu64 " of %" PRIu64 ")",
+                 u.stats.sync_segment_creations, u.stats.segments_created);
+    h_fini(&h);
+}
+#endif

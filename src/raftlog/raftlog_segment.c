@@ -1,0 +1,269 @@
+/* Segment switches off the loop (reactor mode on disk): the next segment is
+ * prepared ahead of need with io_uring operations (openat, fallocate,
+ * header write, fsync), and the switch itself (zeroing a failed write's
+ * leftover, rename, directory fsync) is asynchronous too, so rolling to a
+ * new segment never blocks the core. Synchronous mode and the memory disk
+ * keep raftlog_io_create (no loop to block, or no syscall at all). */
+#include <errno.h>
+#include <fcntl.h>
+#include <fiu.h>
+#include <unistd.h>
+
+#include "raftlog_private.h"
+#include "tkv/err.h"
+#include "tkv/log.h"
+#include "tkv/mem.h"
+
+#ifdef TKV_RAFTLOG_HAVE_REACTOR
+
+static bool async_mode(const struct tkv_raftlog *log)
+{
+    return log->reactor != NULL && log->mem == NULL;
+}
+
+static void spare_fail(struct tkv_raftlog *log, int err)
+{
+    struct rl_spare *sp = &log->spare;
+    sp->err = err;
+    if (sp->fd < 0) {
+        sp->state = RL_SPARE_FAILED;
+        return;
+    }
+    /* Give the space back: a failed preallocation may hold part of it.
+     * close(2) of a regular file does not wait for the disk. */
+    close(sp->fd);
+    sp->fd = -1;
+    sp->step = RL_SP_UNLINK;
+    tkv_reactor_unlinkat(log->reactor, &sp->io, log->dir_op_fd, sp->tmp);
+}
+
+static void spare_step_done(struct tkv_io *io, int res)
+{
+    struct tkv_raftlog *log = io->data;
+    struct rl_spare *sp = &log->spare;
+    switch (sp->step) {
+    case RL_SP_OPEN:
+        if (res < 0) {
+            spare_fail(log, res);
+            return;
+        }
+        sp->fd = res;
+        sp->step = RL_SP_ALLOC;
+        /* Preallocate: appends then never allocate blocks, so a full disk
+         * shows up here, before anything of a batch is written. */
+        tkv_reactor_fallocate(log->reactor, &sp->io, sp->fd, 0, 0, log->segment_size);
+        return;
+    case RL_SP_ALLOC:
+        /* A file system without fallocate grows the file as it is written
+         * (a full disk then shows up as a failed batch write). */
+        if (res < 0 && res != -EOPNOTSUPP)
+            {
+            spare_fail(log, res);
+            return;
+        }
+        sp->step = RL_SP_HEADER;
+        sp->iov.iov_base = sp->hdr;
+        sp->iov.iov_len = RL_SEG_HDR;
+        tkv_reactor_writev(log->reactor, &sp->io, sp->fd, &sp->iov, 1, 0);
+        return;
+    case RL_SP_HEADER:
+        if (res < 0) {
+            spare_fail(log, res);
+            return;
+        }
+        sp->step = RL_SP_SYNC;
+        tkv_reactor_fsync(log->reactor, &sp->io, sp->fd, false);
+        return;
+    case RL_SP_SYNC:
+        if (res < 0) {
+            spare_fail(log, res);
+            return;
+        }
+        sp->state = RL_SPARE_READY;
+        return;
+    case RL_SP_UNLINK:
+        /* best effort: recovery deletes a leftover .tmp anyway */
+        sp->state = RL_SPARE_FAILED;
+        return;
+    }
+}
+
+void raftlog_spare_start(struct tkv_raftlog *log)
+{
+    struct rl_spare *sp = &log->spare;
+    if (!async_mode(log) || log->failed || log->closing || sp->state != RL_SPARE_NONE)
+        return;
+    uint64_t id = log->segs[log->n_segs - 1].id + 1;
+    sp->id = id;
+    sp->fd = -1;
+    sp->err = 0;
+    raftlog_seg_name(sp->tmp, id, true);
+    raftlog_seg_name(sp->name, id, false);
+    raftlog_seg_header(sp->hdr, id, log->segment_size, log->max_batch);
+    sp->state = RL_SPARE_BUSY;
+    tkv_io_init(&sp->io, spare_step_done, log);
+    if (fiu_fail("raftlog/segment_enospc")) {
+        sp->state = RL_SPARE_FAILED;
+        sp->err = -ENOSPC;
+        return;
+    }
+    sp->step = RL_SP_OPEN;
+    tkv_reactor_openat(log->reactor, &sp->io, log->dir_op_fd, sp->tmp,
+                       O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+}
+
+static void rot_step_done(struct tkv_io *io, int res);
+
+static void rot_rename(struct tkv_raftlog *log)
+{
+    log->rot_step = RL_ROT_RENAME;
+    tkv_reactor_renameat(log->reactor, &log->rot_io, log->dir_op_fd, log->spare.tmp, log->dir_op_fd,
+                         log->spare.name);
+}
+
+static void rot_fail(struct tkv_raftlog *log, int err)
+{
+    log->rot_step = RL_ROT_IDLE;
+    log->rot_err = err;
+}
+
+static void rot_step_done(struct tkv_io *io, int res)
+{
+    struct tkv_raftlog *log = io->data;
+    struct rl_spare *sp = &log->spare;
+    switch (log->rot_step) {
+    case RL_ROT_ZERO:
+        tkv_free(log->rot_zeros);
+        log->rot_zeros = NULL;
+        if (res < 0) {
+            rot_fail(log, res == -ENOSPC ? -EIO : res);
+            return;
+        }
+        log->segs[log->n_segs - 1].dirty_end = 0;
+        rot_rename(log);
+        return;
+    case RL_ROT_RENAME:
+        /* a failed rename leaves the spare as it was: the next switch
+         * retries it */
+        if (res < 0) {
+            rot_fail(log, res);
+            return;
+        }
+        if (fiu_fail("raftlog/skip_dir_fsync")) {
+            res = 0;
+            break;
+        }
+        log->rot_step = RL_ROT_DIRSYNC;
+        tkv_reactor_fsync(log->reactor, &log->rot_io, log->dir_op_fd, false);
+        return;
+    case RL_ROT_DIRSYNC:
+        /* The rename may or may not survive a crash: fatal. */
+        if (res < 0) {
+            rot_fail(log, res == -ENOSPC ? -EIO : res);
+            return;
+        }
+        break;
+    case RL_ROT_IDLE:
+        TKV_PANIC("raft log: segment switch completion without a switch");
+    }
+    struct rl_seg *s = raftlog_seg_push(log, sp->id);
+    s->fd = sp->fd;
+    s->end = RL_SEG_HDR;
+    sp->fd = -1;
+    sp->state = RL_SPARE_NONE;
+    log->rot_step = RL_ROT_IDLE;
+    log->st.segments_created++;
+    /* The next spare is prepared while this segment fills. */
+    raftlog_spare_start(log);
+    /* The log's before-sleep hook writes the waiting batch this turn. */
+    (void)tkv_raftlog_purge(log);
+}
+
+int raftlog_rotate_async(struct tkv_raftlog *log)
+{
+    struct rl_spare *sp = &log->spare;
+    if (log->rot_err) {
+        int err = log->rot_err;
+        log->rot_err = 0;
+        return err;
+    }
+    if (log->rot_step != RL_ROT_IDLE)
+        return 1;
+    switch (sp->state) {
+    case RL_SPARE_NONE:
+        raftlog_spare_start(log);
+        return sp->state == RL_SPARE_FAILED ? raftlog_rotate_async(log) : 1;
+    case RL_SPARE_BUSY:
+        return 1;
+    case RL_SPARE_FAILED: {
+        /* Reported to the batch that needed it; the next switch tries a
+         * fresh preparation. */
+        int err = sp->err;
+        sp->state = RL_SPARE_NONE;
+        return err;
+    }
+    case RL_SPARE_READY:
+        break;
+    }
+    struct rl_seg *s = &log->segs[log->n_segs - 1];
+    tkv_io_init(&log->rot_io, rot_step_done, log);
+    if (s->dirty_end > s->end) {
+        /* Leftover of a failed write: recovery must find zeros after the
+         * last batch of a sealed segment. */
+        size_t n = (size_t)(s->dirty_end - s->end);
+        log->rot_zeros = tkv_xcalloc(1, n);
+        log->rot_iov.iov_base = log->rot_zeros;
+        log->rot_iov.iov_len = n;
+        log->rot_step = RL_ROT_ZERO;
+        tkv_reactor_write_sync(log->reactor, &log->rot_io, s->fd, &log->rot_iov, 1, s->end);
+        return 1;
+    }
+    rot_rename(log);
+    return 1;
+}
+
+bool raftlog_spare_idle(const struct tkv_raftlog *log)
+{
+    return log->spare.state != RL_SPARE_BUSY && log->rot_step == RL_ROT_IDLE;
+}
+
+void raftlog_spare_close(struct tkv_raftlog *log)
+{
+    struct rl_spare *sp = &log->spare;
+    if (sp->fd >= 0) {
+        /* Closing: the loop no longer serves; a prepared spare is removed
+         * (recovery would remove it too). */
+        close(sp->fd);
+        sp->fd = -1;
+        unlinkat(log->dir_op_fd, sp->tmp, 0);
+    }
+    tkv_free(log->rot_zeros);
+    log->rot_zeros = NULL;
+    sp->state = RL_SPARE_NONE;
+}
+
+#else
+
+void raftlog_spare_start(struct tkv_raftlog *log)
+{
+    (void)log;
+}
+
+int raftlog_rotate_async(struct tkv_raftlog *log)
+{
+    (void)log;
+    return -ENOSYS;
+}
+
+bool raftlog_spare_idle(const struct tkv_raftlog *log)
+{
+    (void)log;
+    return true;
+}
+
+void raftlog_spare_close(struct tkv_raftlog *log)
+{
+    (void)log;
+}
+
+#endif
