@@ -160,14 +160,23 @@ class StoragePowerCut(unittest.TestCase):
         """raftlog/skip_dir_fsync: segment creations (and purges) are never
         made durable by a directory fsync. Only --posix-dirs catches it:
         ext4-like, the segment's own fdatasync commits its name."""
+        self.check_skip_dir_fsync("raftlog")
+
+    def test_raftlog_uring_negative_control_skip_dir_fsync_loses_segments(self):
+        """The same on the io_uring path, where segments are prepared ahead
+        and renamed into place off the loop (renameat + directory fsync on
+        io_uring): without the directory fsync they must be lost."""
+        self.check_skip_dir_fsync("raftlog-uring")
+
+    def check_skip_dir_fsync(self, module):
         fp = "raftlog/skip_dir_fsync"
-        rc, out, err = self.power_cut_round("raftlog", "dirsync-ext4", fp)
+        rc, out, err = self.power_cut_round(module, "dirsync-ext4", fp)
         self.assertEqual(rc, 0, "ext4-like names: the data fsync commits the segment's name, "
                          "nothing may be lost:\n%s\n%s" % (out, err))
         self.fs.unmount()
         self.fs.posix_dirs = True
         self.fs.mount()
-        rc, out, err = self.power_cut_round("raftlog", "dirsync-posix", fp)
+        rc, out, err = self.power_cut_round(module, "dirsync-posix", fp)
         self.assertIn(rc, (1, 2), "NEGATIVE CONTROL FAILED: with %s and --posix-dirs the power cut "
                       "did not detect lost segments (rc %d):\n%s\n%s" % (fp, rc, out, err))
 
