@@ -249,13 +249,17 @@ void tkv_raftstore_delete(struct tkv_raftstore *s, const struct tkv_rs_header *h
 void tkv_raftstore_get(struct tkv_raftstore *s, const struct tkv_rs_header *h, enum tkv_cf cf,
                        struct tkv_slice key, tkv_rs_done_fn cb, void *arg);
 
-/* Leadership transfer (TINYKV-API.md 2.12: not replicated). */
 /* RawScan: keys >= start (start must be in the region) up to the region's
  * end, at most limit pairs, ascending, from one engine snapshot taken once
  * the read index is applied (linearizable like get). */
 void tkv_raftstore_scan(struct tkv_raftstore *s, const struct tkv_rs_header *h, enum tkv_cf cf,
                         struct tkv_slice start, uint32_t limit, tkv_rs_done_fn cb, void *arg);
 
+/* Leadership transfer (TINYKV-API.md 2.12: not replicated): the leader
+ * catches to_peer's log up, then hands over (TimeoutNow); writes are
+ * refused meanwhile. Returns 0 when started (the host sees the outcome in
+ * the region's leader), TKV_EREGION (no such region), TKV_EINVAL (not a
+ * member), or raft's refusal. A follower forwards it to its leader. */
 int tkv_raftstore_transfer_leader(struct tkv_raftstore *s, uint64_t region_id, uint64_t to_peer);
 
 /* ---- Transactional commands (cluster mode of tkv/txn.h) ----
@@ -301,7 +305,14 @@ void tkv_raftstore_txn(struct tkv_raftstore *s, const struct tkv_rs_header *h,
  * applied (rv 0) or with a region error / TKV_EINVAL.
  * change_peer: ADD (peer.id new, peer.store_id without a peer of the
  *   region) or REMOVE (peer present) as a raft conf change; a duplicate
- *   (already added / already removed) answers 0 without proposing.
+ *   (already added / already removed) answers 0 without proposing; epoch
+ *   (may be NULL) is checked on conf_ver only (TinyKV); ServerIsBusy while
+ *   another conf change is not applied. A leader of TWO peers asked to
+ *   remove itself transfers leadership to the other and answers NotLeader
+ *   (hint: the other peer): retry there. When this store's own peer is
+ *   removed, its pending reads are answered RegionNotFound and its pending
+ *   writes TKV_ESHUTDOWN (outcome unknown); env.region_changed follows every
+ *   applied membership change (removed = true for our own removal).
  * split: split_key strictly inside the region (not its start); the new
  *   region gets new_region_id, the range [split_key, old end) and one peer
  *   per existing peer, new_peer_ids[i] on the store of the region's
@@ -347,6 +358,8 @@ struct tkv_raftstore_stats {
     uint64_t msgs_dropped; /* malformed, misaddressed, unroutable, no peer */
     uint64_t proposals, applied_entries, snapshots_generated, snapshots_applied;
     uint64_t compact_logs, ready_turns;
+    uint64_t peers_destroyed; /* removed by a conf change, a gc message or a newer peer */
+    uint64_t gc_msgs_sent;    /* is_tombstone answers to stale senders */
 };
 void tkv_raftstore_stats(const struct tkv_raftstore *s, struct tkv_raftstore_stats *out);
 

@@ -48,7 +48,7 @@ void tkv_rs_msg_release(struct tkv_rs_msg *m)
 
 /* ------------------------------------------------------------ helpers */
 
-static struct rs_peer *peer_get(const struct tkv_raftstore *s, uint64_t region_id)
+struct rs_peer *rs_peer_get(const struct tkv_raftstore *s, uint64_t region_id)
 {
     for (size_t i = 0; i < s->n_peers; i++)
         if (s->peers[i]->region.id == region_id)
@@ -56,7 +56,7 @@ static struct rs_peer *peer_get(const struct tkv_raftstore *s, uint64_t region_i
     return NULL;
 }
 
-static const struct tkv_rs_peer *region_peer_by_id(const struct tkv_rs_region *rg, uint64_t id)
+const struct tkv_rs_peer *rs_region_peer_by_id(const struct tkv_rs_region *rg, uint64_t id)
 {
     for (uint32_t i = 0; i < rg->n_peers; i++)
         if (rg->peers[i].id == id)
@@ -64,7 +64,7 @@ static const struct tkv_rs_peer *region_peer_by_id(const struct tkv_rs_region *r
     return NULL;
 }
 
-static const struct tkv_rs_peer *region_peer_on_store(const struct tkv_rs_region *rg,
+const struct tkv_rs_peer *rs_region_peer_on_store(const struct tkv_rs_region *rg,
                                                       uint64_t store_id)
 {
     for (uint32_t i = 0; i < rg->n_peers; i++)
@@ -73,7 +73,7 @@ static const struct tkv_rs_peer *region_peer_on_store(const struct tkv_rs_region
     return NULL;
 }
 
-static bool key_in_region(const struct tkv_rs_region *rg, struct tkv_slice k)
+bool rs_key_in_region(const struct tkv_rs_region *rg, struct tkv_slice k)
 {
     size_t n = TKV_MIN(k.len, rg->start_len);
     int c = n ? memcmp(k.ptr, rg->start, n) : 0; /* k.ptr may be NULL when empty */
@@ -94,13 +94,13 @@ bool tkv_rs_region_contains_txn_key(const struct tkv_rs_region *rg, struct tkv_s
     size_t n = tkv_codec_encoded_bytes_len(user_key.len);
     uint8_t *enc = n <= sizeof(small) ? small : tkv_xmalloc(n);
     tkv_codec_encode_bytes(enc, user_key.ptr, user_key.len);
-    bool in = key_in_region(rg, TKV_SLICE(enc, n));
+    bool in = rs_key_in_region(rg, TKV_SLICE(enc, n));
     if (enc != small)
         tkv_free(enc);
     return in;
 }
 
-static void answer(tkv_rs_done_fn cb, void *arg, int rv)
+void rs_answer(tkv_rs_done_fn cb, void *arg, int rv)
 {
     struct tkv_rs_result res;
     memset(&res, 0, sizeof(res));
@@ -108,7 +108,7 @@ static void answer(tkv_rs_done_fn cb, void *arg, int rv)
     cb(arg, &res);
 }
 
-static void answer_region_error(tkv_rs_done_fn cb, void *arg, const struct tkv_rs_region_error *e)
+void rs_answer_region_error(tkv_rs_done_fn cb, void *arg, const struct tkv_rs_region_error *e)
 {
     struct tkv_rs_result res;
     memset(&res, 0, sizeof(res));
@@ -117,20 +117,20 @@ static void answer_region_error(tkv_rs_done_fn cb, void *arg, const struct tkv_r
     cb(arg, &res);
 }
 
-static void rerr_init(struct tkv_rs_region_error *e, uint32_t kind, uint64_t region_id)
+void rs_rerr_init(struct tkv_rs_region_error *e, uint32_t kind, uint64_t region_id)
 {
     memset(e, 0, sizeof(*e));
     e->kind = kind;
     e->region_id = region_id;
 }
 
-static void answer_kind(tkv_rs_done_fn cb, void *arg, uint32_t kind, const struct rs_peer *p,
+void rs_answer_kind(tkv_rs_done_fn cb, void *arg, uint32_t kind, const struct rs_peer *p,
                         uint64_t region_id)
 {
     struct tkv_rs_region_error e;
-    rerr_init(&e, kind, region_id);
+    rs_rerr_init(&e, kind, region_id);
     if (p && kind == TKV_RS_NOT_LEADER && p->leader_peer_id) {
-        const struct tkv_rs_peer *l = region_peer_by_id(&p->region, p->leader_peer_id);
+        const struct tkv_rs_peer *l = rs_region_peer_by_id(&p->region, p->leader_peer_id);
         if (l)
             e.leader = *l;
     }
@@ -138,7 +138,7 @@ static void answer_kind(tkv_rs_done_fn cb, void *arg, uint32_t kind, const struc
         e.n_current = 1;
         e.current[0] = p->region;
     }
-    answer_region_error(cb, arg, &e);
+    rs_answer_region_error(cb, arg, &e);
 }
 
 /* ------------------------------------------------------------ raft storage */
@@ -257,7 +257,7 @@ static void peer_mark_ready(struct rs_peer *p)
 }
 
 /* Step the peer's raft; a non-empty update is kept for the next ready. */
-static int peer_step(struct rs_peer *p, const struct tkv_raft_event *ev)
+int rs_peer_step(struct rs_peer *p, const struct tkv_raft_event *ev)
 {
     struct tkv_raft_update up;
     int rv = tkv_raft_step(p->raft, ev, &up);
@@ -269,7 +269,7 @@ static int peer_step(struct rs_peer *p, const struct tkv_raft_event *ev)
     return rv;
 }
 
-static int peer_start_raft(struct rs_peer *p)
+int rs_peer_start_raft(struct rs_peer *p)
 {
     struct tkv_raftstore *s = p->s;
     struct tkv_raft_config rc = {
@@ -293,7 +293,7 @@ static int peer_start_raft(struct rs_peer *p)
     return tkv_raft_init(&rc, &p->raft);
 }
 
-static struct rs_peer *peer_new(struct tkv_raftstore *s, const struct tkv_rs_region *rg,
+struct rs_peer *rs_peer_new(struct tkv_raftstore *s, const struct tkv_rs_region *rg,
                                 uint64_t peer_id, bool initialized)
 {
     struct rs_peer *p = tkv_xcalloc(1, sizeof(*p));
@@ -308,16 +308,16 @@ static struct rs_peer *peer_new(struct tkv_raftstore *s, const struct tkv_rs_reg
 static void peer_fail_all(struct rs_peer *p, int rv)
 {
     for (size_t i = 0; i < p->n_props; i++)
-        answer(p->props[i].cb, p->props[i].arg, rv);
+        rs_answer(p->props[i].cb, p->props[i].arg, rv);
     p->n_props = 0;
     for (size_t i = 0; i < p->n_reads; i++) {
-        answer(p->reads[i].cb, p->reads[i].arg, rv);
+        rs_answer(p->reads[i].cb, p->reads[i].arg, rv);
         tkv_free(p->reads[i].key);
     }
     p->n_reads = 0;
 }
 
-static void peer_free(struct rs_peer *p)
+void rs_peer_free(struct rs_peer *p)
 {
     peer_fail_all(p, TKV_ESHUTDOWN);
     tkv_raft_close(p->raft);
@@ -327,7 +327,7 @@ static void peer_free(struct rs_peer *p)
     tkv_free(p);
 }
 
-static void store_add_peer(struct tkv_raftstore *s, struct rs_peer *p)
+void rs_store_add_peer(struct tkv_raftstore *s, struct rs_peer *p)
 {
     GROW(s->peers, s->n_peers, s->cap_peers);
     s->peers[s->n_peers++] = p;
@@ -338,7 +338,7 @@ static void store_add_peer(struct tkv_raftstore *s, struct rs_peer *p)
 static tkv_index safe_to_drop(void *arg, tkv_region_id region)
 {
     struct tkv_raftstore *s = arg;
-    struct rs_peer *p = peer_get(s, region);
+    struct rs_peer *p = rs_peer_get(s, region);
     if (!p)
         return UINT64_MAX;
     return p->durable_applied;
@@ -352,9 +352,11 @@ static int load_region(struct tkv_raftstore *s, struct tkv_slice key, struct tkv
     struct tkv_rs_region rg;
     if (!rs_rd_u8(&r, &state) || !rs_decode_region(&r, &rg) || r.off != r.len)
         return TKV_ECORRUPT;
-    if (state == RS_REGION_TOMBSTONE)
+    if (state == RS_REGION_TOMBSTONE) {
+        rs_tombstone_cleanup(s, rg.id);
         return 0;
-    const struct tkv_rs_peer *me = region_peer_on_store(&rg, s->cfg.store_id);
+    }
+    const struct tkv_rs_peer *me = rs_region_peer_on_store(&rg, s->cfg.store_id);
     if (!me)
         return TKV_ECORRUPT;
     uint8_t k[RS_META_KEY_LEN];
@@ -364,7 +366,7 @@ static int load_region(struct tkv_raftstore *s, struct tkv_slice key, struct tkv
     int rv = tkv_engine_get(s->sess, TKV_CF_META, TKV_SLICE(k, sizeof(k)), &v);
     if (rv < 0 || !rs_decode_apply_state(v, &a))
         return TKV_ECORRUPT;
-    struct rs_peer *p = peer_new(s, &rg, me->id, true);
+    struct rs_peer *p = rs_peer_new(s, &rg, me->id, true);
     p->apply = a;
     p->durable_applied = a.applied;
     p->ckpt_applied = a.applied;
@@ -398,13 +400,13 @@ static int load_region(struct tkv_raftstore *s, struct tkv_slice key, struct tkv
             return rv;
         }
     }
-    rv = peer_start_raft(p);
+    rv = rs_peer_start_raft(p);
     if (rv < 0) {
         TKV_LOG_ERROR("region peer failed to start", TKV_LF_U64("region_id", rg.id), TKV_LF_ERR(rv));
         tkv_free(p);
         return rv;
     }
-    store_add_peer(s, p);
+    rs_store_add_peer(s, p);
     return 0;
 }
 
@@ -481,7 +483,7 @@ void tkv_raftstore_close(struct tkv_raftstore *s)
         tkv_rs_msg_release(&s->out[i]);
     tkv_free(s->out);
     for (size_t i = 0; i < s->n_peers; i++)
-        peer_free(s->peers[i]);
+        rs_peer_free(s->peers[i]);
     tkv_free(s->peers);
     tkv_engine_session_close(s->sess);
     tkv_free(s);
@@ -490,7 +492,7 @@ void tkv_raftstore_close(struct tkv_raftstore *s)
 int tkv_raftstore_bootstrap(struct tkv_raftlog *log, struct tkv_engine *engine, uint64_t store_id,
                             const struct tkv_rs_region *region)
 {
-    if (!region || region->id == 0 || !region_peer_on_store(region, store_id))
+    if (!region || region->id == 0 || !rs_region_peer_on_store(region, store_id))
         return TKV_EINVAL;
     struct tkv_engine_session *sess = NULL;
     int rv = tkv_engine_session_open(engine, &sess);
@@ -531,12 +533,6 @@ int tkv_raftstore_bootstrap(struct tkv_raftlog *log, struct tkv_engine *engine, 
 
 /* ------------------------------------------------------------ receive */
 
-static bool is_initial_msg(const struct tkv_raft_msg *m)
-{
-    return m->type == TKV_RAFT_MSG_VOTE || m->type == TKV_RAFT_MSG_PRE_VOTE ||
-           (m->type == TKV_RAFT_MSG_HEARTBEAT && m->commit == 0);
-}
-
 void tkv_raftstore_receive(struct tkv_raftstore *s, const struct tkv_rs_msg *m)
 {
     s->stats.msgs_received++;
@@ -545,62 +541,45 @@ void tkv_raftstore_receive(struct tkv_raftstore *s, const struct tkv_rs_msg *m)
         s->stats.msgs_dropped++;
         return;
     }
-    struct rs_peer *p = peer_get(s, m->region_id);
-    if (!p) {
-        /* TINYKV-API.md 2.14: only a vote or the leader's first heartbeat
-         * creates a peer, uninitialized, filled by the leader's snapshot.
-         * (Tombstone and overlap checks arrive with conf change, issue 10.) */
-        if (!is_initial_msg(&m->msg) || m->is_tombstone) {
-            s->stats.msgs_dropped++;
-            return;
-        }
-        struct tkv_rs_region rg;
-        memset(&rg, 0, sizeof(rg));
-        rg.id = m->region_id;
-        p = peer_new(s, &rg, m->to.id, false);
-        if (peer_start_raft(p) < 0) {
-            tkv_free(p);
-            s->stats.msgs_dropped++;
-            return;
-        }
-        store_add_peer(s, p);
-    }
-    if (m->to.id != p->peer_id) {
-        /* a different incarnation of our peer: issue 10 (destroy/recreate) */
-        s->stats.msgs_dropped++;
+    /* TINYKV-API.md 2.14: gc messages, stale senders, tombstones, new and
+     * replaced peers (rs_confchange.c) */
+    struct rs_peer *p = rs_route_msg(s, m);
+    if (!p)
         return;
-    }
     /* remember how to reach the sender (uninitialized peers know nobody) */
-    if (!p->initialized && !region_peer_by_id(&p->region, m->from.id) &&
+    if (!p->initialized && !rs_region_peer_by_id(&p->region, m->from.id) &&
         p->region.n_peers < TKV_RS_MAX_PEERS)
         p->region.peers[p->region.n_peers++] = m->from;
     if (m->msg.type == TKV_RAFT_MSG_SNAPSHOT) {
-        /* refuse a snapshot that is corrupt or not for this peer */
+        /* refuse a snapshot that is corrupt, not for this peer, or older
+         * than the region we have (2.10) */
         struct tkv_rs_region rg;
         size_t off;
         const struct tkv_raft_snapshot *sn = m->msg.snapshot;
         if (!sn || !sn->data ||
             rs_snapshot_check(TKV_SLICE(sn->data->data, sn->data->len), &rg, &off) < 0 ||
-            rg.id != p->region.id || !region_peer_by_id(&rg, p->peer_id)) {
+            rg.id != p->region.id || !rs_region_peer_by_id(&rg, p->peer_id) ||
+            (p->initialized && (rg.epoch.conf_ver < p->region.epoch.conf_ver ||
+                                rg.epoch.version < p->region.epoch.version))) {
             s->stats.msgs_dropped++;
             return;
         }
     }
     struct tkv_raft_event ev = {.type = TKV_RAFT_EV_RECEIVE, .u.msg = &m->msg};
-    if (peer_step(p, &ev) == TKV_EPROTO)
+    if (rs_peer_step(p, &ev) == TKV_EPROTO)
         s->stats.msgs_dropped++;
 }
 
 static void report(struct tkv_raftstore *s, uint32_t type, uint64_t region_id, uint64_t to_peer_id,
                    bool failed)
 {
-    struct rs_peer *p = peer_get(s, region_id);
+    struct rs_peer *p = rs_peer_get(s, region_id);
     if (!p || to_peer_id == 0)
         return;
     struct tkv_raft_event ev = {.type = type};
     ev.u.report.node = to_peer_id;
     ev.u.report.failed = failed;
-    (void)peer_step(p, &ev);
+    (void)rs_peer_step(p, &ev);
 }
 
 void tkv_raftstore_report_unreachable(struct tkv_raftstore *s, uint64_t region_id,
@@ -639,7 +618,7 @@ static void propose_compact(struct rs_peer *p)
         struct tkv_raft_event ev = {.type = TKV_RAFT_EV_PROPOSE};
         ev.u.propose.data = &d;
         ev.u.propose.n = 1;
-        (void)peer_step(p, &ev);
+        (void)rs_peer_step(p, &ev);
         tkv_raft_buf_unref(d);
     }
     rs_buf_free(&b);
@@ -651,7 +630,7 @@ void tkv_raftstore_tick(struct tkv_raftstore *s)
     struct tkv_raft_event ev = {.type = TKV_RAFT_EV_TICK};
     for (size_t i = 0; i < s->n_peers; i++) {
         struct rs_peer *p = s->peers[i];
-        (void)peer_step(p, &ev);
+        (void)rs_peer_step(p, &ev);
         if (p->is_leader && s->ticks % s->cfg.raft_log_gc_tick == 0)
             propose_compact(p);
     }
@@ -667,52 +646,52 @@ static struct rs_peer *check_request_keys(struct tkv_raftstore *s, const struct 
                                           tkv_rs_done_fn cb, void *arg)
 {
     if (h->peer.store_id && h->peer.store_id != s->cfg.store_id) {
-        answer_kind(cb, arg, TKV_RS_STORE_NOT_MATCH, NULL, h->region_id);
+        rs_answer_kind(cb, arg, TKV_RS_STORE_NOT_MATCH, NULL, h->region_id);
         return NULL;
     }
-    struct rs_peer *p = peer_get(s, h->region_id);
+    struct rs_peer *p = rs_peer_get(s, h->region_id);
     if (!p || !p->initialized) {
-        answer_kind(cb, arg, TKV_RS_REGION_NOT_FOUND, NULL, h->region_id);
+        rs_answer_kind(cb, arg, TKV_RS_REGION_NOT_FOUND, NULL, h->region_id);
         return NULL;
     }
     if (!p->is_leader) {
-        answer_kind(cb, arg, TKV_RS_NOT_LEADER, p, h->region_id);
+        rs_answer_kind(cb, arg, TKV_RS_NOT_LEADER, p, h->region_id);
         return NULL;
     }
     if (h->peer.id && h->peer.id != p->peer_id) {
-        answer(cb, arg, TKV_EINVAL);
+        rs_answer(cb, arg, TKV_EINVAL);
         return NULL;
     }
     struct tkv_raft_status st;
     tkv_raft_status(p->raft, &st);
     if (h->term && st.hs.term > h->term + 1) {
-        answer_kind(cb, arg, TKV_RS_STALE_COMMAND, p, h->region_id);
+        rs_answer_kind(cb, arg, TKV_RS_STALE_COMMAND, p, h->region_id);
         return NULL;
     }
     if (h->epoch.version != p->region.epoch.version) {
-        answer_kind(cb, arg, TKV_RS_EPOCH_NOT_MATCH, p, h->region_id);
+        rs_answer_kind(cb, arg, TKV_RS_EPOCH_NOT_MATCH, p, h->region_id);
         return NULL;
     }
     for (size_t i = 0; i < n_keys; i++) {
         struct tkv_slice key = keys[i];
         if (key.len == 0 || key.len > TKV_ENGINE_KEY_MAX) {
-            answer(cb, arg, key.len ? TKV_ETOOBIG : TKV_EINVAL);
+            rs_answer(cb, arg, key.len ? TKV_ETOOBIG : TKV_EINVAL);
             return NULL;
         }
         if (txn ? !tkv_rs_region_contains_txn_key(&p->region, key)
-                : !key_in_region(&p->region, key)) {
+                : !rs_key_in_region(&p->region, key)) {
             struct tkv_rs_region_error e;
-            rerr_init(&e, TKV_RS_KEY_NOT_IN_REGION, p->region.id);
+            rs_rerr_init(&e, TKV_RS_KEY_NOT_IN_REGION, p->region.id);
             e.key_len = (uint32_t)TKV_MIN(key.len, TKV_RS_BOUND_MAX);
             memcpy(e.key, key.ptr, e.key_len);
             e.n_current = 1;
             e.current[0] = p->region;
-            answer_region_error(cb, arg, &e);
+            rs_answer_region_error(cb, arg, &e);
             return NULL;
         }
     }
     if (p->n_props + p->n_reads >= s->cfg.max_pending_per_region) {
-        answer_kind(cb, arg, TKV_RS_SERVER_BUSY, p, h->region_id);
+        rs_answer_kind(cb, arg, TKV_RS_SERVER_BUSY, p, h->region_id);
         return NULL;
     }
     return p;
@@ -730,10 +709,10 @@ static struct rs_peer *check_request(struct tkv_raftstore *s, const struct tkv_r
     struct rs_peer *p = check_request_keys(s, h, NULL, 0, false, cb, arg);
     if (p && p->region.start_len) {
         struct tkv_rs_region_error e;
-        rerr_init(&e, TKV_RS_KEY_NOT_IN_REGION, p->region.id);
+        rs_rerr_init(&e, TKV_RS_KEY_NOT_IN_REGION, p->region.id);
         e.n_current = 1;
         e.current[0] = p->region;
-        answer_region_error(cb, arg, &e);
+        rs_answer_region_error(cb, arg, &e);
         return NULL;
     }
     return p;
@@ -757,16 +736,16 @@ static void propose_cmd(struct rs_peer *p, struct rs_buf *b, tkv_rs_done_fn cb, 
     int rv = tkv_raft_buf_copy(b->p, b->len, &d);
     rs_buf_free(b);
     if (rv < 0) {
-        answer(cb, arg, rv);
+        rs_answer(cb, arg, rv);
         return;
     }
     struct tkv_raft_event ev = {.type = TKV_RAFT_EV_PROPOSE};
     ev.u.propose.data = &d;
     ev.u.propose.n = 1;
-    rv = peer_step(p, &ev);
+    rv = rs_peer_step(p, &ev);
     tkv_raft_buf_unref(d);
     if (rv < 0) {
-        answer_kind(cb, arg, rv == TKV_ENOTLEADER ? TKV_RS_NOT_LEADER : TKV_RS_STALE_COMMAND, p,
+        rs_answer_kind(cb, arg, rv == TKV_ENOTLEADER ? TKV_RS_NOT_LEADER : TKV_RS_STALE_COMMAND, p,
                     p->region.id);
         return;
     }
@@ -794,11 +773,11 @@ static void propose_write(struct tkv_raftstore *s, const struct tkv_rs_header *h
                           tkv_rs_done_fn cb, void *arg)
 {
     if (!valid_cf(cf)) {
-        answer(cb, arg, TKV_ECF);
+        rs_answer(cb, arg, TKV_ECF);
         return;
     }
     if (value.len > TKV_ENGINE_VALUE_MAX) {
-        answer(cb, arg, TKV_ETOOBIG);
+        rs_answer(cb, arg, TKV_ETOOBIG);
         return;
     }
     struct rs_peer *p = check_request(s, h, key, false, cb, arg);
@@ -841,7 +820,7 @@ void tkv_raftstore_scan(struct tkv_raftstore *s, const struct tkv_rs_header *h, 
                         struct tkv_slice start, uint32_t limit, tkv_rs_done_fn cb, void *arg)
 {
     if (limit > TKV_RS_SCAN_LIMIT_MAX) {
-        answer(cb, arg, TKV_EINVAL);
+        rs_answer(cb, arg, TKV_EINVAL);
         return;
     }
     start_read(s, h, cf, start, true, limit, cb, arg);
@@ -855,11 +834,12 @@ static void read_index(struct tkv_raftstore *s, struct rs_peer *p, const struct 
     void *arg = rd.arg;
     uint64_t ctx = ++s->next_ctx;
     struct tkv_raft_event ev = {.type = TKV_RAFT_EV_READ_INDEX, .u.ctx = ctx};
-    int rv = peer_step(p, &ev);
+    int rv = rs_peer_step(p, &ev);
     if (rv < 0) {
         /* not leader, or a new leader that has not committed in its term */
-        answer_kind(cb, arg, rv == TKV_ENOTLEADER ? TKV_RS_NOT_LEADER : TKV_RS_STALE_COMMAND, p,
+        rs_answer_kind(cb, arg, rv == TKV_ENOTLEADER ? TKV_RS_NOT_LEADER : TKV_RS_STALE_COMMAND, p,
                     h->region_id);
+        tkv_free(rd.key);
         return;
     }
     rd.ctx = ctx;
@@ -872,7 +852,7 @@ static void start_read(struct tkv_raftstore *s, const struct tkv_rs_header *h, e
                        void *arg)
 {
     if (!valid_cf(cf)) {
-        answer(cb, arg, TKV_ECF);
+        rs_answer(cb, arg, TKV_ECF);
         return;
     }
     struct rs_peer *p = check_request(s, h, key, scan, cb, arg);
@@ -906,11 +886,11 @@ static void serve_txn(struct rs_peer *p, struct rs_read *rd)
         tkv_engine_snap_close(snap);
     }
     if (rv < 0 || n == 0) {
-        answer(rd->cb, rd->arg, rv < 0 ? rv : 0);
+        rs_answer(rd->cb, rd->arg, rv < 0 ? rv : 0);
         return;
     }
     if (!p->is_leader) {
-        answer_kind(rd->cb, rd->arg, TKV_RS_NOT_LEADER, p, p->region.id);
+        rs_answer_kind(rd->cb, rd->arg, TKV_RS_NOT_LEADER, p, p->region.id);
         return;
     }
     struct rs_buf b = {0};
@@ -921,7 +901,7 @@ static void serve_txn(struct rs_peer *p, struct rs_read *rd)
         if (!valid_cf(m->cf) || m->key.len == 0 || m->key.len > TKV_ENGINE_KEY_MAX ||
             m->value.len > TKV_ENGINE_VALUE_MAX || n > UINT32_MAX) {
             rs_buf_free(&b);
-            answer(rd->cb, rd->arg, TKV_EINVAL);
+            rs_answer(rd->cb, rd->arg, TKV_EINVAL);
             return;
         }
         rs_buf_u8(&b, m->is_delete ? RS_OP_DELETE : RS_OP_PUT);
@@ -935,25 +915,25 @@ static void serve_txn(struct rs_peer *p, struct rs_read *rd)
 
 int tkv_raftstore_transfer_leader(struct tkv_raftstore *s, uint64_t region_id, uint64_t to_peer)
 {
-    struct rs_peer *p = peer_get(s, region_id);
+    struct rs_peer *p = rs_peer_get(s, region_id);
     if (!p)
         return TKV_EREGION;
-    if (!region_peer_by_id(&p->region, to_peer))
+    if (!rs_region_peer_by_id(&p->region, to_peer))
         return TKV_EINVAL;
     struct tkv_raft_event ev = {.type = TKV_RAFT_EV_TRANSFER_LEADER, .u.target = to_peer};
-    return peer_step(p, &ev);
+    return rs_peer_step(p, &ev);
 }
 
 int tkv_raftstore_campaign(struct tkv_raftstore *s, uint64_t region_id)
 {
-    struct rs_peer *p = peer_get(s, region_id);
+    struct rs_peer *p = rs_peer_get(s, region_id);
     if (!p)
         return TKV_EREGION;
     if (!p->initialized)
         return TKV_EINVAL;
     struct tkv_raft_msg m = {.type = TKV_RAFT_MSG_HUP, .from = p->peer_id};
     struct tkv_raft_event ev = {.type = TKV_RAFT_EV_RECEIVE, .u.msg = &m};
-    return peer_step(p, &ev);
+    return rs_peer_step(p, &ev);
 }
 
 size_t tkv_raftstore_region_ids(const struct tkv_raftstore *s, uint64_t *ids, size_t cap)
@@ -1020,8 +1000,8 @@ static void serve_reads(struct rs_peer *p)
             struct tkv_rs_result res;
             memset(&res, 0, sizeof(res));
             struct tkv_slice key = TKV_SLICE(rd->key, rd->key_len);
-            if (!key_in_region(&p->region, key)) {
-                rerr_init(&res.region_error, TKV_RS_KEY_NOT_IN_REGION, p->region.id);
+            if (!rs_key_in_region(&p->region, key)) {
+                rs_rerr_init(&res.region_error, TKV_RS_KEY_NOT_IN_REGION, p->region.id);
                 res.rv = TKV_EREGION;
             } else if (rd->scan) {
                 serve_scan(p, rd, &res);
@@ -1034,7 +1014,7 @@ static void serve_reads(struct rs_peer *p)
             continue;
         }
         if (!rd->index && !p->is_leader) {
-            answer_kind(rd->cb, rd->arg, TKV_RS_NOT_LEADER, p, p->region.id);
+            rs_answer_kind(rd->cb, rd->arg, TKV_RS_NOT_LEADER, p, p->region.id);
             tkv_free(rd->key);
             continue;
         }
@@ -1053,7 +1033,7 @@ static void serve_reads(struct rs_peer *p)
 
 /* ------------------------------------------------------------ apply */
 
-static void answer_proposals(struct rs_peer *p, tkv_index index, tkv_term term, int rv,
+void rs_answer_proposals(struct rs_peer *p, tkv_index index, tkv_term term, int rv,
                              const struct tkv_rs_region_error *rerr)
 {
     size_t k = 0;
@@ -1065,36 +1045,32 @@ static void answer_proposals(struct rs_peer *p, tkv_index index, tkv_term term, 
         }
         if (pr->index == index && pr->term == term) {
             if (rerr)
-                answer_region_error(pr->cb, pr->arg, rerr);
+                rs_answer_region_error(pr->cb, pr->arg, rerr);
             else
-                answer(pr->cb, pr->arg, rv);
+                rs_answer(pr->cb, pr->arg, rv);
         } else {
             /* its entry was overwritten by another leader's */
-            answer_kind(pr->cb, pr->arg, TKV_RS_STALE_COMMAND, p, p->region.id);
+            rs_answer_kind(pr->cb, pr->arg, TKV_RS_STALE_COMMAND, p, p->region.id);
         }
     }
     p->n_props = k;
 }
 
-struct applied_result {
-    tkv_index index;
-    tkv_term term;
-    int rv;
-    bool has_rerr;
-    struct tkv_rs_region_error rerr;
-};
-
 /* Decode one committed entry into the batch; what to answer goes in *res. */
 static void apply_entry(struct rs_peer *p, const struct tkv_raft_entry *e,
-                        struct tkv_engine_batch *b, struct applied_result *res, tkv_index *compact_to,
+                        struct tkv_engine_batch *b, struct rs_apply_result *res, tkv_index *compact_to,
                         tkv_term *compact_term)
 {
     res->index = e->index;
     res->term = e->term;
     res->rv = 0;
     res->has_rerr = false;
+    if (e->type == TKV_RAFT_ENTRY_CONF_CHANGE) {
+        rs_apply_conf_change(p, e, b, res);
+        return;
+    }
     if (!e->data || e->type != TKV_RAFT_ENTRY_NORMAL)
-        return; /* the leader's no-op; conf changes arrive with issue 10 */
+        return; /* the leader's no-op */
     struct rs_rd r = {e->data->data, e->data->len, 0};
     uint8_t kind;
     uint64_t region_id;
@@ -1123,7 +1099,7 @@ static void apply_entry(struct rs_peer *p, const struct tkv_raft_entry *e,
     /* the region may have changed between propose and apply */
     if (ep.version != p->region.epoch.version) {
         res->has_rerr = true;
-        rerr_init(&res->rerr, TKV_RS_EPOCH_NOT_MATCH, p->region.id);
+        rs_rerr_init(&res->rerr, TKV_RS_EPOCH_NOT_MATCH, p->region.id);
         res->rerr.n_current = 1;
         res->rerr.current[0] = p->region;
         return;
@@ -1141,7 +1117,7 @@ static void apply_entry(struct rs_peer *p, const struct tkv_raft_entry *e,
         /* transactional LOCK CF keys are user keys; the others carry
          * EncodeBytes(user key) as their prefix and compare as they are */
         if (kind == RS_CMD_TXN_WRITE && cf == TKV_CF_LOCK ? !tkv_rs_region_contains_txn_key(&p->region, k)
-                                                          : !key_in_region(&p->region, k))
+                                                          : !rs_key_in_region(&p->region, k))
             goto undo;
         if (op == RS_OP_PUT) {
             if (!rs_rd_slice(&r, TKV_ENGINE_VALUE_MAX, &v) ||
@@ -1160,7 +1136,7 @@ bad:
     res->rv = TKV_EINVAL;
 }
 
-static void write_apply_state(struct rs_peer *p, struct tkv_engine_batch *b)
+void rs_write_apply_state(struct rs_peer *p, struct tkv_engine_batch *b)
 {
     uint8_t k[RS_META_KEY_LEN];
     struct rs_buf v = {0};
@@ -1170,7 +1146,7 @@ static void write_apply_state(struct rs_peer *p, struct tkv_engine_batch *b)
     rs_buf_free(&v);
 }
 
-static void write_region_state(struct rs_peer *p, struct tkv_engine_batch *b)
+void rs_write_region_state(struct rs_peer *p, struct tkv_engine_batch *b)
 {
     uint8_t k[RS_META_KEY_LEN];
     struct rs_buf v = {0};
@@ -1181,7 +1157,7 @@ static void write_region_state(struct rs_peer *p, struct tkv_engine_batch *b)
     rs_buf_free(&v);
 }
 
-static void fatal_engine(int rv)
+void rs_fatal_engine(int rv)
 {
     /* An engine that cannot apply committed entries cannot go on: the
      * state machine would fork from the log (RELIABILITY.md fail-stop). */
@@ -1194,7 +1170,7 @@ static void apply_committed(struct rs_peer *p, const struct tkv_raft_entry *ents
     struct tkv_raftstore *s = p->s;
     struct tkv_engine_batch b;
     tkv_engine_batch_init(&b);
-    struct applied_result *res = tkv_xmalloc(n * sizeof(*res));
+    struct rs_apply_result *res = tkv_xmalloc(n * sizeof(*res));
     tkv_index compact_to = 0;
     tkv_term compact_term = 0;
     for (size_t i = 0; i < n; i++) {
@@ -1204,16 +1180,22 @@ static void apply_committed(struct rs_peer *p, const struct tkv_raft_entry *ents
         }
         apply_entry(p, &ents[i], &b, &res[i], &compact_to, &compact_term);
         p->apply.applied = ents[i].index;
+        if (p->destroy_pending) {
+            /* we were removed: nothing after it applies here */
+            for (size_t k = i + 1; k < n; k++)
+                res[k].index = 0;
+            break;
+        }
     }
-    write_apply_state(p, &b);
+    rs_write_apply_state(p, &b);
     int rv = tkv_engine_write(s->sess, &b);
     tkv_engine_batch_close(&b);
     if (rv < 0)
-        fatal_engine(rv);
+        rs_fatal_engine(rv);
     s->stats.applied_entries += n;
     for (size_t i = 0; i < n; i++)
         if (res[i].index)
-            answer_proposals(p, res[i].index, res[i].term, res[i].rv,
+            rs_answer_proposals(p, res[i].index, res[i].term, res[i].rv,
                              res[i].has_rerr ? &res[i].rerr : NULL);
     tkv_free(res);
     if (compact_to) {
@@ -1222,7 +1204,7 @@ static void apply_committed(struct rs_peer *p, const struct tkv_raft_entry *ents
                                   NULL);
     }
     struct tkv_raft_event ev = {.type = TKV_RAFT_EV_APPLIED, .u.applied = p->apply.applied};
-    (void)peer_step(p, &ev);
+    (void)rs_peer_step(p, &ev);
 }
 
 /* Install a snapshot into the engine atomically (old range data out, the
@@ -1248,37 +1230,38 @@ static void apply_snapshot(struct rs_peer *p, const struct tkv_raft_snapshot *sn
                                             TKV_SLICE(old->end, old->end_len));
     int rv = rs_snapshot_to_batch(data, off, &b);
     if (rv < 0)
-        fatal_engine(rv);
+        rs_fatal_engine(rv);
     p->region = rg;
     p->initialized = true;
     p->apply.applied = sn->index;
     p->apply.truncated_index = sn->index;
     p->apply.truncated_term = sn->term;
-    write_apply_state(p, &b);
-    write_region_state(p, &b);
+    rs_write_apply_state(p, &b);
+    rs_write_region_state(p, &b);
     rv = tkv_engine_write(s->sess, &b);
     tkv_engine_batch_close(&b);
     if (rv < 0)
-        fatal_engine(rv);
+        rs_fatal_engine(rv);
     tkv_raftstore_checkpoint_begin(s);
     rv = tkv_engine_checkpoint(s->env.engine);
     if (rv < 0)
-        fatal_engine(rv);
+        rs_fatal_engine(rv);
     tkv_raftstore_checkpoint_done(s);
     (void)tkv_raftlog_compact(s->env.raftlog, p->region.id, sn->index, sn->term, NULL, NULL);
     p->staged_snap = true;
     p->staged_snap_index = sn->index;
     s->stats.snapshots_applied++;
     /* requests against the old state are void */
-    answer_proposals(p, sn->index, 0, 0, NULL);
+    rs_answer_proposals(p, sn->index, 0, 0, NULL);
+    rs_region_changed(s, &p->region, false);
 }
 
 /* ------------------------------------------------------------ ready */
 
-static void queue_msg(struct rs_peer *p, const struct tkv_raft_msg *m)
+void rs_queue_msg(struct rs_peer *p, const struct tkv_raft_msg *m)
 {
     struct tkv_raftstore *s = p->s;
-    const struct tkv_rs_peer *to = region_peer_by_id(&p->region, m->to);
+    const struct tkv_rs_peer *to = rs_region_peer_by_id(&p->region, m->to);
     if (!to) {
         s->stats.msgs_dropped++;
         return;
@@ -1330,7 +1313,7 @@ static void handle_update(struct rs_peer *p, const struct tkv_raft_update *up)
     }
     /* 2. messages wait for this turn's sync */
     for (size_t i = 0; i < up->n_msgs; i++)
-        queue_msg(p, &up->msgs[i]);
+        rs_queue_msg(p, &up->msgs[i]);
     /* 3. apply (committed entries are durable locally already) */
     if (up->n_committed)
         apply_committed(p, up->committed, up->n_committed);
@@ -1356,20 +1339,20 @@ static void turn_synced(void *arg, int rv)
     if (s && rv == 0) {
         for (size_t i = 0; i < t->n_persist; i++) {
             struct rs_persist *ps = &t->persist[i];
-            struct rs_peer *p = peer_get(s, ps->region_id);
+            struct rs_peer *p = rs_peer_get(s, ps->region_id);
             if (!p || p->serial != ps->serial)
                 continue;
             struct tkv_raft_event ev;
             if (ps->snap) {
                 ev = (struct tkv_raft_event){.type = TKV_RAFT_EV_SNAPSHOT_PERSISTED};
                 ev.u.persisted.index = ps->snap_index;
-                (void)peer_step(p, &ev);
+                (void)rs_peer_step(p, &ev);
             }
             if (ps->entries) {
                 ev = (struct tkv_raft_event){.type = TKV_RAFT_EV_LOG_PERSISTED};
                 ev.u.persisted.index = ps->last;
                 ev.u.persisted.term = ps->last_term;
-                (void)peer_step(p, &ev);
+                (void)rs_peer_step(p, &ev);
             }
         }
         for (size_t i = 0; i < t->n_msgs; i++) {
@@ -1397,11 +1380,20 @@ bool tkv_raftstore_ready(struct tkv_raftstore *s)
         struct rs_peer *p = s->peers[i];
         p->staged_entries = p->staged_snap = false;
         /* bounded: each advance hands out at most what accumulated */
-        for (int round = 0; p->has_up && round < 8; round++) {
+        for (int round = 0; p->has_up && round < 8 && !p->destroy_pending; round++) {
             struct tkv_raft_update up = p->up;
             handle_update(p, &up);
             tkv_raft_advance(p->raft, &p->up);
             p->has_up = p->up.flags != 0;
+        }
+        if (p->destroy_pending) {
+            /* what raft said last (a removed leader's TimeoutNow to its
+             * successor) still leaves with this turn */
+            for (size_t k = 0; p->has_up && k < p->up.n_msgs; k++)
+                rs_queue_msg(p, &p->up.msgs[k]);
+            rs_peer_destroy(p);
+            i--;
+            continue;
         }
         if (p->has_up)
             s->dirty = true;
@@ -1455,7 +1447,7 @@ void tkv_raftstore_region_status(const struct tkv_raftstore *s, uint64_t region_
                                  struct tkv_rs_region_status *out)
 {
     memset(out, 0, sizeof(*out));
-    struct rs_peer *p = peer_get(s, region_id);
+    struct rs_peer *p = rs_peer_get(s, region_id);
     if (!p)
         return;
     struct tkv_raft_status st;
@@ -1481,17 +1473,9 @@ void tkv_raftstore_stats(const struct tkv_raftstore *s, struct tkv_raftstore_sta
 
 /* ------------------------------------------------------------ multi-raft admin */
 
-/* Not implemented yet (issue 10 is landing conf change and split): the API
- * is declared so the host can be written against it; until then both
- * answer TKV_EUNIMPL. */
-void tkv_raftstore_change_peer(struct tkv_raftstore *s, uint64_t region_id,
-                               const struct tkv_rs_epoch *epoch, uint32_t change_type,
-                               struct tkv_rs_peer peer, tkv_rs_done_fn cb, void *arg)
-{
-    (void)s, (void)region_id, (void)epoch, (void)change_type, (void)peer;
-    answer(cb, arg, TKV_EUNIMPL);
-}
-
+/* Not implemented yet (issue 10 is landing split): the API is declared so
+ * the host can be written against it; until then it answers TKV_EUNIMPL.
+ * tkv_raftstore_change_peer lives in rs_confchange.c. */
 void tkv_raftstore_split(struct tkv_raftstore *s, uint64_t region_id,
                          const struct tkv_rs_epoch *epoch, struct tkv_slice split_key,
                          uint64_t new_region_id, const uint64_t *new_peer_ids,
@@ -1499,5 +1483,5 @@ void tkv_raftstore_split(struct tkv_raftstore *s, uint64_t region_id,
 {
     (void)s, (void)region_id, (void)epoch, (void)split_key, (void)new_region_id;
     (void)new_peer_ids, (void)n_new_peers;
-    answer(cb, arg, TKV_EUNIMPL);
+    rs_answer(cb, arg, TKV_EUNIMPL);
 }

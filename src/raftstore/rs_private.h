@@ -65,8 +65,10 @@ enum {
     /* a transactional command's write list: as RS_CMD_WRITE, but LOCK CF
      * keys are user keys checked in EncodeBytes form (tkv_raftstore_txn) */
     RS_CMD_TXN_WRITE = 5,
-    /* reserved for issue 10: RS_CMD_CHANGE_PEER = 3 (in a CONF_CHANGE
-     * entry), RS_CMD_SPLIT = 4 */
+    /* ChangePeer, the payload of a raft CONF_CHANGE entry (rs_confchange.c):
+     * header + u8 change type + u64 peer id + u64 store id */
+    RS_CMD_CHANGE_PEER = 3,
+    /* reserved for issue 10: RS_CMD_SPLIT = 4 */
 };
 enum { RS_OP_PUT = 1, RS_OP_DELETE = 2 };
 void rs_cmd_header(struct rs_buf *b, uint8_t kind, const struct tkv_rs_region *rg);
@@ -118,6 +120,9 @@ struct rs_peer {
     tkv_index staged_last;
     tkv_term staged_last_term;
     tkv_index staged_snap_index;
+    /* set when this peer applied its own removal: the Ready loop destroys
+     * it once the update is handled (rs_peer_destroy) */
+    bool destroy_pending;
     /* cached generated snapshot */
     struct tkv_raft_buf *snap_data;
     tkv_index snap_index;
@@ -155,6 +160,68 @@ struct tkv_raftstore {
     bool dirty;
     struct tkv_raftstore_stats stats;
 };
+
+/* ---- helpers of raftstore.c used by the multi-raft files ---- */
+struct rs_peer *rs_peer_get(const struct tkv_raftstore *s, uint64_t region_id);
+const struct tkv_rs_peer *rs_region_peer_by_id(const struct tkv_rs_region *rg, uint64_t id);
+const struct tkv_rs_peer *rs_region_peer_on_store(const struct tkv_rs_region *rg,
+                                                  uint64_t store_id);
+bool rs_key_in_region(const struct tkv_rs_region *rg, struct tkv_slice k);
+void rs_answer(tkv_rs_done_fn cb, void *arg, int rv);
+void rs_answer_region_error(tkv_rs_done_fn cb, void *arg, const struct tkv_rs_region_error *e);
+void rs_rerr_init(struct tkv_rs_region_error *e, uint32_t kind, uint64_t region_id);
+/* A region error of `kind` with p's leader hint / current region filled. */
+void rs_answer_kind(tkv_rs_done_fn cb, void *arg, uint32_t kind, const struct rs_peer *p,
+                    uint64_t region_id);
+/* Step p's raft; a non-empty update is kept for the next Ready. */
+int rs_peer_step(struct rs_peer *p, const struct tkv_raft_event *ev);
+struct rs_peer *rs_peer_new(struct tkv_raftstore *s, const struct tkv_rs_region *rg,
+                            uint64_t peer_id, bool initialized);
+int rs_peer_start_raft(struct rs_peer *p);
+void rs_store_add_peer(struct tkv_raftstore *s, struct rs_peer *p);
+/* Answers everything pending with TKV_ESHUTDOWN, closes raft, frees p
+ * (the caller has taken p out of s->peers). */
+void rs_peer_free(struct rs_peer *p);
+void rs_write_apply_state(struct rs_peer *p, struct tkv_engine_batch *b);
+void rs_write_region_state(struct rs_peer *p, struct tkv_engine_batch *b);
+/* An engine write of committed state failed: fail-stop. */
+void rs_fatal_engine(int rv) __attribute__((noreturn));
+/* Answer the proposals up to index (the one at index/term with rv or
+ * rerr; older ones StaleCommand). */
+void rs_answer_proposals(struct rs_peer *p, tkv_index index, tkv_term term, int rv,
+                         const struct tkv_rs_region_error *rerr);
+/* Queue one raft message of p for this turn's group commit. */
+void rs_queue_msg(struct rs_peer *p, const struct tkv_raft_msg *m);
+
+/* What one applied entry answers. */
+struct rs_apply_result {
+    tkv_index index;
+    tkv_term term;
+    int rv;
+    bool has_rerr;
+    struct tkv_rs_region_error rerr;
+};
+
+/* ---- conf change and peer lifecycle (rs_confchange.c) ---- */
+/* Apply a committed CONF_CHANGE entry (ChangePeer): region edit + state in
+ * batch b, APPLY_CONF_CHANGE to raft; removing ourselves sets
+ * p->destroy_pending (the rest of the committed entries are not applied). */
+void rs_apply_conf_change(struct rs_peer *p, const struct tkv_raft_entry *e,
+                          struct tkv_engine_batch *b, struct rs_apply_result *res);
+/* Destroy p (taken out of s->peers here): its data range (what no other
+ * region of the store owns), apply state, raft log; a Tombstone region
+ * state; pending requests answered RegionNotFound; env.region_changed. */
+void rs_peer_destroy(struct rs_peer *p);
+/* TINYKV-API.md 2.14 on receive: gc (is_tombstone) messages, stale senders,
+ * tombstoned regions, newer peer ids. Returns the peer to step the message
+ * into (created if needed), or NULL when the message was consumed or
+ * dropped (counted). */
+struct rs_peer *rs_route_msg(struct tkv_raftstore *s, const struct tkv_rs_msg *m);
+/* At open: a tombstoned region whose raft log removal was not synced
+ * before a crash is removed again. */
+void rs_tombstone_cleanup(struct tkv_raftstore *s, uint64_t region_id);
+/* env.region_changed, when the host set it. */
+void rs_region_changed(struct tkv_raftstore *s, const struct tkv_rs_region *rg, bool removed);
 
 #define GROW(arr, n, cap)                                                      \
     do {                                                                       \

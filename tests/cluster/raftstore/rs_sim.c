@@ -24,6 +24,8 @@ struct sim_store {
     struct tkv_engine *engine;
     struct tkv_raftstore *rs;
     uint64_t next_tick, next_ckpt, restart_at;
+    uint64_t next_hb; /* next scheduler heartbeat of the regions it leads */
+    bool hb_due;      /* a region changed: heartbeat at once */
 };
 
 struct sim_msg {
@@ -170,6 +172,14 @@ static void deliver_due(struct sim *s)
 
 /* ------------------------------------------------------------ stores */
 
+static void env_region_changed(void *ctx, const struct tkv_rs_region *region,
+                               const struct tkv_rs_region *right, bool removed)
+{
+    (void)region, (void)right, (void)removed;
+    /* no call back into the raftstore from here: heartbeat next ms */
+    ((struct sim_store *)ctx)->hb_due = true;
+}
+
 static void store_open(struct sim *s, struct sim_store *st)
 {
     struct tkv_raftlog_config lc = {.segment_size = 1u << 20};
@@ -185,7 +195,8 @@ static void store_open(struct sim *s, struct sim_store *st)
                                        .raft_log_gc_count_limit = s->o.gc_limit,
                                        .seed = s->seed};
     struct tkv_raftstore_env env = {.ctx = st, .now_ms = env_now, .send = env_send,
-                                    .raftlog = st->log, .engine = st->engine};
+                                    .raftlog = st->log, .engine = st->engine,
+                                    .region_changed = env_region_changed};
     rv = tkv_raftstore_open(&cfg, &env, &st->rs);
     if (rv < 0) {
         sim_fail(s, "store %d: raftstore open failed: %d", st->id, rv);
@@ -361,10 +372,11 @@ static void client_start(struct sim *s, struct sim_client *c, uint32_t kind, uin
     c->op = lc_invoke(s->hist, (uint32_t)c->idx, kind == OP_PUT ? LC_PUT : LC_GET, k, strlen(k), v,
                       kind == OP_PUT ? strlen(v) : 0, ++s->seq);
     count_key(key);
-    struct tkv_rs_header h = {.region_id = 1, .peer = {.id = (uint64_t)target,
-                                                       .store_id = (uint64_t)target}};
     struct tkv_rs_region_status rst;
     tkv_raftstore_region_status(rs, 1, &rst);
+    /* peer ids follow the store's own peer (conf change gives new ids) */
+    struct tkv_rs_header h = {.region_id = 1, .peer = {.id = rst.peer_id,
+                                                       .store_id = (uint64_t)target}};
     h.epoch = rst.region.epoch; /* the mock scheduler's view */
     if (kind == OP_GET && s->o.inject_stale_read) {
         /* INJECTED BUG: serve the read from the local engine of any store
@@ -433,6 +445,251 @@ void sim_clients(struct sim *s, bool on)
     clients_on = on;
 }
 
+/* ------------------------------------------------------------ scheduler */
+
+static void ignore_answer(void *arg, const struct tkv_rs_result *res)
+{
+    (void)arg, (void)res;
+}
+
+static struct sim_sched_region *sched_slot(struct sim *s, uint64_t region_id, bool create)
+{
+    struct sim_sched_region *free_slot = NULL;
+    for (int i = 0; i < SIM_MAX_REGIONS; i++) {
+        struct sim_sched_region *r = &s->sched.regions[i];
+        if (r->known && r->region.id == region_id)
+            return r;
+        if (!r->known && !free_slot)
+            free_slot = r;
+    }
+    if (!create || !free_slot) {
+        if (create)
+            sim_fail(s, "scheduler: more than %d regions", SIM_MAX_REGIONS);
+        return NULL;
+    }
+    memset(free_slot, 0, sizeof(*free_slot));
+    free_slot->known = true;
+    free_slot->region.id = region_id;
+    return free_slot;
+}
+
+static bool has_peer(const struct tkv_rs_region *rg, uint64_t id)
+{
+    for (uint32_t i = 0; i < rg->n_peers; i++)
+        if (rg->peers[i].id == id)
+            return true;
+    return false;
+}
+
+/* Peers in one region and not the other, both ways. */
+static int peers_diff(const struct tkv_rs_region *a, const struct tkv_rs_region *b)
+{
+    int d = 0;
+    for (uint32_t i = 0; i < a->n_peers; i++)
+        d += !has_peer(b, a->peers[i].id);
+    for (uint32_t i = 0; i < b->n_peers; i++)
+        d += !has_peer(a, b->peers[i].id);
+    return d;
+}
+
+static void op_done(struct sim *s, struct sim_sched_region *v)
+{
+    v->op = SIM_OP_NONE;
+    s->sched.n_ops_done++;
+    if (s->o.confchange && v->region.id == 1)
+        s->confchanger_next = s->now + rnd_range(s, 0, 199);
+}
+
+/* The leader on store `store` reports region st->region. */
+static void sched_heartbeat(struct sim *s, int store, const struct tkv_rs_region_status *st)
+{
+    s->sched.n_heartbeats++;
+    const struct tkv_rs_region *rg = &st->region;
+    struct sim_sched_region *v = sched_slot(s, rg->id, true);
+    if (!v)
+        return;
+    const struct tkv_rs_epoch *ve = &v->region.epoch;
+    if (v->region.n_peers == 0) {
+        v->region = *rg;
+    } else if (rg->epoch.conf_ver > ve->conf_ver) {
+        int d = peers_diff(&v->region, rg);
+        if (rg->epoch.conf_ver != ve->conf_ver + 1 || d != 1) {
+            sim_fail(s, "scheduler: region %llu conf_ver %llu -> %llu changed %d peers "
+                        "(exactly one per conf change)",
+                     (unsigned long long)rg->id, (unsigned long long)ve->conf_ver,
+                     (unsigned long long)rg->epoch.conf_ver, d);
+            return;
+        }
+        v->region = *rg;
+    } else if (rg->epoch.conf_ver == ve->conf_ver) {
+        if (peers_diff(&v->region, rg) != 0) {
+            sim_fail(s, "scheduler: region %llu peers changed without a conf_ver bump (%llu)",
+                     (unsigned long long)rg->id, (unsigned long long)ve->conf_ver);
+            return;
+        }
+        if (rg->epoch.version > ve->version)
+            v->region = *rg;
+    } else {
+        return; /* a stale leader's view */
+    }
+    v->leader_store = store;
+    struct tkv_raftstore *rs = sim_store(s, store);
+    switch (v->op) {
+    case SIM_OP_ADD:
+        if (has_peer(&v->region, v->op_peer.id))
+            op_done(s, v);
+        else
+            tkv_raftstore_change_peer(rs, rg->id, &rg->epoch, TKV_RS_ADD_PEER, v->op_peer,
+                                      ignore_answer, NULL);
+        break;
+    case SIM_OP_REMOVE:
+        if (!has_peer(&v->region, v->op_peer.id))
+            op_done(s, v);
+        else
+            tkv_raftstore_change_peer(rs, rg->id, &rg->epoch, TKV_RS_REMOVE_PEER, v->op_peer,
+                                      ignore_answer, NULL);
+        break;
+    case SIM_OP_TRANSFER:
+        if (store == v->op_store) {
+            op_done(s, v);
+        } else {
+            struct tkv_rs_peer to = sim_sched_peer_on(s, rg->id, v->op_store);
+            if (to.id)
+                (void)tkv_raftstore_transfer_leader(rs, rg->id, to.id);
+        }
+        break;
+    default:
+        break;
+    }
+}
+
+static void sched_step(struct sim *s)
+{
+    for (int i = 1; i <= s->o.n_stores && !s->failed; i++) {
+        struct sim_store *st = s->stores[i];
+        if (!st->alive || (!st->hb_due && s->now < st->next_hb))
+            continue;
+        st->hb_due = false;
+        st->next_hb = s->now + SIM_HEARTBEAT_MS;
+        uint64_t ids[SIM_MAX_REGIONS];
+        size_t n = tkv_raftstore_region_ids(st->rs, ids, SIM_MAX_REGIONS);
+        for (size_t k = 0; k < n && k < SIM_MAX_REGIONS && st->alive; k++) {
+            struct tkv_rs_region_status rst;
+            tkv_raftstore_region_status(st->rs, ids[k], &rst);
+            if (rst.exists && rst.is_leader && rst.region.n_peers)
+                sched_heartbeat(s, i, &rst);
+        }
+    }
+}
+
+uint64_t sim_alloc_id(struct sim *s)
+{
+    return s->sched.next_id++;
+}
+
+const struct sim_sched_region *sim_sched_region(struct sim *s, uint64_t region_id)
+{
+    return sched_slot(s, region_id, false);
+}
+
+struct tkv_rs_peer sim_sched_peer_on(struct sim *s, uint64_t region_id, int store)
+{
+    struct sim_sched_region *v = sched_slot(s, region_id, false);
+    struct tkv_rs_peer none = {0, 0};
+    if (!v)
+        return none;
+    for (uint32_t i = 0; i < v->region.n_peers; i++)
+        if (v->region.peers[i].store_id == (uint64_t)store)
+            return v->region.peers[i];
+    return none;
+}
+
+static void set_op(struct sim *s, uint64_t region_id, uint32_t op, struct tkv_rs_peer peer, int store)
+{
+    struct sim_sched_region *v = sched_slot(s, region_id, true);
+    if (!v)
+        return;
+    v->op = op;
+    v->op_peer = peer;
+    v->op_store = store;
+    v->op_since = s->now;
+}
+
+void sim_sched_add_peer(struct sim *s, uint64_t region_id, struct tkv_rs_peer peer)
+{
+    set_op(s, region_id, SIM_OP_ADD, peer, 0);
+}
+
+void sim_sched_remove_peer(struct sim *s, uint64_t region_id, struct tkv_rs_peer peer)
+{
+    set_op(s, region_id, SIM_OP_REMOVE, peer, 0);
+}
+
+void sim_sched_transfer_leader(struct sim *s, uint64_t region_id, int store)
+{
+    struct tkv_rs_peer none = {0, 0};
+    set_op(s, region_id, SIM_OP_TRANSFER, none, store);
+}
+
+static int wait_op(struct sim *s, uint64_t region_id, uint64_t timeout_ms, const char *what)
+{
+    uint64_t end = s->now + timeout_ms;
+    const struct sim_sched_region *v = sim_sched_region(s, region_id);
+    while (v && v->op != SIM_OP_NONE && s->now < end && !s->failed)
+        sim_run(s, 1);
+    if (s->failed)
+        return -1;
+    if (!v || v->op != SIM_OP_NONE) {
+        sim_fail(s, "%s on region %llu not done within %llu ms", what,
+                 (unsigned long long)region_id, (unsigned long long)timeout_ms);
+        return -1;
+    }
+    return 0;
+}
+
+int sim_must_add_peer(struct sim *s, uint64_t region_id, struct tkv_rs_peer peer, uint64_t timeout_ms)
+{
+    sim_sched_add_peer(s, region_id, peer);
+    return wait_op(s, region_id, timeout_ms, "add peer");
+}
+
+int sim_must_remove_peer(struct sim *s, uint64_t region_id, struct tkv_rs_peer peer,
+                         uint64_t timeout_ms)
+{
+    sim_sched_remove_peer(s, region_id, peer);
+    return wait_op(s, region_id, timeout_ms, "remove peer");
+}
+
+int sim_must_transfer_leader(struct sim *s, uint64_t region_id, int store, uint64_t timeout_ms)
+{
+    sim_sched_transfer_leader(s, region_id, store);
+    return wait_op(s, region_id, timeout_ms, "transfer leader");
+}
+
+/* GenericTest's confchanger on region 1: one operator at a time. */
+static void confchanger_step(struct sim *s)
+{
+    if (!s->o.confchange || !s->confchanger_on || s->now < s->confchanger_next)
+        return;
+    struct sim_sched_region *v = sched_slot(s, 1, false);
+    if (!v || v->op != SIM_OP_NONE)
+        return;
+    int store = (int)rnd_range(s, 1, (uint64_t)s->o.n_stores);
+    struct tkv_rs_peer p = sim_sched_peer_on(s, 1, store);
+    if (p.id) {
+        if (v->region.n_peers > 1) {
+            sim_sched_remove_peer(s, 1, p);
+            s->n_conf_changes++;
+        } else {
+            s->confchanger_next = s->now + rnd_range(s, 0, 199);
+        }
+    } else {
+        sim_sched_add_peer(s, 1, (struct tkv_rs_peer){.id = sim_alloc_id(s),
+                                                      .store_id = (uint64_t)store});
+        s->n_conf_changes++;
+    }
+}
+
 /* ------------------------------------------------------------ time */
 
 static void step_ms(struct sim *s)
@@ -452,6 +709,8 @@ static void step_ms(struct sim *s)
         }
     }
     clients_step(s);
+    sched_step(s);
+    confchanger_step(s);
     if (s->hooks.step)
         s->hooks.step(s->hooks.arg);
     for (int i = 1; i <= s->o.n_stores; i++) {
@@ -512,6 +771,9 @@ void sim_init_hooks(struct sim *s, const struct sim_opts *o, uint64_t seed,
     rg.n_peers = (uint32_t)o->n_stores;
     for (int i = 0; i < o->n_stores; i++)
         rg.peers[i] = (struct tkv_rs_peer){.id = (uint64_t)i + 1, .store_id = (uint64_t)i + 1};
+    s->sched.next_id = (uint64_t)o->n_stores + 1; /* TinyKV: ids after the bootstrap's */
+    struct sim_sched_region *v = sched_slot(s, 1, true);
+    v->region = rg;
     for (int i = 1; i <= o->n_stores; i++) {
         struct sim_store *st = calloc(1, sizeof(*st));
         st->sim = s;
@@ -729,11 +991,50 @@ void sim_settle(struct sim *s)
     sim_run(s, 2 * ELECTION_MS);
 }
 
+/* Stores outside region 1 (scheduler's view) hold no initialized peer of
+ * it and none of its data once stale peers had time to be told (a stale
+ * peer campaigns and is answered with a gc message). */
+static void check_removed_stores(struct sim *s)
+{
+    const struct sim_sched_region *v = sim_sched_region(s, 1);
+    for (int wait = 0; wait < 3000 && !s->failed; wait += 100) {
+        int bad = 0;
+        for (int i = 1; i <= s->o.n_stores; i++) {
+            if (sim_sched_peer_on(s, 1, i).id)
+                continue;
+            struct tkv_rs_region_status st;
+            tkv_raftstore_region_status(sim_store(s, i), 1, &st);
+            if (st.exists && st.region.n_peers && st.region.epoch.conf_ver) {
+                bad = i;
+                continue;
+            }
+            for (uint32_t k = 0; k < (uint32_t)s->o.n_keys; k++) {
+                char key[32], val[64];
+                key_name(key, sizeof(key), k);
+                if (sim_engine_get(s, i, TKV_CF_DEFAULT, key, val, sizeof(val)) == 0) {
+                    sim_fail(s, "store %d is not in region 1 (conf_ver %llu) but still has %s", i,
+                             (unsigned long long)v->region.epoch.conf_ver, key);
+                    return;
+                }
+            }
+        }
+        if (!bad)
+            return;
+        if (wait + 100 >= 3000) {
+            sim_fail(s, "store %d keeps a peer of region 1 it was removed from (conf_ver %llu)",
+                     bad, (unsigned long long)v->region.epoch.conf_ver);
+            return;
+        }
+        sim_run(s, 100);
+    }
+}
+
 void sim_generic(struct sim *s)
 {
     sim_run(s, 2 * ELECTION_MS * 2);
     for (int it = 0; it < s->o.iterations && !s->failed; it++) {
         sim_clients(s, true);
+        s->confchanger_on = true;
         uint64_t end = s->now + s->o.iteration_ms;
         while (s->now < end && !s->failed) {
             uint64_t chaos = ELECTION_MS + rnd_range(s, 0, 199);
@@ -749,12 +1050,15 @@ void sim_generic(struct sim *s)
             }
         }
         sim_clients(s, false);
+        s->confchanger_on = false;
         for (int i = 0; i < OP_TIMEOUT_MS && !clients_idle(s); i++)
             sim_run(s, 1);
         sim_heal(s);
         for (int i = 1; i <= s->o.n_stores; i++)
             sim_restart(s, i);
         sim_run(s, ELECTION_MS);
+        if (s->o.confchange)
+            (void)wait_op(s, 1, 10000, "the confchanger's last operator (after healing)");
         if (s->o.crash) {
             /* TinyKV restarts every server between iterations */
             for (int i = 1; i <= s->o.n_stores; i++)
@@ -781,6 +1085,8 @@ void sim_generic(struct sim *s)
     }
     if (s->n_ok_puts == 0)
         sim_fail(s, "no write succeeded (liveness)");
+    if (s->o.confchange && !s->failed)
+        check_removed_stores(s);
     struct lc_result r;
     enum lc_verdict v = lc_check(s->hist, NULL, &r);
     if (v != LC_LINEARIZABLE) {
@@ -801,4 +1107,31 @@ void sim_generic(struct sim *s)
                          (unsigned long long)s->o.gc_limit);
         }
     }
+}
+
+bool sim_generic_seeds(const char *name, const struct sim_opts *o, int default_seeds, char *err,
+                       size_t cap)
+{
+    const char *one = getenv("TKV_SEED"), *many = getenv("TKV_SEEDS");
+    int n = one ? 1 : many ? atoi(many) : default_seeds;
+    for (int i = 0; i < n; i++) {
+        uint64_t seed = one ? strtoull(one, NULL, 10) : (uint64_t)(i + 1) * 7919u + strlen(name);
+        struct sim s;
+        sim_init(&s, o, seed);
+        sim_generic(&s);
+        if (getenv("TKV_RS_VERBOSE"))
+            fprintf(stderr, "%s seed %llu: %llu puts, %llu gets, %llu unknown, %llu conf changes%s%s\n",
+                    name, (unsigned long long)seed, (unsigned long long)s.n_ok_puts,
+                    (unsigned long long)s.n_ok_gets, (unsigned long long)s.n_unknown,
+                    (unsigned long long)s.n_conf_changes, s.failed ? ": " : "",
+                    s.failed ? s.err : "");
+        bool failed = s.failed;
+        if (failed)
+            snprintf(err, cap, "%s failed: %s (replay: TKV_SEED=%llu)", name, s.err,
+                     (unsigned long long)seed);
+        sim_close(&s);
+        if (failed)
+            return false;
+    }
+    return true;
 }

@@ -33,6 +33,34 @@ struct sim_opts {
     /* crash this store in the loop turn in which it applies a snapshot,
      * before the turn's raft log sync (the truncation is lost) */
     int crash_on_snapshot;
+    /* GenericTest's confchanger (3B): during each iteration, on region 1,
+     * a random store's peer is removed (if the region keeps one) or a new
+     * peer added there, one operator at a time, 0-199 ms apart */
+    bool confchange;
+};
+
+/* The mock scheduler (TinyKV's MockSchedulerClient): a region view fed by
+ * the leaders' heartbeats (every SIM_HEARTBEAT_MS and at once after
+ * env.region_changed), one operator per region answered in the heartbeat
+ * until the view shows it done. A heartbeat whose conf_ver is newer must
+ * differ from the view by exactly one peer, and an equal conf_ver must
+ * carry the same peers: otherwise the simulation fails. */
+#define SIM_MAX_REGIONS 64
+#define SIM_HEARTBEAT_MS 100
+enum sim_op_type { SIM_OP_NONE = 0, SIM_OP_ADD, SIM_OP_REMOVE, SIM_OP_TRANSFER };
+struct sim_sched_region {
+    bool known;
+    struct tkv_rs_region region;
+    int leader_store; /* of the last heartbeat (0: none yet) */
+    uint32_t op;      /* enum sim_op_type; NONE once done */
+    struct tkv_rs_peer op_peer;
+    int op_store; /* TRANSFER: the target store */
+    uint64_t op_since;
+};
+struct sim_sched {
+    struct sim_sched_region regions[SIM_MAX_REGIONS];
+    uint64_t next_id;
+    uint64_t n_heartbeats, n_ops_done;
 };
 
 /* Hooks for layers on top of the raftstore (the transactional driver of
@@ -63,6 +91,10 @@ struct sim {
     char err[512];
     uint64_t n_ok_puts, n_ok_gets, n_unknown, n_failed_ops;
     struct sim_hooks hooks; /* set before sim_init's stores open: sim_init_hooks */
+    struct sim_sched sched;
+    bool confchanger_on;
+    uint64_t confchanger_next;
+    uint64_t n_conf_changes; /* confchanger operators completed */
 };
 
 /* sim_init with hooks (called for the stores sim_init opens too). */
@@ -101,7 +133,33 @@ int sim_engine_get(struct sim *s, int store, enum tkv_cf cf, const char *key, ch
                    size_t cap);
 void sim_fail(struct sim *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* ---- the mock scheduler ---- */
+/* A fresh id (peers, regions), never reused. */
+uint64_t sim_alloc_id(struct sim *s);
+/* The scheduler's view of a region (NULL: never heard of). */
+const struct sim_sched_region *sim_sched_region(struct sim *s, uint64_t region_id);
+/* Set the region's operator (replacing any); it is answered on heartbeats. */
+void sim_sched_add_peer(struct sim *s, uint64_t region_id, struct tkv_rs_peer peer);
+void sim_sched_remove_peer(struct sim *s, uint64_t region_id, struct tkv_rs_peer peer);
+void sim_sched_transfer_leader(struct sim *s, uint64_t region_id, int store);
+/* Blocking forms (TinyKV MustAddPeer / MustRemovePeer / MustTransferLeader):
+ * set the operator and run until the view shows it done; after timeout_ms
+ * virtual the simulation fails. Return 0 or -1. */
+int sim_must_add_peer(struct sim *s, uint64_t region_id, struct tkv_rs_peer peer,
+                      uint64_t timeout_ms);
+int sim_must_remove_peer(struct sim *s, uint64_t region_id, struct tkv_rs_peer peer,
+                         uint64_t timeout_ms);
+int sim_must_transfer_leader(struct sim *s, uint64_t region_id, int store, uint64_t timeout_ms);
+/* The peer of the region on store in the scheduler's view (id 0: none). */
+struct tkv_rs_peer sim_sched_peer_on(struct sim *s, uint64_t region_id, int store);
+
 /* The GenericTest of TinyKV's test_raftstore, checked for linearizability. */
 void sim_generic(struct sim *s);
+
+/* sim_generic for each seed (TKV_SEED=<n>: that one; TKV_SEEDS=<n>: n
+ * seeds; else default_seeds). On the first failure returns false with err
+ * naming the scenario, the failure and TKV_SEED to replay it. */
+bool sim_generic_seeds(const char *name, const struct sim_opts *o, int default_seeds, char *err,
+                       size_t cap);
 
 #endif
