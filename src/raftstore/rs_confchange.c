@@ -188,8 +188,10 @@ void rs_apply_conf_change(struct rs_peer *p, const struct tkv_raft_entry *e,
         rg->n_peers--;
         memset(&rg->peers[rg->n_peers], 0, sizeof(rg->peers[0]));
     }
-    rg->epoch.conf_ver++;
-    bool self_removed = type == TKV_RS_REMOVE_PEER && id == p->peer_id;
+    if (!RS_BUG("conf_change_keeps_conf_ver"))
+        rg->epoch.conf_ver++;
+    bool self_removed = type == TKV_RS_REMOVE_PEER && id == p->peer_id &&
+                        !RS_BUG("removed_peer_not_destroyed");
     if (self_removed)
         p->destroy_pending = true; /* the Tombstone is written by rs_peer_destroy */
     else
@@ -273,8 +275,13 @@ static void delete_unowned(struct tkv_raftstore *s, const struct tkv_rs_region *
  * which promises the write will not apply. */
 static void fail_pending(struct rs_peer *p)
 {
-    for (size_t i = 0; i < p->n_props; i++)
-        rs_answer(p->props[i].cb, p->props[i].arg, TKV_ESHUTDOWN);
+    for (size_t i = 0; i < p->n_props; i++) {
+        if (RS_BUG("pending_writes_answered_region_not_found"))
+            rs_answer_kind(p->props[i].cb, p->props[i].arg, TKV_RS_REGION_NOT_FOUND, NULL,
+                           p->region.id);
+        else
+            rs_answer(p->props[i].cb, p->props[i].arg, TKV_ESHUTDOWN);
+    }
     p->n_props = 0;
     /* detached: an answer may start a new request (it finds no peer) */
     struct rs_read *reads = p->reads;
@@ -373,6 +380,8 @@ static bool raftlog_has_region(struct tkv_raftstore *s, uint64_t region_id)
  * this turn's messages. */
 static void send_gc(struct tkv_raftstore *s, const struct tkv_rs_msg *m, const struct tkv_rs_epoch *ours)
 {
+    if (RS_BUG("stale_voter_not_told"))
+        return;
     struct tkv_rs_msg gc = {.region_id = m->region_id,
                             .from = m->to,
                             .to = m->from,

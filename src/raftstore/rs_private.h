@@ -10,6 +10,17 @@
 #include "tkv/mem.h"
 #include "tkv/raftstore.h"
 
+/* Test builds (TKV_SANITIZE: FIU_ENABLE with libfiu) can switch on known
+ * bugs by name (fiu_enable("raftstore/...")) so the simulator's checks are
+ * shown to catch them (tests/cluster/raftstore/test_confchange.c). Release
+ * builds compile every RS_BUG to false. */
+#ifdef FIU_ENABLE
+#include <fiu.h>
+#define RS_BUG(name) (fiu_fail("raftstore/" name) != 0)
+#else
+#define RS_BUG(name) false
+#endif
+
 /* Growable byte buffer (aborts on OOM: server layer). */
 struct rs_buf {
     uint8_t *p;

@@ -249,3 +249,75 @@ Test(raftstore_3b, TestConfChangeSnapshotUnreliableRecoverConcurrentPartition3B)
 {
     generic("TestConfChangeSnapshotUnreliableRecoverConcurrentPartition3B", 5, true, true, true, 100);
 }
+
+/* ---- the checks catch injected conf change bugs (libfiu, test builds) ---- */
+#ifdef FIU_ENABLE
+#include <fiu-control.h>
+#include <fiu.h>
+
+/* Run the confchanger scenario under a failpoint until a seed fails with a
+ * message containing `expect` (one of them). */
+static void expect_caught_opts(const char *failpoint, const char *expect1, const char *expect2,
+                               const struct sim_opts *opts)
+{
+    fiu_init(0);
+    fiu_enable(failpoint, 1, NULL, 0);
+    int caught = 0;
+    char last[512] = "passed";
+    for (uint64_t seed = 1; seed <= 4 && !caught; seed++) {
+        struct sim s;
+        sim_init(&s, opts, seed);
+        sim_generic(&s);
+        if (s.failed)
+            snprintf(last, sizeof(last), "%s", s.err);
+        if (s.failed && (strstr(s.err, expect1) || (expect2 && strstr(s.err, expect2))))
+            caught++;
+        if (getenv("TKV_RS_VERBOSE"))
+            fprintf(stderr, "%s seed %llu: %s\n", failpoint, (unsigned long long)seed,
+                    s.failed ? s.err : "passed");
+        sim_close(&s);
+    }
+    fiu_disable(failpoint);
+    cr_assert(caught, "%s went unnoticed in 4 seeds (last: %s)", failpoint, last);
+}
+
+static void expect_caught(const char *failpoint, const char *expect1, const char *expect2)
+{
+    struct sim_opts o = {.n_stores = 5, .n_clients = 2, .iterations = 2, .iteration_ms = 1000,
+                         .n_keys = 8, .confchange = true};
+    expect_caught_opts(failpoint, expect1, expect2, &o);
+}
+
+/* Membership edited without bumping conf_ver: the scheduler's heartbeat
+ * check (peers changed at an equal conf_ver) fails the run. */
+Test(raftstore_3b_checker, catches_a_conf_change_that_keeps_conf_ver)
+{
+    expect_caught("raftstore/conf_change_keeps_conf_ver", "without a conf_ver bump", NULL);
+}
+
+/* A removed peer that is not destroyed keeps the region's data on a store
+ * outside the region. */
+Test(raftstore_3b_checker, catches_a_removed_peer_that_is_not_destroyed)
+{
+    expect_caught("raftstore/removed_peer_not_destroyed", "still has", "keeps a peer");
+}
+/* Stale voters (removed peers that missed their removal) not answered
+ * with a gc message linger with the region's data. */
+Test(raftstore_3b_checker, catches_stale_voters_left_untold)
+{
+    struct sim_opts o = {.n_stores = 5, .n_clients = 2, .iterations = 2, .iteration_ms = 1000,
+                         .n_keys = 8, .confchange = true, .partitions = true};
+    expect_caught_opts("raftstore/stale_voter_not_told", "keeps a peer", "still has", &o);
+}
+
+/* Writes pending on a destroyed peer answered RegionNotFound ("did not
+ * apply") although they may still commit on the other peers: the
+ * linearizability checker sees a value nobody wrote. */
+Test(raftstore_3b_checker, catches_pending_writes_reported_failed_on_destroy)
+{
+    struct sim_opts o = {.n_stores = 5, .n_clients = 5, .iterations = 3, .iteration_ms = 1000,
+                         .n_keys = 12, .confchange = true, .unreliable = true};
+    expect_caught_opts("raftstore/pending_writes_answered_region_not_found", "linearizability",
+                       NULL, &o);
+}
+#endif
