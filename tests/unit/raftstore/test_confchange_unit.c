@@ -23,6 +23,8 @@ struct node {
     struct tkv_raftlog *log;
     struct tkv_engine *engine;
     struct tkv_raftstore *rs;
+    int changed, removed; /* env.region_changed calls */
+    uint64_t last_conf_ver;
 };
 
 struct qmsg {
@@ -68,6 +70,16 @@ static void net_send(void *ctx, uint64_t to_store, const struct tkv_rs_msg *m)
     net->nq++;
 }
 
+static void on_region_changed(void *ctx, const struct tkv_rs_region *rg,
+                              const struct tkv_rs_region *right, bool removed)
+{
+    struct node *nd = ctx;
+    cr_assert_null(right);
+    nd->changed++;
+    nd->removed += removed;
+    nd->last_conf_ver = rg->epoch.conf_ver;
+}
+
 static void node_open(struct node *nd)
 {
     struct tkv_raftlog_config lc = {.segment_size = 1u << 20};
@@ -75,7 +87,7 @@ static void node_open(struct node *nd)
     struct tkv_raftstore_config cfg = {.store_id = (uint64_t)nd->id, .election_tick = 10,
                                        .heartbeat_tick = 2, .seed = 7};
     struct tkv_raftstore_env env = {.ctx = nd, .send = net_send, .raftlog = nd->log,
-                                    .engine = nd->engine};
+                                    .engine = nd->engine, .region_changed = on_region_changed};
     cr_assert_eq(tkv_raftstore_open(&cfg, &env, &nd->rs), 0);
     nd->alive = true;
 }
@@ -266,6 +278,9 @@ Test(conf_change, duplicates_are_answered_without_a_proposal_and_bad_changes_ref
     cr_assert_eq(a.rv, 0);
     cr_assert_eq(status(&net, 1).region.epoch.conf_ver, 2);
     cr_assert_eq(status(&net, 1).region.n_peers, 2);
+    cr_assert(net.nodes[1].changed == 1 && net.nodes[1].removed == 0 &&
+                  net.nodes[1].last_conf_ver == 2,
+              "env.region_changed after the change (%d calls)", net.nodes[1].changed);
     uint64_t proposals = stats(&net, 1).proposals;
     /* the scheduler resends what it does not see yet */
     change(&net, 1, TKV_RS_REMOVE_PEER, pr(3, 3), NULL, &a);
@@ -319,6 +334,7 @@ Test(conf_change, a_removed_peer_leaves_a_tombstone_that_survives_restart)
         turn(&net, 1);
     cr_assert(!status(&net, 3).exists, "the removed peer is still there");
     cr_assert_eq(stats(&net, 3).peers_destroyed, 1);
+    cr_assert_eq(net.nodes[3].removed, 1, "env.region_changed(removed) not called");
     cr_assert(!engine_has(&net, 3, "k1"), "the removed peer's data is still there");
     cr_assert(engine_has(&net, 2, "k1"));
     cr_assert_eq(tkv_raftlog_last_index(net.nodes[3].log, 1), 0, "raft log not removed");
@@ -475,5 +491,61 @@ Test(remove_leader, of_three_then_of_two)
     cr_assert_eq(put(&net, other, "k4", "v4").rv, 0, "the last peer does not serve");
     cr_assert(engine_has(&net, other, "k1") && engine_has(&net, other, "k3"));
     cr_assert(!engine_has(&net, l, "k1"));
+    teardown(&net);
+}
+
+/* A destroyed peer's range may hold data of another region of the store
+ * (a stale peer whose range was split away): that data stays. Region 1
+ * ["", "") and region 2 ["m", "") on the same three stores. */
+Test(conf_change, destroy_spares_the_range_another_region_of_the_store_owns)
+{
+    struct net net;
+    setup(&net, 3);
+    struct tkv_rs_region r2;
+    memset(&r2, 0, sizeof(r2));
+    r2.id = 2;
+    r2.epoch = (struct tkv_rs_epoch){.conf_ver = 1, .version = 1};
+    r2.start[0] = 'm';
+    r2.start_len = 1;
+    r2.n_peers = 3;
+    for (int i = 0; i < 3; i++)
+        r2.peers[i] = (struct tkv_rs_peer){.id = 11 + (uint64_t)i, .store_id = 1 + (uint64_t)i};
+    for (int i = 1; i <= 3; i++) {
+        struct node *nd = &net.nodes[i];
+        tkv_raftstore_close(nd->rs);
+        cr_assert_eq(tkv_raftstore_bootstrap(nd->log, nd->engine, (uint64_t)i, &r2), 0);
+        tkv_raftlog_close(nd->log);
+        node_open(nd);
+    }
+    cr_assert_eq(tkv_raftstore_campaign(net.nodes[1].rs, 2), 0);
+    int l2 = 0;
+    for (int i = 0; i < 200 && !l2; i++) {
+        turn(&net, 1);
+        for (int k = 1; k <= 3 && !l2; k++) {
+            struct tkv_rs_region_status st;
+            tkv_raftstore_region_status(net.nodes[k].rs, 2, &st);
+            if (st.is_leader)
+                l2 = k;
+        }
+    }
+    cr_assert(l2, "region 2 elected nobody");
+    int l1 = wait_leader(&net);
+    cr_assert_eq(put(&net, l1, "c", "in region 1").rv, 0);
+    struct answer a = {0};
+    struct tkv_rs_header h = {.region_id = 2, .epoch = r2.epoch};
+    tkv_raftstore_put(net.nodes[l2].rs, &h, TKV_CF_DEFAULT, TKV_SLICE("p", 1), TKV_SLICE("r2", 2),
+                      on_answer, &a);
+    wait_answer(&net, &a);
+    cr_assert_eq(a.rv, 0);
+    turn(&net, 5);
+    int victim = l1 == 3 ? 2 : 3;
+    change(&net, l1, TKV_RS_REMOVE_PEER, pr((uint64_t)victim, (uint64_t)victim), NULL, &a);
+    wait_answer(&net, &a);
+    cr_assert_eq(a.rv, 0);
+    for (int i = 0; i < 100 && status(&net, victim).exists; i++)
+        turn(&net, 1);
+    cr_assert(!status(&net, victim).exists);
+    cr_assert(!engine_has(&net, victim, "c"), "region 1's own data stayed");
+    cr_assert(engine_has(&net, victim, "p"), "region 2's data went with region 1's peer");
     teardown(&net);
 }
