@@ -72,7 +72,12 @@ int raft_apply_conf_change(struct tkv_raft *r, uint32_t type, uint64_t node)
         return 0;
     if (node == r->id) {
         /* Removed leader: hand over to the most caught-up voter, then step
-         * down; we can no longer count ourselves in any quorum. */
+         * down; we can no longer count ourselves in any quorum. First tell
+         * the others the commit index (heartbeats carry min(match,
+         * committed)): the removal may be committed here only, and a voter
+         * that does not learn it keeps counting us (a group of two would
+         * never elect the survivor, whose vote we can no longer give). */
+        raft_bcast_heartbeat(r, raft_new_ctx(r));
         struct raft_progress *best = NULL;
         for (uint32_t i = 0; i < r->n_prs; i++)
             if (!best || r->prs[i].match > best->match)

@@ -796,6 +796,40 @@ Test(raft, commit_after_remove_node)
     rf_close(&c);
 }
 
+/* A leader applying its own removal tells the others the commit index
+ * before it hands over and steps down: the survivor of a group of two
+ * otherwise never learns the removal committed and waits for our vote. */
+Test(raft, removed_leader_sends_the_commit_before_stepping_down)
+{
+    struct rf_cluster c;
+    solo_new(&c, 2, NULL);
+    solo_make_leader(&c);
+    solo_commit_noop(&c, 2);
+    cr_assert_eq(rf_propose_conf(&c, 1, TKV_RAFT_CONF_REMOVE_NODE, 1), 0);
+    tkv_index cci = last_index(&c, 1);
+    drop_msgs(&c, 1);
+    struct tkv_raft_msg r = mk(TKV_RAFT_MSG_APPEND_RESP, 2, 1, term(&c, 1));
+    r.index = cci;
+    rf_send(&c, &r);
+    cr_assert_eq(committed(&c, 1), cci);
+    drop_msgs(&c, 1);
+    apply_cc(&c, 1, TKV_RAFT_CONF_REMOVE_NODE, 1);
+    cr_assert_eq(role(&c, 1), FOLLOWER);
+    struct tkv_raft_msg *m;
+    size_t n = rf_take_msgs(&c, 1, &m);
+    bool told = false, timeout_now = false;
+    for (size_t i = 0; i < n; i++) {
+        if (m[i].to == 2 && m[i].type == TKV_RAFT_MSG_HEARTBEAT && m[i].commit >= cci)
+            told = !timeout_now;
+        timeout_now |= m[i].type == TKV_RAFT_MSG_TIMEOUT_NOW;
+    }
+    rf_msgs_free(m, n);
+    cr_assert(told, "no heartbeat carrying commit %llu to 2 before the hand-over",
+              (unsigned long long)cci);
+    cr_assert(timeout_now, "no hand-over to 2");
+    rf_close(&c);
+}
+
 static void transfer(struct rf_cluster *c, uint64_t via, uint64_t target)
 {
     struct tkv_raft_msg m = mk(TKV_RAFT_MSG_TRANSFER_LEADER, target, via, 0);
