@@ -433,8 +433,9 @@ Test(stale_messages, older_and_newer_peer_ids_and_gc_messages)
 }
 
 /* A removed peer that missed its removal campaigns; the members answer
- * its (pre-)vote with a gc message and it destroys itself. */
-Test(stale_messages, a_removed_peer_that_missed_its_removal_is_told)
+ * its (pre-)vote with a gc message and it destroys itself. With
+ * told = false (the failpoint below) it must linger: the check is live. */
+static void removed_peer_missing_its_removal(bool told)
 {
     struct net net;
     setup(&net, 3);
@@ -448,10 +449,34 @@ Test(stale_messages, a_removed_peer_that_missed_its_removal_is_told)
     net.cut[3] = false;
     for (int i = 0; i < 200 && status(&net, 3).exists; i++)
         turn(&net, 1);
+    if (!told) {
+        cr_assert(status(&net, 3).exists, "the stale peer went away without a gc message");
+        teardown(&net);
+        return;
+    }
     cr_assert(!status(&net, 3).exists, "the stale peer was never told");
     cr_assert_geq(stats(&net, 1).gc_msgs_sent + stats(&net, 2).gc_msgs_sent, 1);
     teardown(&net);
 }
+
+Test(stale_messages, a_removed_peer_that_missed_its_removal_is_told)
+{
+    removed_peer_missing_its_removal(true);
+}
+
+#ifdef FIU_ENABLE
+#include <fiu-control.h>
+#include <fiu.h>
+/* Negative control: with no gc message sent the stale peer stays, so the
+ * test above would fail. */
+Test(stale_messages, without_gc_messages_the_stale_peer_stays)
+{
+    fiu_init(0);
+    fiu_enable("raftstore/stale_voter_not_told", 1, NULL, 0);
+    removed_peer_missing_its_removal(false);
+    fiu_disable("raftstore/stale_voter_not_told");
+}
+#endif
 
 Test(remove_leader, of_three_then_of_two)
 {
