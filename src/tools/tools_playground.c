@@ -29,7 +29,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netdb.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -369,6 +371,9 @@ static bool wait_until(bool (*ready)(void), const char *what, double deadline)
     }
 }
 
+/* Our scheduler answers on its status port: /readyz 200 and /status names
+ * our client URL (another scheduler that happens to hold the port, a
+ * leftover of an earlier run, must not pass for ours). */
 static bool sched_ready(void)
 {
     unsigned code;
@@ -376,9 +381,36 @@ static bool sched_ready(void)
         return false;
     json_t *j = get_json(sched_child.status, "/status", &code);
     const char *component = json_string_value(json_object_get(j, "component"));
-    bool ok = code == 200 && component && strcmp(component, "tinyscheduler-server") == 0;
+    const char *urls = json_string_value(json_object_get(j, "client_urls"));
+    char want[320];
+    snprintf(want, sizeof(want), "http://%s", sched_child.grpc);
+    bool ok = code == 200 && component && strcmp(component, "tinyscheduler-server") == 0 &&
+              urls && strcmp(urls, want) == 0;
     json_decref(j);
     return ok;
+}
+
+/* Before starting anything: every port must be free, else say which one
+ * (a process that cannot bind would fail, or worse, its status port would
+ * be answered by whoever holds it). A check, not a reservation. */
+static bool port_free(const char *host, unsigned port)
+{
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV}, *ai;
+    char ps[8];
+    snprintf(ps, sizeof(ps), "%u", port);
+    if (getaddrinfo(host, ps, &hints, &ai) != 0)
+        return true; /* let the server report a bad host */
+    bool free_ = true;
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (fd >= 0) {
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 && errno == EADDRINUSE)
+            free_ = false;
+        close(fd);
+    }
+    freeaddrinfo(ai);
+    return free_;
 }
 
 static bool bootstrapped(void)
@@ -685,6 +717,17 @@ int main(int argc, char **argv)
         char name[32];
         snprintf(name, sizeof(name), "node%u", (unsigned)(i + 1));
         child_init(&nodes[i], name, opt.host, opt.node_ports[i], opt.node_status_ports[i]);
+    }
+
+    static const char *const port_flag[3] = {"--pd-port", "--pd-peer-port", "--pd-status-port"};
+    for (size_t i = 0; i < n_all; i++) {
+        if (!port_free(opt.host, all[i])) {
+            say("port %s:%u is in use by another process: stop it, or choose another port with "
+                "%s",
+                opt.host, all[i],
+                i < 3 ? port_flag[i] : i % 2 ? "--node-ports" : "--node-status-ports");
+            return 1;
+        }
     }
 
     double t0 = now_s(), deadline = t0 + opt.ready_timeout_s;

@@ -7,8 +7,9 @@
 # tinykv-ctl --pd; a node killed with SIGKILL is reported at once; SIGINT
 # stops every child within a bound, reports each exit code and leaves no
 # process behind; a restart on the same data dir keeps the store ids and the
-# data and stops cleanly (exit 0); bad flags exit 2; a scheduler that cannot
-# start (its port taken) makes the playground report it and exit 1.
+# data and stops cleanly (exit 0); bad flags exit 2; a port held by another
+# process is refused before anything starts (exit 1, naming the port and
+# its flag); a scheduler that cannot start is reported with its log (exit 1).
 import json
 import os
 import re
@@ -70,6 +71,7 @@ class Playground:
         self.out_path = None
         self.proc = None
         self.n_runs = 0
+        self.extra_args = []
 
     def args_env(self):
         conf = os.path.join(self.base, "fast.toml")
@@ -77,6 +79,7 @@ class Playground:
             f.write(clustertest.TEST_CONF)
         bin_dir = os.path.dirname(tkvtest.server_bin())
         args = [playground_bin(), "--bin-dir", bin_dir, "--config", conf, "--data-dir", self.data]
+        args += self.extra_args
         ports = {"PD_PORT": self.pd, "PD_PEER_PORT": self.peer, "PD_STATUS_PORT": self.pd_status,
                  "NODE_PORTS": ",".join(map(str, self.node_ports)),
                  "NODE_STATUS_PORTS": ",".join(map(str, self.node_status))}
@@ -249,22 +252,46 @@ class PlaygroundTest(unittest.TestCase):
         self.assertNotIn("unexpectedly", out)
         self.assert_all_gone(pids2)
 
-    def test_scheduler_cannot_start(self):
+    def test_port_taken(self):
+        # any of the ports held by somebody else: refused before anything starts
         ports = free_ports(9)
-        taken = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        taken.bind(("127.0.0.1", ports[0]))
-        taken.listen(1)
-        self.addCleanup(taken.close)
-        self.pg = pg = Playground(self.base, ports)
+        for idx, flag in [(2, "--pd-status-port"), (4, "--node-ports")]:
+            taken = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            taken.bind(("127.0.0.1", ports[idx]))
+            taken.listen(1)
+            try:
+                self.pg = pg = Playground(self.base, ports)
+                pg.start(wait_ready=False)
+                rc = pg.proc.wait(timeout=STOP_BOUND)
+            finally:
+                taken.close()
+                pg.out.close()
+            out = pg.output()
+            self.assertEqual(rc, 1, out)
+            self.assertIn("port 127.0.0.1:%d is in use" % ports[idx], out)
+            self.assertIn(flag, out)
+            self.assertNotIn("starting", out)
+
+    def test_scheduler_cannot_start(self):
+        # the scheduler exits at start-up (a config file it refuses): reported
+        # with its log, no node started, exit 1, no hang
+        bad = os.path.join(self.base, "bad-sched.toml")
+        with open(bad, "w") as f:
+            f.write("no-such-key = 1\n")
+        self.pg = pg = Playground(self.base, free_ports(9))
+        pg.extra_args = ["--sched-config", bad]
         pg.start(wait_ready=False)
         try:
             rc = pg.proc.wait(timeout=STOP_BOUND)
         except subprocess.TimeoutExpired:
-            raise AssertionError("playground hangs with its scheduler port taken:\n" + pg.output())
+            raise AssertionError("playground hangs with a scheduler that cannot start:\n" +
+                                 pg.output())
+        pg.out.close()
         out = pg.output()
         self.assertEqual(rc, 1, out)
-        self.assertIn("scheduler (pid", out)
-        self.assertIn("unexpectedly", out)
+        self.assertRegex(out, r"scheduler \(pid \d+, 127\.0\.0\.1:%d\) exited with code \d+ "
+                              r"unexpectedly" % pg.pd)
+        self.assertIn("no-such-key", out)  # the log's last lines are shown
         self.assertNotIn("cluster ready", out)
         self.assertNotIn("starting node1", out)
 
