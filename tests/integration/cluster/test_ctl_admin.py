@@ -6,9 +6,11 @@
 # `operator add` with bad input (unknown region or store, peer already there,
 # two replicas on one node, the only peer, a bad verb or id, the API
 # unreachable) exits with a clear error and the right code, and the API
-# answers bad bodies with 400 JSON errors; an add-peer (and, once regions
-# carry several peers, a transfer-leader) is accepted, replaces the replica
-# checker's operator and shows in /pd/api/v1/operators.
+# answers bad bodies with 400 JSON errors; an add-peer is accepted and shows
+# in /pd/api/v1/operators; when the nodes apply it (conf change), the peer
+# appears, then a transfer-leader to it and a remove-peer of the old leader
+# complete too. The scheduler's own schedulers are off (limits 0), so the
+# region changes only by the operators of the test.
 import json
 import os
 import sys
@@ -52,6 +54,11 @@ class CtlAdmin(tkvtest.TkvTestCase):
     @classmethod
     def setUpClass(cls):
         cls.sched = clustertest.schedtest.Scheduler()
+        conf = os.path.join(cls.sched.base_dir, "sched.toml")
+        with open(conf, "w") as f:
+            f.write("[schedule]\nreplica-schedule-limit = 0\nregion-schedule-limit = 0\n"
+                    "leader-schedule-limit = 0\n")
+        cls.sched.extra_args += ["-C", conf]
         cls.nodes = []
         try:
             cls.sched.start()
@@ -247,23 +254,37 @@ class CtlAdmin(tkvtest.TkvTestCase):
 
     # ---- operator add: accepted ----
 
+    def wait_region(self, rid, pred, timeout=30):
+        deadline = time.monotonic() + timeout
+        j = None
+        while time.monotonic() < deadline:
+            _, j = self.api("/pd/api/v1/region/id/%d" % rid)
+            if pred(j):
+                return j
+            time.sleep(0.2)
+        return None
+
+    def running_ops(self, rid):
+        _, ops = self.api("/pd/api/v1/operators")
+        return [o for o in ops if o["region_id"] == rid]
+
     def test_operator_add_2_accepted(self):
         _, regions = self.api("/pd/api/v1/regions")
         r = regions["regions"][0]
         rid = r["id"]
-        peer_stores = {p["store_id"] for p in r["peers"]}
+        self.assertEqual(len(r["peers"]), 1, "the schedulers are off: region %d keeps its one "
+                         "peer: %s" % (rid, r))
+        old_leader = r["leader"]["store_id"]
         nodes = self.store_ids_by_node()
-        free_nodes = [ids for ids in nodes.values() if not any(s in peer_stores for s in ids)]
-        if free_nodes:
-            target = free_nodes[0][0]
-            rc, out, err = run_ctl(self.http, "operator", "add", "add-peer", str(rid), str(target))
-            self.assertEqual(rc, 0, err)
-            row = table(out)[0]
-            self.assertEqual((int(row["REGION"]), row["DESC"]), (rid, "admin-add-peer"))
-            self.assertIn("add_peer(store %d, peer " % target, row["STEPS"])
-            _, ops = self.api("/pd/api/v1/operators")
-            mine = [o for o in ops if o["region_id"] == rid]
-            self.assertEqual(len(mine), 1, ops)
+        target = [ids for ids in nodes.values() if old_leader not in ids][0][0]
+        rc, out, err = run_ctl(self.http, "operator", "add", "add-peer", str(rid), str(target))
+        self.assertEqual(rc, 0, err)
+        row = table(out)[0]
+        self.assertEqual((int(row["REGION"]), row["DESC"]), (rid, "admin-add-peer"))
+        self.assertIn("add_peer(store %d, peer " % target, row["STEPS"])
+        mine = self.running_ops(rid)
+        if mine:  # (a fast node may have applied it already)
+            self.assertEqual(len(mine), 1, mine)
             self.assertEqual(mine[0]["desc"], "admin-add-peer")
             self.assertEqual(mine[0]["steps"][0]["type"], "add_peer")
             self.assertEqual(mine[0]["steps"][0]["store_id"], target)
@@ -273,25 +294,33 @@ class CtlAdmin(tkvtest.TkvTestCase):
             rc, out, err = run_ctl(self.http, "operator", "show")
             self.assertIn("admin-add-peer", out)
             # a second administrator's operator on the region waits for the first
-            self.assert_refused(["add-peer", str(rid), str(target)], 1,
-                                "already has a running operator (admin-add-peer)")
-        followers = [p["store_id"] for p in r["peers"] if p["store_id"] != r["leader"]["store_id"]]
-        if followers:
-            # regions carry several replicas (conf change landed): move the leader
-            to = followers[0]
-            rc, out, err = run_ctl(self.http, "--json", "operator", "add", "transfer-leader",
-                                   str(rid), str(to))
-            self.assertEqual(rc, 0, err)
-            self.assertEqual(json.loads(out)["desc"], "admin-transfer-leader")
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                _, j = self.api("/pd/api/v1/region/id/%d" % rid)
-                if j["leader"]["store_id"] == to:
-                    break
-                time.sleep(0.2)
-            self.assertEqual(j["leader"]["store_id"], to, "leader did not move in 30 s")
-        elif not free_nodes:
-            self.fail("region %d: no follower and no free node: %s" % (rid, r))
+            rc, out, err = run_ctl(self.http, "operator", "add", "add-peer", str(rid),
+                                   str(target))
+            if self.running_ops(rid):
+                self.assertEqual(rc, 1)
+                self.assertIn("already has a running operator (admin-add-peer)", err)
+
+        # Whether the nodes apply it depends on conf change (issue 10 item 1).
+        has = lambda j: any(p["store_id"] == target for p in j["peers"]) and \
+            not any(p["store_id"] == target for p in j.get("pending_peers", []))
+        j = self.wait_region(rid, has)
+        if j is None:
+            sys.stderr.write("add-peer accepted but not applied within 30 s (no conf change in "
+                             "this build?): completion not checked\n")
+            return
+        self.assertEqual(self.running_ops(rid), [], "the add-peer operator did not finish")
+        # the leader to the new peer, then the old leader's peer away
+        rc, out, err = run_ctl(self.http, "--json", "operator", "add", "transfer-leader",
+                               str(rid), str(target))
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(json.loads(out)["desc"], "admin-transfer-leader")
+        self.assertIsNotNone(self.wait_region(rid, lambda j: j["leader"]["store_id"] == target),
+                             "the leader did not move to store %d in 30 s" % target)
+        rc, out, err = run_ctl(self.http, "operator", "add", "remove-peer", str(rid),
+                               str(old_leader))
+        self.assertEqual(rc, 0, err)
+        j = self.wait_region(rid, lambda j: [p["store_id"] for p in j["peers"]] == [target])
+        self.assertIsNotNone(j, "the peer on store %d was not removed in 30 s" % old_leader)
 
 
 if __name__ == "__main__":
