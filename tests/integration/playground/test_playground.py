@@ -22,8 +22,9 @@ import tempfile
 import time
 import unittest
 
-import clustertest
-import tkvtest
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "cluster"))
+import clustertest  # noqa: E402  (also puts ../server and ../sched on the path)
+import tkvtest  # noqa: E402
 
 STOP_BOUND = 60  # seconds: SIGINT to the playground's exit, ASan build on a loaded machine
 
