@@ -280,10 +280,10 @@ struct tkv_raftlog_stats {
     uint64_t segments_purged;
     uint64_t pipelined;      /* batches submitted while an older one was in flight */
     uint64_t segments_created; /* segment switches since open */
-    /* segment files created with blocking syscalls on the log's thread
-     * after open: 0 in reactor mode on disk, where the next segment is
-     * prepared ahead on io_uring */
-    uint64_t sync_segment_creations;
+    /* segment files created or deleted with blocking syscalls on the
+     * log's thread after open: 0 in reactor mode on disk, where the next
+     * segment is prepared ahead and purged ones deleted on io_uring */
+    uint64_t blocking_file_ops;
     bool failed;             /* fail-stopped after a write/sync error */
 };
 void tkv_raftlog_stats(const struct tkv_raftlog *log, struct tkv_raftlog_stats *out);

@@ -678,9 +678,7 @@ static int flush_one(struct tkv_raftlog *log)
     if (off + b->len > log->segment_size) {
         if (log->fl_n > 0)
             return 1; /* never write two segments at once: seal after the drain */
-        /* raftlog/blocking_segment_switch: the negative control of the
-         * tests that count blocking creations in reactor mode. */
-        if (log->reactor && !log->mem && !fiu_fail("raftlog/blocking_segment_switch")) {
+        if (raftlog_async_files(log)) {
             /* off the loop: the switch completes on io_uring and a later
              * turn's flush writes this batch */
             rv = raftlog_rotate_async(log);
@@ -897,7 +895,17 @@ int tkv_raftlog_purge(struct tkv_raftlog *log)
         rewrite_pinning(log, min_seg, act->id);
     size_t n_del = 0;
     int rv = 0;
-    while (n_del + 1 < log->n_segs && log->segs[n_del].id < min_seg) {
+    bool async = raftlog_async_files(log);
+    if (async && raftlog_purge_idle(log)) {
+        /* off the loop: unlinkat + directory fsync on io_uring */
+        while (n_del + 1 < log->n_segs && log->segs[n_del].id < min_seg)
+            n_del++;
+        if (n_del > 0)
+            raftlog_purge_async(log, log->segs, n_del);
+    }
+    while (!async && n_del + 1 < log->n_segs && log->segs[n_del].id < min_seg) {
+        if (log->reactor && !log->mem)
+            log->st.blocking_file_ops++; /* a blocking file operation */
         rv = raftlog_io_remove(log, &log->segs[n_del]);
         if (rv < 0)
             break;
@@ -907,7 +915,7 @@ int tkv_raftlog_purge(struct tkv_raftlog *log)
         memmove(log->segs, log->segs + n_del, (log->n_segs - n_del) * sizeof(*log->segs));
         log->n_segs -= n_del;
         log->st.segments_purged += n_del;
-        int rv2 = raftlog_io_sync_dir(log);
+        int rv2 = async ? 0 : raftlog_io_sync_dir(log);
         if (rv == 0)
             rv = rv2;
     }

@@ -237,7 +237,7 @@ int raftlog_io_create(struct tkv_raftlog *log, uint64_t id)
     /* Reactor mode prepares segments on io_uring: a blocking creation after
      * open would stall the loop (tests assert this stays 0). */
     if (log->reactor && log->opened)
-        log->st.sync_segment_creations++;
+        log->st.blocking_file_ops++;
     int fd = openat(log->dir_fd, tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0)
         return -errno;

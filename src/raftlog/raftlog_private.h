@@ -258,6 +258,13 @@ struct tkv_raftlog {
     struct tkv_io rot_io;
     struct iovec rot_iov;
     uint8_t *rot_zeros;
+    /* purge's deletions on io_uring (reactor mode on disk): one chain at a
+     * time, oldest first, then a directory fsync */
+    uint64_t *del_ids;
+    size_t del_n, del_next;
+    bool del_busy, del_syncing;
+    struct tkv_io del_io;
+    char del_name[RL_NAME_LEN];
 
     tkv_raftlog_safe_fn safe_fn;
     void *safe_arg;
@@ -330,6 +337,13 @@ void raftlog_spare_start(struct tkv_raftlog *log);
 int raftlog_rotate_async(struct tkv_raftlog *log);
 void raftlog_spare_close(struct tkv_raftlog *log);
 bool raftlog_spare_idle(const struct tkv_raftlog *log);
+/* Purge in reactor mode on disk: segs[0..n) (already out of the index, the
+ * caller drops them from log->segs) are closed and deleted on io_uring,
+ * one unlinkat after the other (oldest first: a crash leaves a contiguous
+ * log), then the directory is fsynced. Requires raftlog_purge_idle(). */
+bool raftlog_async_files(const struct tkv_raftlog *log);
+bool raftlog_purge_idle(const struct tkv_raftlog *log);
+void raftlog_purge_async(struct tkv_raftlog *log, const struct rl_seg *segs, size_t n);
 
 /* Segment header encode/decode. */
 void raftlog_seg_header(uint8_t *hdr, uint64_t id, uint64_t size, uint32_t max_batch);

@@ -224,7 +224,79 @@ int raftlog_rotate_async(struct tkv_raftlog *log)
 
 bool raftlog_spare_idle(const struct tkv_raftlog *log)
 {
-    return log->spare.state != RL_SPARE_BUSY && log->rot_step == RL_ROT_IDLE;
+    return log->spare.state != RL_SPARE_BUSY && log->rot_step == RL_ROT_IDLE &&
+           !log->del_busy;
+}
+
+bool raftlog_async_files(const struct tkv_raftlog *log)
+{
+    /* raftlog/blocking_segment_switch: the negative control of the tests
+     * that count blocking file operations in reactor mode. */
+    return async_mode(log) && !fiu_fail("raftlog/blocking_segment_switch");
+}
+
+bool raftlog_purge_idle(const struct tkv_raftlog *log)
+{
+    return !log->del_busy;
+}
+
+static void del_step_done(struct tkv_io *io, int res);
+
+static void del_next(struct tkv_raftlog *log)
+{
+    if (log->del_next < log->del_n) {
+        raftlog_seg_name(log->del_name, log->del_ids[log->del_next++], false);
+        tkv_reactor_unlinkat(log->reactor, &log->del_io, log->dir_op_fd, log->del_name);
+        return;
+    }
+    log->del_syncing = true;
+    if (fiu_fail("raftlog/skip_dir_fsync")) {
+        del_step_done(&log->del_io, 0);
+        return;
+    }
+    tkv_reactor_fsync(log->reactor, &log->del_io, log->dir_op_fd, false);
+}
+
+static void del_step_done(struct tkv_io *io, int res)
+{
+    struct tkv_raftlog *log = io->data;
+    if (!log->del_syncing && res < 0 && res != -ENOENT) {
+        /* Stop here: a later segment deleted while this one stays would be
+         * a hole; the ones left are old, contiguous and replayed harmlessly
+         * at the next open. */
+        TKV_LOG_WARN("raft log purge: cannot delete a segment",
+                     TKV_LF_STR("dir", log->dir), TKV_LF_STR("file", log->del_name),
+                     TKV_LF_ERR(res));
+        log->del_next = log->del_n;
+    }
+    if (!log->del_syncing) {
+        del_next(log);
+        return;
+    }
+    if (res < 0)
+        TKV_LOG_WARN("raft log purge: directory fsync failed", TKV_LF_STR("dir", log->dir),
+                     TKV_LF_ERR(res));
+    tkv_free(log->del_ids);
+    log->del_ids = NULL;
+    log->del_busy = log->del_syncing = false;
+}
+
+void raftlog_purge_async(struct tkv_raftlog *log, const struct rl_seg *segs, size_t n)
+{
+    tkv_assert(!log->del_busy && n > 0);
+    log->del_ids = tkv_xmalloc(n * sizeof(*log->del_ids));
+    for (size_t i = 0; i < n; i++) {
+        log->del_ids[i] = segs[i].id;
+        /* close(2) of a regular file does not wait for the disk */
+        if (segs[i].fd >= 0)
+            close(segs[i].fd);
+    }
+    log->del_n = n;
+    log->del_next = 0;
+    log->del_busy = true;
+    log->del_syncing = false;
+    tkv_io_init(&log->del_io, del_step_done, log);
+    del_next(log);
 }
 
 void raftlog_spare_close(struct tkv_raftlog *log)
@@ -259,6 +331,25 @@ bool raftlog_spare_idle(const struct tkv_raftlog *log)
 {
     (void)log;
     return true;
+}
+
+bool raftlog_async_files(const struct tkv_raftlog *log)
+{
+    (void)log;
+    return false;
+}
+
+bool raftlog_purge_idle(const struct tkv_raftlog *log)
+{
+    (void)log;
+    return true;
+}
+
+void raftlog_purge_async(struct tkv_raftlog *log, const struct rl_seg *segs, size_t n)
+{
+    (void)log;
+    (void)segs;
+    (void)n;
 }
 
 void raftlog_spare_close(struct tkv_raftlog *log)

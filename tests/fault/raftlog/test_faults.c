@@ -303,7 +303,7 @@ Test(raftlog_failpoint, uring_segment_enospc_fails_round_then_continues, .timeou
     cr_assert_eq(u.append_after_failure, 0);
     cr_assert_eq(u.completed, 390);
     cr_assert(!u.stats.failed);
-    cr_assert_eq(u.stats.sync_segment_creations, 0);
+    cr_assert_eq(u.stats.blocking_file_ops, 0);
     cr_assert_geq(u.stats.segments_created, 3);
     cr_assert_eq(h_open(&h), 0);
     for (tkv_region_id r = 1; r <= 10; r++)
