@@ -134,10 +134,8 @@ void rs_answer_kind(tkv_rs_done_fn cb, void *arg, uint32_t kind, const struct rs
         if (l)
             e.leader = *l;
     }
-    if (p && kind == TKV_RS_EPOCH_NOT_MATCH) {
-        e.n_current = 1;
-        e.current[0] = p->region;
-    }
+    if (p && kind == TKV_RS_EPOCH_NOT_MATCH)
+        rs_epoch_not_match(p, &e);
     rs_answer_region_error(cb, arg, &e);
 }
 
@@ -154,6 +152,12 @@ static int st_initial_state(void *ctx, struct tkv_raft_hard_state *hs, struct tk
      * behind an engine checkpoint is repaired here. */
     if (hs->commit < p->apply.applied)
         hs->commit = p->apply.applied;
+    /* a split-created peer (rs_split.c): at least the genesis term, and an
+     * uninitialized predecessor's live vote */
+    if (p->boot_hs.term > hs->term || (p->boot_hs.term == hs->term && hs->vote == 0)) {
+        hs->term = p->boot_hs.term;
+        hs->vote = p->boot_hs.vote;
+    }
     memset(cs, 0, sizeof(*cs));
     if (p->initialized) {
         cs->n_voters = p->region.n_peers;
@@ -166,6 +170,10 @@ static int st_initial_state(void *ctx, struct tkv_raft_hard_state *hs, struct tk
 static int st_term(void *ctx, tkv_index i, tkv_term *t)
 {
     struct rs_peer *p = ctx;
+    if (p->log_floor && i == p->log_floor) {
+        *t = TKV_RAFT_INIT_TERM; /* split genesis, maybe not synced yet */
+        return 0;
+    }
     return tkv_raftlog_term(p->s->env.raftlog, p->region.id, i, t);
 }
 
@@ -199,13 +207,15 @@ static int st_entries(void *ctx, tkv_index lo, tkv_index hi, uint64_t max_bytes,
 static tkv_index st_first(void *ctx)
 {
     struct rs_peer *p = ctx;
-    return tkv_raftlog_first_index(p->s->env.raftlog, p->region.id);
+    tkv_index f = tkv_raftlog_first_index(p->s->env.raftlog, p->region.id);
+    return p->log_floor && f <= p->log_floor ? p->log_floor + 1 : f;
 }
 
 static tkv_index st_last(void *ctx)
 {
     struct rs_peer *p = ctx;
-    return tkv_raftlog_last_index(p->s->env.raftlog, p->region.id);
+    tkv_index l = tkv_raftlog_last_index(p->s->env.raftlog, p->region.id);
+    return l < p->log_floor ? p->log_floor : l;
 }
 
 /* Generate a snapshot of the region at the applied index: one engine
@@ -322,6 +332,7 @@ void rs_peer_free(struct rs_peer *p)
     peer_fail_all(p, TKV_ESHUTDOWN);
     tkv_raft_close(p->raft);
     tkv_raft_buf_unref(p->snap_data);
+    rs_split_peer_free(p);
     tkv_free(p->props);
     tkv_free(p->reads);
     tkv_free(p);
@@ -485,6 +496,7 @@ void tkv_raftstore_close(struct tkv_raftstore *s)
     for (size_t i = 0; i < s->n_peers; i++)
         rs_peer_free(s->peers[i]);
     tkv_free(s->peers);
+    tkv_free(s->split_notes);
     tkv_engine_session_close(s->sess);
     tkv_free(s);
 }
@@ -560,7 +572,8 @@ void tkv_raftstore_receive(struct tkv_raftstore *s, const struct tkv_rs_msg *m)
             rs_snapshot_check(TKV_SLICE(sn->data->data, sn->data->len), &rg, &off) < 0 ||
             rg.id != p->region.id || !rs_region_peer_by_id(&rg, p->peer_id) ||
             (p->initialized && (rg.epoch.conf_ver < p->region.epoch.conf_ver ||
-                                rg.epoch.version < p->region.epoch.version))) {
+                                rg.epoch.version < p->region.epoch.version)) ||
+            rs_range_overlaps_other(s, &rg)) {
             s->stats.msgs_dropped++;
             return;
         }
@@ -627,12 +640,14 @@ static void propose_compact(struct rs_peer *p)
 void tkv_raftstore_tick(struct tkv_raftstore *s)
 {
     s->ticks++;
+    s->split_scan_budget = RS_SPLIT_SCAN_BUDGET; /* the split checker's reads this tick */
     struct tkv_raft_event ev = {.type = TKV_RAFT_EV_TICK};
     for (size_t i = 0; i < s->n_peers; i++) {
         struct rs_peer *p = s->peers[i];
         (void)rs_peer_step(p, &ev);
         if (p->is_leader && s->ticks % s->cfg.raft_log_gc_tick == 0)
             propose_compact(p);
+        rs_split_tick(p);
     }
 }
 
@@ -843,6 +858,7 @@ static void read_index(struct tkv_raftstore *s, struct rs_peer *p, const struct 
         return;
     }
     rd.ctx = ctx;
+    rd.version = p->region.epoch.version;
     GROW(p->reads, p->n_reads, p->cap_reads);
     p->reads[p->n_reads++] = rd;
 }
@@ -992,6 +1008,13 @@ static void serve_reads(struct rs_peer *p)
     size_t k = 0;
     for (size_t i = 0; i < n_reads; i++) {
         struct rs_read *rd = &reads[i];
+        if (rd->index && rd->index <= p->apply.applied &&
+            rd->version != p->region.epoch.version) {
+            /* split meanwhile: the keys may belong to another region now */
+            rs_answer_kind(rd->cb, rd->arg, TKV_RS_EPOCH_NOT_MATCH, p, p->region.id);
+            tkv_free(rd->key);
+            continue;
+        }
         if (rd->index && rd->index <= p->apply.applied && rd->run) {
             serve_txn(p, rd);
             continue;
@@ -1094,14 +1117,17 @@ static void apply_entry(struct rs_peer *p, const struct tkv_raft_entry *e,
         }
         return;
     }
+    if (kind == RS_CMD_SPLIT) {
+        rs_split_apply(p, &r, &ep, b, &res->rv, &res->has_rerr, &res->rerr);
+        return;
+    }
     if (kind != RS_CMD_WRITE && kind != RS_CMD_TXN_WRITE)
         return;
     /* the region may have changed between propose and apply */
     if (ep.version != p->region.epoch.version) {
         res->has_rerr = true;
         rs_rerr_init(&res->rerr, TKV_RS_EPOCH_NOT_MATCH, p->region.id);
-        res->rerr.n_current = 1;
-        res->rerr.current[0] = p->region;
+        rs_epoch_not_match(p, &res->rerr);
         return;
     }
     uint32_t n;
@@ -1123,6 +1149,8 @@ static void apply_entry(struct rs_peer *p, const struct tkv_raft_entry *e,
             if (!rs_rd_slice(&r, TKV_ENGINE_VALUE_MAX, &v) ||
                 tkv_engine_batch_put(b, (enum tkv_cf)cf, k, v) < 0)
                 goto undo;
+            if (cf == TKV_CF_DEFAULT)
+                rs_split_note_write(p, k.len + v.len);
         } else if (op != RS_OP_DELETE || tkv_engine_batch_delete(b, (enum tkv_cf)cf, k) < 0) {
             goto undo;
         }
@@ -1193,6 +1221,7 @@ static void apply_committed(struct rs_peer *p, const struct tkv_raft_entry *ents
     if (rv < 0)
         rs_fatal_engine(rv);
     s->stats.applied_entries += n;
+    rs_split_after_write(s);
     for (size_t i = 0; i < n; i++)
         if (res[i].index)
             rs_answer_proposals(p, res[i].index, res[i].term, res[i].rv,
@@ -1251,6 +1280,7 @@ static void apply_snapshot(struct rs_peer *p, const struct tkv_raft_snapshot *sn
     p->staged_snap = true;
     p->staged_snap_index = sn->index;
     s->stats.snapshots_applied++;
+    p->split.size_known = false;
     /* requests against the old state are void */
     rs_answer_proposals(p, sn->index, 0, 0, NULL);
     rs_region_changed(s, &p->region, false);
@@ -1473,15 +1503,9 @@ void tkv_raftstore_stats(const struct tkv_raftstore *s, struct tkv_raftstore_sta
 
 /* ------------------------------------------------------------ multi-raft admin */
 
-/* Not implemented yet (issue 10 is landing split): the API is declared so
- * the host can be written against it; until then it answers TKV_EUNIMPL.
- * tkv_raftstore_change_peer lives in rs_confchange.c. */
-void tkv_raftstore_split(struct tkv_raftstore *s, uint64_t region_id,
-                         const struct tkv_rs_epoch *epoch, struct tkv_slice split_key,
-                         uint64_t new_region_id, const uint64_t *new_peer_ids,
-                         size_t n_new_peers, tkv_rs_done_fn cb, void *arg)
+/* ------------------------------------------------------------ shared with rs_split.c */
+
+void rs_propose_cmd(struct rs_peer *p, struct rs_buf *b, tkv_rs_done_fn cb, void *arg)
 {
-    (void)s, (void)region_id, (void)epoch, (void)split_key, (void)new_region_id;
-    (void)new_peer_ids, (void)n_new_peers;
-    rs_answer(cb, arg, TKV_EUNIMPL);
+    propose_cmd(p, b, cb, arg);
 }

@@ -370,10 +370,12 @@ static bool read_tombstone(struct tkv_raftstore *s, uint64_t region_id, struct t
  * removal is staged but not written yet). */
 static bool raftlog_has_region(struct tkv_raftstore *s, uint64_t region_id)
 {
-    struct tkv_raftlog_hardstate hs;
+    /* An uninitialized peer lost in a crash leaves only its hard state
+     * (term, vote): the peer re-created here reads it back (its vote is
+     * kept). Entries or a compaction point are a destroyed initialized
+     * incarnation whose removal is not written yet. */
     return tkv_raftlog_last_index(s->env.raftlog, region_id) != 0 ||
-           tkv_raftlog_first_index(s->env.raftlog, region_id) != 1 ||
-           tkv_raftlog_hardstate(s->env.raftlog, region_id, &hs) == 0;
+           tkv_raftlog_first_index(s->env.raftlog, region_id) != 1;
 }
 
 /* Tell the sender of m it was removed (TINYKV-API.md 2.14), leaving with
@@ -446,7 +448,8 @@ struct rs_peer *rs_route_msg(struct tkv_raftstore *s, const struct tkv_rs_msg *m
             send_gc(s, m, &tomb.epoch);
         return dropped(s);
     }
-    /* (TINYKV-API.md 2.14: the range-overlap check comes with split) */
+    /* (2.14's range overlap: a snapshot overlapping another region of the
+     * store is refused on receive, see rs_split.c) */
     if (!is_initial_msg(&m->msg) || raftlog_has_region(s, m->region_id))
         return dropped(s);
     struct tkv_rs_region rg;

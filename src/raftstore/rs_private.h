@@ -79,7 +79,10 @@ enum {
     /* ChangePeer, the payload of a raft CONF_CHANGE entry (rs_confchange.c):
      * header + u8 change type + u64 peer id + u64 store id */
     RS_CMD_CHANGE_PEER = 3,
-    /* reserved for issue 10: RS_CMD_SPLIT = 4 */
+    /* split (rs_split.c): body slice split_key | u64 new_region_id | u32 n
+     * | n x u64 new peer id (peers[i] of the new region on the store of
+     * the parent's peers[i]); checked against both epoch numbers */
+    RS_CMD_SPLIT = 4,
 };
 enum { RS_OP_PUT = 1, RS_OP_DELETE = 2 };
 void rs_cmd_header(struct rs_buf *b, uint8_t kind, const struct tkv_rs_region *rg);
@@ -107,6 +110,24 @@ struct rs_read {
     tkv_rs_txn_run_fn run; /* a transactional command (tkv_raftstore_txn) */
     tkv_rs_done_fn cb;
     void *arg;
+    uint64_t version; /* region version when started: a split meanwhile answers EpochNotMatch */
+};
+
+/* Split checker state of a peer (rs_split.c). */
+struct rs_split_check {
+    uint64_t size_diff;   /* bytes put by applied entries since the last scan began */
+    uint64_t approx_size; /* size found by the last complete scan */
+    bool size_known;
+    /* an incremental scan of the DEFAULT CF in progress (bounded per tick) */
+    bool scanning;
+    struct tkv_rs_epoch scan_epoch; /* a change meanwhile abandons the scan */
+    struct rs_buf resume;           /* the next scan turn reads keys >= resume */
+    uint64_t scan_sum;
+    bool have_key;
+    struct rs_buf split_key;
+    /* ask_split sent for this epoch at this tick (asked_tick 0: none) */
+    struct tkv_rs_epoch asked_epoch;
+    uint64_t asked_tick;
 };
 
 struct rs_peer {
@@ -138,6 +159,14 @@ struct rs_peer {
     struct tkv_raft_buf *snap_data;
     tkv_index snap_index;
     tkv_term snap_term;
+    /* A peer created by a split (rs_split.c): its raft log starts at the
+     * genesis point TKV_RAFT_INIT_INDEX/TERM, staged in the raft log but
+     * maybe not yet synced, so storage answers from this floor until it
+     * is; boot_hs is the least hard state raft starts from (an
+     * uninitialized peer's live term and vote carried over). */
+    tkv_index log_floor;
+    struct tkv_raft_hard_state boot_hs;
+    struct rs_split_check split;
 };
 
 struct rs_persist {
@@ -170,6 +199,10 @@ struct tkv_raftstore {
     struct rs_turn *inflight; /* turns staged, not yet synced */
     bool dirty;
     struct tkv_raftstore_stats stats;
+    /* splits applied in the current apply batch, notified after its write */
+    struct rs_split_note *split_notes;
+    size_t n_split_notes, cap_split_notes;
+    uint64_t split_scan_budget; /* bytes the split checker may still read this tick */
 };
 
 /* ---- helpers of raftstore.c used by the multi-raft files ---- */
@@ -233,6 +266,40 @@ struct rs_peer *rs_route_msg(struct tkv_raftstore *s, const struct tkv_rs_msg *m
 void rs_tombstone_cleanup(struct tkv_raftstore *s, uint64_t region_id);
 /* env.region_changed, when the host set it. */
 void rs_region_changed(struct tkv_raftstore *s, const struct tkv_rs_region *rg, bool removed);
+
+/* propose encoded command b (freed) and answer cb when it applies */
+void rs_propose_cmd(struct rs_peer *p, struct rs_buf *b, tkv_rs_done_fn cb, void *arg);
+
+/* ---- split (rs_split.c) ---- */
+/* What the split checker reads per tick over all regions of the store
+ * (bytes; a key counts at least 64): bounds its time on the core. */
+#define RS_SPLIT_SCAN_BUDGET (4u << 20)
+struct rs_split_note {
+    struct tkv_rs_region left, right;
+    bool campaign; /* the parent was led here: the new region campaigns at once */
+};
+/* The region on this store that starts where rg ends (EpochNotMatch's
+ * second region), NULL if none. */
+const struct tkv_rs_region *rs_region_after(const struct tkv_raftstore *s,
+                                            const struct tkv_rs_region *rg);
+/* Fill an EpochNotMatch error with p's region and the one after it. */
+void rs_epoch_not_match(const struct rs_peer *p, struct tkv_rs_region_error *e);
+/* Apply a committed RS_CMD_SPLIT (body in r) into batch b; sets *rv or
+ * *rerr (has_rerr). Runs in apply_committed before the batch is written. */
+void rs_split_apply(struct rs_peer *p, struct rs_rd *r, const struct tkv_rs_epoch *ep,
+                    struct tkv_engine_batch *b, int *rv, bool *has_rerr,
+                    struct tkv_rs_region_error *rerr);
+/* After the batch of apply_committed is written: notify env.region_changed
+ * of the splits applied and let the new regions campaign. */
+void rs_split_after_write(struct tkv_raftstore *s);
+/* Applied bytes of data written (the checker's size-diff hint). */
+void rs_split_note_write(struct rs_peer *p, size_t bytes);
+/* Per tick on every peer: the split checker (leaders only). */
+void rs_split_tick(struct rs_peer *p);
+/* A snapshot for region rg would overlap another initialized region of
+ * this store (TINYKV-API.md 2.14: refused until the split applies here). */
+bool rs_range_overlaps_other(const struct tkv_raftstore *s, const struct tkv_rs_region *rg);
+void rs_split_peer_free(struct rs_peer *p);
 
 #define GROW(arr, n, cap)                                                      \
     do {                                                                       \

@@ -28,6 +28,13 @@ struct sim_store {
     bool hb_due;      /* a region changed: heartbeat at once */
 };
 
+struct sim_ask {
+    int store;
+    struct tkv_rs_region region;
+    uint32_t key_len;
+    uint8_t key[TKV_RS_BOUND_MAX];
+};
+
 struct sim_msg {
     uint64_t at, seq;
     int from, to;
@@ -45,6 +52,7 @@ struct sim_client {
     size_t op; /* lincheck op id */
     uint32_t kind;
     uint32_t key;
+    uint64_t region_id; /* where the op was sent */
     uint64_t value;
     uint64_t deadline;
     uint64_t next_at;
@@ -121,7 +129,7 @@ static void env_send(void *ctx, uint64_t to_store, const struct tkv_rs_msg *m)
     if (to_store == 0 || to_store > (uint64_t)s->o.n_stores)
         return;
     int to = (int)to_store;
-    if (s->cut[st->id][to])
+    if (s->cut[st->id][to] || (s->blocked_region == m->region_id && s->blocked_store == to))
         return;
     uint64_t lo = 1, hi = 3;
     if (s->o.unreliable) {
@@ -170,15 +178,123 @@ static void deliver_due(struct sim *s)
     free(due);
 }
 
-/* ------------------------------------------------------------ stores */
+/* ------------------------------------------------------------ mock scheduler */
+
+static bool epoch_newer(const struct tkv_rs_epoch *a, const struct tkv_rs_epoch *b)
+{
+    return a->version > b->version || (a->version == b->version && a->conf_ver > b->conf_ver);
+}
+
+static void dir_update(struct sim *s, const struct tkv_rs_region *rg)
+{
+    for (int i = 0; i < s->n_regions; i++) {
+        if (s->regions[i].rg.id != rg->id)
+            continue;
+        if (epoch_newer(&rg->epoch, &s->regions[i].rg.epoch))
+            s->regions[i].rg = *rg;
+        return;
+    }
+    if (s->n_regions == SIM_MAX_REGIONS) {
+        sim_fail(s, "more than %d regions", SIM_MAX_REGIONS);
+        return;
+    }
+    s->regions[s->n_regions++] = (struct sim_region){.rg = *rg};
+}
+
+static struct sim_region *dir_get(struct sim *s, uint64_t region_id)
+{
+    for (int i = 0; i < s->n_regions; i++)
+        if (s->regions[i].rg.id == region_id)
+            return &s->regions[i];
+    return NULL;
+}
+
+static bool key_in(const struct tkv_rs_region *rg, const char *k, size_t n)
+{
+    size_t m = TKV_MIN(n, rg->start_len);
+    int c = m ? memcmp(k, rg->start, m) : 0;
+    if (c < 0 || (c == 0 && n < rg->start_len))
+        return false;
+    if (rg->end_len == 0)
+        return true;
+    m = TKV_MIN(n, rg->end_len);
+    c = m ? memcmp(k, rg->end, m) : 0;
+    return c < 0 || (c == 0 && n < rg->end_len);
+}
+
+const struct sim_region *sim_route(struct sim *s, const char *key, size_t len)
+{
+    const struct sim_region *best = NULL;
+    for (int i = 0; i < s->n_regions; i++)
+        if (key_in(&s->regions[i].rg, key, len) &&
+            (!best || epoch_newer(&s->regions[i].rg.epoch, &best->rg.epoch)))
+            best = &s->regions[i];
+    return best;
+}
 
 static void env_region_changed(void *ctx, const struct tkv_rs_region *region,
                                const struct tkv_rs_region *right, bool removed)
 {
-    (void)region, (void)right, (void)removed;
+    struct sim_store *st = ctx;
     /* no call back into the raftstore from here: heartbeat next ms */
-    ((struct sim_store *)ctx)->hb_due = true;
+    st->hb_due = true;
+    if (removed)
+        return;
+    dir_update(st->sim, region);
+    if (right)
+        dir_update(st->sim, right);
 }
+
+static void env_ask_split(void *ctx, const struct tkv_rs_region *region, struct tkv_slice key)
+{
+    struct sim_store *st = ctx;
+    struct sim *s = st->sim;
+    if (key.len > TKV_RS_BOUND_MAX)
+        return;
+    if (s->n_asks == s->cap_asks) {
+        s->cap_asks = s->cap_asks ? 2 * s->cap_asks : 16;
+        s->asks = realloc(s->asks, s->cap_asks * sizeof(*s->asks));
+        if (!s->asks)
+            abort();
+    }
+    struct sim_ask *a = &s->asks[s->n_asks++];
+    a->store = st->id;
+    a->region = *region;
+    a->key_len = (uint32_t)key.len;
+    memcpy(a->key, key.ptr, key.len);
+    /* what the leader saw is news to the directory too (heartbeat) */
+    dir_update(s, region);
+}
+
+static void on_split_done(void *arg, const struct tkv_rs_result *res)
+{
+    struct sim *s = arg;
+    if (res->rv == 0)
+        s->n_splits++;
+}
+
+/* AskSplit answered with fresh ids, then Split proposed on the asking
+ * store (outside the raftstore's own call, as a host would). */
+static void asks_step(struct sim *s)
+{
+    size_t n = s->n_asks;
+    s->n_asks = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct sim_ask a = s->asks[i];
+        struct tkv_raftstore *rs = sim_store(s, a.store);
+        if (!rs)
+            continue;
+        uint64_t nid = sim_alloc_id(s);
+        uint64_t ids[TKV_RS_MAX_PEERS];
+        for (uint32_t k = 0; k < a.region.n_peers; k++)
+            ids[k] = sim_alloc_id(s);
+        tkv_raftstore_split(rs, a.region.id, &a.region.epoch, TKV_SLICE(a.key, a.key_len), nid, ids,
+                            a.region.n_peers, on_split_done, s);
+    }
+}
+
+/* ------------------------------------------------------------ stores */
+
 
 static void store_open(struct sim *s, struct sim_store *st)
 {
@@ -193,10 +309,15 @@ static void store_open(struct sim *s, struct sim_store *st)
                                        .heartbeat_tick = 2,
                                        .raft_log_gc_tick = 5,
                                        .raft_log_gc_count_limit = s->o.gc_limit,
-                                       .seed = s->seed};
+                                       .seed = s->seed,
+                                       .region_max_size = s->o.region_max_size,
+                                       .region_split_size = s->o.region_split_size,
+                                       .split_check_tick = 10};
     struct tkv_raftstore_env env = {.ctx = st, .now_ms = env_now, .send = env_send,
                                     .raftlog = st->log, .engine = st->engine,
                                     .region_changed = env_region_changed};
+    if (s->o.split)
+        env.ask_split = env_ask_split;
     rv = tkv_raftstore_open(&cfg, &env, &st->rs);
     if (rv < 0) {
         sim_fail(s, "store %d: raftstore open failed: %d", st->id, rv);
@@ -276,6 +397,11 @@ static void store_checkpoint(struct sim *s, struct sim_store *st)
 
 int sim_leader(struct sim *s)
 {
+    return sim_region_leader(s, 1);
+}
+
+int sim_region_leader(struct sim *s, uint64_t region_id)
+{
     int best = 0;
     tkv_term best_term = 0;
     for (int i = 1; i <= s->o.n_stores; i++) {
@@ -283,7 +409,7 @@ int sim_leader(struct sim *s)
         if (!rs)
             continue;
         struct tkv_rs_region_status st;
-        tkv_raftstore_region_status(rs, 1, &st);
+        tkv_raftstore_region_status(rs, region_id, &st);
         if (st.exists && st.is_leader && st.term >= best_term) {
             best = i;
             best_term = st.term;
@@ -319,12 +445,18 @@ static void client_finish(struct sim *s, struct sim_client *c, const struct tkv_
         }
         return;
     }
+    struct sim_region *rr = dir_get(s, c->region_id);
+    if (res->rv == 0 || res->rv == TKV_ENOTFOUND) {
+        if (rr)
+            rr->leader = c->leader_guess;
+    }
     if (res->rv == TKV_EREGION) {
         const struct tkv_rs_region_error *e = &res->region_error;
-        if (e->kind == TKV_RS_NOT_LEADER && e->leader.store_id)
-            c->leader_guess = (int)e->leader.store_id;
-        else
-            c->leader_guess = (int)rnd_range(s, 1, (uint64_t)s->o.n_stores);
+        if (rr)
+            rr->leader = e->kind == TKV_RS_NOT_LEADER ? (int)e->leader.store_id : 0;
+        /* EpochNotMatch carries the current regions: the client learns them */
+        for (uint32_t i = 0; e->kind == TKV_RS_EPOCH_NOT_MATCH && i < e->n_current && i < 2; i++)
+            dir_update(s, &e->current[i]);
         s->n_failed_ops++;
         /* region errors: the command did not and will not apply */
         lc_complete_failed(s->hist, c->op);
@@ -334,7 +466,8 @@ static void client_finish(struct sim *s, struct sim_client *c, const struct tkv_
     lc_complete_unknown(s->hist, c->op);
     if (c->kind == OP_PUT)
         s->n_unknown++;
-    c->leader_guess = (int)rnd_range(s, 1, (uint64_t)s->o.n_stores);
+    if (rr)
+        rr->leader = 0;
 }
 
 static void on_answer(void *arg, const struct tkv_rs_result *res)
@@ -356,28 +489,38 @@ static void client_start(struct sim *s, struct sim_client *c, uint32_t kind, uin
     c->deadline = s->now + OP_TIMEOUT_MS;
     if (kind == OP_PUT)
         c->value = ++s->next_value;
-    int target = c->leader_guess;
-    if (target < 1 || target > s->o.n_stores)
-        target = 1;
-    struct tkv_raftstore *rs = sim_store(s, target);
+    char k[32], v[160];
+    key_name(k, sizeof(k), key);
+    /* the mock scheduler's directory routes the key; leader hint or a
+     * random peer of the region */
+    struct sim_region *rr = (struct sim_region *)sim_route(s, k, strlen(k));
+    int target = 0;
+    if (rr)
+        target = rr->leader ? rr->leader
+                            : (int)rr->rg.peers[rnd(s) % rr->rg.n_peers].store_id;
+    struct tkv_raftstore *rs = target >= 1 && target <= s->o.n_stores ? sim_store(s, target) : NULL;
     if (!rs) {
         c->state = C_IDLE;
         c->next_at = s->now + 5;
-        c->leader_guess = (int)rnd_range(s, 1, (uint64_t)s->o.n_stores);
+        if (rr)
+            rr->leader = 0;
         return;
     }
-    char k[32], v[32];
-    key_name(k, sizeof(k), key);
-    snprintf(v, sizeof(v), "v%llu", (unsigned long long)c->value);
+    c->leader_guess = target;
+    c->region_id = rr->rg.id;
+    int vl = snprintf(v, sizeof(v), "v%llu", (unsigned long long)c->value);
+    while (vl < s->o.value_len && vl < (int)sizeof(v) - 1)
+        v[vl++] = 'x';
+    v[vl] = 0;
     c->op = lc_invoke(s->hist, (uint32_t)c->idx, kind == OP_PUT ? LC_PUT : LC_GET, k, strlen(k), v,
                       kind == OP_PUT ? strlen(v) : 0, ++s->seq);
     count_key(key);
     struct tkv_rs_region_status rst;
-    tkv_raftstore_region_status(rs, 1, &rst);
-    /* peer ids follow the store's own peer (conf change gives new ids) */
-    struct tkv_rs_header h = {.region_id = 1, .peer = {.id = rst.peer_id,
-                                                       .store_id = (uint64_t)target}};
-    h.epoch = rst.region.epoch; /* the mock scheduler's view */
+    tkv_raftstore_region_status(rs, rr->rg.id, &rst);
+    /* region and epoch from the directory; the peer id is the store's
+     * own (conf change gives new ids) */
+    struct tkv_rs_header h = {.region_id = rr->rg.id, .epoch = rr->rg.epoch,
+                              .peer = {.id = rst.peer_id, .store_id = (uint64_t)target}};
     if (kind == OP_GET && s->o.inject_stale_read) {
         /* INJECTED BUG: serve the read from the local engine of any store
          * (a follower, a deposed leader) without ReadIndex */
@@ -419,7 +562,9 @@ static void clients_step(struct sim *s)
             lc_complete_unknown(s->hist, c->op);
             if (c->kind == OP_PUT)
                 s->n_unknown++;
-            c->leader_guess = (int)rnd_range(s, 1, (uint64_t)s->o.n_stores);
+            struct sim_region *rr = dir_get(s, c->region_id);
+            if (rr)
+                rr->leader = 0;
             continue;
         }
         if (!clients_on || c->state != C_IDLE || s->now < c->next_at)
@@ -496,7 +641,7 @@ static void op_done(struct sim *s, struct sim_sched_region *v)
 {
     v->op = SIM_OP_NONE;
     s->sched.n_ops_done++;
-    if (s->o.confchange && v->region.id == 1)
+    if (s->o.confchange && v->region.id == s->confchanger_region)
         s->confchanger_next = s->now + rnd_range(s, 0, 199);
 }
 
@@ -639,6 +784,32 @@ static int wait_op(struct sim *s, uint64_t region_id, uint64_t timeout_ms, const
         sim_run(s, 1);
     if (s->failed)
         return -1;
+    if (v && v->op != SIM_OP_NONE && getenv("TKV_RS_VERBOSE")) {
+        fprintf(stderr, "op %u peer %llu@%llu view conf_ver %llu version %llu peers:", v->op,
+                (unsigned long long)v->op_peer.id, (unsigned long long)v->op_peer.store_id,
+                (unsigned long long)v->region.epoch.conf_ver, (unsigned long long)v->region.epoch.version);
+        for (uint32_t i = 0; i < v->region.n_peers; i++)
+            fprintf(stderr, " %llu@%llu", (unsigned long long)v->region.peers[i].id, (unsigned long long)v->region.peers[i].store_id);
+        fprintf(stderr, "\n");
+        for (int i = 1; i <= s->o.n_stores; i++) {
+            struct tkv_rs_region_status st;
+            tkv_raftstore_region_status(sim_store(s, i), region_id, &st);
+            {
+                uint64_t ids[64];
+                size_t n = sim_store(s, i) ? tkv_raftstore_region_ids(sim_store(s, i), ids, 64) : 0;
+                fprintf(stderr, "  store %d regions:", i);
+                for (size_t k = 0; k < n && k < 64; k++) {
+                    struct tkv_rs_region_status q;
+                    tkv_raftstore_region_status(sim_store(s, i), ids[k], &q);
+                    fprintf(stderr, " %llu[%.*s,%.*s)v%llu/c%llu%s", (unsigned long long)ids[k], (int)q.region.start_len, (const char *)q.region.start, (int)q.region.end_len, (const char *)q.region.end, (unsigned long long)q.region.epoch.version, (unsigned long long)q.region.epoch.conf_ver, q.region.n_peers ? "" : "(uninit)");
+                }
+                struct tkv_raftstore_stats stt;
+                if (sim_store(s, i)) { tkv_raftstore_stats(sim_store(s, i), &stt); fprintf(stderr, " dropped %llu", (unsigned long long)stt.msgs_dropped); }
+                fprintf(stderr, "\n");
+            }
+            fprintf(stderr, " store %d: exists %d peer %llu leader %d lead %llu term %llu applied %llu commit %llu last %llu conf_ver %llu ver %llu npeers %u\n", i, st.exists, (unsigned long long)st.peer_id, st.is_leader, (unsigned long long)st.leader_peer_id, (unsigned long long)st.term, (unsigned long long)st.applied, (unsigned long long)st.commit, (unsigned long long)st.last_index, (unsigned long long)st.region.epoch.conf_ver, (unsigned long long)st.region.epoch.version, st.region.n_peers);
+        }
+    }
     if (!v || v->op != SIM_OP_NONE) {
         sim_fail(s, "%s on region %llu not done within %llu ms", what,
                  (unsigned long long)region_id, (unsigned long long)timeout_ms);
@@ -671,21 +842,33 @@ static void confchanger_step(struct sim *s)
 {
     if (!s->o.confchange || !s->confchanger_on || s->now < s->confchanger_next)
         return;
-    struct sim_sched_region *v = sched_slot(s, 1, false);
-    if (!v || v->op != SIM_OP_NONE)
+    /* TinyKV: a random region (region 1 while nothing split) */
+    uint64_t rid = 1;
+    if (s->o.split) {
+        int known = 0;
+        for (int i = 0; i < SIM_MAX_REGIONS; i++)
+            known += s->sched.regions[i].known;
+        int pick = (int)rnd_range(s, 0, (uint64_t)(known ? known - 1 : 0));
+        for (int i = 0; i < SIM_MAX_REGIONS; i++)
+            if (s->sched.regions[i].known && pick-- == 0)
+                rid = s->sched.regions[i].region.id;
+    }
+    struct sim_sched_region *v = sched_slot(s, rid, false);
+    if (!v || v->op != SIM_OP_NONE || v->region.n_peers == 0)
         return;
+    s->confchanger_region = rid;
     int store = (int)rnd_range(s, 1, (uint64_t)s->o.n_stores);
-    struct tkv_rs_peer p = sim_sched_peer_on(s, 1, store);
+    struct tkv_rs_peer p = sim_sched_peer_on(s, rid, store);
     if (p.id) {
         if (v->region.n_peers > 1) {
-            sim_sched_remove_peer(s, 1, p);
+            sim_sched_remove_peer(s, rid, p);
             s->n_conf_changes++;
         } else {
             s->confchanger_next = s->now + rnd_range(s, 0, 199);
         }
     } else {
-        sim_sched_add_peer(s, 1, (struct tkv_rs_peer){.id = sim_alloc_id(s),
-                                                      .store_id = (uint64_t)store});
+        sim_sched_add_peer(s, rid, (struct tkv_rs_peer){.id = sim_alloc_id(s),
+                                                        .store_id = (uint64_t)store});
         s->n_conf_changes++;
     }
 }
@@ -708,6 +891,7 @@ static void step_ms(struct sim *s)
             st->next_tick += TICK_MS;
         }
     }
+    asks_step(s);
     clients_step(s);
     sched_step(s);
     confchanger_step(s);
@@ -771,6 +955,8 @@ void sim_init_hooks(struct sim *s, const struct sim_opts *o, uint64_t seed,
     rg.n_peers = (uint32_t)o->n_stores;
     for (int i = 0; i < o->n_stores; i++)
         rg.peers[i] = (struct tkv_rs_peer){.id = (uint64_t)i + 1, .store_id = (uint64_t)i + 1};
+    s->regions[0] = (struct sim_region){.rg = rg};
+    s->n_regions = 1;
     s->sched.next_id = (uint64_t)o->n_stores + 1; /* TinyKV: ids after the bootstrap's */
     struct sim_sched_region *v = sched_slot(s, 1, true);
     v->region = rg;
@@ -814,6 +1000,7 @@ void sim_close(struct sim *s)
     for (size_t i = 0; i < s->n_q; i++)
         tkv_rs_msg_release(&s->q[i].m);
     free(s->q);
+    free(s->asks);
     lc_history_free(s->hist);
     free(s->clients);
     free(key_ops);
@@ -865,8 +1052,14 @@ static int sync_op(struct sim *s, int kind, enum tkv_cf cf, const char *key, con
                    char *out, size_t cap, uint64_t timeout_ms)
 {
     uint64_t end = s->now + timeout_ms;
-    int guess = sim_leader(s);
+    const struct sim_region *r0 = sim_route(s, key, strlen(key));
+    int guess = r0 ? sim_region_leader(s, r0->rg.id) : 0;
     while (s->now < end && !s->failed) {
+        const struct sim_region *rr = sim_route(s, key, strlen(key));
+        if (!rr) {
+            sim_fail(s, "no region holds key %s", key);
+            break;
+        }
         if (guess < 1 || guess > s->o.n_stores)
             guess = (int)rnd_range(s, 1, (uint64_t)s->o.n_stores);
         struct tkv_raftstore *rs = sim_store(s, guess);
@@ -875,9 +1068,7 @@ static int sync_op(struct sim *s, int kind, enum tkv_cf cf, const char *key, con
             sim_run(s, 5);
             continue;
         }
-        struct tkv_rs_region_status st;
-        tkv_raftstore_region_status(rs, 1, &st);
-        struct tkv_rs_header h = {.region_id = 1, .epoch = st.region.epoch};
+        struct tkv_rs_header h = {.region_id = rr->rg.id, .epoch = rr->rg.epoch};
         /* every request is answered exactly once (ESHUTDOWN on close), so
          * an abandoned one is freed by its late answer */
         struct sync_req *r = calloc(1, sizeof(*r));
@@ -903,6 +1094,8 @@ static int sync_op(struct sim *s, int kind, enum tkv_cf cf, const char *key, con
             guess = r->rerr.kind == TKV_RS_NOT_LEADER && r->rerr.leader.store_id
                         ? (int)r->rerr.leader.store_id
                         : 0;
+            for (uint32_t i = 0; r->rerr.kind == TKV_RS_EPOCH_NOT_MATCH && i < r->rerr.n_current && i < 2; i++)
+                dir_update(s, &r->rerr.current[i]);
             free(r);
             sim_run(s, 10);
             continue;
@@ -1011,6 +1204,8 @@ static void check_removed_stores(struct sim *s)
             for (uint32_t k = 0; k < (uint32_t)s->o.n_keys; k++) {
                 char key[32], val[64];
                 key_name(key, sizeof(key), k);
+                if (!key_in(&v->region, key, strlen(key)))
+                    continue; /* another region's (after a split) */
                 if (sim_engine_get(s, i, TKV_CF_DEFAULT, key, val, sizeof(val)) == 0) {
                     sim_fail(s, "store %d is not in region 1 (conf_ver %llu) but still has %s", i,
                              (unsigned long long)v->region.epoch.conf_ver, key);
@@ -1058,7 +1253,10 @@ void sim_generic(struct sim *s)
             sim_restart(s, i);
         sim_run(s, ELECTION_MS);
         if (s->o.confchange)
-            (void)wait_op(s, 1, 10000, "the confchanger's last operator (after healing)");
+            for (int i = 0; i < SIM_MAX_REGIONS && !s->failed; i++)
+                if (s->sched.regions[i].known && s->sched.regions[i].op != SIM_OP_NONE)
+                    (void)wait_op(s, s->sched.regions[i].region.id, 10000,
+                                  "the confchanger's last operator (after healing)");
         if (s->o.crash) {
             /* TinyKV restarts every server between iterations */
             for (int i = 1; i <= s->o.n_stores; i++)
@@ -1085,6 +1283,12 @@ void sim_generic(struct sim *s)
     }
     if (s->n_ok_puts == 0)
         sim_fail(s, "no write succeeded (liveness)");
+    if (s->o.split) {
+        /* TinyKV: the region holding "" must have split off its end */
+        const struct sim_region *first = sim_route(s, "", 0);
+        if (!first || first->rg.end_len == 0)
+            sim_fail(s, "no split happened (%llu splits answered)", (unsigned long long)s->n_splits);
+    }
     if (s->o.confchange && !s->failed)
         check_removed_stores(s);
     struct lc_result r;

@@ -17,6 +17,7 @@
 
 #define SIM_MAX_STORES 8
 #define SIM_MAX_CLIENTS 32
+#define SIM_MAX_REGIONS 128
 
 struct sim_opts {
     int n_stores;
@@ -33,6 +34,11 @@ struct sim_opts {
     /* crash this store in the loop turn in which it applies a snapshot,
      * before the turn's raft log sync (the truncation is lost) */
     int crash_on_snapshot;
+    /* split (3B): the checker runs with these sizes (bytes), the mock
+     * scheduler answers ask_split; values are padded to value_len bytes */
+    bool split;
+    uint64_t region_max_size, region_split_size;
+    int value_len;
     /* GenericTest's confchanger (3B): during each iteration, on region 1,
      * a random store's peer is removed (if the region keeps one) or a new
      * peer added there, one operator at a time, 0-199 ms apart */
@@ -45,7 +51,6 @@ struct sim_opts {
  * until the view shows it done. A heartbeat whose conf_ver is newer must
  * differ from the view by exactly one peer, and an equal conf_ver must
  * carry the same peers: otherwise the simulation fails. */
-#define SIM_MAX_REGIONS 64
 #define SIM_HEARTBEAT_MS 100
 enum sim_op_type { SIM_OP_NONE = 0, SIM_OP_ADD, SIM_OP_REMOVE, SIM_OP_TRANSFER };
 struct sim_sched_region {
@@ -63,6 +68,13 @@ struct sim_sched {
     uint64_t n_heartbeats, n_ops_done;
 };
 
+/* The clients' region directory: fed by every store's region_changed
+ * (newest epoch wins) and EpochNotMatch answers, read to route a key. */
+struct sim_region {
+    struct tkv_rs_region rg;
+    int leader; /* store hint, 0 = unknown */
+};
+
 /* Hooks for layers on top of the raftstore (the transactional driver of
  * txn_sim.c): store lifecycle and one call per virtual ms. */
 enum sim_store_event { SIM_STORE_OPENED, SIM_STORE_CLOSING, SIM_STORE_CLOSED };
@@ -76,6 +88,7 @@ struct sim_hooks {
 struct sim_store;
 struct sim_client;
 struct sim_msg;
+struct sim_ask;
 
 struct sim {
     struct sim_opts o;
@@ -94,7 +107,16 @@ struct sim {
     struct sim_sched sched;
     bool confchanger_on;
     uint64_t confchanger_next;
+    uint64_t confchanger_region; /* region of the confchanger's current operator */
     uint64_t n_conf_changes; /* confchanger operators completed */
+    struct sim_region regions[SIM_MAX_REGIONS];
+    int n_regions;
+    struct sim_ask *asks;
+    size_t n_asks, cap_asks;
+    uint64_t n_splits; /* split proposals answered 0 */
+    /* messages of this region to this store are dropped (0: none) */
+    uint64_t blocked_region;
+    int blocked_store;
 };
 
 /* sim_init with hooks (called for the stores sim_init opens too). */
@@ -120,6 +142,10 @@ void sim_restart(struct sim *s, int store);
 struct tkv_raftstore *sim_store(struct sim *s, int store);
 /* Current leader store of region 1 (0: none). */
 int sim_leader(struct sim *s);
+/* Current leader store of a region (0: none). */
+int sim_region_leader(struct sim *s, uint64_t region_id);
+/* The directory's region holding key (raw compare), NULL if none. */
+const struct sim_region *sim_route(struct sim *s, const char *key, size_t len);
 /* Synchronous client ops through the raft path (retrying until timeout_ms
  * virtual); recorded in the history. rv 0 / TKV_ENOTFOUND / TKV_ETIMEDOUT. */
 int sim_put(struct sim *s, enum tkv_cf cf, const char *key, const char *val, uint64_t timeout_ms);
