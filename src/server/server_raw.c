@@ -2,6 +2,7 @@
  * RawDelete and RawScan straight on the engine (TinyKV project 1, no region
  * checks), the Kv* commands from server_txn.c, and UNIMPLEMENTED for
  * Coprocessor, Raft and Snapshot. */
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -194,6 +195,9 @@ void server_flush_writes(void *arg)
      * is not applied), as WiredTiger may when a commit's own eviction
      * cannot write (tests/integration/server/test_disk_full.py). */
     fiu_do_on("server/engine_enospc", rv = TKV_ENOSPACE);
+    /* Test builds: the engine fails the batch with -EIO (class FATAL: the
+     * node stops, for raw and transactional writes alike; test_disk_full.py). */
+    fiu_do_on("server/engine_eio", rv = -EIO);
 #endif
     if (rv == 1)
         rv = tkv_engine_write(core->session, &core->batch);

@@ -146,13 +146,23 @@ static void job_fail(struct txn_job *job, int status, const char *msg)
     job_finish(job);
 }
 
+/* The one classification (tkv_err_class, base_err.c), as server_raw.c:
+ * class FATAL (a failed fsync, -EIO, an engine panic) stops the node, with
+ * one FATAL line (TKV_PANIC logs it). Except TKV_ECORRUPT: here it means an
+ * MVCC record that does not decode, and any client can write such bytes
+ * into the lock or write CF with RawPut; answering INTERNAL for that key
+ * keeps a client from stopping the node. */
+static bool txn_fatal(int rv)
+{
+    return tkv_err_class(rv) == TKV_ERR_FATAL && rv != TKV_ECORRUPT;
+}
+
 static void job_engine_error(struct txn_job *job, int rv)
 {
     char msg[160];
-    if (rv == TKV_EIOFATAL) {
-        TKV_LOG_FATAL("storage engine failed; stopping", TKV_LF_ERR(rv));
-        TKV_PANIC("storage engine: %s", tkv_strerror(rv));
-    }
+    if (txn_fatal(rv))
+        TKV_PANIC("storage engine failed, stopping: %s: %s", cmd_name[job->tc->cmd],
+                  tkv_strerror(rv));
     TKV_LOG_WARN("txn command failed", TKV_LF_STR("op", cmd_name[job->tc->cmd]), TKV_LF_ERR(rv));
     if (rv == TKV_ENOSPACE) { /* not applied: as a refusal (server_disk.c) */
         job_fail(job, TKV_GRPC_RESOURCE_EXHAUSTED, SERVER_DISK_FULL_MSG);
@@ -464,8 +474,8 @@ static void read_end(struct tkv_rpc_call *call, struct tkv_arena *arena, int rv,
         tkv_rpc_call_finish(call, TKV_GRPC_RESOURCE_EXHAUSTED, text);
         return;
     }
-    if (rv == TKV_EIOFATAL)
-        TKV_PANIC("storage engine: %s: %s", name, tkv_strerror(rv));
+    if (txn_fatal(rv))
+        TKV_PANIC("storage engine failed, stopping: %s: %s", name, tkv_strerror(rv));
     if (rv != 0) {
         TKV_LOG_WARN("txn read failed", TKV_LF_STR("op", name), TKV_LF_ERR(rv));
         snprintf(text, sizeof(text), "%s: %s%s", name,

@@ -288,6 +288,44 @@ class DiskFull(tkvtest.TkvTestCase):
             self.assertEqual(raw_get(ch, b"after").value, b"2")
         self.assertTrue(srv.alive(), "server died on ENOSPC; log:\n%s" % srv.log_tail())
 
+    def test_txn_engine_eio_stops_the_node_with_one_fatal_line(self):
+        """-EIO from the engine under a transactional write (failpoint
+        server/engine_eio fails the txn core's batch) stops the node as it
+        does for a raw write (one error classification, tkv_err_class), and
+        says so in exactly one FATAL log line; the prewrite is never
+        acknowledged. Before: KvPrewrite was answered INTERNAL and the node
+        went on (only TKV_EIOFATAL stopped it, and it was logged twice)."""
+        fiu_ctrl = shutil.which("fiu-ctrl")
+        if not fiu_ctrl:
+            self.skipTest("fiu-ctrl (Debian fiu-utils) is needed")
+        fifo = os.path.join(tempfile.mkdtemp(prefix="tkv-fiu-"), "fiu")
+        self.addCleanup(shutil.rmtree, os.path.dirname(fifo), True)
+        srv = tkvtest.Server(cores=2, env={"TKV_FIU_CTRL": fifo})
+        self.addCleanup(srv.cleanup)
+        srv.start()
+        if not os.path.exists("%s-%d.in" % (fifo, srv.proc.pid)):
+            self.skipTest("not a test build (no failpoints)")
+        subprocess.run([fiu_ctrl, "-f", fifo, "-c", "enable name=server/engine_eio",
+                        str(srv.proc.pid)], check=True, timeout=30)
+        req = kvrpcpb.PrewriteRequest(primary_lock=b"k", start_version=10, lock_ttl=3000)
+        req.mutations.add(op=0, key=b"k", value=b"v")  # Op Put
+        with srv.channel() as ch:
+            try:
+                resp = _call(ch, "KvPrewrite", req, kvrpcpb.PrewriteResponse, tkvtest.RPC_TIMEOUT)
+                self.fail("a prewrite whose batch failed with EIO was acknowledged: %s" % resp)
+            except grpc.RpcError as e:
+                answered = e.code()
+        try:
+            srv.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.fail("the node went on after EIO under a transaction (answered %s); log:\n%s"
+                      % (answered, srv.log_tail()))
+        self.assertNotEqual(srv.proc.returncode, 0)
+        with open(srv.log_path, "rb") as f:
+            fatal = [l for l in f.read().decode("utf-8", "replace").splitlines() if "FATAL" in l]
+        self.assertEqual(len(fatal), 1, "want one FATAL line, got:\n%s" % "\n".join(fatal))
+        self.assertIn("KvPrewrite", fatal[0])
+
 
 if __name__ == "__main__":
     tkvtest.main()
