@@ -29,6 +29,7 @@
 #include "tkv/hostport.h"
 #include "tkv/log.h"
 #include "tkv/mem.h"
+#include "tkv/metrics.h"
 #include "tkv/pb.h"
 #include "tkv/raftlog.h"
 #include "tkv/raftstore.h"
@@ -57,12 +58,60 @@
  * restarted on port 0 registers a new address). */
 #define CLUSTER_ADDR_CACHE 64
 #define CLUSTER_ADDR_TTL_MS 10000
+/* Scheduler commands in flight per store (conf changes proposed, split
+ * asks and their proposals): bounds what a flood of heartbeat responses or
+ * split checks can pile up; beyond it a command waits for the scheduler's
+ * next resend or the checker's next round. */
+#define CLUSTER_MAX_ADMIN_INFLIGHT 64
+#define CLUSTER_MAX_SPLIT_INFLIGHT 16
+/* Regions to heartbeat at once (region_changed), and split results whose
+ * right half is reported with them; beyond it a full round is sent. */
+#define CLUSTER_MAX_URGENT 128
+#define CLUSTER_MAX_SPLIT_REPORTS 16
 
 enum ckpt_state { CKPT_IDLE = 0, CKPT_REQUESTED, CKPT_DONE };
 
 enum req_kind { REQ_GET, REQ_PUT, REQ_DELETE, REQ_SCAN };
 
 struct cluster_store;
+
+/* Scheduler commands (region heartbeat responses, AskSplit), counted per
+ * kind and outcome in tinykv_scheduler_commands_total. */
+enum cmd_type { CMD_CHANGE_PEER, CMD_TRANSFER_LEADER, CMD_SPLIT, CMD_MALFORMED, CMD_N_TYPES };
+enum cmd_result { CMD_STARTED, CMD_DONE, CMD_FAILED, CMD_IGNORED, CMD_N_RESULTS };
+
+/* A conf change handed to the raftstore, until its callback. Owned by the
+ * store (its inflight list); the list also keeps the scheduler's resends
+ * of the same change from being proposed twice. */
+struct admin_op {
+    struct cluster_store *st;
+    struct admin_op *next;
+    uint64_t region_id;
+    uint32_t change_type;
+    struct tkv_rs_peer peer;
+};
+
+/* One split of a region this store leads: asked (AskSplit on the store's
+ * scheduler connection), then proposed (tkv_raftstore_split) with the ids
+ * the scheduler handed out. Owned by the store's list; at most one per
+ * region. */
+enum split_stage { SPLIT_NEW, SPLIT_ASKING, SPLIT_PROPOSED };
+struct split_ask {
+    struct cluster_store *st;
+    struct split_ask *next;
+    enum split_stage stage;
+    struct tkv_rs_region region; /* as the split checker saw it */
+    uint64_t new_region_id; /* from AskSplit */
+    uint32_t key_len;
+    uint8_t key[TKV_RS_BOUND_MAX];
+};
+
+/* The right half of a split, reported with the left one at once (TinyKV
+ * has no ReportSplit RPC: its stores heartbeat both regions). */
+struct split_report {
+    uint64_t left_id;
+    struct tkv_rs_region right;
+};
 
 /* One Raw request waiting for the raftstore. Owned by the store (free
  * list) from the handler until its callback; call is NULL once the client
@@ -89,6 +138,7 @@ struct cluster_store {
     uint64_t prepared_region, prepared_peer; /* bootstrap ids (store 0) */
     char dir[TKV_CONFIG_PATH_MAX + 32];
     char addr[TKV_CONFIG_ADDR_MAX + 8]; /* advertised host:port */
+    char core_label[12];                /* "k", the store's core label */
     uint16_t port;
     int listen_fd;
     struct tkv_engine *engine;
@@ -116,7 +166,18 @@ struct cluster_store {
     struct tkv_transport *tp;
     struct tkv_txn_cluster *txn; /* Kv* commands of the regions this store leads */
     struct store_addr addrs[CLUSTER_ADDR_CACHE];
-    uint64_t ignored_ops;  /* scheduler operators not carried out yet */
+    uint64_t ignored_ops;  /* scheduler commands refused by validation */
+    struct admin_op *admin_ops; /* conf changes in flight */
+    size_t n_admin_ops;
+    struct split_ask *splits; /* splits asked or proposed */
+    size_t n_splits;
+    struct tkv_timer split_timer, urgent_timer;
+    uint64_t urgent[CLUSTER_MAX_URGENT]; /* regions to heartbeat at once */
+    size_t n_urgent;
+    bool urgent_all; /* overflow: heartbeat every led region */
+    struct split_report reports[CLUSTER_MAX_SPLIT_REPORTS];
+    size_t n_reports;
+    struct tkv_counter *cmd_counters[CMD_N_TYPES][CMD_N_RESULTS];
     struct tkv_arena arena; /* responses, reset per callback */
     struct cl_req *free_reqs;
     size_t n_live_reqs;
@@ -455,8 +516,9 @@ static int find_scheduler(struct server_node *node, struct cluster_node *cl, str
     }
 }
 
+/* label: room for the store's two labels. */
 static void fill_store_pb(struct cluster_node *cl, struct cluster_store *st, metapb_Store *out,
-                          metapb_StoreLabel *label)
+                          metapb_StoreLabel label[2])
 {
     memset(out, 0, sizeof(*out));
     out->id = st->store_id;
@@ -464,10 +526,15 @@ static void fill_store_pb(struct cluster_node *cl, struct cluster_store *st, met
     out->state = metapb_StoreState_Up;
     /* The node label keeps the scheduler from placing two replicas of a
      * region on two stores (cores) of this one machine. */
-    label->key = tkv_pb_str("node");
-    label->value = tkv_pb_str(cl->node_label);
+    label[0].key = tkv_pb_str("node");
+    label[0].value = tkv_pb_str(cl->node_label);
+    /* Which core of the node: for people (the dashboard, store list);
+     * placement looks at the node label only. */
+    snprintf(st->core_label, sizeof(st->core_label), "%u", (unsigned)st->k);
+    label[1].key = tkv_pb_str("core");
+    label[1].value = tkv_pb_str(st->core_label);
     out->labels.items = label;
-    out->labels.n = 1;
+    out->labels.n = 2;
 }
 
 static int alloc_id(struct cluster_node *cl, struct tkv_arena *a, uint64_t *out)
@@ -545,11 +612,11 @@ static int bootstrap_cluster(struct cluster_node *cl, struct tkv_arena *a)
     tkv_raftlog_close(log);
     if (rv)
         return rv;
-    metapb_StoreLabel label;
+    metapb_StoreLabel label[2];
     schedulerpb_BootstrapRequest req = {.has_header = true,
                                         .header.cluster_id = cl->cluster_id,
                                         .has_store = true};
-    fill_store_pb(cl, st, &req.store, &label);
+    fill_store_pb(cl, st, &req.store, label);
     schedulerpb_BootstrapResponse resp;
     char why[300];
     rv = SCHED_CALL(cl, a, Bootstrap, BootstrapRequest, &req, BootstrapResponse, &resp);
@@ -584,11 +651,11 @@ static int bootstrap_cluster(struct cluster_node *cl, struct tkv_arena *a)
 
 static int put_store(struct cluster_node *cl, struct cluster_store *st, struct tkv_arena *a)
 {
-    metapb_StoreLabel label;
+    metapb_StoreLabel label[2];
     schedulerpb_PutStoreRequest req = {.has_header = true,
                                        .header.cluster_id = cl->cluster_id,
                                        .has_store = true};
-    fill_store_pb(cl, st, &req.store, &label);
+    fill_store_pb(cl, st, &req.store, label);
     schedulerpb_PutStoreResponse resp;
     char why[300];
     int rv = SCHED_CALL(cl, a, PutStore, PutStoreRequest, &req, PutStoreResponse, &resp);
@@ -634,6 +701,12 @@ static void rs_config(const struct server_node *node, const struct cluster_store
     uint64_t gc = cfg->raftstore.raft_log_gc_tick_interval_ms / tick;
     rc->raft_log_gc_tick = gc ? (uint32_t)TKV_MIN(gc, UINT32_MAX) : 1;
     rc->raft_log_gc_count_limit = cfg->raftstore.raft_log_gc_count_limit;
+    /* Split check (coprocessor.region-max-size / -split-size,
+     * raftstore.split-region-check-tick-interval in ticks, at least one). */
+    rc->region_max_size = cfg->coprocessor.region_max_size;
+    rc->region_split_size = cfg->coprocessor.region_split_size;
+    uint64_t sc = cfg->raftstore.split_region_check_tick_interval_ms / tick;
+    rc->split_check_tick = sc ? (uint32_t)TKV_MIN(sc, UINT32_MAX) : 1;
     rc->seed = st->store_id * 0x9e3779b97f4a7c15ull ^ (uint64_t)time(NULL);
 }
 
@@ -1022,40 +1095,6 @@ static void on_store_hb(struct tkv_timer *t)
                     st->node->cfg.raftstore.pd_store_heartbeat_tick_interval_ms * 1000000ull);
 }
 
-static void on_hb_message(struct tkv_rpc_ccall *c, void *user, struct tkv_slice msg)
-{
-    struct cluster_store *st = user;
-    (void)c;
-    schedulerpb_RegionHeartbeatResponse resp;
-    tkv_arena_reset(&st->arena);
-    if (tkv_pb_decode(schedulerpb_RegionHeartbeatResponse_fields, &resp, msg.ptr, msg.len,
-                      &st->arena) != 0)
-        return;
-    if (resp.has_change_peer || resp.has_transfer_leader) {
-        /* Conf change and leader transfer are the next issue's: counted,
-         * not carried out (the scheduler re-sends or times them out). */
-        st->ignored_ops++;
-        TKV_LOG_DEBUG("scheduler operator not carried out (no conf change yet)",
-                      TKV_LF_U64("store_id", st->store_id),
-                      TKV_LF_U64("region_id", resp.region_id));
-    }
-}
-
-static void on_hb_done(struct tkv_rpc_ccall *c, void *user, enum tkv_grpc_status status,
-                       const char *message)
-{
-    struct cluster_store *st = user;
-    if (st->hb_stream == c)
-        st->hb_stream = NULL;
-    if (status != TKV_GRPC_OK && status != TKV_GRPC_CANCELLED)
-        TKV_LOG_DEBUG("region heartbeat stream ended", TKV_LF_U64("store_id", st->store_id),
-                      TKV_LF_STR("status", tkv_grpc_status_name(status)),
-                      TKV_LF_STR("message", message));
-}
-
-static const struct tkv_rpc_stream_cbs hb_cbs = {.on_message = on_hb_message,
-                                                 .on_done = on_hb_done};
-
 static void region_to_pb(struct tkv_arena *a, const struct tkv_rs_region *rg, metapb_Region *out)
 {
     memset(out, 0, sizeof(*out));
@@ -1073,19 +1112,300 @@ static void region_to_pb(struct tkv_arena *a, const struct tkv_rs_region *rg, me
     }
 }
 
-/* RegionHeartbeat for every region this store leads, on the store's one
- * long-lived stream (restarted when it ended). */
+/* ---- scheduler commands (TINYKV-API.md 2.11-2.13, 2.15) ----
+ * Region heartbeat responses carry ChangePeer / TransferLeader for a region
+ * this store leads; the split checker's ask_split becomes AskSplit and then
+ * tkv_raftstore_split. Every response is untrusted: a command is carried
+ * out only when it names a region this store leads, this store's peer as
+ * target_peer, the region's current epoch and a peer that makes sense for
+ * the change; anything else is ignored (debug log, counter). */
+
+static const char *const cmd_type_names[CMD_N_TYPES] = {"change_peer", "transfer_leader",
+                                                        "split", "malformed"};
+static const char *const cmd_result_names[CMD_N_RESULTS] = {"started", "done", "failed",
+                                                            "ignored"};
+
+static void cmd_counters_register(struct cluster_store *st)
+{
+    struct tkv_metrics *reg = tkv_metrics_default();
+    for (int t = 0; t < CMD_N_TYPES; t++)
+        for (int r = 0; r < CMD_N_RESULTS; r++)
+            st->cmd_counters[t][r] = tkv_metrics_counter(
+                reg, "tinykv_scheduler_commands_total",
+                "Scheduler commands (region heartbeat responses, splits) by type and outcome",
+                (const char *const[]){"type", cmd_type_names[t], "result", cmd_result_names[r],
+                                      NULL});
+}
+
+static void cmd_count(struct cluster_store *st, enum cmd_type t, enum cmd_result r)
+{
+    if (st->cmd_counters[t][r])
+        tkv_counter_inc(st->cmd_counters[t][r]);
+    if (r == CMD_IGNORED)
+        st->ignored_ops++;
+}
+
+/* Not carried out: a scheduler resends, and stale or misrouted commands
+ * are normal around leader changes, so debug level. */
+static void cmd_ignore(struct cluster_store *st, enum cmd_type t, uint64_t region_id,
+                       const char *why)
+{
+    cmd_count(st, t, CMD_IGNORED);
+    TKV_LOG_DEBUG("scheduler command ignored", TKV_LF_U64("store_id", st->store_id),
+                  TKV_LF_STR("type", cmd_type_names[t]), TKV_LF_U64("region_id", region_id),
+                  TKV_LF_STR("why", why));
+}
+
+static const struct tkv_rs_peer *peer_by_id(const struct tkv_rs_region *rg, uint64_t peer_id)
+{
+    for (uint32_t i = 0; i < rg->n_peers; i++)
+        if (rg->peers[i].id == peer_id)
+            return &rg->peers[i];
+    return NULL;
+}
+
+static const struct tkv_rs_peer *peer_on_store(const struct tkv_rs_region *rg, uint64_t store_id)
+{
+    for (uint32_t i = 0; i < rg->n_peers; i++)
+        if (rg->peers[i].store_id == store_id)
+            return &rg->peers[i];
+    return NULL;
+}
+
+static void on_change_peer_done(void *arg, const struct tkv_rs_result *res)
+{
+    struct admin_op *op = arg;
+    struct cluster_store *st = op->st;
+    for (struct admin_op **pp = &st->admin_ops; *pp; pp = &(*pp)->next)
+        if (*pp == op) {
+            *pp = op->next;
+            st->n_admin_ops--;
+            break;
+        }
+    const char *what = op->change_type == TKV_RS_ADD_PEER ? "add" : "remove";
+    if (res->rv == 0) {
+        cmd_count(st, CMD_CHANGE_PEER, CMD_DONE);
+        TKV_LOG_INFO("conf change applied", TKV_LF_U64("store_id", st->store_id),
+                     TKV_LF_U64("region_id", op->region_id), TKV_LF_STR("change", what),
+                     TKV_LF_U64("peer_id", op->peer.id),
+                     TKV_LF_U64("peer_store_id", op->peer.store_id));
+    } else {
+        cmd_count(st, CMD_CHANGE_PEER, CMD_FAILED);
+        TKV_LOG_DEBUG("conf change not applied", TKV_LF_U64("store_id", st->store_id),
+                      TKV_LF_U64("region_id", op->region_id), TKV_LF_STR("change", what),
+                      TKV_LF_U64("peer_id", op->peer.id), TKV_LF_ERR(res->rv),
+                      TKV_LF_U64("region_error", res->region_error.kind));
+    }
+    tkv_free(op);
+}
+
+static void carry_change_peer(struct cluster_store *st, const struct tkv_rs_region_status *rs,
+                              const schedulerpb_RegionHeartbeatResponse *resp)
+{
+    const schedulerpb_ChangePeer *cp = &resp->change_peer;
+    uint64_t rid = rs->region.id;
+    uint32_t type;
+    if (!cp->has_peer || cp->peer.id == 0 || cp->peer.store_id == 0) {
+        cmd_ignore(st, CMD_CHANGE_PEER, rid, "change peer without a peer id and store");
+        return;
+    }
+    if (cp->change_type == eraftpb_ConfChangeType_AddNode)
+        type = TKV_RS_ADD_PEER;
+    else if (cp->change_type == eraftpb_ConfChangeType_RemoveNode)
+        type = TKV_RS_REMOVE_PEER;
+    else {
+        cmd_ignore(st, CMD_CHANGE_PEER, rid, "unsupported change type (no learners)");
+        return;
+    }
+    const struct tkv_rs_peer *by_id = peer_by_id(&rs->region, cp->peer.id);
+    if (type == TKV_RS_ADD_PEER) {
+        if (by_id && by_id->store_id == cp->peer.store_id)
+            return; /* a member already: the scheduler has not heard yet */
+        if (by_id) {
+            cmd_ignore(st, CMD_CHANGE_PEER, rid, "the peer id is used on another store");
+            return;
+        }
+        if (peer_on_store(&rs->region, cp->peer.store_id)) {
+            cmd_ignore(st, CMD_CHANGE_PEER, rid, "the store already holds a peer");
+            return;
+        }
+        if (rs->region.n_peers >= TKV_RS_MAX_PEERS) {
+            cmd_ignore(st, CMD_CHANGE_PEER, rid, "the region has the most peers");
+            return;
+        }
+    } else {
+        if (!by_id)
+            return; /* removed already */
+        if (by_id->store_id != cp->peer.store_id) {
+            cmd_ignore(st, CMD_CHANGE_PEER, rid, "the peer is on another store");
+            return;
+        }
+        if (rs->region.n_peers == 1) {
+            cmd_ignore(st, CMD_CHANGE_PEER, rid, "it is the region's last peer");
+            return;
+        }
+    }
+    for (const struct admin_op *o = st->admin_ops; o; o = o->next)
+        if (o->region_id == rid && o->change_type == type && o->peer.id == cp->peer.id)
+            return; /* proposed already; waiting for it */
+    if (st->n_admin_ops >= CLUSTER_MAX_ADMIN_INFLIGHT) {
+        cmd_ignore(st, CMD_CHANGE_PEER, rid, "too many conf changes in flight");
+        return;
+    }
+    struct admin_op *op = tkv_xcalloc(1, sizeof(*op));
+    op->st = st;
+    op->region_id = rid;
+    op->change_type = type;
+    op->peer.id = cp->peer.id;
+    op->peer.store_id = cp->peer.store_id;
+    op->next = st->admin_ops;
+    st->admin_ops = op;
+    st->n_admin_ops++;
+    cmd_count(st, CMD_CHANGE_PEER, CMD_STARTED);
+    TKV_LOG_DEBUG("conf change proposed", TKV_LF_U64("store_id", st->store_id),
+                  TKV_LF_U64("region_id", rid),
+                  TKV_LF_STR("change", type == TKV_RS_ADD_PEER ? "add" : "remove"),
+                  TKV_LF_U64("peer_id", op->peer.id), TKV_LF_U64("peer_store_id", op->peer.store_id));
+    /* The scheduler's epoch: the one the change was decided on (the
+     * raftstore refuses it when the region's conf_ver moved since). */
+    struct tkv_rs_epoch ep = {.conf_ver = resp->region_epoch.conf_ver,
+                              .version = resp->region_epoch.version};
+    tkv_raftstore_change_peer(st->rs, rid, &ep, type, op->peer, on_change_peer_done, op);
+    /* op may be freed here (an answer up front is synchronous) */
+}
+
+static void carry_transfer_leader(struct cluster_store *st, const struct tkv_rs_region_status *rs,
+                                  const schedulerpb_TransferLeader *tl)
+{
+    uint64_t rid = rs->region.id;
+    if (!tl->has_peer || tl->peer.id == 0) {
+        cmd_ignore(st, CMD_TRANSFER_LEADER, rid, "transfer leader without a peer");
+        return;
+    }
+    const struct tkv_rs_peer *to = peer_by_id(&rs->region, tl->peer.id);
+    if (!to || to->store_id != tl->peer.store_id) {
+        cmd_ignore(st, CMD_TRANSFER_LEADER, rid, "the target is not a peer of the region");
+        return;
+    }
+    if (to->id == rs->peer_id)
+        return; /* leads already */
+    int rv = tkv_raftstore_transfer_leader(st->rs, rid, to->id);
+    cmd_count(st, CMD_TRANSFER_LEADER, rv == 0 ? CMD_STARTED : CMD_FAILED);
+    TKV_LOG_DEBUG("leader transfer", TKV_LF_U64("store_id", st->store_id),
+                  TKV_LF_U64("region_id", rid), TKV_LF_U64("to_peer_id", to->id),
+                  TKV_LF_U64("to_store_id", to->store_id), TKV_LF_ERR(rv));
+}
+
+static void on_hb_message(struct tkv_rpc_ccall *c, void *user, struct tkv_slice msg)
+{
+    struct cluster_store *st = user;
+    (void)c;
+    if (st->stopping || st->closing || !st->rs)
+        return;
+    schedulerpb_RegionHeartbeatResponse resp;
+    tkv_arena_reset(&st->arena);
+    if (tkv_pb_decode(schedulerpb_RegionHeartbeatResponse_fields, &resp, msg.ptr, msg.len,
+                      &st->arena) != 0) {
+        cmd_ignore(st, CMD_MALFORMED, 0, "undecodable region heartbeat response");
+        return;
+    }
+    if (resp.has_header && resp.header.has_error) {
+        /* The answer to one of our heartbeats (stale, malformed): nothing
+         * to carry out; the next heartbeat reports the region again. */
+        TKV_LOG_DEBUG("region heartbeat refused by the scheduler",
+                      TKV_LF_U64("store_id", st->store_id), TKV_LF_U64("region_id", resp.region_id),
+                      TKV_LF_U64("error_type", resp.header.error.type),
+                      TKV_LF_HEX("message", resp.header.error.message.ptr,
+                                 TKV_MIN(resp.header.error.message.len, 200)));
+        return;
+    }
+    if (!resp.has_change_peer && !resp.has_transfer_leader)
+        return; /* keep-alive */
+    enum cmd_type t = resp.has_change_peer ? CMD_CHANGE_PEER : CMD_TRANSFER_LEADER;
+    uint64_t rid = resp.region_id;
+    if (resp.has_change_peer && resp.has_transfer_leader) {
+        cmd_ignore(st, CMD_MALFORMED, rid, "both a change peer and a transfer leader");
+        return;
+    }
+    struct tkv_rs_region_status rs;
+    tkv_raftstore_region_status(st->rs, rid, &rs);
+    if (rid == 0 || !rs.exists) {
+        cmd_ignore(st, t, rid, "the region is not on this store");
+        return;
+    }
+    if (!rs.is_leader) {
+        cmd_ignore(st, t, rid, "this store does not lead the region");
+        return;
+    }
+    if (!resp.has_target_peer || resp.target_peer.id != rs.peer_id ||
+        resp.target_peer.store_id != st->store_id) {
+        cmd_ignore(st, t, rid, "addressed to another peer");
+        return;
+    }
+    /* TinyKV's epoch rule (TINYKV-API.md 2.4 step 6): a conf change is
+     * checked on conf_ver, a leader transfer on both. */
+    if (!resp.has_region_epoch || resp.region_epoch.conf_ver != rs.region.epoch.conf_ver ||
+        (t == CMD_TRANSFER_LEADER && resp.region_epoch.version != rs.region.epoch.version)) {
+        cmd_ignore(st, t, rid, "the epoch is not the region's");
+        return;
+    }
+    if (t == CMD_TRANSFER_LEADER)
+        carry_transfer_leader(st, &rs, &resp.transfer_leader);
+    else
+        carry_change_peer(st, &rs, &resp);
+}
+
+static void on_hb_done(struct tkv_rpc_ccall *c, void *user, enum tkv_grpc_status status,
+                       const char *message)
+{
+    struct cluster_store *st = user;
+    if (st->hb_stream == c)
+        st->hb_stream = NULL;
+    if (status != TKV_GRPC_OK && status != TKV_GRPC_CANCELLED)
+        TKV_LOG_DEBUG("region heartbeat stream ended", TKV_LF_U64("store_id", st->store_id),
+                      TKV_LF_STR("status", tkv_grpc_status_name(status)),
+                      TKV_LF_STR("message", message));
+}
+
+static const struct tkv_rpc_stream_cbs hb_cbs = {.on_message = on_hb_message,
+                                                 .on_done = on_hb_done};
+
+/* The store's one long-lived RegionHeartbeat stream, (re)started on demand. */
+static bool hb_stream_ready(struct cluster_store *st)
+{
+    if (sched_usable(st) && !st->hb_stream &&
+        tkv_rpc_client_start(st->sched, "/schedulerpb.Scheduler/RegionHeartbeat", 0, &hb_cbs, st,
+                             &st->hb_stream) != 0)
+        st->hb_stream = NULL;
+    return st->hb_stream != NULL;
+}
+
+/* One RegionHeartbeat (region rg led by leader_peer_id on this store). */
+static int send_region_hb(struct cluster_store *st, const struct tkv_rs_region *rg,
+                          uint64_t leader_peer_id)
+{
+    struct cluster_node *cl = cluster_of(st->node);
+    tkv_arena_reset(&st->arena);
+    schedulerpb_RegionHeartbeatRequest req = {.has_header = true,
+                                              .header.cluster_id = cl->cluster_id,
+                                              .has_region = true,
+                                              .has_leader = true};
+    region_to_pb(&st->arena, rg, &req.region);
+    req.leader.id = leader_peer_id;
+    req.leader.store_id = st->store_id;
+    struct tkv_slice enc;
+    int rv = tkv_pb_encode_arena(schedulerpb_RegionHeartbeatRequest_fields, &req, &st->arena, 0,
+                                 &enc);
+    return rv ? rv : tkv_rpc_ccall_send(st->hb_stream, enc.ptr, enc.len);
+}
+
+/* RegionHeartbeat for every region this store leads. */
 static void on_region_hb(struct tkv_timer *t)
 {
     struct cluster_store *st = t->data;
     if (st->stopping)
         return;
-    struct cluster_node *cl = cluster_of(st->node);
-    if (sched_usable(st) && !st->hb_stream &&
-        tkv_rpc_client_start(st->sched, "/schedulerpb.Scheduler/RegionHeartbeat", 0, &hb_cbs, st,
-                             &st->hb_stream) != 0)
-        st->hb_stream = NULL;
-    if (st->hb_stream) {
+    if (hb_stream_ready(st)) {
         uint64_t local[CLUSTER_MAX_HB_REGIONS];
         size_t n = tkv_raftstore_region_ids(st->rs, local, CLUSTER_MAX_HB_REGIONS);
         for (size_t i = 0; i < n && i < CLUSTER_MAX_HB_REGIONS; i++) {
@@ -1093,22 +1413,216 @@ static void on_region_hb(struct tkv_timer *t)
             tkv_raftstore_region_status(st->rs, local[i], &rs);
             if (!rs.exists || !rs.is_leader)
                 continue;
-            tkv_arena_reset(&st->arena);
-            schedulerpb_RegionHeartbeatRequest req = {.has_header = true,
-                                                      .header.cluster_id = cl->cluster_id,
-                                                      .has_region = true,
-                                                      .has_leader = true};
-            region_to_pb(&st->arena, &rs.region, &req.region);
-            req.leader.id = rs.peer_id;
-            req.leader.store_id = st->store_id;
-            struct tkv_slice enc;
-            if (tkv_pb_encode_arena(schedulerpb_RegionHeartbeatRequest_fields, &req, &st->arena,
-                                    0, &enc) == 0 &&
-                tkv_rpc_ccall_send(st->hb_stream, enc.ptr, enc.len) != 0)
+            if (send_region_hb(st, &rs.region, rs.peer_id) != 0)
                 break;
         }
     }
     tkv_timer_start(st->r, t, st->node->cfg.raftstore.pd_heartbeat_tick_interval_ms * 1000000ull);
+}
+
+/* env.region_changed, inside the raftstore's tick/ready: only queue; the
+ * urgent timer heartbeats on the next turn. */
+static void env_region_changed(void *ctx, const struct tkv_rs_region *region,
+                               const struct tkv_rs_region *right, bool removed)
+{
+    struct cluster_store *st = ctx;
+    if (st->stopping || st->closing || !st->r)
+        return;
+    if (!removed) { /* a removed peer's region is reported by its leader */
+        bool queued = false;
+        for (size_t i = 0; i < st->n_urgent && !queued; i++)
+            queued = st->urgent[i] == region->id;
+        if (!queued && st->n_urgent < CLUSTER_MAX_URGENT)
+            st->urgent[st->n_urgent++] = region->id;
+        else if (!queued)
+            st->urgent_all = true;
+    }
+    if (right && st->n_reports < CLUSTER_MAX_SPLIT_REPORTS) {
+        st->reports[st->n_reports].left_id = region->id;
+        st->reports[st->n_reports].right = *right;
+        st->n_reports++;
+    } else if (right) {
+        st->urgent_all = true; /* the right half is reported once it elects */
+    }
+    if (!tkv_timer_armed(&st->urgent_timer))
+        tkv_timer_start(st->r, &st->urgent_timer, 0);
+}
+
+static void on_urgent_hb(struct tkv_timer *t)
+{
+    struct cluster_store *st = t->data;
+    if (st->stopping)
+        return;
+    if (st->urgent_all) {
+        st->urgent_all = false;
+        st->n_urgent = st->n_reports = 0;
+        tkv_timer_start(st->r, &st->hb_timer, 0);
+        return;
+    }
+    /* Without a stream the next full round reports them. */
+    bool up = hb_stream_ready(st);
+    for (size_t i = 0; i < st->n_urgent && up; i++) {
+        struct tkv_rs_region_status rs;
+        tkv_raftstore_region_status(st->rs, st->urgent[i], &rs);
+        if (rs.exists && rs.is_leader)
+            up = send_region_hb(st, &rs.region, rs.peer_id) == 0;
+    }
+    /* A split: the right half too, led by this store's new peer when it led
+     * the parent (TinyKV reports both halves the same way; the new peer is
+     * campaigning and later heartbeats correct the leader). */
+    for (size_t i = 0; i < st->n_reports && up; i++) {
+        struct tkv_rs_region_status left, right;
+        tkv_raftstore_region_status(st->rs, st->reports[i].left_id, &left);
+        tkv_raftstore_region_status(st->rs, st->reports[i].right.id, &right);
+        if (!left.exists || !left.is_leader || !right.exists)
+            continue;
+        up = send_region_hb(st, &right.region, right.peer_id) == 0;
+    }
+    st->n_urgent = st->n_reports = 0;
+}
+
+/* ---- splits: ask_split -> AskSplit -> tkv_raftstore_split ---- */
+
+static void split_finish(struct split_ask *a, enum cmd_result r, const char *why, int rv,
+                         uint64_t new_region_id)
+{
+    struct cluster_store *st = a->st;
+    for (struct split_ask **pp = &st->splits; *pp; pp = &(*pp)->next)
+        if (*pp == a) {
+            *pp = a->next;
+            st->n_splits--;
+            break;
+        }
+    cmd_count(st, CMD_SPLIT, r);
+    if (r == CMD_DONE)
+        TKV_LOG_INFO("region split", TKV_LF_U64("store_id", st->store_id),
+                     TKV_LF_U64("region_id", a->region.id),
+                     TKV_LF_U64("new_region_id", new_region_id),
+                     TKV_LF_HEX("split_key", a->key, a->key_len));
+    else
+        /* Retried by the split checker's next round. */
+        TKV_LOG_DEBUG("region split not done", TKV_LF_U64("store_id", st->store_id),
+                      TKV_LF_U64("region_id", a->region.id), TKV_LF_STR("why", why),
+                      TKV_LF_ERR(rv));
+    tkv_free(a);
+}
+
+static void env_ask_split(void *ctx, const struct tkv_rs_region *region, struct tkv_slice key)
+{
+    struct cluster_store *st = ctx;
+    if (st->stopping || st->closing || !st->r)
+        return;
+    if (key.len == 0 || key.len > TKV_RS_BOUND_MAX) {
+        cmd_ignore(st, CMD_SPLIT, region->id, "split key empty or over the bound limit");
+        return;
+    }
+    for (const struct split_ask *a = st->splits; a; a = a->next)
+        if (a->region.id == region->id)
+            return; /* at most one split of a region in flight */
+    if (st->n_splits >= CLUSTER_MAX_SPLIT_INFLIGHT) {
+        cmd_ignore(st, CMD_SPLIT, region->id, "too many splits in flight");
+        return;
+    }
+    struct split_ask *a = tkv_xcalloc(1, sizeof(*a));
+    a->st = st;
+    a->stage = SPLIT_NEW;
+    a->region = *region;
+    a->key_len = (uint32_t)key.len;
+    memcpy(a->key, key.ptr, key.len);
+    a->next = st->splits;
+    st->splits = a;
+    st->n_splits++;
+    if (!tkv_timer_armed(&st->split_timer))
+        tkv_timer_start(st->r, &st->split_timer, 0);
+}
+
+static void on_split_done(void *arg, const struct tkv_rs_result *res)
+{
+    struct split_ask *a = arg;
+    split_finish(a, res->rv == 0 ? CMD_DONE : CMD_FAILED, "the split proposal failed", res->rv,
+                 a->new_region_id);
+}
+
+static void on_ask_split_done(void *user, enum tkv_grpc_status status, const char *message,
+                              struct tkv_slice resp)
+{
+    struct split_ask *a = user;
+    struct cluster_store *st = a->st;
+    if (status != TKV_GRPC_OK) {
+        TKV_LOG_DEBUG("AskSplit failed", TKV_LF_U64("store_id", st->store_id),
+                      TKV_LF_STR("status", tkv_grpc_status_name(status)),
+                      TKV_LF_STR("message", message ? message : ""));
+        split_finish(a, CMD_FAILED, "AskSplit failed", TKV_EUNAVAILABLE, 0);
+        return;
+    }
+    if (st->stopping || st->closing || !st->rs) {
+        split_finish(a, CMD_FAILED, "the store is stopping", TKV_ESHUTDOWN, 0);
+        return;
+    }
+    schedulerpb_AskSplitResponse r;
+    tkv_arena_reset(&st->arena);
+    if (tkv_pb_decode(schedulerpb_AskSplitResponse_fields, &r, resp.ptr, resp.len, &st->arena) != 0) {
+        split_finish(a, CMD_FAILED, "undecodable AskSplit answer", TKV_EPROTO, 0);
+        return;
+    }
+    if (r.has_header && r.header.has_error) {
+        split_finish(a, CMD_FAILED, "the scheduler refused AskSplit", TKV_EUNAVAILABLE, 0);
+        return;
+    }
+    bool ok = r.new_region_id != 0 && r.new_region_id != a->region.id &&
+              r.new_peer_ids.n == a->region.n_peers && r.new_peer_ids.n <= TKV_RS_MAX_PEERS;
+    uint64_t ids[TKV_RS_MAX_PEERS];
+    for (size_t i = 0; ok && i < r.new_peer_ids.n; i++) {
+        ids[i] = r.new_peer_ids.items[i];
+        ok = ids[i] != 0;
+        for (size_t j = 0; ok && j < i; j++)
+            ok = ids[j] != ids[i];
+    }
+    if (!ok) {
+        split_finish(a, CMD_FAILED, "AskSplit answer without a region id or with bad peer ids",
+                     TKV_EPROTO, 0);
+        return;
+    }
+    a->stage = SPLIT_PROPOSED;
+    a->new_region_id = r.new_region_id;
+    cmd_count(st, CMD_SPLIT, CMD_STARTED);
+    tkv_raftstore_split(st->rs, a->region.id, &a->region.epoch,
+                        (struct tkv_slice){.ptr = a->key, .len = a->key_len}, r.new_region_id, ids,
+                        r.new_peer_ids.n, on_split_done, a);
+    /* a may be freed here (an answer up front is synchronous) */
+}
+
+static void on_split_timer(struct tkv_timer *t)
+{
+    struct cluster_store *st = t->data;
+    if (st->stopping)
+        return;
+    struct cluster_node *cl = cluster_of(st->node);
+    bool up = sched_usable(st); /* may cancel asks of a dead connection first */
+    struct split_ask *next;
+    for (struct split_ask *a = st->splits; a; a = next) {
+        next = a->next;
+        if (a->stage != SPLIT_NEW)
+            continue;
+        if (!up) {
+            split_finish(a, CMD_FAILED, "no scheduler connection", TKV_EUNAVAILABLE, 0);
+            continue;
+        }
+        tkv_arena_reset(&st->arena);
+        schedulerpb_AskSplitRequest req = {.has_header = true,
+                                           .header.cluster_id = cl->cluster_id,
+                                           .has_region = true};
+        region_to_pb(&st->arena, &a->region, &req.region);
+        struct tkv_slice enc;
+        int rv = tkv_pb_encode_arena(schedulerpb_AskSplitRequest_fields, &req, &st->arena, 0, &enc);
+        if (rv == 0)
+            rv = tkv_rpc_client_unary(st->sched, "/schedulerpb.Scheduler/AskSplit", enc.ptr,
+                                      enc.len, CLUSTER_SCHED_RPC_TIMEOUT_NS, on_ask_split_done, a);
+        if (rv)
+            split_finish(a, CMD_FAILED, "cannot send AskSplit", rv, 0);
+        else
+            a->stage = SPLIT_ASKING;
+    }
 }
 
 static void store_on_stop(void *arg)
@@ -1118,6 +1632,8 @@ static void store_on_stop(void *arg)
     tkv_timer_stop(st->r, &st->tick_timer);
     tkv_timer_stop(st->r, &st->hb_timer);
     tkv_timer_stop(st->r, &st->store_hb_timer);
+    tkv_timer_stop(st->r, &st->split_timer);
+    tkv_timer_stop(st->r, &st->urgent_timer);
     if (st->hb_stream) {
         tkv_rpc_ccall_cancel(st->hb_stream);
         st->hb_stream = NULL;
@@ -1242,6 +1758,9 @@ int server_cluster_core_init(struct tkv_reactor *r, struct server_core *c,
     tkv_timer_init(&st->kick_timer, on_kick, st);
     tkv_timer_init(&st->hb_timer, on_region_hb, st);
     tkv_timer_init(&st->store_hb_timer, on_store_hb, st);
+    tkv_timer_init(&st->split_timer, on_split_timer, st);
+    tkv_timer_init(&st->urgent_timer, on_urgent_hb, st);
+    cmd_counters_register(st);
     /* Our hook before the raft log's: the Ready of a turn stages its
      * writes, then the log's hook writes them in the same turn. */
     tkv_reactor_hook_init(&st->ready_hook, ready_hook, st);
@@ -1258,7 +1777,9 @@ int server_cluster_core_init(struct tkv_reactor *r, struct server_core *c,
         return rv;
     }
     struct tkv_raftstore_env env = {.ctx = st, .now_ms = env_now_ms, .send = cluster_send,
-                                    .raftlog = st->log, .engine = st->engine};
+                                    .raftlog = st->log, .engine = st->engine,
+                                    .ask_split = env_ask_split,
+                                    .region_changed = env_region_changed};
     struct tkv_raftstore_config rc;
     rs_config(node, st, &rc);
     rv = tkv_raftstore_open(&rc, &env, &st->rs);
@@ -1343,6 +1864,20 @@ void server_cluster_core_fini(struct server_core *c)
     st->txn = NULL;
     tkv_raftlog_close(st->log);
     st->log = NULL;
+    /* What the raftstore and the scheduler connection did not answer (asks
+     * never sent) dies with the store. */
+    while (st->splits) {
+        struct split_ask *a = st->splits;
+        st->splits = a->next;
+        tkv_free(a);
+    }
+    st->n_splits = 0;
+    while (st->admin_ops) {
+        struct admin_op *o = st->admin_ops;
+        st->admin_ops = o->next;
+        tkv_free(o);
+    }
+    st->n_admin_ops = 0;
     if (st->hook_added)
         tkv_reactor_hook_remove(st->r, &st->ready_hook);
     st->hook_added = false;
