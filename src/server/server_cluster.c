@@ -7,12 +7,14 @@
  * on a helper thread). */
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
@@ -579,6 +581,104 @@ static int open_raftlog_sync(struct cluster_store *st, struct tkv_raftlog **out)
     return rv;
 }
 
+/* The store's engine, <dir>/kv. Raft mode: WiredTiger's log off;
+ * durability comes from the raft log's group commit, engine state from
+ * checkpoints. One WiredTiger cache per store: the default split over the
+ * stores. */
+static int open_store_engine(struct cluster_node *cl, struct cluster_store *st)
+{
+    char kv_dir[sizeof(st->dir) + 8];
+    snprintf(kv_dir, sizeof(kv_dir), "%s/kv", st->dir);
+    size_t cache = (256u << 20) / cl->n_stores;
+    struct tkv_engine_opts eo = {.kind = TKV_ENGINE_WT, .path = kv_dir, .sync = false,
+                                 .cache_bytes = cache < (32u << 20) ? (32u << 20) : cache};
+    int rv = tkv_engine_open(&eo, &st->engine);
+    if (rv)
+        TKV_LOG_ERROR("cannot open the storage engine", TKV_LF_STR("path", kv_dir),
+                      TKV_LF_ERR(rv));
+    return rv;
+}
+
+static int remove_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(path) == 0 || errno == ENOENT ? 0 : -1;
+}
+
+/* rm -r path (absent is fine). */
+static int remove_tree(const char *path)
+{
+    if (nftw(path, remove_one, 16, FTW_DEPTH | FTW_PHYS) != 0 && errno != ENOENT)
+        return -errno;
+    return 0;
+}
+
+/* Store 0 prepared a first region but another node bootstrapped the
+ * cluster (TinyKV's ClearPrepareBootstrap): the prepared region overlaps
+ * the cluster's and must go. The store holds nothing else (no other store
+ * can have reached it: it was never registered), so its engine and raft
+ * log are wiped and reopened empty; the ident forgets the prepared ids last,
+ * so a crash in between wipes again at the next start. */
+static int discard_prepared(struct cluster_node *cl, struct cluster_store *st)
+{
+    char path[sizeof(st->dir) + 8];
+    int rv = 0;
+    TKV_LOG_WARN("another node bootstrapped the cluster; discarding the first region this "
+                 "store prepared",
+                 TKV_LF_U64("store_id", st->store_id),
+                 TKV_LF_U64("prepared_region", st->prepared_region));
+    tkv_engine_close(st->engine);
+    st->engine = NULL;
+    snprintf(path, sizeof(path), "%s/kv", st->dir);
+    rv = remove_tree(path);
+    snprintf(path, sizeof(path), "%s/raft", st->dir);
+    if (rv == 0)
+        rv = remove_tree(path);
+    if (rv == 0) {
+        int dfd = open(st->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd < 0 || fsync(dfd) != 0)
+            rv = -errno;
+        if (dfd >= 0)
+            close(dfd);
+    }
+    if (rv) {
+        TKV_LOG_ERROR("cannot remove the prepared region", TKV_LF_STR("dir", st->dir),
+                      TKV_LF_ERR(rv));
+        return rv;
+    }
+    st->prepared_region = st->prepared_peer = 0;
+    if ((rv = ident_write(st, cl->cluster_id))) {
+        TKV_LOG_ERROR("cannot write the store ident", TKV_LF_STR("dir", st->dir), TKV_LF_ERR(rv));
+        return rv;
+    }
+    return open_store_engine(cl, st);
+}
+
+/* The cluster is bootstrapped and store 0 holds a prepared first region:
+ * is it the cluster's? Bootstrap registers the bootstrapping store, and a
+ * store with a prepared region registers itself (PutStore) only after this
+ * question was answered, so the scheduler knowing store 0 means our
+ * Bootstrap went through; not knowing it means another node's did. */
+static int resolve_prepared(struct cluster_node *cl, struct tkv_arena *a)
+{
+    struct cluster_store *st = &cl->stores[0];
+    if (!st->prepared_region)
+        return 0;
+    schedulerpb_GetStoreRequest req = {.has_header = true,
+                                       .header.cluster_id = cl->cluster_id,
+                                       .store_id = st->store_id};
+    schedulerpb_GetStoreResponse resp;
+    int rv = SCHED_CALL(cl, a, GetStore, GetStoreRequest, &req, GetStoreResponse, &resp);
+    if (rv)
+        return rv;
+    if (resp.has_store && resp.store.id == st->store_id &&
+        !(resp.has_header && resp.header.has_error))
+        return 0; /* ours: keep it */
+    return discard_prepared(cl, st);
+}
+
 /* TinyKV's bootstrap (2.15) on store 0 when the cluster is not
  * bootstrapped: ids for region and peer persisted in the ident first (so
  * a crash in between reuses them instead of making a second region), the
@@ -624,19 +724,8 @@ static int bootstrap_cluster(struct cluster_node *cl, struct tkv_arena *a)
         return rv;
     int err = header_error(&resp.header, resp.has_header, why, sizeof(why));
     if (err == schedulerpb_ErrorType_ALREADY_BOOTSTRAPPED) {
-        /* Another node won the race: keep our region only if it is the
-         * cluster's first one. Discarding a prepared region is not built
-         * yet (multi-node start-up, next issue): refuse to start. */
-        schedulerpb_GetRegionRequest greq = {.has_header = true,
-                                             .header.cluster_id = cl->cluster_id};
-        schedulerpb_GetRegionResponse gresp;
-        rv = SCHED_CALL(cl, a, GetRegion, GetRegionRequest, &greq, GetRegionResponse, &gresp);
-        if (rv == 0 && gresp.has_region && gresp.region.id == st->prepared_region)
-            return 0;
-        TKV_LOG_ERROR("the cluster was bootstrapped by another store while this one prepared "
-                      "its first region; start this node with an empty data dir",
-                      TKV_LF_U64("prepared_region", st->prepared_region));
-        return TKV_ECONFLICT;
+        /* Two nodes started together and the other one won. */
+        return resolve_prepared(cl, a);
     }
     if (err) {
         TKV_LOG_ERROR("Bootstrap failed", TKV_LF_STR("why", why));
@@ -865,18 +954,7 @@ int server_cluster_prepare(struct server_node *node)
             }
             TKV_LOG_INFO("new store id", TKV_LF_U64("store", k), TKV_LF_U64("store_id", st->store_id));
         }
-        char kv_dir[sizeof(st->dir) + 8];
-        snprintf(kv_dir, sizeof(kv_dir), "%s/kv", st->dir);
-        /* Raft mode: WiredTiger's log off; durability comes from the raft
-         * log's group commit, engine state from checkpoints. One WiredTiger
-         * cache per store: the default split over the stores. */
-        size_t cache = (256u << 20) / cl->n_stores;
-        struct tkv_engine_opts eo = {.kind = TKV_ENGINE_WT, .path = kv_dir, .sync = false,
-                                     .cache_bytes = cache < (32u << 20) ? (32u << 20) : cache};
-        rv = tkv_engine_open(&eo, &st->engine);
-        if (rv)
-            TKV_LOG_ERROR("cannot open the storage engine", TKV_LF_STR("path", kv_dir),
-                          TKV_LF_ERR(rv));
+        rv = open_store_engine(cl, st);
     }
     if (rv)
         goto out;
@@ -888,6 +966,8 @@ int server_cluster_prepare(struct server_node *node)
                     IsBootstrappedResponse, &iresp);
     if (rv == 0 && !iresp.bootstrapped)
         rv = bootstrap_cluster(cl, &arena);
+    else if (rv == 0)
+        rv = resolve_prepared(cl, &arena); /* a crash may have left a lost race's region */
     for (uint32_t k = 0; k < cl->n_stores && rv == 0; k++)
         rv = recovery_pass(node, &cl->stores[k]);
     for (uint32_t k = 0; k < cl->n_stores && rv == 0; k++)

@@ -26,6 +26,10 @@ class FakeScheduler:
         self.lock = threading.Lock()
         self.next_id = 1000
         self.bootstrapped = False
+        # Bootstrap's answer: None = success, else a schedulerpb.ErrorType
+        # (ALREADY_BOOTSTRAPPED: another node won the race).
+        self.bootstrap_error = None
+        self.put_stores = []
         self.stores = {}
         self.heartbeats = queue.Queue()
         self.ask_splits = queue.Queue()
@@ -80,6 +84,11 @@ class FakeScheduler:
         return schedpb.IsBootstrappedResponse(header=self.header(), bootstrapped=self.bootstrapped)
 
     def _bootstrap(self, req, ctx):
+        if self.bootstrap_error is not None:
+            h = self.header()
+            h.error.type = self.bootstrap_error
+            h.error.message = "refused by the test"
+            return schedpb.BootstrapResponse(header=h)
         with self.lock:
             self.bootstrapped = True
             self.stores[req.store.id] = req.store
@@ -91,6 +100,7 @@ class FakeScheduler:
     def _put_store(self, req, ctx):
         with self.lock:
             self.stores[req.store.id] = req.store
+            self.put_stores.append(req.store)
         return schedpb.PutStoreResponse(header=self.header())
 
     def _get_store(self, req, ctx):
