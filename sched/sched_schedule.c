@@ -176,12 +176,56 @@ static void op_end(struct tkv_sched_cluster *c, struct tkv_sched_operator *op, i
                   TKV_LF_STR("desc", op->desc), TKV_LF_U64("status", status));
 }
 
+/* Pairs of the region's replicas sharing a node among stores[0..n). */
+static unsigned node_clashes(struct tkv_sched_cluster *c, const uint64_t *stores, uint32_t n)
+{
+    unsigned k = 0;
+    for (uint32_t i = 0; i < n; i++)
+        for (uint32_t j = 0; j < i; j++)
+            k += same_node(tkv_sched_get_store(c, stores[i]), tkv_sched_get_store(c, stores[j]));
+    return k;
+}
+
+/* The node rule at the one door every operator goes through: an operator
+ * may not leave its region with more replicas sharing a node than it has
+ * now (a move between two cores of one node passes: add, then remove;
+ * repairing a clash passes). Whoever built it -- checker, balancer,
+ * administrator -- a bug there cannot place two replicas on one node. */
+static bool placement_worsens(struct tkv_sched_cluster *c, const struct tkv_sched_operator *op)
+{
+    const struct tkv_sched_region *r = tkv_sched_region_by_id(c, op->region_id);
+    uint64_t stores[TKV_SCHED_MAX_PEERS + TKV_SCHED_MAX_STEPS];
+    uint32_t n = 0;
+    if (!r)
+        return false;
+    for (uint32_t i = 0; i < r->n_peers; i++)
+        stores[n++] = r->peers[i].store_id;
+    unsigned before = node_clashes(c, stores, n);
+    for (uint32_t i = 0; i < op->n_steps && i < TKV_SCHED_MAX_STEPS; i++) {
+        const struct tkv_sched_step *st = &op->steps[i];
+        uint32_t at = n;
+        for (uint32_t j = 0; j < n; j++)
+            if (stores[j] == st->store_id)
+                at = j;
+        if (st->kind == TKV_SCHED_STEP_ADD_PEER && at == n)
+            stores[n++] = st->store_id;
+        else if (st->kind == TKV_SCHED_STEP_REMOVE_PEER && at < n)
+            stores[at] = stores[--n];
+    }
+    return node_clashes(c, stores, n) > before;
+}
+
 int tkv_sched_add_operator(struct tkv_sched_cluster *c, const struct tkv_sched_operator *op,
                            uint64_t now_ns)
 {
     struct tkv_sched_operator *cur = sched_map_get(&c->ops, op->region_id);
     if (op->n_steps == 0 || op->n_steps > TKV_SCHED_MAX_STEPS || op->region_id == 0)
         return TKV_EINVAL;
+    if (placement_worsens(c, op)) {
+        TKV_LOG_WARN("operator refused: two replicas of the region on one node",
+                     TKV_LF_U64("region_id", op->region_id), TKV_LF_STR("desc", op->desc));
+        return TKV_EINVAL;
+    }
     if (cur && cur->status == schedulerpb_OperatorStatus_RUNNING)
         return TKV_EBUSY;
     if (!cur) {
@@ -451,6 +495,8 @@ int tkv_sched_add_admin_operator(struct tkv_sched_cluster *c, const struct tkv_s
                                  uint64_t now_ns)
 {
     struct tkv_sched_operator *cur = sched_map_get(&c->ops, op->region_id);
+    if (placement_worsens(c, op))
+        return TKV_EINVAL; /* before cancelling anything */
     if (cur && cur->status == schedulerpb_OperatorStatus_RUNNING) {
         if (cur->admin)
             return TKV_EBUSY;

@@ -304,7 +304,9 @@ const struct tkv_sched_operator *tkv_sched_get_operator(const struct tkv_sched_c
 /* Running operators of the kinds in mask. */
 size_t tkv_sched_running_operators(const struct tkv_sched_cluster *c, unsigned kind_mask);
 /* Add an operator for op->region_id (replaces nothing: TKV_EBUSY if one is
- * running). The cluster copies it and sets status RUNNING. */
+ * running). The cluster copies it and sets status RUNNING. TKV_EINVAL: no
+ * steps / too many / region 0, or its steps would leave more replicas of the
+ * region sharing a node (TKV_SCHED_NODE_LABEL) than it has now. */
 int tkv_sched_add_operator(struct tkv_sched_cluster *c, const struct tkv_sched_operator *op,
                            uint64_t now_ns);
 

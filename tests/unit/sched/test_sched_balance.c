@@ -256,6 +256,52 @@ Test(balance, node_label_never_two_replicas_on_one_node)
     cr_assert_neq(op.steps[0].store_id, 4, "store 4 shares node A with store 1");
 }
 
+/* The node rule holds at tkv_sched_add_operator itself, whoever built the
+ * operator: adding a replica on a node that holds one is refused (alone or
+ * inside a move to the wrong place), a move between two cores of one node
+ * (add then remove) and the repair of a clash are accepted. */
+Test(balance, add_operator_refuses_two_replicas_on_one_node)
+{
+    struct tkv_sched_operator op;
+    struct hb h;
+    c = mem_cluster(3);
+    add_store(c, 1, "A");
+    add_store(c, 2, "B");
+    add_store(c, 3, "C");
+    add_store(c, 4, "A");
+    add_store(c, 5, "D");
+    hb_make(&h, 7, "a", "b", (uint64_t[]){1, 2, 3}, 3, 1, 1, 1, 1);
+    cr_assert_eq(hb_send(c, &h, NULL), 0);
+
+    memset(&op, 0, sizeof(op));
+    op.region_id = 7;
+    op.kind = TKV_SCHED_OP_REGION;
+    op.n_steps = 1;
+    op.steps[0] = (struct tkv_sched_step){TKV_SCHED_STEP_ADD_PEER, 4, 100};
+    cr_assert_eq(tkv_sched_add_operator(c, &op, T0), TKV_EINVAL,
+                 "a second replica on node A (stores 1 and 4) was accepted");
+    cr_assert_eq(tkv_sched_add_admin_operator(c, &op, T0), TKV_EINVAL);
+    /* a move from store 2 (node B) to store 4 (node A, holding store 1's) */
+    op.n_steps = 2;
+    op.steps[1] = (struct tkv_sched_step){TKV_SCHED_STEP_REMOVE_PEER, 2, 0};
+    cr_assert_eq(tkv_sched_add_operator(c, &op, T0), TKV_EINVAL);
+    cr_assert_null(tkv_sched_get_operator(c, 7), "a refused operator was kept");
+    /* a move between the two cores of node A: allowed */
+    op.steps[1] = (struct tkv_sched_step){TKV_SCHED_STEP_REMOVE_PEER, 1, 0};
+    cr_assert_eq(tkv_sched_add_operator(c, &op, T0), 0);
+
+    /* repairing a clash (region 8 on stores 1 and 4 of node A) is allowed */
+    hb_make(&h, 8, "x", "y", (uint64_t[]){1, 4, 2}, 3, 1, 1, 1, 1);
+    cr_assert_eq(hb_send(c, &h, NULL), 0);
+    memset(&op, 0, sizeof(op));
+    op.region_id = 8;
+    op.kind = TKV_SCHED_OP_REPLICA;
+    op.n_steps = 2;
+    op.steps[0] = (struct tkv_sched_step){TKV_SCHED_STEP_ADD_PEER, 5, 101};
+    op.steps[1] = (struct tkv_sched_step){TKV_SCHED_STEP_REMOVE_PEER, 4, 0};
+    cr_assert_eq(tkv_sched_add_operator(c, &op, T0), 0);
+}
+
 Test(balance, replica_checker_basic)
 {
     struct tkv_sched_operator op;
