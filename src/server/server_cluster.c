@@ -163,7 +163,7 @@ struct cluster_store {
     struct tkv_rpc_ccall *hb_stream;
     bool stopping;
     bool closing; /* core fini: calls are gone, answers are dropped */
-    uint64_t led_sum;      /* sum of the ids of the regions led at the last tick */
+    uint64_t led_sum;      /* fingerprint of the regions led at the last tick */
     uint64_t dropped_msgs; /* cluster_send before the transport exists */
     struct tkv_transport *tp;
     struct tkv_txn_cluster *txn; /* Kv* commands of the regions this store leads */
@@ -1102,13 +1102,13 @@ static void on_tick(struct tkv_timer *t)
     /* A new leader reports its region at once (the scheduler learns a
      * region and its leader only from heartbeats), not a full
      * pd-heartbeat-tick-interval later. */
-    uint64_t ids[64], led = 0;
-    size_t n = tkv_raftstore_region_ids(st->rs, ids, 64);
-    for (size_t i = 0; i < n && i < 64; i++) {
+    uint64_t ids[CLUSTER_MAX_HB_REGIONS], led = 0;
+    size_t n = tkv_raftstore_region_ids(st->rs, ids, CLUSTER_MAX_HB_REGIONS);
+    for (size_t i = 0; i < n && i < CLUSTER_MAX_HB_REGIONS; i++) {
         struct tkv_rs_region_status rs;
         tkv_raftstore_region_status(st->rs, ids[i], &rs);
-        if (rs.is_leader)
-            led += ids[i];
+        if (rs.is_leader) /* an order-free fingerprint of the led set */
+            led += (ids[i] + 1) * 0x9e3779b97f4a7c15ull;
     }
     if (led != st->led_sum) {
         st->led_sum = led;
@@ -1886,9 +1886,9 @@ int server_cluster_core_init(struct tkv_reactor *r, struct server_core *c,
     }
     st->txn = tkv_txn_cluster_new(st->rs);
     /* A region whose only voter is this store elects itself at once. */
-    uint64_t ids[64];
-    size_t n = tkv_raftstore_region_ids(st->rs, ids, 64);
-    for (size_t i = 0; i < n && i < 64; i++) {
+    uint64_t ids[CLUSTER_MAX_HB_REGIONS];
+    size_t n = tkv_raftstore_region_ids(st->rs, ids, CLUSTER_MAX_HB_REGIONS);
+    for (size_t i = 0; i < n && i < CLUSTER_MAX_HB_REGIONS; i++) {
         struct tkv_rs_region_status s;
         tkv_raftstore_region_status(st->rs, ids[i], &s);
         if (s.exists && s.region.n_peers == 1 && s.region.peers[0].store_id == st->store_id)
