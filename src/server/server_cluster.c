@@ -1575,7 +1575,7 @@ static void split_finish(struct split_ask *a, enum cmd_result r, const char *why
         }
     cmd_count(st, CMD_SPLIT, r);
     if (r == CMD_DONE)
-        TKV_LOG_INFO("region split", TKV_LF_U64("store_id", st->store_id),
+        TKV_LOG_INFO("split applied", TKV_LF_U64("store_id", st->store_id),
                      TKV_LF_U64("region_id", a->region.id),
                      TKV_LF_U64("new_region_id", new_region_id),
                      TKV_LF_HEX("split_key", a->key, a->key_len));
