@@ -349,6 +349,10 @@ struct tkv_rs_region_status {
     tkv_index applied, commit, first_index, last_index;
     tkv_index truncated_index, durable_applied;
     struct tkv_rs_region region;
+    /* leader only: peers still catching up (log below the truncated
+     * index: waiting for a snapshot), TinyKV's pending_peers */
+    uint32_t n_pending;
+    struct tkv_rs_peer pending[TKV_RS_MAX_PEERS];
 };
 void tkv_raftstore_region_status(const struct tkv_raftstore *s, uint64_t region_id,
                                  struct tkv_rs_region_status *out);

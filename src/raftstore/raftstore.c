@@ -1494,6 +1494,18 @@ void tkv_raftstore_region_status(const struct tkv_raftstore *s, uint64_t region_
     out->truncated_index = p->apply.truncated_index;
     out->durable_applied = p->durable_applied;
     out->region = p->region;
+    /* TinyKV's pending peers (reported to the scheduler, whose AddPeer step
+     * ends only when the new peer is no longer pending): on the leader, the
+     * peers whose log does not reach the truncated index (they need a
+     * snapshot) or whose progress is unknown. */
+    for (uint32_t i = 0; p->is_leader && i < p->region.n_peers; i++) {
+        struct tkv_raft_progress_info pi;
+        const struct tkv_rs_peer *q = &p->region.peers[i];
+        if (q->id == p->peer_id)
+            continue;
+        if (tkv_raft_progress(p->raft, q->id, &pi) != 0 || pi.match < p->apply.truncated_index)
+            out->pending[out->n_pending++] = *q;
+    }
 }
 
 void tkv_raftstore_stats(const struct tkv_raftstore *s, struct tkv_raftstore_stats *out)

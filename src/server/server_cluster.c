@@ -1460,9 +1460,10 @@ static bool hb_stream_ready(struct cluster_store *st)
     return st->hb_stream != NULL;
 }
 
-/* One RegionHeartbeat (region rg led by leader_peer_id on this store). */
+/* One RegionHeartbeat (region rg led by leader_peer_id on this store;
+ * pending: peers still catching up, or NULL). */
 static int send_region_hb(struct cluster_store *st, const struct tkv_rs_region *rg,
-                          uint64_t leader_peer_id)
+                          uint64_t leader_peer_id, const struct tkv_rs_region_status *pending)
 {
     struct cluster_node *cl = cluster_of(st->node);
     tkv_arena_reset(&st->arena);
@@ -1473,6 +1474,14 @@ static int send_region_hb(struct cluster_store *st, const struct tkv_rs_region *
     region_to_pb(&st->arena, rg, &req.region);
     req.leader.id = leader_peer_id;
     req.leader.store_id = st->store_id;
+    if (pending && pending->n_pending) {
+        TKV_PB_RESERVE(&st->arena, &req.pending_peers, pending->n_pending);
+        for (uint32_t i = 0; i < pending->n_pending; i++) {
+            metapb_Peer *q = TKV_PB_PUSH(&st->arena, &req.pending_peers);
+            q->id = pending->pending[i].id;
+            q->store_id = pending->pending[i].store_id;
+        }
+    }
     struct tkv_slice enc;
     int rv = tkv_pb_encode_arena(schedulerpb_RegionHeartbeatRequest_fields, &req, &st->arena, 0,
                                  &enc);
@@ -1493,7 +1502,7 @@ static void on_region_hb(struct tkv_timer *t)
             tkv_raftstore_region_status(st->rs, local[i], &rs);
             if (!rs.exists || !rs.is_leader)
                 continue;
-            if (send_region_hb(st, &rs.region, rs.peer_id) != 0)
+            if (send_region_hb(st, &rs.region, rs.peer_id, &rs) != 0)
                 break;
         }
     }
@@ -1545,7 +1554,7 @@ static void on_urgent_hb(struct tkv_timer *t)
         struct tkv_rs_region_status rs;
         tkv_raftstore_region_status(st->rs, st->urgent[i], &rs);
         if (rs.exists && rs.is_leader)
-            up = send_region_hb(st, &rs.region, rs.peer_id) == 0;
+            up = send_region_hb(st, &rs.region, rs.peer_id, &rs) == 0;
     }
     /* A split: the right half too, led by this store's new peer when it led
      * the parent (TinyKV reports both halves the same way; the new peer is
@@ -1556,7 +1565,7 @@ static void on_urgent_hb(struct tkv_timer *t)
         tkv_raftstore_region_status(st->rs, st->reports[i].right.id, &right);
         if (!left.exists || !left.is_leader || !right.exists)
             continue;
-        up = send_region_hb(st, &right.region, right.peer_id) == 0;
+        up = send_region_hb(st, &right.region, right.peer_id, NULL) == 0;
     }
     st->n_urgent = st->n_reports = 0;
 }

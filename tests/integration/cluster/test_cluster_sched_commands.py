@@ -10,7 +10,8 @@
 # exactly one per command), the node must keep serving and heartbeating,
 # and the region must not change. Then a well-formed AddNode is handed to
 # the raftstore exactly once per proposal (started = done + failed; with
-# conf change built, the next heartbeat shows the new peer with conf_ver + 1).
+# conf change built, the next heartbeat shows the new peer with conf_ver + 1,
+# listed in pending_peers: its store does not exist, it never catches up).
 import re
 import time
 import unittest
@@ -172,6 +173,10 @@ class SchedCommands(tkvtest.TkvTestCase):
             self.assertIn(metapb.Peer(id=9101, store_id=9102), list(hb2.region.peers))
             self.assertEqual(hb2.region.region_epoch.conf_ver,
                              hb.region.region_epoch.conf_ver + 1)
+            # store 9102 does not exist: the new peer never catches up, so the
+            # leader reports it pending (the scheduler's AddPeer step waits)
+            self.assertEqual(list(hb2.pending_peers), [metapb.Peer(id=9101, store_id=9102)],
+                             hb2)
 
 
 if __name__ == "__main__":
