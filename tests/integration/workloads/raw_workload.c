@@ -43,6 +43,8 @@
 
 #define MAX_WORKERS 64
 #define LINE_MAX_BYTES 1024
+#define WORKLOAD_NAME "tkv-raw-workload"
+#include "workload_util.h"
 #define MAX_VALUE_BYTES (1u << 20)
 
 static struct {
@@ -54,42 +56,10 @@ static struct {
 } opt = {.prefix = "rw", .workers = 4, .keys = 4, .client = 1, .duration_ms = 3000,
          .op_timeout_ms = 8000, .value_bytes = 1024, .seed = 1};
 
-static int out_fd = -1;
 static uint64_t t_end;
 static unsigned active;
 static unsigned long load_next, load_failed;
 static volatile sig_atomic_t stop_requested;
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static uint64_t rng = 88172645463325252ull;
-static uint64_t rnd(uint64_t n)
-{
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return n ? rng % n : 0;
-}
-
-__attribute__((format(printf, 1, 2))) static void emit(const char *fmt, ...)
-{
-    char line[LINE_MAX_BYTES];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(line, sizeof line - 1, fmt, ap);
-    va_end(ap);
-    if (n < 0 || (size_t)n >= sizeof line - 1)
-        return;
-    line[n++] = '\n';
-    /* One write per line: O_APPEND keeps lines whole across processes. */
-    if (write(out_fd, line, (size_t)n) != n)
-        fprintf(stderr, "tkv-raw-workload: write: %s\n", strerror(errno));
-}
 
 enum op { OP_GET, OP_PUT, OP_DELETE };
 

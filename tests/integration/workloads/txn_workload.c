@@ -42,6 +42,8 @@
 #define MAX_KEYS 64
 #define MAX_MOPS 3
 #define LINE_MAX_BYTES 65536
+#define WORKLOAD_NAME "tkv-txn-workload"
+#include "workload_util.h"
 
 enum { BANK, APPEND };
 
@@ -56,42 +58,10 @@ static struct {
 } opt = {.workload = APPEND, .prefix = "wl", .workers = 4, .accounts = 5, .keys = 6, .client = 1,
          .txns = 200, .duration_ms = 0, .lock_ttl_ms = 500, .balance = 100, .seed = 1};
 
-static int out_fd = -1;
 static unsigned long started, n_done;
 static unsigned active;
 static uint64_t t_end;
 static int setup_rv = -1;
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static uint64_t rng = 88172645463325252ull;
-static uint64_t rnd(uint64_t n)
-{
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return n ? rng % n : 0;
-}
-
-__attribute__((format(printf, 1, 2))) static void emit(const char *fmt, ...)
-{
-    char line[LINE_MAX_BYTES];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(line, sizeof line - 1, fmt, ap);
-    va_end(ap);
-    if (n < 0 || (size_t)n >= sizeof line - 1)
-        return;
-    line[n++] = '\n';
-    /* One write per line: O_APPEND keeps lines whole across a kill. */
-    if (write(out_fd, line, (size_t)n) != n)
-        fprintf(stderr, "tkv-txn-workload: write: %s\n", strerror(errno));
-}
 
 /* ---- one worker: one transaction at a time ---- */
 
