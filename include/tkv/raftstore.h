@@ -18,8 +18,10 @@
  * --------------------------
  * A struct tkv_raftstore is one store: it belongs to one core (thread) and
  * every call below happens on that core; nothing blocks except the engine
- * calls the engine contract allows and tkv_raftstore_snapshot generation
- * (see README "Departures").
+ * calls the engine contract allows. Long work is cut into bounded steps
+ * per Ready turn (snapshot generation: cfg.snap_gen_budget bytes; the split
+ * checker's scan); tkv_raftstore_ready() then answers true (come back
+ * without sleeping).
  *
  * It reaches the world ONLY through the env seam (struct tkv_raftstore_env):
  * the clock, sending a message to another store, the store's raft log (a
@@ -186,6 +188,11 @@ struct tkv_raftstore_config {
      * region_split_size is reached; checked every split_check_tick ticks. */
     uint64_t region_max_size, region_split_size;
     uint32_t split_check_tick;
+    /* Snapshot generation (TINYKV-API.md 2.10): bytes of region data read
+     * into a snapshot per Ready turn (a pair counts key + value + 8, at
+     * least 64; one pair per turn at least). 0: 1 MiB. At most one
+     * generation runs per store; see README "Log GC and snapshots". */
+    uint64_t snap_gen_budget;
 };
 
 struct tkv_raftstore;
@@ -364,6 +371,14 @@ struct tkv_raftstore_stats {
     uint64_t compact_logs, ready_turns;
     uint64_t peers_destroyed; /* removed by a conf change, a gc message or a newer peer */
     uint64_t gc_msgs_sent;    /* is_tombstone answers to stale senders */
+    /* Snapshot generation: started / abandoned (region changed, peer gone,
+     * leadership lost) / completed is snapshots_generated; turns that read
+     * data, bytes read (budget units) and the most one turn read; the
+     * region and applied index of the last generation started. */
+    uint64_t snap_gen_started, snap_gen_abandoned, snap_gen_turns, snap_gen_bytes;
+    uint64_t snap_gen_max_turn_bytes;
+    uint64_t snap_gen_last_region;
+    tkv_index snap_gen_last_index;
 };
 void tkv_raftstore_stats(const struct tkv_raftstore *s, struct tkv_raftstore_stats *out);
 

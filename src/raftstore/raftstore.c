@@ -218,45 +218,11 @@ static tkv_index st_last(void *ctx)
     return l < p->log_floor ? p->log_floor : l;
 }
 
-/* Generate a snapshot of the region at the applied index: one engine
- * snapshot read in full (see README "Departures": not yet chunked). */
+/* A snapshot of the region: generated over several Ready turns
+ * (rs_snapgen.c); TKV_EUNAVAILABLE until it is ready (raft retries). */
 static int st_snapshot(void *ctx, struct tkv_raft_snapshot *out)
 {
-    struct rs_peer *p = ctx;
-    struct tkv_raftstore *s = p->s;
-    if (!p->snap_data || p->snap_index != p->apply.applied) {
-        tkv_term term = 0;
-        int rv = tkv_raftlog_term(s->env.raftlog, p->region.id, p->apply.applied, &term);
-        if (rv < 0) {
-            if (p->apply.applied != p->apply.truncated_index)
-                return TKV_EUNAVAILABLE;
-            term = p->apply.truncated_term;
-        }
-        struct rs_buf b = {0};
-        rv = rs_snapshot_build(s->sess, &p->region, &b);
-        if (rv < 0) {
-            rs_buf_free(&b);
-            return TKV_EUNAVAILABLE;
-        }
-        struct tkv_raft_buf *d = NULL;
-        rv = tkv_raft_buf_copy(b.p, b.len, &d);
-        rs_buf_free(&b);
-        if (rv < 0)
-            return rv;
-        tkv_raft_buf_unref(p->snap_data);
-        p->snap_data = d;
-        p->snap_index = p->apply.applied;
-        p->snap_term = term;
-        s->stats.snapshots_generated++;
-    }
-    memset(out, 0, sizeof(*out));
-    out->index = p->snap_index;
-    out->term = p->snap_term;
-    out->conf_state.n_voters = p->region.n_peers;
-    for (uint32_t i = 0; i < p->region.n_peers; i++)
-        out->conf_state.voters[i] = p->region.peers[i].id;
-    out->data = tkv_raft_buf_ref(p->snap_data);
-    return 0;
+    return rs_snapgen_storage_snapshot(ctx, out);
 }
 
 /* ------------------------------------------------------------ peers */
@@ -331,7 +297,7 @@ void rs_peer_free(struct rs_peer *p)
 {
     peer_fail_all(p, TKV_ESHUTDOWN);
     tkv_raft_close(p->raft);
-    tkv_raft_buf_unref(p->snap_data);
+    rs_snapgen_peer_free(p);
     rs_split_peer_free(p);
     tkv_free(p->props);
     tkv_free(p->reads);
@@ -435,6 +401,8 @@ int tkv_raftstore_open(const struct tkv_raftstore_config *cfg, const struct tkv_
         s->cfg.raft_log_gc_tick = 10;
     if (s->cfg.raft_log_gc_count_limit == 0)
         s->cfg.raft_log_gc_count_limit = 128000;
+    if (s->cfg.snap_gen_budget == 0)
+        s->cfg.snap_gen_budget = RS_SNAP_GEN_BUDGET_DEFAULT;
     s->env = *env;
     int rv = tkv_engine_session_open(env->engine, &s->sess);
     if (rv < 0) {
@@ -495,6 +463,7 @@ void tkv_raftstore_close(struct tkv_raftstore *s)
     tkv_free(s->out);
     for (size_t i = 0; i < s->n_peers; i++)
         rs_peer_free(s->peers[i]);
+    rs_snapgen_close(s);
     tkv_free(s->peers);
     tkv_free(s->split_notes);
     tkv_engine_session_close(s->sess);
@@ -648,6 +617,7 @@ void tkv_raftstore_tick(struct tkv_raftstore *s)
         if (p->is_leader && s->ticks % s->cfg.raft_log_gc_tick == 0)
             propose_compact(p);
         rs_split_tick(p);
+        rs_snapgen_tick(p);
     }
 }
 
@@ -1435,6 +1405,9 @@ bool tkv_raftstore_ready(struct tkv_raftstore *s)
                 .snap_index = p->staged_snap_index};
         }
     }
+    /* the engine now holds every region's applied state: a snapshot
+     * generation starts here or reads its next bounded piece */
+    rs_snapgen_turn(s);
     if (!t->n_persist && !s->n_out) {
         tkv_free(t->persist);
         tkv_free(t);

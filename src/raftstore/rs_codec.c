@@ -173,6 +173,23 @@ bool rs_decode_apply_state(struct tkv_slice v, struct rs_apply_state *a)
 
 const enum tkv_cf rs_data_cfs[3] = {TKV_CF_DEFAULT, TKV_CF_LOCK, TKV_CF_WRITE};
 
+void rs_snapshot_begin(struct rs_buf *b, const struct tkv_rs_region *rg)
+{
+    rs_buf_u32(b, RS_SNAP_MAGIC);
+    rs_encode_region(b, rg);
+}
+
+void rs_snapshot_pair(struct rs_buf *b, struct tkv_slice k, struct tkv_slice v)
+{
+    rs_buf_slice(b, k);
+    rs_buf_slice(b, v);
+}
+
+void rs_snapshot_finish(struct rs_buf *b)
+{
+    rs_buf_u32(b, tkv_codec_crc32c(0, b->p, b->len));
+}
+
 int rs_snapshot_build(struct tkv_engine_session *sess, const struct tkv_rs_region *rg,
                       struct rs_buf *b)
 {
@@ -180,8 +197,7 @@ int rs_snapshot_build(struct tkv_engine_session *sess, const struct tkv_rs_regio
     int rv = tkv_engine_snap_open(sess, &snap);
     if (rv < 0)
         return rv;
-    rs_buf_u32(b, RS_SNAP_MAGIC);
-    rs_encode_region(b, rg);
+    rs_snapshot_begin(b, rg);
     for (int c = 0; c < 3; c++) {
         struct tkv_engine_iter *it = NULL;
         rv = tkv_engine_iter_open(snap, rs_data_cfs[c], TKV_SLICE(rg->start, rg->start_len),
@@ -193,8 +209,7 @@ int rs_snapshot_build(struct tkv_engine_session *sess, const struct tkv_rs_regio
         uint64_t count = 0;
         for (rv = tkv_engine_iter_seek_first(it); rv == 0 && tkv_engine_iter_valid(it);
              rv = tkv_engine_iter_next(it)) {
-            rs_buf_slice(b, tkv_engine_iter_key(it));
-            rs_buf_slice(b, tkv_engine_iter_value(it));
+            rs_snapshot_pair(b, tkv_engine_iter_key(it), tkv_engine_iter_value(it));
             count++;
         }
         tkv_codec_put_u64be(b->p + count_at, count);
@@ -205,7 +220,7 @@ int rs_snapshot_build(struct tkv_engine_session *sess, const struct tkv_rs_regio
     tkv_engine_snap_close(snap);
     if (rv < 0)
         return rv;
-    rs_buf_u32(b, tkv_codec_crc32c(0, b->p, b->len));
+    rs_snapshot_finish(b);
     return 0;
 }
 

@@ -63,6 +63,14 @@ bool rs_decode_apply_state(struct tkv_slice v, struct rs_apply_state *a);
 enum { RS_REGION_NORMAL = 0, RS_REGION_TOMBSTONE = 1 };
 
 extern const enum tkv_cf rs_data_cfs[3];
+/* The payload in pieces (the generator, rs_snapgen.c, writes it over many
+ * turns): header, then per data CF a u64 count followed by the pairs, then
+ * the checksum. */
+void rs_snapshot_begin(struct rs_buf *b, const struct tkv_rs_region *rg);
+void rs_snapshot_pair(struct rs_buf *b, struct tkv_slice k, struct tkv_slice v);
+void rs_snapshot_finish(struct rs_buf *b);
+/* The whole payload of region rg from one engine snapshot opened now, in
+ * one call: what a generation must produce (the simulator's oracle). */
 int rs_snapshot_build(struct tkv_engine_session *sess, const struct tkv_rs_region *rg,
                       struct rs_buf *b);
 /* Verify checksum and framing; the region it carries and where the body
@@ -155,10 +163,17 @@ struct rs_peer {
     /* set when this peer applied its own removal: the Ready loop destroys
      * it once the update is handled (rs_peer_destroy) */
     bool destroy_pending;
-    /* cached generated snapshot */
+    /* the last generated snapshot (rs_snapgen.c), handed to raft while
+     * usable: same epoch, and the log still holds the entries after it */
     struct tkv_raft_buf *snap_data;
     tkv_index snap_index;
     tkv_term snap_term;
+    struct tkv_rs_epoch snap_epoch;
+    struct tkv_raft_conf_state snap_conf;
+    /* raft asked for a snapshot that is not ready: the store's request
+     * sequence number when it first asked (0: not waiting); the oldest
+     * waiting peer is generated next */
+    uint64_t snap_wanted;
     /* A peer created by a split (rs_split.c): its raft log starts at the
      * genesis point TKV_RAFT_INIT_INDEX/TERM, staged in the raft log but
      * maybe not yet synced, so storage answers from this floor until it
@@ -203,6 +218,9 @@ struct tkv_raftstore {
     struct rs_split_note *split_notes;
     size_t n_split_notes, cap_split_notes;
     uint64_t split_scan_budget; /* bytes the split checker may still read this tick */
+    /* the one snapshot generation in flight (rs_snapgen.c), NULL if none */
+    struct rs_snapgen *gen;
+    uint64_t snap_req_seq;
 };
 
 /* ---- helpers of raftstore.c used by the multi-raft files ---- */
@@ -300,6 +318,27 @@ void rs_split_tick(struct rs_peer *p);
  * this store (TINYKV-API.md 2.14: refused until the split applies here). */
 bool rs_range_overlaps_other(const struct tkv_raftstore *s, const struct tkv_rs_region *rg);
 void rs_split_peer_free(struct rs_peer *p);
+
+/* ---- snapshot generation (rs_snapgen.c) ----
+ * At most one generation per store, advanced a bounded number of bytes per
+ * Ready turn over ONE engine snapshot opened at the region's applied index;
+ * raft is answered TKV_EUNAVAILABLE until it is done (raft retries). */
+#define RS_SNAP_GEN_BUDGET_DEFAULT (1u << 20)
+/* A pair counts at least this many bytes against the budget (bounds the
+ * keys read per turn when they are tiny). */
+#define RS_SNAP_GEN_PAIR_MIN 64u
+/* storage.snapshot() of raft: the cached snapshot if usable, else the
+ * request is queued and TKV_EUNAVAILABLE answered. */
+int rs_snapgen_storage_snapshot(struct rs_peer *p, struct tkv_raft_snapshot *out);
+/* Once per Ready turn, after every peer's update (the engine then holds
+ * exactly each region's applied state): check, start, advance. */
+void rs_snapgen_turn(struct tkv_raftstore *s);
+/* Per tick: drop a cached snapshot that can no longer be used. */
+void rs_snapgen_tick(struct rs_peer *p);
+/* p is freed: abandon its generation, drop its cache. */
+void rs_snapgen_peer_free(struct rs_peer *p);
+/* The store closes: abandon the generation in flight. */
+void rs_snapgen_close(struct tkv_raftstore *s);
 
 #define GROW(arr, n, cap)                                                      \
     do {                                                                       \

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../../../src/raftstore/rs_private.h" /* rs_snapshot_build: the snapshot oracle */
 #include "tkv/engine.h"
 #include "tkv/err.h"
 #include "tkv/raftlog.h"
@@ -34,6 +35,14 @@ struct sim_ask {
     uint32_t key_len;
     uint8_t key[TKV_RS_BOUND_MAX];
 };
+
+struct sim_snapref {
+    int store;
+    uint64_t region_id;
+    tkv_index index;
+    struct rs_buf want;
+};
+#define SIM_MAX_SNAPREFS 64
 
 struct sim_msg {
     uint64_t at, seq;
@@ -122,10 +131,64 @@ static void enqueue(struct sim *s, int from, int to, const struct tkv_rs_msg *m,
     tkv_rs_msg_clone(&q->m, m);
 }
 
+/* A snapshot leaving store `store` must be the region at its index. */
+static void snap_check_sent(struct sim *s, int store, const struct tkv_rs_msg *m)
+{
+    const struct tkv_raft_snapshot *sn = m->msg.snapshot;
+    if (m->msg.type != TKV_RAFT_MSG_SNAPSHOT || !sn || !sn->data)
+        return;
+    for (size_t i = s->n_snaprefs; i-- > 0;) {
+        struct sim_snapref *r = &s->snaprefs[i];
+        if (r->store != store || r->region_id != m->region_id || r->index != sn->index)
+            continue;
+        s->n_snap_checked++;
+        if (r->want.len != sn->data->len || memcmp(r->want.p, sn->data->data, r->want.len) != 0)
+            sim_fail(s, "store %d: snapshot of region %llu at index %llu differs from the region "
+                        "at that index (%zu bytes sent, %zu expected)",
+                     store, (unsigned long long)m->region_id, (unsigned long long)sn->index,
+                     sn->data->len, r->want.len);
+        s->max_snap_checked_len = TKV_MAX(s->max_snap_checked_len, r->want.len);
+        return;
+    }
+    s->n_snap_unchecked++;
+}
+
+/* Store st just started generating a snapshot (in the Ready that just
+ * returned, with nothing applied since): record the expected payload. */
+static void snap_record(struct sim *s, struct sim_store *st, uint64_t region_id, tkv_index index)
+{
+    struct tkv_rs_region_status rst;
+    tkv_raftstore_region_status(st->rs, region_id, &rst);
+    if (!rst.exists || rst.applied != index) {
+        sim_fail(s, "store %d: generation of region %llu at %llu but applied is %llu", st->id,
+                 (unsigned long long)region_id, (unsigned long long)index,
+                 (unsigned long long)rst.applied);
+        return;
+    }
+    if (s->n_snaprefs == SIM_MAX_SNAPREFS) {
+        rs_buf_free(&s->snaprefs[0].want);
+        memmove(s->snaprefs, s->snaprefs + 1, (SIM_MAX_SNAPREFS - 1) * sizeof(*s->snaprefs));
+        s->n_snaprefs--;
+    }
+    if (!s->snaprefs)
+        s->snaprefs = calloc(SIM_MAX_SNAPREFS, sizeof(*s->snaprefs));
+    struct sim_snapref *r = &s->snaprefs[s->n_snaprefs++];
+    memset(r, 0, sizeof(*r));
+    r->store = st->id;
+    r->region_id = region_id;
+    r->index = index;
+    struct tkv_engine_session *sess = NULL;
+    if (tkv_engine_session_open(st->engine, &sess) < 0 ||
+        rs_snapshot_build(sess, &rst.region, &r->want) < 0)
+        sim_fail(s, "store %d: snapshot oracle could not read the engine", st->id);
+    tkv_engine_session_close(sess);
+}
+
 static void env_send(void *ctx, uint64_t to_store, const struct tkv_rs_msg *m)
 {
     struct sim_store *st = ctx;
     struct sim *s = st->sim;
+    snap_check_sent(s, st->id, m);
     if (to_store == 0 || to_store > (uint64_t)s->o.n_stores)
         return;
     int to = (int)to_store;
@@ -312,7 +375,8 @@ static void store_open(struct sim *s, struct sim_store *st)
                                        .seed = s->seed,
                                        .region_max_size = s->o.region_max_size,
                                        .region_split_size = s->o.region_split_size,
-                                       .split_check_tick = 10};
+                                       .split_check_tick = 10,
+                                       .snap_gen_budget = s->o.snap_gen_budget};
     struct tkv_raftstore_env env = {.ctx = st, .now_ms = env_now, .send = env_send,
                                     .raftlog = st->log, .engine = st->engine,
                                     .region_changed = env_region_changed};
@@ -374,6 +438,14 @@ static void store_process(struct sim *s, struct sim_store *st)
         tkv_raftstore_stats(st->rs, &before);
         bool more = tkv_raftstore_ready(st->rs);
         tkv_raftstore_stats(st->rs, &after);
+        if (after.snapshots_generated > before.snapshots_generated) {
+            struct tkv_rs_region_status rst;
+            tkv_raftstore_region_status(st->rs, after.snap_gen_last_region, &rst);
+            if (rst.applied > after.snap_gen_last_index)
+                s->n_snap_gen_overlapped++;
+        }
+        if (after.snap_gen_started > before.snap_gen_started)
+            snap_record(s, st, after.snap_gen_last_region, after.snap_gen_last_index);
         if (s->o.crash_on_snapshot == st->id && after.snapshots_applied > before.snapshots_applied) {
             s->o.crash_on_snapshot = 0;
             sim_crash(s, st->id);
@@ -1001,6 +1073,9 @@ void sim_close(struct sim *s)
         tkv_rs_msg_release(&s->q[i].m);
     free(s->q);
     free(s->asks);
+    for (size_t i = 0; i < s->n_snaprefs; i++)
+        rs_buf_free(&s->snaprefs[i].want);
+    free(s->snaprefs);
     lc_history_free(s->hist);
     free(s->clients);
     free(key_ops);
@@ -1224,6 +1299,43 @@ static void check_removed_stores(struct sim *s)
     }
 }
 
+/* Final reads of every key, recorded: the end state must be explained by
+ * the acknowledged (and maybe the unknown) writes. */
+static void final_reads(struct sim *s)
+{
+    for (uint32_t k = 0; k < (uint32_t)s->o.n_keys && !s->failed; k++) {
+        char key[32], val[256];
+        key_name(key, sizeof(key), k);
+        size_t op = lc_invoke(s->hist, SIM_MAX_CLIENTS, LC_GET, key, strlen(key), NULL, 0, ++s->seq);
+        int rv = sim_get(s, TKV_CF_DEFAULT, key, val, sizeof(val), 5000);
+        if (rv != 0 && rv != TKV_ENOTFOUND) {
+            sim_fail(s, "final read of %s failed: %d (no progress after healing)", key, rv);
+            return;
+        }
+        lc_complete_get(s->hist, op, ++s->seq, rv == 0, val, rv == 0 ? strlen(val) : 0);
+    }
+}
+
+static void lin_check(struct sim *s)
+{
+    struct lc_result r;
+    enum lc_verdict v = lc_check(s->hist, NULL, &r);
+    if (v != LC_LINEARIZABLE) {
+        if (getenv("TKV_RS_VERBOSE"))
+            fprintf(stderr, "%s\n", r.report);
+        sim_fail(s, "linearizability: %s (%zu ops, %zu keys failed, %zu unknown)",
+                 lc_verdict_name(v), r.n_ops, r.n_keys_failed, r.n_keys_unknown);
+    }
+    lc_result_free(&r);
+}
+
+void sim_final_check(struct sim *s)
+{
+    final_reads(s);
+    if (!s->failed)
+        lin_check(s);
+}
+
 void sim_generic(struct sim *s)
 {
     sim_run(s, 2 * ELECTION_MS * 2);
@@ -1268,19 +1380,9 @@ void sim_generic(struct sim *s)
     }
     if (s->failed)
         return;
-    /* final reads of every key, recorded: the end state must be explained
-     * by the acknowledged (and maybe the unknown) writes */
-    for (uint32_t k = 0; k < (uint32_t)s->o.n_keys && !s->failed; k++) {
-        char key[32], val[256];
-        key_name(key, sizeof(key), k);
-        size_t op = lc_invoke(s->hist, SIM_MAX_CLIENTS, LC_GET, key, strlen(key), NULL, 0, ++s->seq);
-        int rv = sim_get(s, TKV_CF_DEFAULT, key, val, sizeof(val), 5000);
-        if (rv != 0 && rv != TKV_ENOTFOUND) {
-            sim_fail(s, "final read of %s failed: %d (no progress after healing)", key, rv);
-            return;
-        }
-        lc_complete_get(s->hist, op, ++s->seq, rv == 0, val, rv == 0 ? strlen(val) : 0);
-    }
+    final_reads(s);
+    if (s->failed)
+        return;
     if (s->n_ok_puts == 0)
         sim_fail(s, "no write succeeded (liveness)");
     if (s->o.split) {
@@ -1291,15 +1393,7 @@ void sim_generic(struct sim *s)
     }
     if (s->o.confchange && !s->failed)
         check_removed_stores(s);
-    struct lc_result r;
-    enum lc_verdict v = lc_check(s->hist, NULL, &r);
-    if (v != LC_LINEARIZABLE) {
-        if (getenv("TKV_RS_VERBOSE"))
-            fprintf(stderr, "%s\n", r.report);
-        sim_fail(s, "linearizability: %s (%zu ops, %zu keys failed, %zu unknown)",
-                 lc_verdict_name(v), r.n_ops, r.n_keys_failed, r.n_keys_unknown);
-    }
-    lc_result_free(&r);
+    lin_check(s);
     if (s->o.gc_limit && !s->failed) {
         sim_run(s, 1000);
         for (int i = 1; i <= s->o.n_stores; i++) {

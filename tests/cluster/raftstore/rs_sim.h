@@ -43,6 +43,8 @@ struct sim_opts {
      * a random store's peer is removed (if the region keeps one) or a new
      * peer added there, one operator at a time, 0-199 ms apart */
     bool confchange;
+    /* raftstore cfg.snap_gen_budget (0: its default) */
+    uint64_t snap_gen_budget;
 };
 
 /* The mock scheduler (TinyKV's MockSchedulerClient): a region view fed by
@@ -117,6 +119,19 @@ struct sim {
     /* messages of this region to this store are dropped (0: none) */
     uint64_t blocked_region;
     int blocked_store;
+    /* Snapshot oracle (always on): when a store starts generating a
+     * snapshot of a region at applied index X, the simulator builds the
+     * expected payload from its own read of that store's engine at that
+     * moment (the region at X, in one call); every MSG_SNAPSHOT sent must
+     * equal the expected payload of its (store, region, index), or the run
+     * fails. */
+    struct sim_snapref *snaprefs;
+    size_t n_snaprefs;
+    uint64_t n_snap_checked, n_snap_unchecked;
+    size_t max_snap_checked_len; /* largest payload checked (bytes) */
+    /* generations that completed after the leader applied more entries
+     * than their snapshot index (writes went on during generation) */
+    uint64_t n_snap_gen_overlapped;
 };
 
 /* sim_init with hooks (called for the stores sim_init opens too). */
@@ -181,6 +196,9 @@ struct tkv_rs_peer sim_sched_peer_on(struct sim *s, uint64_t region_id, int stor
 
 /* The GenericTest of TinyKV's test_raftstore, checked for linearizability. */
 void sim_generic(struct sim *s);
+/* The end of sim_generic: a recorded final read of every key, then the
+ * history's linearizability check (sim_fail on a violation). */
+void sim_final_check(struct sim *s);
 
 /* sim_generic for each seed (TKV_SEED=<n>: that one; TKV_SEEDS=<n>: n
  * seeds; else default_seeds). On the first failure returns false with err
