@@ -204,6 +204,7 @@ struct tkv_server_config {
         uint64_t pd_heartbeat_tick_interval_ms;
         uint64_t pd_store_heartbeat_tick_interval_ms;
         uint64_t snap_mgr_gc_tick_interval_ms;
+        uint64_t snap_generate_bytes_per_turn; /* raftstore cfg.snap_gen_budget */
     } raftstore;
     struct {
         uint64_t region_max_size;

@@ -59,6 +59,8 @@ static const struct config_key server_keys[] = {
      F(raftstore.pd_store_heartbeat_tick_interval_ms), 1, DAY_MS, 0},
     {"raftstore.snap-mgr-gc-tick-interval", CONFIG_K_DURATION,
      F(raftstore.snap_mgr_gc_tick_interval_ms), 1, DAY_MS, 0},
+    {"raftstore.snap-generate-bytes-per-turn", CONFIG_K_SIZE,
+     F(raftstore.snap_generate_bytes_per_turn), KiB, GiB, 0},
     {"coprocessor.region-max-size", CONFIG_K_SIZE, F(coprocessor.region_max_size), KiB, 1024 * GiB,
      0},
     {"coprocessor.region-split-size", CONFIG_K_SIZE, F(coprocessor.region_split_size), KiB,
@@ -150,6 +152,7 @@ void tkv_config_defaults(struct tkv_server_config *cfg)
     cfg->raftstore.pd_heartbeat_tick_interval_ms = 10000;
     cfg->raftstore.pd_store_heartbeat_tick_interval_ms = 10000;
     cfg->raftstore.snap_mgr_gc_tick_interval_ms = 60000;
+    cfg->raftstore.snap_generate_bytes_per_turn = MiB;
     cfg->coprocessor.region_max_size = 144 * MiB;
     cfg->coprocessor.region_split_size = 96 * MiB;
     cfg->action = TKV_CONFIG_RUN;

@@ -796,6 +796,7 @@ static void rs_config(const struct server_node *node, const struct cluster_store
     rc->region_split_size = cfg->coprocessor.region_split_size;
     uint64_t sc = cfg->raftstore.split_region_check_tick_interval_ms / tick;
     rc->split_check_tick = sc ? (uint32_t)TKV_MIN(sc, UINT32_MAX) : 1;
+    rc->snap_gen_budget = cfg->raftstore.snap_generate_bytes_per_turn;
     rc->seed = st->store_id * 0x9e3779b97f4a7c15ull ^ (uint64_t)time(NULL);
 }
 
