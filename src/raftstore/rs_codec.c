@@ -265,6 +265,10 @@ int rs_snapshot_to_batch(struct tkv_slice data, size_t body_off, struct tkv_engi
             struct tkv_slice k, v;
             if (!rs_rd_slice(&r, TKV_ENGINE_KEY_MAX, &k) || !rs_rd_slice(&r, TKV_ENGINE_VALUE_MAX, &v))
                 return TKV_ECORRUPT;
+            /* injected bug (test builds): applying a snapshot loses the
+             * region's first key, so a peer filled by it lacks that key */
+            if (c == 0 && i == 0 && RS_BUG("snapshot_drops_first_key"))
+                continue;
             int rv = tkv_engine_batch_put(batch, rs_data_cfs[c], k, v);
             if (rv < 0)
                 return rv;

@@ -644,7 +644,10 @@ static void clients_step(struct sim *s)
         uint32_t key = (uint32_t)(rnd(s) % (uint64_t)s->o.n_keys);
         if (key_ops[key] >= 500)
             continue; /* keep each key's history within the checker's reach */
-        client_start(s, c, rnd(s) % 2 ? OP_PUT : OP_GET, key);
+        bool put = s->o.put_percent ? (int)(rnd(s) % 100) < s->o.put_percent : rnd(s) % 2;
+        if (s->o.cold_mod && key % s->o.cold_mod == 0)
+            put = false;
+        client_start(s, c, put ? OP_PUT : OP_GET, key);
     }
 }
 
@@ -793,8 +796,11 @@ static void sched_step(struct sim *s)
         for (size_t k = 0; k < n && k < SIM_MAX_REGIONS && st->alive; k++) {
             struct tkv_rs_region_status rst;
             tkv_raftstore_region_status(st->rs, ids[k], &rst);
-            if (rst.exists && rst.is_leader && rst.region.n_peers)
+            if (rst.exists && rst.is_leader && rst.region.n_peers) {
                 sched_heartbeat(s, i, &rst);
+                if (s->hooks.region_heartbeat && !s->failed && st->alive)
+                    s->hooks.region_heartbeat(s->hooks.arg, i, &rst);
+            }
         }
     }
 }
@@ -1024,9 +1030,10 @@ void sim_init_hooks(struct sim *s, const struct sim_opts *o, uint64_t seed,
     memset(&rg, 0, sizeof(rg));
     rg.id = 1;
     rg.epoch = (struct tkv_rs_epoch){.conf_ver = 1, .version = 1};
-    rg.n_peers = (uint32_t)o->n_stores;
     for (int i = 0; i < o->n_stores; i++)
-        rg.peers[i] = (struct tkv_rs_peer){.id = (uint64_t)i + 1, .store_id = (uint64_t)i + 1};
+        if (!o->initial_stores || (o->initial_stores & (1u << (i + 1))))
+            rg.peers[rg.n_peers++] =
+                (struct tkv_rs_peer){.id = (uint64_t)i + 1, .store_id = (uint64_t)i + 1};
     s->regions[0] = (struct sim_region){.rg = rg};
     s->n_regions = 1;
     s->sched.next_id = (uint64_t)o->n_stores + 1; /* TinyKV: ids after the bootstrap's */
@@ -1042,8 +1049,9 @@ void sim_init_hooks(struct sim *s, const struct sim_opts *o, uint64_t seed,
             abort();
         struct tkv_raftlog_config lc = {.segment_size = 1u << 20};
         struct tkv_raftlog *log = NULL;
+        bool member = !o->initial_stores || (o->initial_stores & (1u << i));
         if (tkv_raftlog_open_mem(&lc, st->disk, &log, NULL) < 0 ||
-            tkv_raftstore_bootstrap(log, st->engine, (uint64_t)i, &rg) < 0)
+            (member && tkv_raftstore_bootstrap(log, st->engine, (uint64_t)i, &rg) < 0))
             sim_fail(s, "bootstrap of store %d failed", i);
         tkv_raftlog_close(log);
         s->stores[i] = st;

@@ -45,6 +45,14 @@ struct sim_opts {
     bool confchange;
     /* raftstore cfg.snap_gen_budget (0: its default) */
     uint64_t snap_gen_budget;
+    /* stores holding region 1 at bootstrap (bit i = store i; 0 = every
+     * store): the others start empty (the balance scenarios) */
+    uint32_t initial_stores;
+    /* share of the clients' operations that are puts, in percent (0: half) */
+    int put_percent;
+    /* keys k with k % cold_mod == 0 are cold: the clients only read them
+     * (0: none); a test writes them first */
+    uint32_t cold_mod;
 };
 
 /* The mock scheduler (TinyKV's MockSchedulerClient): a region view fed by
@@ -85,6 +93,11 @@ struct sim_hooks {
     void (*store_event)(void *arg, int store, enum sim_store_event ev, struct tkv_raftstore *rs);
     /* each ms, after the raw clients and before the stores' ready loops */
     void (*step)(void *arg);
+    /* a real scheduler (test_balance.c): every region heartbeat of a
+     * leader (every SIM_HEARTBEAT_MS and after a change) also goes here,
+     * after the mock scheduler's view checked it; the hook may call into
+     * the store (conf change, transfer) */
+    void (*region_heartbeat)(void *arg, int store, const struct tkv_rs_region_status *st);
 };
 
 struct sim_store;
