@@ -42,9 +42,19 @@ struct tinykv_txn;
 #define TINYKV_ECONFLICT -3001     /* write conflict: retry the transaction */
 #define TINYKV_EABORTED -3002      /* the transaction was rolled back (lock expired and
                                       resolved by another client): retry it */
-#define TINYKV_EUNDETERMINED -3003 /* the primary commit's outcome is unknown (its reply
-                                      was lost): the transaction may or may not be
-                                      committed */
+/* Outcome unknown: the write may or may not have been applied, now or
+ * later. A raw put/delete ends with it when an attempt may have reached the
+ * server and then its answer was lost (connection cut after the request was
+ * sent, the attempt's deadline passed after sending, the store stopped with
+ * the proposal pending -- gRPC UNKNOWN from tinykv-server --, or the server
+ * answered some other outcome-unknown status). libtinykv never resends such
+ * a write: applied twice, it could land after another client's write of the
+ * key. A transaction's commit ends with it when the primary commit's
+ * outcome is unknown: the transaction may or may not be committed. Not
+ * retryable blindly: read the key (or the transaction's effect) first.
+ * Every other error of a put/delete means no attempt was applied (refused
+ * at connect, region errors, busy, deadline between attempts). */
+#define TINYKV_EUNDETERMINED -3003
 #define TINYKV_ETXNDONE -3004      /* the transaction was already committed or rolled back */
 
 struct tinykv_config {
@@ -131,7 +141,11 @@ typedef void (*tinykv_get_cb)(void *user, int rv, struct tkv_slice value);
 typedef void (*tinykv_scan_cb)(void *user, int rv, const struct tinykv_kv *kvs, size_t n);
 
 /* cf: "default" (NULL or "" mean the same), "lock" or "write". key and value
- * are copied. */
+ * are copied. Gets and scans are retried after any failure (they change
+ * nothing); a put or delete is retried only while no attempt can have been
+ * applied, otherwise it ends with TINYKV_EUNDETERMINED (see above). A write
+ * still in flight when tinykv_close ends it with TKV_ESHUTDOWN may or may
+ * not have been applied too. */
 int tinykv_raw_get(struct tinykv *kv, const char *cf, struct tkv_slice key, tinykv_get_cb cb,
                    void *user);
 int tinykv_raw_put(struct tinykv *kv, const char *cf, struct tkv_slice key, struct tkv_slice value,

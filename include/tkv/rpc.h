@@ -288,6 +288,31 @@ void tkv_rpc_client_close(struct tkv_rpc_client *cl);
 int tkv_rpc_client_unary(struct tkv_rpc_client *cl, const char *path, const void *req, size_t len,
                          uint64_t timeout_ns, tkv_rpc_unary_cb cb, void *user);
 
+/* How far a finished unary call got: what a caller that must not repeat a
+ * request the server may have acted on (a non-idempotent write) needs. */
+enum tkv_rpc_reach {
+    /* The server cannot have acted on the request: its last byte (END_STREAM)
+     * was never handed to the socket (connect failed, connection lost or
+     * deadline before it was sent), or the server refused the stream
+     * (RST_STREAM REFUSED_STREAM, or GOAWAY naming an older last stream:
+     * HTTP/2 guarantees such a stream was not processed). */
+    TKV_RPC_NOT_SENT,
+    /* The whole request was handed to the connection, then the call ended
+     * without the server's status (connection lost, our deadline, a stream
+     * reset): the server may or may not have acted on it. */
+    TKV_RPC_SENT,
+    /* The status came from the server (trailers, or a response it sent):
+     * what it means is the server's statement. */
+    TKV_RPC_ANSWERED,
+};
+
+/* tkv_rpc_client_unary, plus *reach (borrowed until cb fires) written just
+ * before cb fires. Same returns (on an error return *reach is not touched:
+ * nothing was sent). */
+int tkv_rpc_client_unary_reach(struct tkv_rpc_client *cl, const char *path, const void *req,
+                               size_t len, uint64_t timeout_ns, tkv_rpc_unary_cb cb, void *user,
+                               enum tkv_rpc_reach *reach);
+
 /* Start a streaming call (any kind); send with tkv_rpc_ccall_send, half-close
  * with tkv_rpc_ccall_close_send. cbs borrowed until on_done fires. Returns
  * 0 and *out, or TKV_ECLOSED / TKV_ENOMEM-like negative codes. on_done never

@@ -48,13 +48,14 @@ enum {
     ERR_NOT_FOUND,                      /* read of a loaded key found nothing */
     ERR_BAD_VALUE,                      /* value length differs from --value-size */
     ERR_CONFLICT,                       /* libtinykv: transaction conflict/abort (retryable) */
+    ERR_UNKNOWN,                        /* libtinykv: write outcome unknown (TINYKV_EUNDETERMINED) */
     ERR_CLIENT,                         /* libtinykv: any other error of the operation */
     N_ERR
 };
 
 static const char *const extra_err_names[] = {"submit",    "decode",    "resp_error",
                                               "region_error", "not_found", "bad_value",
-                                              "txn_conflict", "client_error"};
+                                              "txn_conflict", "outcome_unknown", "client_error"};
 
 static const char *err_name(int k)
 {
@@ -471,6 +472,8 @@ static int lib_kind(int rv)
         return ERR_CONFLICT;
     case TKV_ETIMEDOUT:
         return TKV_GRPC_DEADLINE_EXCEEDED;
+    case TINYKV_EUNDETERMINED: /* may or may not have been applied: not resent */
+        return ERR_UNKNOWN;
     default:
         return ERR_CLIENT;
     }

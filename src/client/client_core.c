@@ -93,7 +93,7 @@ const char *tinykv_strerror(int rv)
     case TINYKV_EABORTED:
         return "transaction rolled back by another client (retry the transaction)";
     case TINYKV_EUNDETERMINED:
-        return "commit outcome undetermined (the primary commit's reply was lost)";
+        return "outcome unknown (the write or commit may or may not have been applied)";
     case TINYKV_ETXNDONE:
         return "transaction already committed or rolled back";
     default:
@@ -518,7 +518,9 @@ static void req_send(struct client_req *q, const char *addr, const struct client
     uint64_t tmo = kv->cfg.rpc_timeout_ms * CLIENT_MS;
     if (tmo > left)
         tmo = left;
-    int rv = tkv_rpc_client_unary(c->cl, q->path, enc.ptr, enc.len, tmo, on_reply, q);
+    q->reach = TKV_RPC_NOT_SENT;
+    int rv = tkv_rpc_client_unary_reach(c->cl, q->path, enc.ptr, enc.len, tmo, on_reply, q,
+                                        &q->reach);
     if (rv) {
         client_set_errmsg(kv, "%s to %s: %s", q->path, addr, tkv_strerror(rv));
         kv->stats.rpc_failures++;
@@ -686,6 +688,43 @@ static int grpc_to_err(enum tkv_grpc_status s)
     }
 }
 
+/* May the server have applied an attempt that ended with status (not OK)?
+ * The rpc layer says how far the request got; a status the server sent
+ * itself is a definite refusal only for the codes tinykv-server sends before
+ * acting: UNAVAILABLE (ServerIsBusy, not serving yet) and the bad-request
+ * codes. Everything else after the request left -- the connection cut, our
+ * deadline, the server's deadline while its proposal was in flight, UNKNOWN
+ * (tinykv-server: the store stopped with the proposal pending, outcome
+ * unknown), INTERNAL -- may have been applied. */
+static bool attempt_ambiguous(enum tkv_rpc_reach reach, enum tkv_grpc_status status)
+{
+    if (reach == TKV_RPC_NOT_SENT)
+        return false;
+    if (reach == TKV_RPC_SENT)
+        return true;
+    switch (status) {
+    case TKV_GRPC_UNAVAILABLE:
+    case TKV_GRPC_UNIMPLEMENTED:
+    case TKV_GRPC_INVALID_ARGUMENT:
+    case TKV_GRPC_OUT_OF_RANGE:
+    case TKV_GRPC_RESOURCE_EXHAUSTED:
+        return false;
+    default:
+        return true;
+    }
+}
+
+/* A write that may have been applied: end it, never resend it (a second
+ * apply could land after another client's write of the key). */
+static void req_undetermined(struct client_req *q)
+{
+    struct tinykv *kv = q->kv;
+    size_t n = strlen(kv->errmsg);
+    snprintf(kv->errmsg + n, sizeof kv->errmsg - n,
+             " (outcome unknown: the write may or may not have been applied; not resent)");
+    req_finish(q, TINYKV_EUNDETERMINED, NULL);
+}
+
 static void on_reply(void *user, enum tkv_grpc_status status, const char *message,
                      struct tkv_slice resp)
 {
@@ -705,11 +744,18 @@ static void on_reply(void *user, enum tkv_grpc_status status, const char *messag
         kv->stats.rpc_failures++;
         client_set_errmsg(kv, "%s: %s%s%s", q->path, tkv_grpc_status_name((int)status),
                           message && *message ? ": " : "", message ? message : "");
+        if (q->write_once && attempt_ambiguous(q->reach, status)) {
+            if (!kv->standalone && q->region_id)
+                client_cache_drop(&kv->cache, q->region_id);
+            req_undetermined(q);
+            return;
+        }
         switch (status) {
         case TKV_GRPC_UNAVAILABLE:
         case TKV_GRPC_CANCELLED:
         case TKV_GRPC_DEADLINE_EXCEEDED:
         case TKV_GRPC_ABORTED:
+        case TKV_GRPC_UNKNOWN: /* the server's "outcome unknown": idempotent, so again */
             /* The store may be gone: in cluster mode ask the scheduler again. */
             if (!kv->standalone && q->region_id)
                 client_cache_drop(&kv->cache, q->region_id);
@@ -726,6 +772,10 @@ static void on_reply(void *user, enum tkv_grpc_status status, const char *messag
     const char *why = NULL;
     if (tkv_pb_decode_ex(q->resp_fields, msg, copy, resp.len, &q->arena, &why) != 0) {
         client_set_errmsg(kv, "%s: undecodable response: %s", q->path, why ? why : "?");
+        if (q->write_once) { /* an OK status: it was probably applied */
+            req_undetermined(q);
+            return;
+        }
         req_finish(q, TKV_EPROTO, NULL);
         return;
     }

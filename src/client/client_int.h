@@ -127,6 +127,12 @@ struct client_req {
     struct tkv_arena arena; /* request, response, keys: freed with the request */
     struct tkv_slice route_key; /* locates the region (encoded form for txn keys) */
     bool batch;
+    /* Not idempotent (RawPut, RawDelete): never sent again once an attempt
+     * may have reached the server; such an attempt ends the request with
+     * TINYKV_EUNDETERMINED. Everything else (reads, Percolator commands)
+     * is retried. */
+    bool write_once;
+    enum tkv_rpc_reach reach; /* how far the current attempt got */
     uint64_t region_id; /* the region of the current attempt */
     /* End key of that region (arena copy; region_end_len 0 = +infinity, or
      * standalone): where a scan continues. */

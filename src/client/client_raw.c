@@ -76,6 +76,9 @@ static int raw_start(struct tinykv *kv, enum raw_kind kind, const char *cf, stru
         q = client_req_new(kv, "/tinykvpb.TinyKv/RawDelete", kvrpcpb_RawDeleteRequest_fields,
                            sizeof(kvrpcpb_RawDeleteRequest), kvrpcpb_RawDeleteResponse_fields,
                            sizeof(kvrpcpb_RawDeleteResponse), 0, raw_done, NULL);
+    /* A put or delete applied twice can land after another client's write
+     * of the key: never resend one the server may have applied. */
+    q->write_once = kind != RAW_GET;
     struct raw_op *op = tkv_arena_calloc(&q->arena, 1, sizeof *op);
     op->kind = kind;
     op->get_cb = get_cb;

@@ -67,6 +67,13 @@ static bool can_start(const struct tkv_rpc_client *cl)
 int tkv_rpc_client_unary(struct tkv_rpc_client *cl, const char *path, const void *req, size_t len,
                          uint64_t timeout_ns, tkv_rpc_unary_cb cb, void *user)
 {
+    return tkv_rpc_client_unary_reach(cl, path, req, len, timeout_ns, cb, user, NULL);
+}
+
+int tkv_rpc_client_unary_reach(struct tkv_rpc_client *cl, const char *path, const void *req,
+                               size_t len, uint64_t timeout_ns, tkv_rpc_unary_cb cb, void *user,
+                               enum tkv_rpc_reach *reach)
+{
     if (!can_start(cl))
         return TKV_ECLOSED;
     if (len > cl->lim.max_send_msg)
@@ -75,6 +82,7 @@ int tkv_rpc_client_unary(struct tkv_rpc_client *cl, const char *path, const void
     call->unary = true;
     call->ucb = cb;
     call->user = user;
+    call->reach = reach;
     rpc_call_queue_msg(call, req, len);
     call->eof = true;
     int rv = rpc_client_submit(cl->conn, call, path, timeout_ns);

@@ -21,6 +21,10 @@ void rpc_client_complete(struct tkv_rpc_call *call, int status, const char *msg)
         msg = "";
     if (call->unary) {
         struct tkv_slice resp = TKV_SLICE(NULL, 0);
+        if (call->reach)
+            *call->reach = call->answered                  ? TKV_RPC_ANSWERED
+                           : call->req_sent && !call->refused ? TKV_RPC_SENT
+                                                              : TKV_RPC_NOT_SENT;
         if (status == TKV_GRPC_OK && call->have_held)
             resp = TKV_SLICE(call->held ? call->held : (const uint8_t *)"", call->held_len);
         call->ucb(call->user, (enum tkv_grpc_status)status, msg, resp);
@@ -58,6 +62,7 @@ void rpc_client_trailers(struct tkv_rpc_call *call)
     call->remote_closed = true;
     if (call->done)
         return;
+    call->answered = true; /* whatever it says, the server said it */
     if (call->http_status != 200) {
         snprintf(buf, sizeof(buf), "HTTP status %d", call->http_status);
         rpc_client_fail(call, rpc_http_to_grpc(call->http_status), buf);

@@ -361,6 +361,8 @@ static int on_frame_send(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
     if (!call)
         return 0;
     call->local_closed = true;
+    if (!c->is_server)
+        call->req_sent = true; /* the request is complete on the wire (or in the socket) */
     /* The response is complete but the client is still sending: reset so
      * it stops (gRPC servers do the same). */
     if (c->is_server && !call->remote_closed)
@@ -386,6 +388,9 @@ static void stream_closed(struct rpc_conn *c, struct tkv_rpc_call *call, uint32_
             rpc_client_trailers(call);
             rpc_client_complete(call, TKV_GRPC_INTERNAL, "stream closed without status");
         } else if (error_code == NGHTTP2_REFUSED_STREAM) {
+            /* RST_STREAM(REFUSED_STREAM), a stream above GOAWAY's last
+             * stream id, or HEADERS never sent: not processed (RFC 9113 8.7). */
+            call->refused = true;
             rpc_client_complete(call, TKV_GRPC_UNAVAILABLE, "stream refused");
         } else if (error_code == NGHTTP2_CANCEL) {
             rpc_client_complete(call, TKV_GRPC_CANCELLED, "stream cancelled by the server");

@@ -106,6 +106,10 @@ struct tkv_rpc_call {
 
     /* client */
     bool unary;
+    bool req_sent;  /* our END_STREAM frame was handed to the socket */
+    bool answered;  /* the status came from the server (trailers) */
+    bool refused;   /* REFUSED_STREAM: the server did not process it */
+    enum tkv_rpc_reach *reach; /* unary_reach: written before ucb */
     tkv_rpc_unary_cb ucb;
     const struct tkv_rpc_stream_cbs *cbs;
     void *user;

@@ -2103,9 +2103,20 @@ static void on_rs_done(void *arg, const struct tkv_rs_result *res)
     tkv_rpc_call_set_data(call, NULL); /* the reply below ends the call */
     struct tkv_arena *a = &st->arena;
     tkv_arena_reset(a);
+    if (res->rv == TKV_ESHUTDOWN && (q->kind == REQ_PUT || q->kind == REQ_DELETE)) {
+        /* The proposal may still commit and apply (on this node after a
+         * restart, or on a new leader): outcome unknown. UNKNOWN, not
+         * UNAVAILABLE, so libtinykv does not send the write again (a second
+         * apply could land after another client's write of the key). */
+        tkv_rpc_call_finish(call, TKV_GRPC_UNKNOWN,
+                            "store is stopping: the write may or may not have been applied");
+        req_free(q);
+        return;
+    }
     if (res->rv == TKV_ESHUTDOWN || (res->rv == TKV_EREGION &&
                                      res->region_error.kind == TKV_RS_SERVER_BUSY)) {
-        /* TinyKV's errorpb has no ServerIsBusy; clients retry UNAVAILABLE. */
+        /* TinyKV's errorpb has no ServerIsBusy; clients retry UNAVAILABLE
+         * (nothing was done: a read, or a write refused before proposing). */
         tkv_rpc_call_finish(call, TKV_GRPC_UNAVAILABLE,
                             res->rv == TKV_ESHUTDOWN ? "store is stopping" : "server is busy");
         req_free(q);
@@ -2381,7 +2392,10 @@ static void on_kv_done(void *arg, const struct tkv_txn_cluster_result *res)
     } else if (res->rv == TKV_EINVAL) {
         tkv_rpc_call_finish(call, TKV_GRPC_INVALID_ARGUMENT, res->why ? res->why : "bad request");
     } else if (res->rv == TKV_ESHUTDOWN) {
-        tkv_rpc_call_finish(call, TKV_GRPC_UNAVAILABLE, "store is stopping");
+        /* A write may have been proposed: outcome unknown (clients retry
+         * Percolator commands, which are idempotent, on UNKNOWN too). */
+        tkv_rpc_call_finish(call, TKV_GRPC_UNKNOWN,
+                            "store is stopping: the command may or may not have been applied");
     } else {
         if (tkv_err_class(res->rv) == TKV_ERR_FATAL)
             TKV_PANIC("storage failed, stopping: %s", tkv_strerror(res->rv));

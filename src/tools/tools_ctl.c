@@ -4,7 +4,8 @@
  * core): main parses, the core runs the command, main prints the answer.
  * The store/region/operator verbs talk to the scheduler's HTTP API
  * (tools_admin.c).
- * Exit: 0 ok, 1 error, 2 usage, 3 key not found. */
+ * Exit: 0 ok, 1 error, 2 usage, 3 key not found, 4 outcome unknown (a
+ * put/delete or commit that may or may not have been applied). */
 #include <errno.h>
 #include <getopt.h>
 #include <stdarg.h>
@@ -20,6 +21,7 @@
 #define EXIT_ERROR 1
 #define EXIT_USAGE 2
 #define EXIT_NOT_FOUND 3
+#define EXIT_UNKNOWN 4 /* TINYKV_EUNDETERMINED: check (read) before writing again */
 
 static const char usage_text[] =
     "usage: tinykv-ctl [--host ADDR | --pd ADDR] [--cf CF] [--hex] [--timeout SECONDS]\n"
@@ -62,7 +64,8 @@ static const char usage_text[] =
     "\n"
     "Exit status: 0 ok, 1 error (connection, gRPC status, region error, error\n"
     "string, transaction conflict; the reason goes to stderr), 2 usage, 3 key not\n"
-    "found (get).\n";
+    "found (get), 4 outcome unknown (put/delete/commit: the write may or may not\n"
+    "have been applied; read before writing again).\n";
 
 enum ctl_verb { VERB_GET, VERB_PUT, VERB_DELETE, VERB_SCAN };
 
@@ -392,7 +395,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "tinykv-ctl: %s %s via %s failed: %s%s%s\n", args[0],
                 verb_names[cmd.verb], where, tinykv_strerror(cmd.rv), cmd.errmsg[0] ? ": " : "",
                 cmd.errmsg);
-        code = EXIT_ERROR;
+        code = cmd.rv == TINYKV_EUNDETERMINED ? EXIT_UNKNOWN : EXIT_ERROR;
     } else if (cmd.verb == VERB_GET) {
         tools_print_bytes(stdout, cmd.value_out, cmd.value_len, hex);
         putchar('\n');

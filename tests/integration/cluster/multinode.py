@@ -143,7 +143,8 @@ def lost_acknowledged_writes(recs):
     final = {r["key"]: r for r in recs if r["process"] == 99900 and r["type"] == "ok"}
     lost = []
     for key, fr in sorted(final.items()):
-        writes = [r for r in recs if r["key"] == key and r["f"] in ("put", "delete")]
+        writes = [r for r in recs if r["key"] == key and r["f"] in ("put", "delete")
+                  and r["type"] != "fail"]  # a failed write surely did not take effect
         acked = [w for w in writes if w["type"] == "ok"]
         if not acked:
             continue

@@ -10,9 +10,11 @@
  *
  * One JSON line per completed operation, the format of tkv-check-lin:
  *   {"process":P,"f":"put","key":"rw/k1","value":"c1-2-7","call":T0,"ret":T1,"type":"ok"}
- * A get that failed is "fail" (it read nothing); a put or delete that failed
- * is "info" with "ret":null (libtinykv may have sent it to a leader that
- * applied it before the answer was lost). Times are CLOCK_MONOTONIC ns,
+ * A get that failed is "fail" (it read nothing). A put or delete that ended
+ * with TINYKV_EUNDETERMINED (an attempt may have been applied: connection
+ * cut after sending, deadline, the store stopped with the proposal pending;
+ * libtinykv does not resend it) is "info" with "ret":null; one that failed
+ * otherwise is "fail" (no attempt can have been applied). Times are CLOCK_MONOTONIC ns,
  * comparable with the harness's time.monotonic_ns(). Every line is one
  * write(2) to an O_APPEND file.
  *
@@ -107,10 +109,19 @@ static void record_write(struct worker *w, int rv)
         emit("{\"process\":%u,\"f\":\"%s\",\"key\":\"%s\"%s,\"call\":%" PRIu64 ",\"ret\":%" PRIu64
              ",\"type\":\"ok\"}",
              process_of(w), f, kb, value, w->call, now_ns());
-    else
+    else if (rv == TINYKV_EUNDETERMINED || rv == TKV_ESHUTDOWN)
+        /* May or may not have been applied, at any time after the call:
+         * Jepsen's :info, pending forever. */
         emit("{\"process\":%u,\"f\":\"%s\",\"key\":\"%s\"%s,\"call\":%" PRIu64
              ",\"ret\":null,\"type\":\"info\",\"error\":\"%s\"}",
              process_of(w), f, kb, value, w->call, tinykv_strerror(rv));
+    else
+        /* libtinykv ends a write with any other error only when no attempt
+         * can have been applied (it never resends one that may have been):
+         * the checker drops it, and would catch it showing up. */
+        emit("{\"process\":%u,\"f\":\"%s\",\"key\":\"%s\"%s,\"call\":%" PRIu64
+             ",\"ret\":%" PRIu64 ",\"type\":\"fail\",\"error\":\"%s\"}",
+             process_of(w), f, kb, value, w->call, now_ns(), tinykv_strerror(rv));
 }
 
 static void on_write(void *user, int rv)
