@@ -22,7 +22,9 @@
  * and exit (the final reads of a test after its faults).
  * --load N --value-bytes B: write N keys "<prefix>/load/<i>" with values of
  * B bytes (the first bytes say which key), --workers at once, and exit; no
- * history, exit status 1 if any put failed (filler data for region splits).
+ * history, exit status 1 if any put failed (filler data for region splits;
+ * a put whose outcome is unknown is written again, up to 5 times: the same
+ * value, no other writer, so a double apply changes nothing).
  *
  * Runs until --duration-ms passed (then waits for the operations in flight)
  * or the process gets SIGTERM/SIGINT. Exit status: 0 done, 1 the handle could
@@ -73,6 +75,7 @@ struct worker {
     unsigned key;
     char value[64];
     uint64_t call;
+    unsigned load_tries; /* --load: undetermined puts of the current key */
     struct tkv_timer think; /* the pause before the next operation */
 };
 
@@ -182,13 +185,21 @@ static void on_get(void *user, int rv, struct tkv_slice value)
 
 static void on_load_put(void *user, int rv);
 
+static void load_put(struct worker *w, unsigned long i);
+
 static void load_one(struct worker *w)
 {
     if (load_next >= opt.load || stop_requested) {
         worker_done(w);
         return;
     }
-    unsigned long i = load_next++;
+    w->seq = load_next++;
+    w->load_tries = 0;
+    load_put(w, w->seq);
+}
+
+static void load_put(struct worker *w, unsigned long i)
+{
     char kb[128];
     int kn = snprintf(kb, sizeof kb, "%s/load/%08lu", opt.prefix, i);
     int vn = snprintf(load_value, opt.value_bytes, "v%08lu", i);
@@ -206,6 +217,13 @@ static void load_one(struct worker *w)
 static void on_load_put(void *user, int rv)
 {
     struct worker *w = user;
+    if (rv == TINYKV_EUNDETERMINED && w->load_tries < 5) {
+        /* Outcome unknown: writing the same value again is harmless here
+         * (only this worker writes the key and nobody checks its history). */
+        w->load_tries++;
+        load_put(w, w->seq);
+        return;
+    }
     if (rv) {
         fprintf(stderr, "tkv-raw-workload: load put failed: %s (%s)\n", tinykv_strerror(rv),
                 tinykv_errmsg(w->kv));
