@@ -319,7 +319,10 @@ void tkv_raftstore_txn(struct tkv_raftstore *s, const struct tkv_rs_header *h,
  *   (hint: the other peer): retry there. When this store's own peer is
  *   removed, its pending reads are answered RegionNotFound and its pending
  *   writes TKV_ESHUTDOWN (outcome unknown); env.region_changed follows every
- *   applied membership change (removed = true for our own removal).
+ *   applied membership change (removed = true for our own removal). Our
+ *   own removal from a region of TWO is held until the other peer knows it
+ *   is committed (src/raftstore/README.md "Held removal"): it applies, and
+ *   the peer goes, up to about an election timeout later.
  * split: split_key strictly inside the region (not its start); the new
  *   region gets new_region_id, the range [split_key, old end) and one peer
  *   per existing peer, new_peer_ids[i] on the store of the region's

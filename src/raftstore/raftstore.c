@@ -1172,11 +1172,16 @@ static void apply_committed(struct rs_peer *p, const struct tkv_raft_entry *ents
     tkv_index compact_to = 0;
     tkv_term compact_term = 0;
     for (size_t i = 0; i < n; i++) {
-        if (ents[i].index <= p->apply.applied) {
-            res[i].index = 0; /* already applied (replay overlap) */
+        if (ents[i].index <= p->apply.applied || p->held_removal) {
+            /* already applied (replay overlap), or after our held removal */
+            res[i].index = 0;
             continue;
         }
         apply_entry(p, &ents[i], &b, &res[i], &compact_to, &compact_term);
+        if (p->held_removal) {
+            res[i].index = 0; /* held: not applied (rs_held_removal_step) */
+            continue;
+        }
         p->apply.applied = ents[i].index;
         if (p->destroy_pending) {
             /* we were removed: nothing after it applies here */
@@ -1386,6 +1391,8 @@ bool tkv_raftstore_ready(struct tkv_raftstore *s)
             tkv_raft_advance(p->raft, &p->up);
             p->has_up = p->up.flags != 0;
         }
+        if (p->held_removal && !p->destroy_pending)
+            rs_held_removal_step(p);
         if (p->destroy_pending) {
             /* what raft said last (a removed leader's TimeoutNow to its
              * successor) still leaves with this turn */

@@ -183,6 +183,21 @@ void rs_apply_conf_change(struct rs_peer *p, const struct tkv_raft_entry *e,
     } else {
         if (!cur)
             return; /* already gone */
+        if (id == p->peer_id && rg->n_peers == 2 && !RS_BUG("two_peer_removal_not_held")) {
+            /* Our removal from a region of two: the other peer counts us
+             * in every quorum until it learns this entry is committed. If
+             * we committed it as leader and vanished, our last messages
+             * lost, it could never be elected. Hold it (apply_committed
+             * applies nothing from here) until it knows. */
+            struct tkv_raft_status st;
+            tkv_raft_status(p->raft, &st);
+            p->held_removal = e->index;
+            p->held_last = st.last_index;
+            TKV_LOG_INFO("own removal from a region of two held", TKV_LF_U64("region_id", rg->id),
+                         TKV_LF_U64("peer_id", p->peer_id), TKV_LF_U64("index", e->index),
+                         TKV_LF_U64("last_index", st.last_index));
+            return;
+        }
         size_t at = (size_t)(cur - rg->peers);
         memmove(&rg->peers[at], &rg->peers[at + 1], (rg->n_peers - at - 1) * sizeof(rg->peers[0]));
         rg->n_peers--;
@@ -205,6 +220,63 @@ void rs_apply_conf_change(struct rs_peer *p, const struct tkv_raft_entry *e,
     (void)rs_peer_step(p, &ev);
     if (!self_removed)
         rs_region_changed(s, rg, false);
+}
+
+void rs_held_removal_step(struct rs_peer *p)
+{
+    struct tkv_raft_status st;
+    tkv_raft_status(p->raft, &st);
+    if (st.ss.role != TKV_RAFT_LEADER && st.hs.commit > p->held_last) {
+        /* a later leader committed an entry of its own term after our
+         * removal: it knows the removal is committed and applies it
+         * without us. Apply it here too (the Tombstone keeps the region
+         * without us) and go. */
+        struct tkv_rs_region *rg = &p->region;
+        const struct tkv_rs_peer *cur = rs_region_peer_by_id(rg, p->peer_id);
+        if (cur) {
+            size_t at = (size_t)(cur - rg->peers);
+            memmove(&rg->peers[at], &rg->peers[at + 1],
+                    (rg->n_peers - at - 1) * sizeof(rg->peers[0]));
+            rg->n_peers--;
+            memset(&rg->peers[rg->n_peers], 0, sizeof(rg->peers[0]));
+            rg->epoch.conf_ver++;
+        }
+        p->destroy_pending = true;
+        return;
+    }
+    const struct tkv_rs_peer *other = NULL;
+    for (uint32_t i = 0; i < p->region.n_peers && !other; i++)
+        if (p->region.peers[i].id != p->peer_id)
+            other = &p->region.peers[i];
+    if (!other)
+        return;
+    if (st.ss.role != TKV_RAFT_LEADER) {
+        /* Raft does not campaign over a committed, unapplied conf change,
+         * so a peer that applied our removal and stopped talking to us
+         * would never hear from us again: ask it (a pre-vote changes no
+         * state; from a sender it removed it earns a gc message, 2.14). */
+        struct tkv_raftstore *s = p->s;
+        if (s->ticks < p->held_probe_tick)
+            return;
+        p->held_probe_tick = s->ticks + s->cfg.election_tick;
+        tkv_term last_term = 0;
+        (void)tkv_raft_term(p->raft, st.last_index, &last_term);
+        struct tkv_raft_msg m = {.type = TKV_RAFT_MSG_PRE_VOTE,
+                                 .to = other->id,
+                                 .from = p->peer_id,
+                                 .term = st.hs.term + 1,
+                                 .log_term = last_term,
+                                 .index = st.last_index};
+        rs_queue_msg(p, &m);
+        s->dirty = true;
+        return;
+    }
+    if (st.lead_transferee == 0) {
+        /* we lead a region we are leaving: the other peer takes over
+         * (then commits an entry of its term, which releases us) */
+        struct tkv_raft_event ev = {.type = TKV_RAFT_EV_TRANSFER_LEADER, .u.target = other->id};
+        (void)rs_peer_step(p, &ev);
+    }
 }
 
 /* ------------------------------------------------------------ destroy */

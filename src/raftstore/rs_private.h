@@ -163,6 +163,14 @@ struct rs_peer {
     /* set when this peer applied its own removal: the Ready loop destroys
      * it once the update is handled (rs_peer_destroy) */
     bool destroy_pending;
+    /* A committed removal of this peer from a region of two, held (not
+     * applied, nothing after it applied) until the other peer provably
+     * knows it is committed: raft's commit passed held_last (a later
+     * leader committed in its own term) or a gc message came. A leader
+     * holding it hands leadership over first. See README "Conf change".
+     * 0: none. */
+    tkv_index held_removal, held_last;
+    uint64_t held_probe_tick; /* next store tick to probe the other peer */
     /* the last generated snapshot (rs_snapgen.c), handed to raft while
      * usable: same epoch, and the log still holds the entries after it */
     struct tkv_raft_buf *snap_data;
@@ -274,6 +282,12 @@ void rs_apply_conf_change(struct rs_peer *p, const struct tkv_raft_entry *e,
  * region of the store owns), apply state, raft log; a Tombstone region
  * state; pending requests answered RegionNotFound; env.region_changed. */
 void rs_peer_destroy(struct rs_peer *p);
+/* Once per Ready turn for a peer holding its removal (p->held_removal):
+ * lead -> hand leadership to the other peer; commit past held_last ->
+ * apply the removal to the region and set p->destroy_pending; else every
+ * election timeout a pre-vote probe to the other peer (a peer that
+ * applied our removal answers it with a gc message). */
+void rs_held_removal_step(struct rs_peer *p);
 /* TINYKV-API.md 2.14 on receive: gc (is_tombstone) messages, stale senders,
  * tombstoned regions, newer peer ids. Returns the peer to step the message
  * into (created if needed), or NULL when the message was consumed or
