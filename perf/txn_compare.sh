@@ -5,20 +5,25 @@
 # raw puts, one-key transactions, four-key transactions (tinykv-bench -b
 # tinykv-txn, libtinykv 2PC: prewrite + commit per key group), and prints the
 # medians: ops/s, p99, server CPU per op and the ratio to a raw put.
+# --txn-load also writes every key once through a transaction before the
+# rounds, so transactions meet keys with committed versions (a store whose
+# data was written by transactions) instead of an empty write CF.
 set -euo pipefail
 
 usage() {
   cat <<'USAGE'
 Usage: perf/txn_compare.sh [-r ROUNDS] [-D SECONDS] [-k KEYS] [-c CONNS] [-m DEPTH]
-                           [--build-dir DIR] [--out DIR]
+                           [--txn-load] [--build-dir DIR] [--out DIR]
   -r rounds (default 3), -D measured seconds per run (default 8), -k keys (default 100000:
   uniform keys, so concurrent transactions rarely conflict), -c connections x -m depth in flight
-  (default 4 x 4), --build-dir Release build (default build/release), --out keep results there.
+  (default 4 x 4), --txn-load also loads every key through a one-key transaction (the write
+  CF starts populated, as in a store of transactional data), --build-dir Release build
+  (default build/release), --out keep results there.
 USAGE
 }
 
 root=$(cd "$(dirname "$0")/.." && pwd)
-rounds=3 duration=8 keys=100000 conns=4 depth=4 build_dir=$root/build/release out=""
+rounds=3 duration=8 keys=100000 conns=4 depth=4 build_dir=$root/build/release out="" txn_load=0
 while [ $# -gt 0 ]; do
   case "$1" in
     -r) rounds=$2; shift ;;
@@ -26,6 +31,7 @@ while [ $# -gt 0 ]; do
     -k) keys=$2; shift ;;
     -c) conns=$2; shift ;;
     -m) depth=$2; shift ;;
+    --txn-load) txn_load=1 ;;
     --build-dir) build_dir=$(realpath -m "$2"); shift ;;
     --out) out=$2; shift ;;
     -h|--help) usage; exit 0 ;;
@@ -58,6 +64,7 @@ done
 addr=127.0.0.1:$port
 common=(-a "$addr" -k "$keys" -c "$conns" -m "$depth" -q -p "$srv_pid")
 "$bin/tinykv-bench" -b tinykv -w load "${common[@]}" >/dev/null
+[ "$txn_load" = 1 ] && "$bin/tinykv-bench" -b tinykv-txn -w load "${common[@]}" >/dev/null
 : >"$out/results.jsonl"
 for r in $(seq "$rounds"); do
   "$bin/tinykv-bench" -b tinykv -w put -D "$duration" "${common[@]}" --label raw-put >>"$out/results.jsonl"

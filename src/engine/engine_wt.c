@@ -24,6 +24,24 @@
 static const char *const wt_uri[TKV_CF_COUNT] = {"table:default", "table:lock", "table:write",
                                                  "table:meta"};
 
+/* Table settings, applied when a table is created (a store keeps the
+ * settings it was created with). WiredTiger keeps every key inserted into
+ * an in-memory page in a skiplist until the page is reconciled (evicted),
+ * by default once the page holds 5 MB (memory_page_max). The lock CF's
+ * live set is tiny (one lock per key of an unfinished transaction) but
+ * every transaction inserts and then deletes its locks, so its one page
+ * collected tens of thousands of tombstones, walked by each of the ~4 lock
+ * CF searches of every transaction: __wt_search_insert was the largest
+ * single cost of a one-key transaction (perf/README.md "Transactions vs
+ * raw puts"). Small lock CF pages are reconciled after ~100 updates, which
+ * drops the tombstones; the pages are tiny, so that costs little. */
+static const char *const wt_table_config[TKV_CF_COUNT] = {
+    [TKV_CF_DEFAULT] = "key_format=u,value_format=u",
+    [TKV_CF_LOCK] = "key_format=u,value_format=u,leaf_page_max=4KB,memory_page_max=16KB",
+    [TKV_CF_WRITE] = "key_format=u,value_format=u",
+    [TKV_CF_META] = "key_format=u,value_format=u",
+};
+
 struct wt_engine {
     struct tkv_engine base;
     WT_CONNECTION *conn;
@@ -259,7 +277,7 @@ int engine_wt_open(const struct tkv_engine_opts *opts, struct tkv_engine **e_out
     for (int i = 0; i < TKV_CF_COUNT; i++) {
         /* Raw byte items compare with WiredTiger's default collator, a
          * lexicographic memcmp with the shorter key first. */
-        ret = ws->create(ws, wt_uri[i], "key_format=u,value_format=u");
+        ret = ws->create(ws, wt_uri[i], wt_table_config[i]);
         if (ret != 0)
             TKV_ERR(wt_err(ret, "create table"));
     }
