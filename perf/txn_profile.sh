@@ -13,15 +13,16 @@ set -euo pipefail
 usage() {
   cat <<'USAGE'
 Usage: perf/txn_profile.sh [-D SECONDS] [-k KEYS] [-c CONNS] [-m DEPTH] [-F HZ]
-                           [--build-dir DIR] [--out DIR] [-- SERVER_ARGS...]
+                           [--txn-load] [--build-dir DIR] [--out DIR] [-- SERVER_ARGS...]
   -D recorded seconds per run (default 10), -k keys (default 100000), -c x -m in flight
   (default 4 x 4, as txn_compare.sh), -F sampling frequency (default 4999),
+  --txn-load also loads every key through a one-key transaction (as txn_compare.sh),
   --build-dir Release build (default build/release), --out keep results there.
 USAGE
 }
 
 root=$(cd "$(dirname "$0")/.." && pwd)
-secs=10 keys=100000 conns=4 depth=4 freq=4999 build_dir=$root/build/release out=""
+secs=10 keys=100000 conns=4 depth=4 freq=4999 build_dir=$root/build/release out="" txn_load=0
 while [ $# -gt 0 ]; do
   case "$1" in
     -D) secs=$2; shift ;;
@@ -29,6 +30,7 @@ while [ $# -gt 0 ]; do
     -c) conns=$2; shift ;;
     -m) depth=$2; shift ;;
     -F) freq=$2; shift ;;
+    --txn-load) txn_load=1 ;;
     --build-dir) build_dir=$(realpath -m "$2"); shift ;;
     --out) out=$2; shift ;;
     --) shift; break ;;
@@ -77,6 +79,7 @@ for _ in $(seq 100); do
 done
 common=(-a 127.0.0.1:$port -k "$keys" -c "$conns" -m "$depth" -q -p "$srv_pid")
 "$bin/tinykv-bench" -b tinykv -w load "${common[@]}" >/dev/null
+[ "$txn_load" = 1 ] && "$bin/tinykv-bench" -b tinykv-txn -w load "${common[@]}" >/dev/null
 for kind in raw-put txn-1key; do
   case $kind in
     raw-put) args=(-b tinykv -w put) ;;
