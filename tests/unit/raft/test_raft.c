@@ -1144,3 +1144,52 @@ Test(raft, malformed_messages_rejected_without_effect)
     rf_msgs_free(out, n);
     rf_close(&c);
 }
+
+/* etcd's ErrSnapshotTemporarilyUnavailable: a storage still generating the
+ * snapshot answers TKV_EUNAVAILABLE; the leader sends nothing, keeps
+ * probing the follower, and sends the snapshot at a heartbeat response
+ * after it became available (the raftstore generates over many turns). */
+Test(raft, snapshot_temporarily_unavailable_retried)
+{
+    struct rf_cluster c;
+    solo_new(&c, 2, NULL);
+    uint64_t ids[] = {1, 2};
+    with_storage_snapshot(&c, 1, 11, 11, ids, 2);
+    solo_make_leader(&c);
+    rf_node(&c, 1)->ms.snap_unavailable = true;
+    struct tkv_raft_msg r = mk(TKV_RAFT_MSG_APPEND_RESP, 2, 1, term(&c, 1));
+    r.index = last_index(&c, 1) - 1;
+    r.reject = true;
+    rf_send(&c, &r);
+    struct tkv_raft_msg *out;
+    size_t n = drain(&c, 1, &out);
+    for (size_t i = 0; i < n; i++)
+        cr_assert_neq(out[i].type, TKV_RAFT_MSG_SNAPSHOT, "snapshot sent while unavailable");
+    rf_msgs_free(out, n);
+    cr_assert_eq(prog(&c, 1, 2).state, 0, "still probing while the snapshot is generated");
+    /* heartbeat responses while still unavailable: no snapshot, no error */
+    for (int k = 0; k < 3; k++) {
+        struct tkv_raft_msg hr = mk(TKV_RAFT_MSG_HEARTBEAT_RESP, 2, 1, term(&c, 1));
+        rf_send(&c, &hr);
+        n = drain(&c, 1, &out);
+        for (size_t i = 0; i < n; i++)
+            cr_assert_neq(out[i].type, TKV_RAFT_MSG_SNAPSHOT, "snapshot sent while unavailable");
+        rf_msgs_free(out, n);
+    }
+    cr_assert_eq(role(&c, 1), LEADER);
+    rf_node(&c, 1)->ms.snap_unavailable = false;
+    struct tkv_raft_msg hr = mk(TKV_RAFT_MSG_HEARTBEAT_RESP, 2, 1, term(&c, 1));
+    rf_send(&c, &hr);
+    n = drain(&c, 1, &out);
+    bool snap = false;
+    for (size_t i = 0; i < n; i++)
+        if (out[i].type == TKV_RAFT_MSG_SNAPSHOT) {
+            snap = true;
+            cr_assert_eq(out[i].snapshot->index, 11);
+        }
+    rf_msgs_free(out, n);
+    cr_assert(snap, "snapshot not sent once available");
+    cr_assert_eq(prog(&c, 1, 2).state, 2, "snapshot state after sending it");
+    cr_assert(!c.failed, "%s", c.err);
+    rf_close(&c);
+}
