@@ -156,11 +156,16 @@ class Server:
             if self.proc.poll() is not None:
                 raise AssertionError("tinykv-server exited with %d before serving; log:\n%s" %
                                      (self.proc.returncode, self.log_tail()))
+            # Probe only once OUR process has logged its bound port: after a
+            # kill -9 the port we restart on may briefly belong to another
+            # test's server (it picked it as a free ephemeral port), and a
+            # probe answered by that server would pass for ours.
+            bound = self._bound_port()
+            if not bound:
+                time.sleep(0.05)
+                continue
             if not self.port:
-                self.port = self._bound_port()
-                if not self.port:
-                    time.sleep(0.05)
-                    continue
+                self.port = bound
             try:
                 with channel(self.addr) as ch:
                     r = raw_get(ch, b"\x00tkv-it-probe", timeout=2)
