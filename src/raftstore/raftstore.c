@@ -1211,6 +1211,14 @@ static void apply_committed(struct rs_peer *p, const struct tkv_raft_entry *ents
     (void)rs_peer_step(p, &ev);
 }
 
+/* A lock of the snapshot held by another region of this store (in
+ * EncodeBytes form) is that region's to manage: not overwritten. */
+static bool snapshot_skip_lock(void *ctx, struct tkv_slice key)
+{
+    const struct rs_peer *p = ctx;
+    return !RS_BUG("lock_cf_raw_bounds") && rs_lock_managed_elsewhere(p->s, p->region.id, key);
+}
+
 /* Install a snapshot into the engine atomically (old range data out, the
  * snapshot's data, region and apply state in), make that durable with a
  * checkpoint, then stage the raft log truncation. A crash between the two
@@ -1230,9 +1238,16 @@ static void apply_snapshot(struct rs_peer *p, const struct tkv_raft_snapshot *sn
     tkv_engine_batch_init(&b);
     const struct tkv_rs_region *old = p->initialized ? &p->region : &rg;
     for (int c = 0; c < 3; c++)
-        (void)tkv_engine_batch_delete_range(&b, rs_data_cfs[c], TKV_SLICE(old->start, old->start_len),
-                                            TKV_SLICE(old->end, old->end_len));
-    int rv = rs_snapshot_to_batch(data, off, &b);
+        if (rs_data_cfs[c] != TKV_CF_LOCK)
+            (void)tkv_engine_batch_delete_range(&b, rs_data_cfs[c],
+                                                TKV_SLICE(old->start, old->start_len),
+                                                TKV_SLICE(old->end, old->end_len));
+    /* the LOCK CF by the region's rule (rs_lockcf.c): locks of the region
+     * lie outside its raw range, and keys in it may be another's locks */
+    int rv = rs_delete_region_locks(s, old, &b);
+    if (rv < 0)
+        rs_fatal_engine(rv);
+    rv = rs_snapshot_to_batch(data, off, &b, snapshot_skip_lock, p);
     if (rv < 0)
         rs_fatal_engine(rv);
     p->region = rg;

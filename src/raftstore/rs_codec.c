@@ -200,8 +200,9 @@ int rs_snapshot_build(struct tkv_engine_session *sess, const struct tkv_rs_regio
     rs_snapshot_begin(b, rg);
     for (int c = 0; c < 3; c++) {
         struct tkv_engine_iter *it = NULL;
-        rv = tkv_engine_iter_open(snap, rs_data_cfs[c], TKV_SLICE(rg->start, rg->start_len),
-                                  TKV_SLICE(rg->end, rg->end_len), &it);
+        /* the LOCK CF: keys of the region in either form (rs_lockcf.c) */
+        bool lock_cf;
+        rv = rs_snapshot_iter_open(snap, rs_data_cfs[c], rg, &it, &lock_cf);
         if (rv < 0)
             break;
         size_t count_at = b->len;
@@ -209,6 +210,8 @@ int rs_snapshot_build(struct tkv_engine_session *sess, const struct tkv_rs_regio
         uint64_t count = 0;
         for (rv = tkv_engine_iter_seek_first(it); rv == 0 && tkv_engine_iter_valid(it);
              rv = tkv_engine_iter_next(it)) {
+            if (lock_cf && !rs_lock_key_in_region(rg, tkv_engine_iter_key(it)))
+                continue;
             rs_snapshot_pair(b, tkv_engine_iter_key(it), tkv_engine_iter_value(it));
             count++;
         }
@@ -254,7 +257,8 @@ int rs_snapshot_check(struct tkv_slice data, struct tkv_rs_region *rg_out, size_
     return 0;
 }
 
-int rs_snapshot_to_batch(struct tkv_slice data, size_t body_off, struct tkv_engine_batch *batch)
+int rs_snapshot_to_batch(struct tkv_slice data, size_t body_off, struct tkv_engine_batch *batch,
+                         bool (*skip_lock)(void *ctx, struct tkv_slice key), void *ctx)
 {
     struct rs_rd r = {data.ptr, data.len - 4, body_off};
     for (int c = 0; c < 3; c++) {
@@ -268,6 +272,8 @@ int rs_snapshot_to_batch(struct tkv_slice data, size_t body_off, struct tkv_engi
             /* injected bug (test builds): applying a snapshot loses the
              * region's first key, so a peer filled by it lacks that key */
             if (c == 0 && i == 0 && RS_BUG("snapshot_drops_first_key"))
+                continue;
+            if (rs_data_cfs[c] == TKV_CF_LOCK && skip_lock && skip_lock(ctx, k))
                 continue;
             int rv = tkv_engine_batch_put(batch, rs_data_cfs[c], k, v);
             if (rv < 0)

@@ -295,11 +295,14 @@ static int region_start_cmp(const void *x, const void *y)
     return bound_cmp(a->start, a->start_len, b->start, b->start_len);
 }
 
+/* DEFAULT and WRITE (EncodeKey / raw keys: the raw range is exact); the
+ * LOCK CF goes by its own rule (rs_lockcf.c). */
 static void delete_range(struct tkv_engine_batch *b, const uint8_t *lo, uint32_t lo_len,
                          const uint8_t *hi, uint32_t hi_len)
 {
     for (int c = 0; c < 3; c++)
-        if (tkv_engine_batch_delete_range(b, rs_data_cfs[c], TKV_SLICE(lo, lo_len),
+        if ((rs_data_cfs[c] != TKV_CF_LOCK || RS_BUG("lock_cf_raw_bounds")) &&
+            tkv_engine_batch_delete_range(b, rs_data_cfs[c], TKV_SLICE(lo, lo_len),
                                           TKV_SLICE(hi, hi_len)) < 0)
             rs_fatal_engine(TKV_EENGINE);
 }
@@ -388,6 +391,10 @@ void rs_peer_destroy(struct rs_peer *p)
         struct tkv_engine_batch b;
         tkv_engine_batch_init(&b);
         delete_unowned(s, &rg, &b);
+        /* the LOCK CF: the keys this region manages here (rs_lockcf.c);
+         * keys other initialized regions hold in EncodeBytes form stay */
+        if (!RS_BUG("lock_cf_raw_bounds") && rs_delete_region_locks(s, &rg, &b) < 0)
+            rs_fatal_engine(TKV_EENGINE);
         uint8_t k[RS_META_KEY_LEN];
         rs_key_apply_state(k, rg.id);
         int rv = tkv_engine_batch_delete(&b, TKV_CF_META, TKV_SLICE(k, sizeof(k)));

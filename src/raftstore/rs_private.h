@@ -76,7 +76,35 @@ int rs_snapshot_build(struct tkv_engine_session *sess, const struct tkv_rs_regio
 /* Verify checksum and framing; the region it carries and where the body
  * starts. Errors: TKV_ECORRUPT. */
 int rs_snapshot_check(struct tkv_slice data, struct tkv_rs_region *rg_out, size_t *body_off);
-int rs_snapshot_to_batch(struct tkv_slice data, size_t body_off, struct tkv_engine_batch *batch);
+/* skip_lock (may be NULL): LOCK CF keys of the snapshot not to write (held
+ * by another region of the store, rs_lock_managed_elsewhere). */
+int rs_snapshot_to_batch(struct tkv_slice data, size_t body_off, struct tkv_engine_batch *batch,
+                         bool (*skip_lock)(void *ctx, struct tkv_slice key), void *ctx);
+
+/* ---- the LOCK CF and region bounds (rs_lockcf.c, README) ----
+ * A region takes the LOCK CF keys it holds raw (raw writes) or in
+ * EncodeBytes form (transactional locks); rs_lock_scan_bounds gives a raw
+ * range [lo, hi) (hi_len 0: +infinity) holding every such key. */
+bool rs_lock_key_in_region(const struct tkv_rs_region *rg, struct tkv_slice k);
+struct rs_lock_bounds {
+    uint8_t lo[TKV_RS_BOUND_MAX], hi[TKV_RS_BOUND_MAX];
+    uint32_t lo_len, hi_len;
+};
+void rs_lock_scan_bounds(const struct tkv_rs_region *rg, struct rs_lock_bounds *out);
+struct tkv_raftstore;
+/* Whether an initialized region of the store other than region_id holds
+ * EncodeBytes(k) (then that region manages the key on this store). */
+bool rs_lock_managed_elsewhere(const struct tkv_raftstore *s, uint64_t region_id,
+                               struct tkv_slice k);
+/* An iterator over the keys of data CF cf that rg's snapshot takes: the
+ * raw range, or for the LOCK CF the rule's scan bounds, and then *filter is
+ * set: each key must also pass rs_lock_key_in_region. */
+int rs_snapshot_iter_open(struct tkv_engine_snap *snap, enum tkv_cf cf,
+                          const struct tkv_rs_region *rg, struct tkv_engine_iter **it,
+                          bool *filter);
+/* Stage into b the deletion of the LOCK CF keys rg manages on this store. */
+int rs_delete_region_locks(struct tkv_raftstore *s, const struct tkv_rs_region *rg,
+                           struct tkv_engine_batch *b);
 
 enum {
     RS_CMD_WRITE = 1,

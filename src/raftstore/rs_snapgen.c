@@ -32,6 +32,7 @@ struct rs_snapgen {
     struct tkv_engine_snap *snap;
     struct tkv_engine_iter *it; /* over rs_data_cfs[cf], NULL between CFs */
     int cf;                     /* 3: every CF read */
+    bool lock_filter;           /* the iterator's keys must pass rs_lock_key_in_region */
     size_t count_at;            /* where the current CF's pair count goes */
     uint64_t count;
     struct rs_buf out;
@@ -159,8 +160,7 @@ static int gen_reopen_view(struct tkv_raftstore *s, struct rs_snapgen *g)
     if (rv < 0 || !mid_cf)
         return rv;
     const struct tkv_rs_region *rg = &g->region;
-    rv = tkv_engine_iter_open(g->snap, rs_data_cfs[g->cf], TKV_SLICE(rg->start, rg->start_len),
-                              TKV_SLICE(rg->end, rg->end_len), &g->it);
+    rv = rs_snapshot_iter_open(g->snap, rs_data_cfs[g->cf], rg, &g->it, &g->lock_filter);
     if (rv == 0)
         rv = tkv_engine_iter_seek(g->it, TKV_SLICE(g->resume.p, g->resume.len));
     return rv;
@@ -175,9 +175,8 @@ static int gen_advance(struct tkv_raftstore *s, struct rs_snapgen *g, uint64_t *
     int rv = 0;
     while (g->cf < 3) {
         if (!g->it) {
-            rv = tkv_engine_iter_open(g->snap, rs_data_cfs[g->cf],
-                                      TKV_SLICE(rg->start, rg->start_len),
-                                      TKV_SLICE(rg->end, rg->end_len), &g->it);
+            /* the LOCK CF by its rule, filtered per key (rs_lockcf.c) */
+            rv = rs_snapshot_iter_open(g->snap, rs_data_cfs[g->cf], rg, &g->it, &g->lock_filter);
             if (rv == 0)
                 rv = tkv_engine_iter_seek_first(g->it);
             if (rv < 0)
@@ -190,6 +189,8 @@ static int gen_advance(struct tkv_raftstore *s, struct rs_snapgen *g, uint64_t *
             if (rv < 0)
                 return rv;
             struct tkv_slice k = tkv_engine_iter_key(g->it), v = tkv_engine_iter_value(g->it);
+            if (g->lock_filter && !rs_lock_key_in_region(rg, k))
+                continue;
             uint64_t cost = TKV_MAX((uint64_t)RS_SNAP_GEN_PAIR_MIN, 8u + k.len + v.len);
             if (*used && *used + cost > budget) {
                 g->resume.len = 0;

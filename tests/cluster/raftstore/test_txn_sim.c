@@ -1,22 +1,38 @@
-/* Transactions in the deterministic cluster simulation (issue 11 item 4):
- * 5 stores running region 1 through the raftstore, one txn cluster driver
+/* Transactions in the deterministic cluster simulation (issue 11 item 4,
+ * issue 10 item 7): 5 stores running the raftstore, one txn cluster driver
  * per store (tkv/txn_cluster.h: latches on the leader, one proposal per
  * command), and Percolator clients (2PC written here against the Kv*
- * commands: primary first, lock resolution through KvCheckTxnStatus /
- * KvResolveLock) under crashes, partitions and an unreliable network,
- * through leader changes. Some clients "die" mid-commit (abandon the
- * transaction after its prewrite or after its primary commit): their locks
- * stay behind for the others to resolve once the TTL passed.
- *   bank    transfers between accounts; every snapshot read (one KvScan) must
- *           sum to the total (sicheck bank);
+ * commands) under crashes, partitions, an unreliable network, conf changes
+ * and region splits (before and during the run), through leader changes.
+ *
+ * The clients route like libtinykv (src/client/client_txn.c): each keeps its
+ * own region cache (copied from the mock scheduler's directory when a region
+ * error says it is stale, or updated from EpochNotMatch's regions) and finds
+ * a key's region by EncodeBytes(user key), the form region bounds have for
+ * transactional keys. Prewrite: the primary's region batch first, then the
+ * other regions' batches; commit: the primary alone (the commit point), then
+ * the secondaries grouped by region; rollback grouped by region; a snapshot
+ * scan walks region by region (the next start is the decoded region end).
+ * Region errors (NotLeader, EpochNotMatch, KeyNotInRegion, RegionNotFound,
+ * StaleCommand, ServerIsBusy) refresh the route and retry the batch. A lock
+ * met is checked at its primary's region (KvCheckTxnStatus) and resolved in
+ * the locked key's region (KvResolveLock). Some clients "die" mid-commit
+ * (after a prewrite batch, after the primary commit, between secondary
+ * batches): their locks stay behind for the others to resolve.
+ *   bank    transfers between accounts; every snapshot read (a KvScan over
+ *           every region) must sum to the total (sicheck bank);
  *   append  Elle list-append (read a list, append a unique integer by
  *           read-modify-write), checked by sicheck with the realtime
  *           lost-write check (one timestamp oracle).
+ * At the end every client reads every key (resolving what it meets) and no
+ * lock may be left in any region on its leader or an up-to-date replica.
  * A failure prints the seed; TKV_SEED=<n> replays it; TKV_SEEDS=<n> runs n
  * seeds per scenario (the long label runs more). The checkers are shown to
  * catch injected bugs: txn failpoints (libfiu, test builds) for reads that
  * ignore locks (bank) and prewrites over another transaction's lock
- * (append). */
+ * (append), reads without ReadIndex, a client committing secondaries before
+ * its primary, and the raftstore's LOCK CF snapshot range (see
+ * lock_cf_snapshot_after_split). */
 #include <criterion/criterion.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -30,6 +46,8 @@
 
 #include "rs_sim.h"
 #include "sicheck.h"
+#include "tkv/codec.h"
+#include "tkv/engine.h"
 #include "tkv/err.h"
 #include "tkv/txn_cluster.h"
 
@@ -43,19 +61,21 @@
 #define LOCK_TTL_MS 120
 #define REQ_TIMEOUT_MS 1500
 #define LIST_MAX 4096
+#define MAX_SPLITS 8
+#define KEY_MAX 16
 
 enum workload { BANK, APPEND };
 
 enum phase {
     PH_IDLE,
     PH_READ,       /* bank transfer / append: KvGet of keys[cur] */
-    PH_SCAN,       /* bank reader: one KvScan of every account */
-    PH_PREWRITE,   /* all mutations in one request (one region) */
+    PH_SCAN,       /* bank reader: KvScan of every account, region by region */
+    PH_PREWRITE,   /* one region's batch of the pending mutations */
     PH_COMMIT_PRI, /* the commit point */
-    PH_COMMIT_SEC,
-    PH_ROLLBACK,
-    PH_CHECK,   /* met a lock: KvCheckTxnStatus of its primary */
-    PH_RESOLVE, /* then KvResolveLock */
+    PH_COMMIT_SEC, /* one region's batch of the pending secondaries */
+    PH_ROLLBACK,   /* one region's batch of the pending keys */
+    PH_CHECK,      /* met a lock: KvCheckTxnStatus of its primary */
+    PH_RESOLVE,    /* then KvResolveLock in the locked key's region */
 };
 
 struct tsim;
@@ -67,8 +87,11 @@ struct tclient {
     enum phase ph, resume; /* resume: the phase a lock resolution returns to */
     uint64_t token;        /* answers of abandoned requests are ignored */
     uint64_t next_at, req_deadline;
-    int target;
     bool waiting;
+    /* the region cache (libtinykv's): copied from the directory when stale */
+    struct sim_region cache[SIM_MAX_REGIONS];
+    int n_cache;
+    struct tkv_rs_region rq_region; /* where the request in flight went */
     /* the transaction */
     uint64_t start_ts, commit_ts;
     size_t si_txn;
@@ -77,14 +100,21 @@ struct tclient {
     unsigned keys[MAX_KEYS];
     bool append[MAX_KEYS];
     uint64_t append_val[MAX_KEYS];
-    uint64_t lists[MAX_MOPS + 1][LIST_MAX];
-    size_t list_n[MAX_MOPS + 1];
+    uint64_t lists[MAX_KEYS][LIST_MAX];
+    size_t list_n[MAX_KEYS];
     int64_t bal[MAX_KEYS];
-    bool prewritten;
-    bool commit_acked; /* the primary commit answered success once */
+    /* batched phases: keys (bits over keys[]) still to do, and in flight */
+    unsigned pend, batch;
+    bool commit_acked;     /* the primary commit answered success once */
+    unsigned n_pw_batches; /* prewrite requests that succeeded (regions) */
+    /* the scan in progress: next start key, accounts read so far */
+    char scan_from[KEY_MAX];
+    size_t scan_from_len;
+    unsigned scan_n;
+    int64_t scan_bal[MAX_KEYS];
     /* lock being resolved */
-    char lock_primary[64];
-    size_t lock_primary_len;
+    char lock_primary[64], lock_key[64];
+    size_t lock_primary_len, lock_key_len;
     uint64_t lock_ts, resolve_commit;
     struct creq *rq; /* the request being built / answered */
 };
@@ -95,6 +125,7 @@ struct creq {
     struct tclient *c;
     uint64_t token;
     struct tkv_arena arena;
+    struct tkv_slice route; /* the user key whose region the request goes to */
     union {
         kvrpcpb_GetRequest get;
         kvrpcpb_ScanRequest scan;
@@ -116,6 +147,13 @@ struct creq {
     enum tkv_txn_cmd cmd;
 };
 
+/* A directed split: at time `at`, the region holding user key `key` is
+ * split at EncodeBytes(key) (the split rule for transactional keys). */
+struct split_plan {
+    char key[KEY_MAX];
+    uint64_t at;
+};
+
 struct tsim {
     struct sim s;
     enum workload wl;
@@ -131,11 +169,20 @@ struct tsim {
     struct si_bank *bank;
     uint64_t n_committed, n_aborted, n_unknown, n_resolved, n_abandoned, n_reads;
     uint64_t n_commit_retries, n_bad_retries;
+    uint64_t n_region_errors[TKV_RS_SERVER_BUSY + 1];
+    uint64_t n_multi_region_txns; /* committed writes whose keys spanned regions */
     int last_leader;
     uint64_t last_term;
-    bool setup; /* the bank's initial transaction: its client does not die */
-    bool inject_stale_reads; /* INJECTED BUG: KvGet on any store's engine, no ReadIndex */
+    bool setup;                    /* the bank's initial transaction: its client does not die */
+    bool inject_stale_reads;       /* INJECTED BUG: KvGet on any store's engine, no ReadIndex */
+    bool inject_secondaries_first; /* INJECTED BUG: commit secondaries, then the primary */
+    bool bug; /* some bug is injected: the client's own sanity checks are off */
     uint64_t n_leader_changes;
+    /* directed splits */
+    struct split_plan splits[MAX_SPLITS];
+    int n_split_plans, n_splits_done;
+    uint64_t split_token, split_retry_at;
+    bool split_in_flight;
 };
 
 /* One timestamp oracle: physical ms << 18 | logical, strictly increasing. */
@@ -146,11 +193,120 @@ static uint64_t tso(struct tsim *t)
     return t->ts_last;
 }
 
+static size_t key_name(const struct tsim *t, char *buf, unsigned k)
+{
+    return (size_t)snprintf(buf, KEY_MAX, "%s%02u", t->wl == BANK ? "acct" : "k", k);
+}
+
 static struct tkv_slice key_of(struct tsim *t, struct tkv_arena *a, unsigned k)
 {
-    char *buf = tkv_arena_alloc(a, 16);
-    int n = snprintf(buf, 16, "%s%02u", t->wl == BANK ? "acct" : "k", k);
-    return TKV_SLICE(buf, (size_t)n);
+    char *buf = tkv_arena_alloc(a, KEY_MAX);
+    return TKV_SLICE(buf, key_name(t, buf, k));
+}
+
+/* ---- routing (the client's region cache) ---- */
+
+static bool epoch_newer(const struct tkv_rs_epoch *a, const struct tkv_rs_epoch *b)
+{
+    return a->version > b->version || (a->version == b->version && a->conf_ver > b->conf_ver);
+}
+
+/* Ask the "scheduler" (the simulation's directory) for the current regions. */
+static void refresh_route(struct tclient *c)
+{
+    struct sim *s = &c->t->s;
+    for (int i = 0; i < s->n_regions; i++) {
+        struct sim_region *e = NULL;
+        for (int j = 0; j < c->n_cache && !e; j++)
+            if (c->cache[j].rg.id == s->regions[i].rg.id)
+                e = &c->cache[j];
+        if (!e) {
+            e = &c->cache[c->n_cache++];
+            *e = (struct sim_region){.rg = s->regions[i].rg};
+        } else if (epoch_newer(&s->regions[i].rg.epoch, &e->rg.epoch)) {
+            e->rg = s->regions[i].rg;
+        }
+    }
+}
+
+/* A region learned from a region error (EpochNotMatch carries the current
+ * ones): newer epochs replace what the cache had. */
+static void learn_region(struct tclient *c, const struct tkv_rs_region *rg)
+{
+    for (int j = 0; j < c->n_cache; j++)
+        if (c->cache[j].rg.id == rg->id) {
+            if (epoch_newer(&rg->epoch, &c->cache[j].rg.epoch))
+                c->cache[j].rg = *rg;
+            return;
+        }
+    if (c->n_cache < SIM_MAX_REGIONS)
+        c->cache[c->n_cache++] = (struct sim_region){.rg = *rg};
+}
+
+/* The cached region of a user key, compared as EncodeBytes(key). Overlaps
+ * (a parent not yet seen split) resolve to the newest epoch. */
+static struct sim_region *route_key(struct tclient *c, struct tkv_slice key)
+{
+    struct sim_region *best = NULL;
+    for (int pass = 0; pass < 2 && !best; pass++) {
+        if (pass == 1 || c->n_cache == 0)
+            refresh_route(c);
+        for (int j = 0; j < c->n_cache; j++)
+            if (tkv_rs_region_contains_txn_key(&c->cache[j].rg, key) &&
+                (!best || epoch_newer(&c->cache[j].rg.epoch, &best->rg.epoch)))
+                best = &c->cache[j];
+    }
+    return best;
+}
+
+static struct sim_region *cached(struct tclient *c, uint64_t region_id)
+{
+    for (int j = 0; j < c->n_cache; j++)
+        if (c->cache[j].rg.id == region_id)
+            return &c->cache[j];
+    return NULL;
+}
+
+static bool same_region(struct tclient *c, unsigned a, unsigned b)
+{
+    char ka[KEY_MAX], kb[KEY_MAX];
+    struct sim_region *ra = route_key(c, TKV_SLICE(ka, key_name(c->t, ka, c->keys[a])));
+    struct sim_region *rb = route_key(c, TKV_SLICE(kb, key_name(c->t, kb, c->keys[b])));
+    return ra && ra == rb;
+}
+
+/* The keys (bits over keys[]) that take part in the commit: all of them for
+ * the bank, the appended ones for list-append. Bit 0.. in key order; the
+ * first one is the primary. */
+static unsigned mutation_mask(const struct tclient *c)
+{
+    unsigned m = 0;
+    for (unsigned i = 0; i < c->n_keys; i++)
+        if (c->t->wl == BANK || c->append[i])
+            m |= 1u << i;
+    return m;
+}
+
+static int primary_index(const struct tclient *c)
+{
+    unsigned m = mutation_mask(c);
+    return m ? __builtin_ctz(m) : -1;
+}
+
+/* The next batch of c->pend: the primary's region first (when pending),
+ * else the first pending key's region: every pending key of that region. */
+static unsigned next_batch(struct tclient *c)
+{
+    if (!c->pend)
+        return 0;
+    int p = primary_index(c);
+    unsigned first =
+        p >= 0 && (c->pend & (1u << p)) ? (unsigned)p : (unsigned)__builtin_ctz(c->pend);
+    unsigned b = 1u << first;
+    for (unsigned i = 0; i < c->n_keys; i++)
+        if (i != first && (c->pend & (1u << i)) && same_region(c, first, i))
+            b |= 1u << i;
+    return b;
 }
 
 /* ---- driver hooks ---- */
@@ -174,12 +330,13 @@ static void on_store(void *arg, int store, enum sim_store_event ev, struct tkv_r
 }
 
 static void client_step(struct tclient *c);
+static void splits_step(struct tsim *t);
 
 static void on_step(void *arg)
 {
     struct tsim *t = arg;
-    /* leader changes: a new leader, or the same store elected again in a
-     * new term (its old term's proposals failed either way) */
+    /* leader changes of region 1 (it always exists: the left of every
+     * split): a new leader, or the same store elected again in a new term */
     int leader = sim_leader(&t->s);
     if (leader) {
         struct tkv_rs_region_status st;
@@ -190,11 +347,80 @@ static void on_step(void *arg)
             t->last_term = st.term;
         }
     }
+    splits_step(t);
     for (int i = 0; i < N_CLIENTS; i++)
         client_step(&t->c[i]);
     for (int i = 1; i <= t->s.o.n_stores; i++)
         if (t->tc[i])
             (void)tkv_txn_cluster_poll(t->tc[i]);
+}
+
+/* ---- directed splits ---- */
+
+struct split_req {
+    struct tsim *t;
+    uint64_t token;
+};
+
+static void on_split(void *arg, const struct tkv_rs_result *res)
+{
+    struct split_req *r = arg;
+    struct tsim *t = r->t;
+    if (r->token == t->split_token && t->split_in_flight) {
+        t->split_in_flight = false;
+        if (res->rv == 0) {
+            t->n_splits_done++;
+            t->split_retry_at = 0;
+        } else
+            t->split_retry_at = t->s.now + 20;
+        if (res->rv != 0 && getenv("TKV_RS_VERBOSE"))
+            fprintf(stderr, "split at %s: %d (region error %u)\n", t->splits[t->n_splits_done].key,
+                    res->rv, res->region_error.kind);
+    }
+    free(r);
+}
+
+/* The next planned split whose time came: proposed on the leader of the
+ * region holding its key (from the directory); retried until applied. */
+static void splits_step(struct tsim *t)
+{
+    struct sim *s = &t->s;
+    if (t->n_splits_done >= t->n_split_plans || s->now < t->split_retry_at)
+        return;
+    const struct split_plan *p = &t->splits[t->n_splits_done];
+    if (s->now < p->at)
+        return;
+    if (t->split_in_flight) {
+        if (s->now < t->split_retry_at) /* in flight: give it time */
+            return;
+        t->split_in_flight = false; /* lost with a crash: ask again */
+    }
+    uint8_t enc[64];
+    size_t n = tkv_codec_encode_bytes(enc, (const uint8_t *)p->key, strlen(p->key));
+    const struct sim_region *r = sim_route(s, (const char *)enc, n);
+    if (!r) {
+        t->split_retry_at = s->now + 20;
+        return;
+    }
+    if (r->rg.start_len == n && memcmp(r->rg.start, enc, n) == 0) {
+        t->n_splits_done++; /* already there (a lost answer) */
+        return;
+    }
+    int leader = sim_region_leader(s, r->rg.id);
+    if (!leader) {
+        t->split_retry_at = s->now + 20;
+        return;
+    }
+    uint64_t ids[TKV_RS_MAX_PEERS];
+    for (uint32_t k = 0; k < r->rg.n_peers; k++)
+        ids[k] = sim_alloc_id(s);
+    struct split_req *q = malloc(sizeof(*q));
+    q->t = t;
+    q->token = ++t->split_token;
+    t->split_in_flight = true;
+    t->split_retry_at = s->now + 3000;
+    tkv_raftstore_split(sim_store(s, leader), r->rg.id, &r->rg.epoch, TKV_SLICE(enc, n),
+                        sim_alloc_id(s), ids, r->rg.n_peers, on_split, q);
 }
 
 /* ---- requests ---- */
@@ -209,28 +435,45 @@ static void creq_free(struct creq *r)
     free(r);
 }
 
+static int random_peer_store(struct tsim *t, const struct tkv_rs_region *rg)
+{
+    if (rg->n_peers == 0)
+        return (int)(sim_rnd(&t->s) % (uint64_t)t->s.o.n_stores) + 1;
+    return (int)rg->peers[sim_rnd(&t->s) % rg->n_peers].store_id;
+}
+
+/* Route the request by its key's cached region: to the region's leader
+ * hint, else a random peer's store, with the peer and epoch of the cache. */
 static void send_req(struct tclient *c)
 {
     struct tsim *t = c->t;
     c->waiting = true;
     c->token++;
     c->rq->token = c->token;
-    if (c->target < 1 || c->target > t->s.o.n_stores || !t->tc[c->target]) {
-        /* no such store (down): try another one shortly */
+    struct sim_region *r = route_key(c, c->rq->route);
+    if (!r) {
+        sim_fail(&t->s, "client %d: no region holds key %.*s", c->idx, (int)c->rq->route.len,
+                 (const char *)c->rq->route.ptr);
+        return;
+    }
+    int target = r->leader ? r->leader : random_peer_store(t, &r->rg);
+    struct tkv_rs_peer peer = {0};
+    for (uint32_t i = 0; i < r->rg.n_peers; i++)
+        if (r->rg.peers[i].store_id == (uint64_t)target)
+            peer = r->rg.peers[i];
+    if (target < 1 || target > t->s.o.n_stores || !t->tc[target] || peer.id == 0) {
+        /* down, or not a peer (stale hint): try another one shortly */
+        r->leader = 0;
         c->waiting = false;
-        c->target = (int)(sim_rnd(&t->s) % (uint64_t)t->s.o.n_stores) + 1;
         c->next_at = t->s.now + 5;
         creq_free(c->rq);
         c->rq = NULL;
         return;
     }
-    struct tkv_rs_region_status st;
-    tkv_raftstore_region_status(sim_store(&t->s, c->target), 1, &st);
-    struct tkv_rs_header h = {.region_id = 1,
-                              .peer = {.id = (uint64_t)c->target, .store_id = (uint64_t)c->target},
-                              .epoch = st.region.epoch};
-    struct creq *r = c->rq;
-    tkv_txn_cluster_submit(t->tc[c->target], &h, r->cmd, &r->req, &r->resp, &r->arena, on_answer, r);
+    c->rq_region = r->rg;
+    struct tkv_rs_header h = {.region_id = r->rg.id, .peer = peer, .epoch = r->rg.epoch};
+    struct creq *q = c->rq;
+    tkv_txn_cluster_submit(t->tc[target], &h, q->cmd, &q->req, &q->resp, &q->arena, on_answer, q);
 }
 
 static void end_txn(struct tclient *c, enum si_status st)
@@ -251,17 +494,31 @@ static void end_txn(struct tclient *c, enum si_status st)
 
 static void start_phase(struct tclient *c, enum phase ph);
 static void stale_read(struct tclient *c);
+static void handle_answer(struct tclient *c, const struct tkv_txn_cluster_result *res);
 
-/* The request's region is gone / not led here / timed out: retry later at
- * another store (writes are idempotent: prewrite rewrites its own lock,
- * commit and rollback answer the same twice). */
+/* The request's region moved / is not led there / the store is closing:
+ * fix the route and retry the same batch later (regrouped by the new
+ * route; writes are idempotent: prewrite rewrites its own lock, commit and
+ * rollback answer the same twice). */
 static void retry(struct tclient *c, const struct tkv_rs_region_error *e)
 {
     struct tsim *t = c->t;
-    if (e && e->kind == TKV_RS_NOT_LEADER && e->leader.store_id)
-        c->target = (int)e->leader.store_id;
-    else
-        c->target = (int)(sim_rnd(&t->s) % (uint64_t)t->s.o.n_stores) + 1;
+    struct sim_region *r = cached(c, c->rq_region.id);
+    if (e && e->kind <= TKV_RS_SERVER_BUSY)
+        t->n_region_errors[e->kind]++;
+    if (e && e->kind == TKV_RS_NOT_LEADER && e->leader.store_id) {
+        if (r)
+            r->leader = (int)e->leader.store_id;
+    } else {
+        if (r)
+            r->leader = 0;
+        if (e && e->kind == TKV_RS_EPOCH_NOT_MATCH && e->n_current) {
+            for (uint32_t i = 0; i < e->n_current && i < 2; i++)
+                learn_region(c, &e->current[i]);
+        } else if (e && e->kind != TKV_RS_NOT_LEADER) {
+            refresh_route(c);
+        }
+    }
     c->waiting = false;
     c->next_at = t->s.now + 1 + sim_rnd(&t->s) % 10;
 }
@@ -272,11 +529,13 @@ static void meet_lock(struct tclient *c, const kvrpcpb_LockInfo *li)
     c->resume = c->ph;
     c->lock_primary_len = TKV_MIN(li->primary_lock.len, sizeof(c->lock_primary));
     memcpy(c->lock_primary, li->primary_lock.ptr, c->lock_primary_len);
+    c->lock_key_len = TKV_MIN(li->key.len, sizeof(c->lock_key));
+    memcpy(c->lock_key, li->key.ptr, c->lock_key_len);
     c->lock_ts = li->lock_version;
     start_phase(c, PH_CHECK);
 }
 
-static void build_mutations(struct tclient *c)
+static void build_mutations(struct tclient *c, unsigned batch)
 {
     struct tsim *t = c->t;
     kvrpcpb_PrewriteRequest *r = &c->rq->req.prewrite;
@@ -284,8 +543,10 @@ static void build_mutations(struct tclient *c)
     r->start_version = c->start_ts;
     r->lock_ttl = LOCK_TTL_MS;
     r->mutations.items = tkv_arena_calloc(&c->rq->arena, c->n_keys, sizeof(*r->mutations.items));
+    int p = primary_index(c);
+    r->primary_lock = key_of(t, &c->rq->arena, c->keys[p]);
     for (unsigned i = 0; i < c->n_keys; i++) {
-        if (t->wl == APPEND && !c->append[i])
+        if (!(batch & (1u << i)))
             continue;
         kvrpcpb_Mutation *m = &r->mutations.items[r->mutations.n++];
         m->op = kvrpcpb_Op_Put;
@@ -297,47 +558,50 @@ static void build_mutations(struct tclient *c)
         } else {
             for (size_t k = 0; k < c->list_n[i]; k++)
                 off += (size_t)sprintf(v + off, "%s%" PRIu64, k ? "," : "", c->lists[i][k]);
-            off += (size_t)sprintf(v + off, "%s%" PRIu64, c->list_n[i] ? "," : "", c->append_val[i]);
+            off +=
+                (size_t)sprintf(v + off, "%s%" PRIu64, c->list_n[i] ? "," : "", c->append_val[i]);
         }
         m->value = TKV_SLICE(v, off);
-        if (r->mutations.n == 1)
-            r->primary_lock = m->key;
     }
 }
 
-static void commit_keys(struct tclient *c, bool primary)
+static struct tkv_slice *keys_of(struct tclient *c, unsigned batch, size_t *n)
 {
-    struct tsim *t = c->t;
-    kvrpcpb_CommitRequest *r = &c->rq->req.commit;
-    memset(r, 0, sizeof(*r));
-    r->start_version = c->start_ts;
-    r->commit_version = c->commit_ts;
-    r->keys.items = tkv_arena_calloc(&c->rq->arena, c->n_keys, sizeof(*r->keys.items));
-    bool first = true;
-    for (unsigned i = 0; i < c->n_keys; i++) {
-        if (t->wl == APPEND && !c->append[i])
-            continue;
-        if (first == primary)
-            r->keys.items[r->keys.n++] = key_of(t, &c->rq->arena, c->keys[i]);
-        first = false;
-    }
+    struct tkv_slice *ks = tkv_arena_calloc(&c->rq->arena, c->n_keys + 1, sizeof(*ks));
+    *n = 0;
+    for (unsigned i = 0; i < c->n_keys; i++)
+        if (batch & (1u << i))
+            ks[(*n)++] = key_of(c->t, &c->rq->arena, c->keys[i]);
+    return ks;
+}
+
+/* Enter a batched phase with the keys to do. */
+static void start_batched(struct tclient *c, enum phase ph, unsigned keys)
+{
+    c->pend = keys;
+    start_phase(c, ph);
 }
 
 static void start_phase(struct tclient *c, enum phase ph)
 {
     struct tsim *t = c->t;
     c->ph = ph;
-    if (ph != PH_IDLE) {
-        c->rq = calloc(1, sizeof(*c->rq));
-        c->rq->c = c;
-        tkv_arena_init(&c->rq->arena, 0);
-    }
+    if (ph == PH_IDLE)
+        return;
+    c->rq = calloc(1, sizeof(*c->rq));
+    c->rq->c = c;
+    tkv_arena_init(&c->rq->arena, 0);
     c->req_deadline = t->s.now + REQ_TIMEOUT_MS;
+    if (ph == PH_PREWRITE || ph == PH_COMMIT_SEC || ph == PH_ROLLBACK || ph == PH_COMMIT_PRI) {
+        c->batch = ph == PH_COMMIT_PRI ? 1u << primary_index(c) : next_batch(c);
+        c->rq->route = key_of(t, &c->rq->arena, c->keys[__builtin_ctz(c->batch)]);
+    }
     switch (ph) {
     case PH_READ:
         memset(&c->rq->req.get, 0, sizeof(c->rq->req.get));
         c->rq->req.get.key = key_of(t, &c->rq->arena, c->keys[c->cur]);
         c->rq->req.get.version = c->start_ts;
+        c->rq->route = c->rq->req.get.key;
         c->rq->cmd = TKV_TXN_GET;
         if (t->inject_stale_reads) {
             stale_read(c);
@@ -346,37 +610,32 @@ static void start_phase(struct tclient *c, enum phase ph)
         break;
     case PH_SCAN:
         memset(&c->rq->req.scan, 0, sizeof(c->rq->req.scan));
-        c->rq->req.scan.start_key = TKV_SLICE("acct", 4);
-        c->rq->req.scan.limit = t->n_accounts + 1;
+        c->rq->req.scan.start_key = TKV_SLICE(
+            tkv_arena_memdup(&c->rq->arena, c->scan_from, c->scan_from_len), c->scan_from_len);
+        c->rq->req.scan.limit = t->n_accounts - c->scan_n + 1;
         c->rq->req.scan.version = c->start_ts;
+        c->rq->route = c->rq->req.scan.start_key;
         c->rq->cmd = TKV_TXN_SCAN;
         break;
     case PH_PREWRITE:
-        build_mutations(c);
+        build_mutations(c, c->batch);
         c->rq->cmd = TKV_TXN_PREWRITE;
         break;
     case PH_COMMIT_PRI:
-    case PH_COMMIT_SEC:
-        commit_keys(c, ph == PH_COMMIT_PRI);
-        if (c->rq->req.commit.keys.n == 0) {
-            creq_free(c->rq);
-            c->rq = NULL;
-            end_txn(c, SI_COMMITTED);
-            return;
-        }
+    case PH_COMMIT_SEC: {
+        kvrpcpb_CommitRequest *r = &c->rq->req.commit;
+        memset(r, 0, sizeof(*r));
+        r->start_version = c->start_ts;
+        r->commit_version = c->commit_ts;
+        r->keys.items = keys_of(c, c->batch, &r->keys.n);
         c->rq->cmd = TKV_TXN_COMMIT;
         break;
+    }
     case PH_ROLLBACK: {
         kvrpcpb_BatchRollbackRequest *r = &c->rq->req.rollback;
         memset(r, 0, sizeof(*r));
         r->start_version = c->start_ts;
-        build_mutations(c); /* for the keys */
-        kvrpcpb_PrewriteRequest pw = c->rq->req.prewrite;
-        memset(r, 0, sizeof(*r));
-        r->start_version = c->start_ts;
-        r->keys.items = tkv_arena_calloc(&c->rq->arena, pw.mutations.n + 1, sizeof(*r->keys.items));
-        for (size_t i = 0; i < pw.mutations.n; i++)
-            r->keys.items[r->keys.n++] = pw.mutations.items[i].key;
+        r->keys.items = keys_of(c, c->batch, &r->keys.n);
         c->rq->cmd = TKV_TXN_BATCH_ROLLBACK;
         break;
     }
@@ -387,12 +646,15 @@ static void start_phase(struct tclient *c, enum phase ph)
                       c->lock_primary_len);
         c->rq->req.check.lock_ts = c->lock_ts;
         c->rq->req.check.current_ts = tso(t);
+        c->rq->route = c->rq->req.check.primary_key;
         c->rq->cmd = TKV_TXN_CHECK_TXN_STATUS;
         break;
     case PH_RESOLVE:
         memset(&c->rq->req.resolve, 0, sizeof(c->rq->req.resolve));
         c->rq->req.resolve.start_version = c->lock_ts;
         c->rq->req.resolve.commit_version = c->resolve_commit;
+        c->rq->route = TKV_SLICE(tkv_arena_memdup(&c->rq->arena, c->lock_key, c->lock_key_len),
+                                 c->lock_key_len);
         c->rq->cmd = TKV_TXN_RESOLVE_LOCK;
         break;
     case PH_IDLE:
@@ -400,9 +662,6 @@ static void start_phase(struct tclient *c, enum phase ph)
     }
     send_req(c);
 }
-
-static void handle_answer(struct tclient *c, const struct tkv_txn_cluster_result *res);
-
 /* INJECTED BUG (negative control): the read runs the same KvGet on the
  * engine of a random store, follower or deposed leader, without ReadIndex:
  * it may miss what was committed (a stale snapshot). */
@@ -432,16 +691,21 @@ static void stale_read(struct tclient *c)
     creq_free(r);
 }
 
+/* The value is not NUL-terminated (the bytes after it are whatever the
+ * arena holds): parse digits within the slice only. */
 static bool parse_list(struct tkv_slice v, uint64_t *out, size_t *n)
 {
     *n = 0;
-    const char *p = (const char *)v.ptr, *end = p + v.len;
+    const uint8_t *p = v.ptr, *end = p + v.len;
     while (p < end && *n < LIST_MAX) {
-        char *e;
-        out[(*n)++] = strtoull(p, &e, 10);
-        if (e == p)
+        uint64_t x = 0;
+        const uint8_t *start = p;
+        for (; p < end && *p >= '0' && *p <= '9'; p++)
+            x = x * 10 + (uint64_t)(*p - '0');
+        if (p == start || (p < end && *p != ','))
             return false;
-        p = e < end && *e == ',' ? e + 1 : e;
+        out[(*n)++] = x;
+        p += p < end; /* the comma */
     }
     return true;
 }
@@ -460,6 +724,77 @@ static void on_answer(void *arg, const struct tkv_txn_cluster_result *res)
             c->rq = NULL;
     }
     creq_free(r);
+}
+
+static void handle_answer(struct tclient *c, const struct tkv_txn_cluster_result *res);
+
+/* Another client dies here (never in the bank's set-up transaction). */
+static bool dies(struct tclient *c, unsigned one_in)
+{
+    struct tsim *t = c->t;
+    if (t->setup || sim_rnd(&t->s) % one_in != 0)
+        return false;
+    t->n_abandoned++;
+    return true;
+}
+
+static void after_prewrite(struct tclient *c)
+{
+    struct tsim *t = c->t;
+    unsigned secondaries = mutation_mask(c) & ~(1u << primary_index(c));
+    c->commit_ts = tso(t);
+    if (t->inject_secondaries_first && secondaries) {
+        /* INJECTED BUG: the secondaries are committed before the commit
+         * point; a client dying before its primary commit leaves a
+         * transaction half committed (readers roll the primary back) */
+        start_batched(c, PH_COMMIT_SEC, secondaries);
+        return;
+    }
+    start_phase(c, PH_COMMIT_PRI);
+}
+
+static bool scan_answer(struct tclient *c)
+{
+    struct tsim *t = c->t;
+    kvrpcpb_ScanResponse *r = &c->rq->resp.scan;
+    for (size_t i = 0; i < r->pairs.n; i++)
+        if (r->pairs.items[i].has_error) {
+            if (!r->pairs.items[i].error.has_locked) {
+                sim_fail(&t->s, "KvScan: unexpected KeyError");
+                return false;
+            }
+            meet_lock(c, &r->pairs.items[i].error.locked); /* then this region again */
+            return false;
+        }
+    if (c->scan_n + r->pairs.n > t->n_accounts) {
+        sim_fail(&t->s, "KvScan returned %zu more accounts after %u, expected %u in all",
+                 r->pairs.n, c->scan_n, t->n_accounts);
+        return false;
+    }
+    for (size_t i = 0; i < r->pairs.n; i++) {
+        char buf[32];
+        size_t n = TKV_MIN(r->pairs.items[i].value.len, sizeof(buf) - 1);
+        memcpy(buf, r->pairs.items[i].value.ptr, n);
+        buf[n] = 0;
+        c->scan_bal[c->scan_n++] = strtoll(buf, NULL, 10);
+    }
+    /* the region's end reached: the next region starts at its end, the
+     * EncodeBytes form of a user key (split rule for transactional keys) */
+    const struct tkv_rs_region *rg = &c->rq_region;
+    if (rg->end_len == 0)
+        return true;
+    uint8_t key[TKV_RS_BOUND_MAX];
+    size_t key_len, used;
+    if (tkv_codec_decode_bytes(rg->end, rg->end_len, key, &key_len, &used) < 0 ||
+        used != rg->end_len || key_len >= sizeof(c->scan_from)) {
+        sim_fail(&t->s, "region %llu ends at a key that is not EncodeBytes(user key)",
+                 (unsigned long long)rg->id);
+        return false;
+    }
+    memcpy(c->scan_from, key, key_len);
+    c->scan_from_len = key_len;
+    start_phase(c, PH_SCAN);
+    return false;
 }
 
 static void handle_answer(struct tclient *c, const struct tkv_txn_cluster_result *res)
@@ -498,12 +833,11 @@ static void handle_answer(struct tclient *c, const struct tkv_txn_cluster_result
                 sim_fail(&t->s, "KvGet: unparsable list");
                 return;
             }
-            char kn[8];
-            snprintf(kn, sizeof kn, "k%02u", k);
-            si_txn_read(t->hist, c->si_txn, kn, strlen(kn), c->lists[c->cur], c->list_n[c->cur]);
-            if (c->append[c->cur]) {
-                si_txn_append(t->hist, c->si_txn, kn, strlen(kn), c->append_val[c->cur]);
-            }
+            char kn[KEY_MAX];
+            size_t kl = key_name(t, kn, k);
+            si_txn_read(t->hist, c->si_txn, kn, kl, c->lists[c->cur], c->list_n[c->cur]);
+            if (c->append[c->cur])
+                si_txn_append(t->hist, c->si_txn, kn, kl, c->append_val[c->cur]);
         }
         if (++c->cur < c->n_keys) {
             start_phase(c, PH_READ);
@@ -518,70 +852,54 @@ static void handle_answer(struct tclient *c, const struct tkv_txn_cluster_result
             }
             c->bal[a] -= amount;
             c->bal[b] += amount;
-            start_phase(c, PH_PREWRITE);
-            return;
         }
-        bool writes = false;
-        for (unsigned i = 0; i < c->n_keys; i++)
-            writes |= c->append[i];
-        if (!writes) {
+        if (!mutation_mask(c)) {
             end_txn(c, SI_COMMITTED); /* read-only: a snapshot read at start_ts */
             return;
         }
-        start_phase(c, PH_PREWRITE);
+        start_batched(c, PH_PREWRITE, mutation_mask(c));
         return;
     }
-    case PH_SCAN: {
-        kvrpcpb_ScanResponse *r = &c->rq->resp.scan;
-        int64_t bal[MAX_KEYS];
-        if (r->pairs.n != t->n_accounts) {
-            sim_fail(&t->s, "KvScan returned %zu accounts, expected %u", r->pairs.n, t->n_accounts);
-            return;
-        }
-        for (size_t i = 0; i < r->pairs.n; i++) {
-            if (r->pairs.items[i].has_error) {
-                if (!r->pairs.items[i].error.has_locked) {
-                    sim_fail(&t->s, "KvScan: unexpected KeyError");
-                    return;
-                }
-                meet_lock(c, &r->pairs.items[i].error.locked);
+    case PH_SCAN:
+        if (scan_answer(c)) {
+            if (c->scan_n != t->n_accounts) {
+                sim_fail(&t->s, "KvScan over every region returned %u accounts, expected %u",
+                         c->scan_n, t->n_accounts);
                 return;
             }
-            char buf[32];
-            size_t n = TKV_MIN(r->pairs.items[i].value.len, sizeof(buf) - 1);
-            memcpy(buf, r->pairs.items[i].value.ptr, n);
-            buf[n] = 0;
-            bal[i] = strtoll(buf, NULL, 10);
+            si_bank_read(t->bank, (uint32_t)c->idx, t->s.now, c->scan_bal, t->n_accounts);
+            t->n_reads++;
+            end_txn(c, SI_COMMITTED);
         }
-        si_bank_read(t->bank, (uint32_t)c->idx, t->s.now, bal, t->n_accounts);
-        t->n_reads++;
-        end_txn(c, SI_COMMITTED);
         return;
-    }
     case PH_PREWRITE: {
         kvrpcpb_PrewriteResponse *r = &c->rq->resp.prewrite;
-        c->prewritten = true;
         for (size_t i = 0; i < r->errors.n; i++)
             if (r->errors.items[i].has_locked) {
-                meet_lock(c, &r->errors.items[i].locked);
+                meet_lock(c, &r->errors.items[i].locked); /* then this batch again */
                 return;
             }
         if (r->errors.n) { /* write conflict: roll back what may be there */
-            start_phase(c, PH_ROLLBACK);
+            start_batched(c, PH_ROLLBACK, mutation_mask(c));
             return;
         }
+        c->pend &= ~c->batch;
+        c->n_pw_batches++;
         /* a client that dies here leaves its locks: never committed, the
          * others roll them back once the TTL passed */
-        if (!t->setup && sim_rnd(&t->s) % 12 == 0) {
-            t->n_abandoned++;
+        if (dies(c, 16)) {
             end_txn(c, SI_ABORTED);
             return;
         }
-        c->commit_ts = tso(t);
-        start_phase(c, PH_COMMIT_PRI);
+        if (c->pend) {
+            start_phase(c, PH_PREWRITE);
+            return;
+        }
+        after_prewrite(c);
         return;
     }
-    case PH_COMMIT_PRI:
+    case PH_COMMIT_PRI: {
+        unsigned secondaries = mutation_mask(c) & ~(1u << primary_index(c));
         if (c->commit_acked) {
             /* the retry of a commit that had succeeded: it must succeed
              * again and change nothing (under an injected bug it may fail;
@@ -590,7 +908,7 @@ static void handle_answer(struct tclient *c, const struct tkv_txn_cluster_result
             if (c->rq->resp.commit.has_error)
                 t->n_bad_retries++;
         } else if (c->rq->resp.commit.has_error) { /* rolled back by someone: not committed */
-            end_txn(c, SI_ABORTED);
+            end_txn(c, t->inject_secondaries_first && secondaries ? SI_UNKNOWN : SI_ABORTED);
             return;
         } else if (sim_rnd(&t->s) % 4 == 0) {
             /* its answer "was lost": the client sends the commit again a
@@ -599,20 +917,52 @@ static void handle_answer(struct tclient *c, const struct tkv_txn_cluster_result
             c->next_at = t->s.now + sim_rnd(&t->s) % 60;
             return;
         }
-        /* a client that dies here leaves its secondaries' locks: it is
-         * committed, the others commit them from the primary */
-        if (!t->setup && sim_rnd(&t->s) % 12 == 0) {
-            t->n_abandoned++;
+        t->n_multi_region_txns += c->n_pw_batches > 1;
+        if (!secondaries || t->inject_secondaries_first) {
             end_txn(c, SI_COMMITTED);
             return;
         }
-        start_phase(c, PH_COMMIT_SEC);
+        /* a client that dies here leaves its secondaries' locks: it is
+         * committed, the others commit them from the primary */
+        if (dies(c, 12)) {
+            end_txn(c, SI_COMMITTED);
+            return;
+        }
+        start_batched(c, PH_COMMIT_SEC, secondaries);
         return;
+    }
     case PH_COMMIT_SEC:
-        end_txn(c, SI_COMMITTED);
+        if (c->rq->resp.commit.has_error && !t->bug) {
+            sim_fail(&t->s, "client %d: commit of a secondary failed after its primary committed",
+                     c->idx);
+            return;
+        }
+        c->pend &= ~c->batch;
+        if (t->inject_secondaries_first) {
+            if (c->pend) {
+                start_phase(c, PH_COMMIT_SEC);
+            } else if (dies(c, 3)) {
+                end_txn(c, SI_UNKNOWN);
+            } else {
+                start_phase(c, PH_COMMIT_PRI);
+            }
+            return;
+        }
+        if (c->pend && dies(c, 12)) { /* between two regions' batches */
+            end_txn(c, SI_COMMITTED);
+            return;
+        }
+        if (c->pend)
+            start_phase(c, PH_COMMIT_SEC);
+        else
+            end_txn(c, SI_COMMITTED);
         return;
     case PH_ROLLBACK:
-        end_txn(c, SI_ABORTED);
+        c->pend &= ~c->batch;
+        if (c->pend)
+            start_phase(c, PH_ROLLBACK);
+        else
+            end_txn(c, SI_ABORTED);
         return;
     case PH_CHECK: {
         kvrpcpb_CheckTxnStatusResponse *r = &c->rq->resp.check;
@@ -635,26 +985,41 @@ static void handle_answer(struct tclient *c, const struct tkv_txn_cluster_result
     }
 }
 
-static void begin_txn(struct tclient *c)
+/* sweep: read every key (bank: a scan), resolving every lock met. */
+static void begin_txn(struct tclient *c, bool sweep)
 {
     struct tsim *t = c->t;
     c->start_ts = tso(t);
-    c->prewritten = false;
     c->commit_acked = false;
     c->cur = 0;
+    c->n_pw_batches = 0;
+    c->pend = c->batch = 0;
     if (t->wl == BANK) {
-        c->reader = sim_rnd(&t->s) % 10 < 3;
+        c->reader = sweep || sim_rnd(&t->s) % 10 < 3;
         if (c->reader) {
+            memcpy(c->scan_from, "acct", 4);
+            c->scan_from_len = 4;
+            c->scan_n = 0;
             start_phase(c, PH_SCAN);
             return;
         }
         c->n_keys = 2;
         c->keys[0] = (unsigned)(sim_rnd(&t->s) % t->n_accounts);
-        c->keys[1] = (c->keys[0] + 1 + (unsigned)(sim_rnd(&t->s) % (t->n_accounts - 1))) % t->n_accounts;
+        c->keys[1] =
+            (c->keys[0] + 1 + (unsigned)(sim_rnd(&t->s) % (t->n_accounts - 1))) % t->n_accounts;
         start_phase(c, PH_READ);
         return;
     }
     c->si_txn = si_txn_begin(t->hist, (uint32_t)c->idx, t->s.now);
+    if (sweep) {
+        c->n_keys = t->n_keys;
+        for (unsigned i = 0; i < c->n_keys; i++) {
+            c->keys[i] = i;
+            c->append[i] = false;
+        }
+        start_phase(c, PH_READ);
+        return;
+    }
     c->n_keys = 1 + (unsigned)(sim_rnd(&t->s) % MAX_MOPS);
     for (unsigned i = 0; i < c->n_keys; i++) {
         c->keys[i] = (unsigned)(sim_rnd(&t->s) % t->n_keys);
@@ -664,7 +1029,7 @@ static void begin_txn(struct tclient *c)
                 c->keys[i] = (c->keys[i] + 1) % t->n_keys;
                 j = (unsigned)-1; /* compare with all of them again */
             }
-        c->append[i] = sim_rnd(&t->s) % 2;
+        c->append[i] = sim_rnd(&t->s) % 3 != 0;
         c->append_val[i] = ++t->next_value;
     }
     start_phase(c, PH_READ);
@@ -684,7 +1049,7 @@ static void client_step(struct tclient *c)
             return;
         }
         if (c->ph == PH_COMMIT_SEC) { /* the primary is committed */
-            end_txn(c, SI_COMMITTED);
+            end_txn(c, t->inject_secondaries_first ? SI_UNKNOWN : SI_COMMITTED);
             return;
         }
         if (c->ph == PH_READ || c->ph == PH_SCAN || c->ph == PH_PREWRITE) {
@@ -699,12 +1064,11 @@ static void client_step(struct tclient *c)
         return;
     if (c->ph == PH_IDLE) {
         if (t->clients_on)
-            begin_txn(c);
+            begin_txn(c, false);
         return;
     }
     start_phase(c, c->ph); /* a retry, or back from a lock resolution */
 }
-
 /* ---- scenarios ---- */
 
 struct scenario {
@@ -715,6 +1079,10 @@ struct scenario {
     uint64_t iteration_ms;
     bool bug; /* an injected bug is on: only the checker's verdict counts */
     bool stale_reads;
+    bool regions;           /* split into 3 regions before the run, 5 during it */
+    bool confchange;        /* the confchanger on random regions during the run */
+    uint64_t gc_limit;      /* raft log GC count limit (0: default: no snapshots) */
+    bool secondaries_first; /* INJECTED BUG (client) */
 };
 
 static uint64_t seed_base(void)
@@ -739,6 +1107,76 @@ static bool any_waiting(struct tsim *t)
     return false;
 }
 
+static void plan_split(struct tsim *t, unsigned key, uint64_t at)
+{
+    struct split_plan *p = &t->splits[t->n_split_plans++];
+    key_name(t, p->key, key);
+    p->at = at;
+}
+
+/* Locks of region rg in a store's engine (LOCK CF keys whose EncodeBytes
+ * form lies in rg); the first one's key in first. */
+static size_t locks_in(struct sim *s, int store, const struct tkv_rs_region *rg, char *first,
+                       size_t cap)
+{
+    struct tkv_engine_session *sess = NULL;
+    struct tkv_engine_snap *snap = NULL;
+    struct tkv_engine_iter *it = NULL;
+    size_t n = 0;
+    first[0] = 0;
+    if (tkv_engine_session_open(sim_engine(s, store), &sess) < 0 ||
+        tkv_engine_snap_open(sess, &snap) < 0 ||
+        tkv_engine_iter_open(snap, TKV_CF_LOCK, TKV_SLICE(NULL, 0), TKV_SLICE(NULL, 0), &it) < 0) {
+        sim_fail(s, "store %d: cannot read its engine", store);
+    } else {
+        for (int rv = tkv_engine_iter_seek_first(it); rv == 0 && tkv_engine_iter_valid(it);
+             rv = tkv_engine_iter_next(it)) {
+            struct tkv_slice k = tkv_engine_iter_key(it);
+            if (!tkv_rs_region_contains_txn_key(rg, k))
+                continue;
+            if (n++ == 0)
+                snprintf(first, cap, "%.*s", (int)k.len, (const char *)k.ptr);
+        }
+    }
+    tkv_engine_iter_close(it);
+    tkv_engine_snap_close(snap);
+    tkv_engine_session_close(sess);
+    return n;
+}
+
+/* After the final sweep: no region may hold a lock, on its leader or on any
+ * replica that applied as far. */
+static void check_no_locks_left(struct tsim *t)
+{
+    struct sim *s = &t->s;
+    sim_run(s, 300);
+    for (int i = 0; i < s->n_regions && !s->failed; i++) {
+        uint64_t id = s->regions[i].rg.id;
+        int leader = 0;
+        for (int w = 0; w < 5000 && !(leader = sim_region_leader(s, id)) && !s->failed; w++)
+            sim_run(s, 1);
+        if (!leader) {
+            sim_fail(s, "region %llu has no leader 5 s after healing", (unsigned long long)id);
+            return;
+        }
+        struct tkv_rs_region_status ls;
+        tkv_raftstore_region_status(sim_store(s, leader), id, &ls);
+        for (int st = 1; st <= s->o.n_stores && !s->failed; st++) {
+            struct tkv_rs_region_status ps;
+            if (!sim_store(s, st))
+                continue;
+            tkv_raftstore_region_status(sim_store(s, st), id, &ps);
+            if (!ps.exists || ps.applied != ls.applied)
+                continue;
+            char key[64];
+            size_t n = locks_in(s, st, &ps.region, key, sizeof key);
+            if (n)
+                sim_fail(s, "%zu lock(s) left unresolved in region %llu on store %d%s (first: %s)",
+                         n, (unsigned long long)id, st, st == leader ? " (leader)" : "", key);
+        }
+    }
+}
+
 /* Runs one seed; returns whether the history passed its checker (the
  * report is printed on failure), sets *sim_err on a simulation failure. */
 static bool run_one(const struct scenario *sc, uint64_t seed, char *sim_err, size_t cap,
@@ -751,9 +1189,8 @@ static bool run_one(const struct scenario *sc, uint64_t seed, char *sim_err, siz
     t->balance = 100;
     t->hist = si_history_new();
     t->bank = si_bank_new(t->n_accounts, (int64_t)t->n_accounts * t->balance, true);
-    for (int i = 0; i < N_CLIENTS; i++) {
-        t->c[i] = (struct tclient){.t = t, .idx = i, .target = 1 + i % 5};
-    }
+    for (int i = 0; i < N_CLIENTS; i++)
+        t->c[i] = (struct tclient){.t = t, .idx = i};
     struct sim_opts o = {.n_stores = 5,
                          .n_clients = 0,
                          .unreliable = sc->unreliable,
@@ -761,37 +1198,63 @@ static bool run_one(const struct scenario *sc, uint64_t seed, char *sim_err, siz
                          .partitions = sc->partitions,
                          .iterations = sc->iterations,
                          .iteration_ms = sc->iteration_ms,
-                         .n_keys = 1};
+                         .n_keys = 1,
+                         .gc_limit = sc->gc_limit,
+                         /* the confchanger picks random regions with split
+                          * on (the split checker never fires at the
+                          * default sizes: only the directed splits) */
+                         .split = sc->confchange,
+                         .confchange = sc->confchange};
     struct sim_hooks hooks = {.arg = t, .store_event = on_store, .step = on_step};
     sim_init_hooks(&t->s, &o, seed, &hooks);
     struct sim *s = &t->s;
     t->inject_stale_reads = sc->stale_reads;
+    t->inject_secondaries_first = sc->secondaries_first;
+    t->bug = sc->bug;
     sim_run(s, 400);
+    if (sc->regions) {
+        /* three regions before the run: [.., k02) [k02, k04) [k04, ..) */
+        plan_split(t, 2, s->now);
+        plan_split(t, 4, s->now);
+        for (int i = 0; i < 10000 && t->n_splits_done < 2 && !s->failed; i++)
+            sim_run(s, 1);
+        if (t->n_splits_done < 2 && !s->failed)
+            sim_fail(s, "the splits before the run did not apply in 10 s");
+        /* and two more during the first iteration, under the faults */
+        plan_split(t, 1, s->now + 100 + sim_rnd(s) % (sc->iteration_ms / 2));
+        plan_split(t, 3, t->splits[2].at + sim_rnd(s) % (sc->iteration_ms / 2));
+    }
     if (t->wl == BANK) {
         /* the accounts, in one transaction of client 0, before the chaos */
         struct tclient *c = &t->c[0];
         c->start_ts = tso(t);
         c->n_keys = t->n_accounts;
+        c->n_pw_batches = 0;
         for (unsigned i = 0; i < t->n_accounts; i++) {
             c->keys[i] = i;
             c->bal[i] = t->balance;
         }
         t->setup = true;
-        start_phase(c, PH_PREWRITE);
+        start_batched(c, PH_PREWRITE, mutation_mask(c));
         for (int i = 0; i < 5000 && c->ph != PH_IDLE && !s->failed; i++)
             sim_run(s, 1);
         t->setup = false;
         if (t->n_committed != 1 && !s->failed)
             sim_fail(s, "bank set-up did not commit");
         t->n_committed = 0;
+        t->n_multi_region_txns = 0;
     }
     for (int it = 0; it < sc->iterations && !s->failed; it++) {
         t->clients_on = true;
+        s->confchanger_on = sc->confchange;
         uint64_t end = s->now + sc->iteration_ms;
         for (int round = 0; s->now < end && !s->failed; round++) {
             sim_chaos(s);
-            /* and through leader changes: take the leader away at times */
-            int leader = sim_leader(s);
+            /* and through leader changes: take a region's leader away */
+            int leader =
+                s->n_regions
+                    ? sim_region_leader(s, s->regions[sim_rnd(s) % (uint64_t)s->n_regions].rg.id)
+                    : 0;
             if (round % 3 == 2 && leader && sc->crash) {
                 sim_crash(s, leader);
                 sim_run(s, 1 + sim_rnd(s) % 200);
@@ -801,37 +1264,68 @@ static bool run_one(const struct scenario *sc, uint64_t seed, char *sim_err, siz
             }
         }
         t->clients_on = false;
+        s->confchanger_on = false;
         sim_settle(s);
         for (int i = 0; i < 20000 && any_waiting(t) && !s->failed; i++)
             sim_run(s, 1);
         if (any_waiting(t) && !s->failed)
             sim_fail(s, "clients still busy 20 s after healing (liveness)");
+        for (int r = 0; r < SIM_MAX_REGIONS && sc->confchange && !s->failed; r++)
+            for (int i = 0; i < 10000 && s->sched.regions[r].known &&
+                            s->sched.regions[r].op != SIM_OP_NONE && !s->failed;
+                 i++)
+                sim_run(s, 1);
     }
-    /* final reads after everything settled: locks left behind resolved */
+    /* final sweeps after everything settled: every key read, every lock met
+     * resolved; then none may be left */
     t->clients_on = false;
     for (int round = 0; round < 2 && !s->failed; round++) {
         for (int i = 0; i < N_CLIENTS; i++)
-            begin_txn(&t->c[i]);
+            begin_txn(&t->c[i], true);
         for (int i = 0; i < 20000 && any_waiting(t) && !s->failed; i++)
             sim_run(s, 1);
     }
+    if (!s->failed && any_waiting(t))
+        sim_fail(s, "the final sweep did not finish in 20 s (liveness)");
+    if (!s->failed && !sc->bug)
+        check_no_locks_left(t);
     if (!s->failed && t->n_committed < 20)
-        sim_fail(s, "only %llu transactions committed (liveness)", (unsigned long long)t->n_committed);
+        sim_fail(s, "only %llu transactions committed (liveness)",
+                 (unsigned long long)t->n_committed);
     if (!s->failed && !sc->bug && t->n_bad_retries)
         sim_fail(s, "%llu retried commits of committed transactions failed",
                  (unsigned long long)t->n_bad_retries);
     if (!s->failed && (sc->crash || sc->partitions) && t->n_leader_changes == 0)
         sim_fail(s, "no leader change happened: the scenario did not test one");
+    if (!s->failed && sc->regions && t->n_splits_done != t->n_split_plans)
+        sim_fail(s,
+                 "only %d of %d planned splits applied (next: at %s, planned at %llu ms, now %llu)",
+                 t->n_splits_done, t->n_split_plans, t->splits[t->n_splits_done].key,
+                 (unsigned long long)t->splits[t->n_splits_done].at, (unsigned long long)s->now);
+    if (!s->failed && sc->regions && !sc->bug && t->n_multi_region_txns == 0)
+        sim_fail(s, "no committed transaction spanned two regions: the scenario did not test one");
+    if (!s->failed && sc->confchange && s->n_conf_changes == 0)
+        sim_fail(s, "no conf change happened: the scenario did not test one");
     if (getenv("TKV_RS_VERBOSE"))
         fprintf(stderr,
-                "%s seed %llu: %llu committed, %llu aborted, %llu unknown, %llu abandoned, %llu "
-                "resolutions, %llu snapshot reads, %llu leader changes, %llu retried commits (%llu "
-                "failed)\n",
+                "%s seed %llu: %llu committed (%llu multi-region), %llu aborted, %llu unknown, "
+                "%llu abandoned, %llu resolutions, %llu snapshot reads, %llu leader changes, "
+                "%llu retried commits (%llu failed), %d regions, %llu conf changes, region errors: "
+                "%llu NotLeader %llu EpochNotMatch %llu KeyNotInRegion %llu RegionNotFound "
+                "%llu StaleCommand %llu ServerIsBusy\n",
                 sc->name, (unsigned long long)seed, (unsigned long long)t->n_committed,
-                (unsigned long long)t->n_aborted, (unsigned long long)t->n_unknown,
-                (unsigned long long)t->n_abandoned, (unsigned long long)t->n_resolved,
-                (unsigned long long)t->n_reads, (unsigned long long)t->n_leader_changes,
-                (unsigned long long)t->n_commit_retries, (unsigned long long)t->n_bad_retries);
+                (unsigned long long)t->n_multi_region_txns, (unsigned long long)t->n_aborted,
+                (unsigned long long)t->n_unknown, (unsigned long long)t->n_abandoned,
+                (unsigned long long)t->n_resolved, (unsigned long long)t->n_reads,
+                (unsigned long long)t->n_leader_changes, (unsigned long long)t->n_commit_retries,
+                (unsigned long long)t->n_bad_retries, s->n_regions,
+                (unsigned long long)s->n_conf_changes,
+                (unsigned long long)t->n_region_errors[TKV_RS_NOT_LEADER],
+                (unsigned long long)t->n_region_errors[TKV_RS_EPOCH_NOT_MATCH],
+                (unsigned long long)t->n_region_errors[TKV_RS_KEY_NOT_IN_REGION],
+                (unsigned long long)t->n_region_errors[TKV_RS_REGION_NOT_FOUND],
+                (unsigned long long)t->n_region_errors[TKV_RS_STALE_COMMAND],
+                (unsigned long long)t->n_region_errors[TKV_RS_SERVER_BUSY]);
     snprintf(sim_err, cap, "%s", s->failed ? s->err : "");
     bool ok = true;
     *report = NULL;
@@ -857,7 +1351,6 @@ static bool run_one(const struct scenario *sc, uint64_t seed, char *sim_err, siz
     free(t);
     return ok;
 }
-
 static void run_scenario(const struct scenario *sc)
 {
     uint64_t base = seed_base();
@@ -900,46 +1393,162 @@ TestSuite(txn_sim, .timeout = 900);
 
 Test(txn_sim, bank_with_crashes_partitions_and_drops)
 {
-    struct scenario sc = {"bank", BANK, true, true, true, 2, 1500, false, false};
+    struct scenario sc = {.name = "bank",
+                          .wl = BANK,
+                          .unreliable = true,
+                          .crash = true,
+                          .partitions = true,
+                          .iterations = 2,
+                          .iteration_ms = 1500};
     run_scenario(&sc);
 }
 
 Test(txn_sim, append_with_crashes_partitions_and_drops)
 {
-    struct scenario sc = {"append", APPEND, true, true, true, 2, 1500, false, false};
+    struct scenario sc = {.name = "append",
+                          .wl = APPEND,
+                          .unreliable = true,
+                          .crash = true,
+                          .partitions = true,
+                          .iterations = 2,
+                          .iteration_ms = 1500};
     run_scenario(&sc);
 }
 
 Test(txn_sim, bank_with_partitions)
 {
-    struct scenario sc = {"bank/partitions", BANK, false, false, true, 2, 1500, false, false};
+    struct scenario sc = {.name = "bank/partitions",
+                          .wl = BANK,
+                          .partitions = true,
+                          .iterations = 2,
+                          .iteration_ms = 1500};
     run_scenario(&sc);
 }
 
 Test(txn_sim, append_with_crashes)
 {
-    struct scenario sc = {"append/crashes", APPEND, false, true, false, 2, 1500, false, false};
+    struct scenario sc = {.name = "append/crashes",
+                          .wl = APPEND,
+                          .crash = true,
+                          .iterations = 2,
+                          .iteration_ms = 1500};
     run_scenario(&sc);
 }
 
 Test(txn_sim, append_with_drops_and_partitions)
 {
-    struct scenario sc = {"append/drops+partitions", APPEND, true, false, true, 2, 1500, false, false};
+    struct scenario sc = {.name = "append/drops+partitions",
+                          .wl = APPEND,
+                          .unreliable = true,
+                          .partitions = true,
+                          .iterations = 2,
+                          .iteration_ms = 1500};
     run_scenario(&sc);
+}
+
+/* Several regions (issue 10 item 7): split into three before the run and
+ * into five during it, so transactions span regions (prewrite and commit
+ * grouped by region, locks resolved per region) while the splits race with
+ * crashes, partitions and drops; stale routes meet EpochNotMatch /
+ * KeyNotInRegion. A small log GC limit makes lagging peers catch up by
+ * snapshot (the LOCK CF goes with them); the confchanger moves peers. */
+Test(txn_sim, bank_regions_with_crashes_partitions_and_drops)
+{
+    struct scenario sc = {.name = "bank/regions",
+                          .wl = BANK,
+                          .unreliable = true,
+                          .crash = true,
+                          .partitions = true,
+                          .iterations = 2,
+                          .iteration_ms = 1500,
+                          .regions = true,
+                          .gc_limit = 40};
+    run_scenario(&sc);
+}
+
+Test(txn_sim, append_regions_with_crashes_partitions_and_drops)
+{
+    struct scenario sc = {.name = "append/regions",
+                          .wl = APPEND,
+                          .unreliable = true,
+                          .crash = true,
+                          .partitions = true,
+                          .iterations = 2,
+                          .iteration_ms = 1500,
+                          .regions = true,
+                          .gc_limit = 40};
+    run_scenario(&sc);
+}
+
+Test(txn_sim, bank_regions_with_conf_changes_and_snapshots)
+{
+    struct scenario sc = {.name = "bank/regions+confchange",
+                          .wl = BANK,
+                          .unreliable = true,
+                          .crash = true,
+                          .partitions = true,
+                          .iterations = 2,
+                          .iteration_ms = 1500,
+                          .regions = true,
+                          .confchange = true,
+                          .gc_limit = 40};
+    run_scenario(&sc);
+}
+
+Test(txn_sim, append_regions_with_conf_changes_and_snapshots)
+{
+    struct scenario sc = {.name = "append/regions+confchange",
+                          .wl = APPEND,
+                          .unreliable = true,
+                          .crash = true,
+                          .partitions = true,
+                          .iterations = 2,
+                          .iteration_ms = 1500,
+                          .regions = true,
+                          .confchange = true,
+                          .gc_limit = 40};
+    run_scenario(&sc);
+}
+
+/* A client that commits its secondaries before the primary (the commit
+ * point) and dies in between leaves a transfer half done: readers roll the
+ * primary back, the credited account keeps its money. */
+Test(txn_sim, checker_catches_secondaries_committed_before_the_primary)
+{
+    struct scenario sc = {.name = "bank/regions/secondaries_first",
+                          .wl = BANK,
+                          .iterations = 1,
+                          .iteration_ms = 1500,
+                          .bug = true,
+                          .regions = true,
+                          .secondaries_first = true};
+    expect_caught(&sc, 3);
 }
 
 /* The cluster read path: a KvGet served from any store's engine without
  * ReadIndex (a follower or a deposed leader) misses committed appends. */
 Test(txn_sim, checker_catches_reads_without_read_index)
 {
-    struct scenario sc = {"append/stale_reads", APPEND, true, true, true, 1, 1500, true, true};
+    struct scenario sc = {.name = "append/stale_reads",
+                          .wl = APPEND,
+                          .unreliable = true,
+                          .crash = true,
+                          .partitions = true,
+                          .iterations = 1,
+                          .iteration_ms = 1500,
+                          .bug = true,
+                          .stale_reads = true};
     expect_caught(&sc, 5);
 }
 
 #ifdef FIU_ENABLE
 Test(txn_sim, checker_catches_reads_that_ignore_locks)
 {
-    struct scenario sc = {"bank/read_ignores_locks", BANK, false, false, false, 1, 1500, true, false};
+    struct scenario sc = {.name = "bank/read_ignores_locks",
+                          .wl = BANK,
+                          .iterations = 1,
+                          .iteration_ms = 1500,
+                          .bug = true};
     fiu_init(0);
     fiu_enable("txn/read_ignores_locks", 1, NULL, 0);
     expect_caught(&sc, 3);
@@ -948,7 +1557,11 @@ Test(txn_sim, checker_catches_reads_that_ignore_locks)
 
 Test(txn_sim, checker_catches_prewrite_over_foreign_locks)
 {
-    struct scenario sc = {"append/prewrite_ignores_locks", APPEND, false, false, false, 1, 1500, true, false};
+    struct scenario sc = {.name = "append/prewrite_ignores_locks",
+                          .wl = APPEND,
+                          .iterations = 1,
+                          .iteration_ms = 1500,
+                          .bug = true};
     fiu_init(0);
     fiu_enable("txn/prewrite_ignores_locks", 1, NULL, 0);
     expect_caught(&sc, 3);
@@ -960,11 +1573,242 @@ Test(txn_sim, checker_catches_prewrite_over_foreign_locks)
  * own commit then finds nothing to commit: its append is lost. */
 Test(txn_sim, checker_catches_commit_that_ignores_the_lock_owner)
 {
-    struct scenario sc = {"append/commit_ignores_lock_owner", APPEND, false, false, false, 1, 1500, true, false};
+    struct scenario sc = {.name = "append/commit_ignores_lock_owner",
+                          .wl = APPEND,
+                          .iterations = 1,
+                          .iteration_ms = 1500,
+                          .bug = true};
     fiu_init(0);
     fiu_enable("txn/commit_ignores_lock_owner", 1, NULL, 0);
     expect_caught(&sc, 5);
     fiu_disable("txn/commit_ignores_lock_owner");
+}
+#endif
+
+/* ---- the LOCK CF across a split (src/raftstore/README.md) ---- */
+
+struct direct_call {
+    bool done;
+    struct tkv_txn_cluster_result res;
+};
+
+static void on_direct_call(void *arg, const struct tkv_txn_cluster_result *res)
+{
+    struct direct_call *d = arg;
+    d->done = true;
+    d->res = *res;
+}
+
+/* One command on a store's driver for a region, run until answered. */
+static int direct_cmd(struct tsim *t, int store, uint64_t region_id, enum tkv_txn_cmd cmd,
+                      const void *req, void *resp, struct tkv_arena *arena)
+{
+    struct tkv_rs_region_status st;
+    tkv_raftstore_region_status(sim_store(&t->s, store), region_id, &st);
+    struct tkv_rs_header h = {.region_id = region_id, .epoch = st.region.epoch};
+    for (uint32_t i = 0; i < st.region.n_peers; i++)
+        if (st.region.peers[i].store_id == (uint64_t)store)
+            h.peer = st.region.peers[i];
+    struct direct_call d = {0};
+    tkv_txn_cluster_submit(t->tc[store], &h, cmd, req, resp, arena, on_direct_call, &d);
+    for (int i = 0; i < 3000 && !d.done; i++)
+        sim_run(&t->s, 1);
+    return d.done ? d.res.rv : TKV_ETIMEDOUT;
+}
+
+/* Prewrite key (primary itself) at start_ts on the region's leader. */
+static int prewrite_one(struct tsim *t, int leader, uint64_t region_id, const char *key,
+                        uint64_t start_ts, uint64_t ttl)
+{
+    struct tkv_arena a;
+    tkv_arena_init(&a, 0);
+    kvrpcpb_Mutation mu = {
+        .op = kvrpcpb_Op_Put, .key = TKV_SLICE(key, strlen(key)), .value = TKV_SLICE("1", 1)};
+    kvrpcpb_PrewriteRequest pw = {
+        .start_version = start_ts, .lock_ttl = ttl, .primary_lock = mu.key};
+    pw.mutations.items = &mu;
+    pw.mutations.n = 1;
+    kvrpcpb_PrewriteResponse pr;
+    int rv = TKV_EREGION;
+    /* a fresh leader answers StaleCommand until it committed in its term */
+    for (int i = 0; i < 100 && rv == TKV_EREGION; i++) {
+        if (i)
+            sim_run(&t->s, 20);
+        rv = direct_cmd(t, leader, region_id, TKV_TXN_PREWRITE, &pw, &pr, &a);
+    }
+    if (rv == 0 && pr.errors.n)
+        rv = TKV_EINVAL;
+    tkv_arena_close(&a);
+    return rv;
+}
+
+/* Split at EncodeBytes("k05"); a lock on k05 (the new region's first key:
+ * raw "k05" sorts BEFORE the region's start EncodeBytes("k05")) is written
+ * while one follower of the new region is cut off; the region's log moves
+ * on and is compacted past that follower, which then catches up by
+ * snapshot and is made leader: a read of k05 there must meet the lock.
+ * Returns whether it did (the failure is described in why). */
+static bool lock_survives_snapshot(uint64_t seed, char *why, size_t cap)
+{
+    struct tsim *t = calloc(1, sizeof(*t));
+    t->wl = APPEND; /* keys "k%02u" */
+    for (int i = 0; i < N_CLIENTS; i++)
+        t->c[i] = (struct tclient){.t = t, .idx = i}; /* idle: clients stay off */
+    struct sim_opts o = {
+        .n_stores = 3, .iterations = 1, .iteration_ms = 100, .n_keys = 1, .gc_limit = 10};
+    struct sim_hooks hooks = {.arg = t, .store_event = on_store, .step = on_step};
+    sim_init_hooks(&t->s, &o, seed, &hooks);
+    struct sim *s = &t->s;
+    bool seen = false;
+    why[0] = 0;
+    sim_run(s, 400);
+    plan_split(t, 5, s->now);
+    for (int i = 0; i < 5000 && t->n_splits_done < 1; i++)
+        sim_run(s, 1);
+    uint8_t enc[32];
+    size_t n = tkv_codec_encode_bytes(enc, (const uint8_t *)"k05", 3);
+    const struct sim_region *r = sim_route(s, (const char *)enc, n);
+    int leader = 0;
+    for (int i = 0; i < 3000 && r && !(leader = sim_region_leader(s, r->rg.id)); i++)
+        sim_run(s, 1);
+    if (t->n_splits_done < 1 || !r || !leader) {
+        snprintf(why, cap, "the split at k05 did not happen");
+        goto out;
+    }
+    uint64_t rid = r->rg.id;
+    int lagger = leader % 3 + 1;
+    s->blocked_region = rid;
+    s->blocked_store = lagger;
+    uint64_t lock_ts = tso(t);
+    int rv = prewrite_one(t, leader, rid, "k05", lock_ts, 1000000);
+    /* the region's log moves on: other transactions' locks on k100.. */
+    for (int i = 0; i < 30 && rv == 0; i++) {
+        char k[16];
+        snprintf(k, sizeof k, "k1%02d", i);
+        rv = prewrite_one(t, leader, rid, k, tso(t), 1);
+    }
+    if (rv != 0) {
+        snprintf(why, cap, "prewrite on the leader failed: %d", rv);
+        goto out;
+    }
+    struct tkv_rs_region_status ls, fs;
+    for (int i = 0; i < 3000; i++) {
+        sim_run(s, 1);
+        tkv_raftstore_region_status(sim_store(s, leader), rid, &ls);
+        tkv_raftstore_region_status(sim_store(s, lagger), rid, &fs);
+        if (ls.truncated_index > fs.applied + 1)
+            break;
+    }
+    if (ls.truncated_index <= fs.applied + 1) {
+        snprintf(why, cap, "the leader's log was not compacted past the lagging follower");
+        goto out;
+    }
+    struct tkv_raftstore_stats before, after;
+    tkv_raftstore_stats(sim_store(s, lagger), &before);
+    s->blocked_region = 0;
+    for (int i = 0; i < 3000; i++) {
+        sim_run(s, 1);
+        tkv_raftstore_region_status(sim_store(s, leader), rid, &ls);
+        tkv_raftstore_region_status(sim_store(s, lagger), rid, &fs);
+        if (fs.applied >= ls.applied)
+            break;
+    }
+    tkv_raftstore_stats(sim_store(s, lagger), &after);
+    if (after.snapshots_applied == before.snapshots_applied) {
+        snprintf(why, cap, "the follower did not catch up by snapshot");
+        goto out;
+    }
+    if (sim_must_transfer_leader(s, rid, lagger, 5000) < 0) {
+        snprintf(why, cap, "leadership did not move to the follower: %.160s", s->err);
+        goto out;
+    }
+    struct tkv_arena a;
+    tkv_arena_init(&a, 0);
+    kvrpcpb_GetRequest g = {.key = TKV_SLICE("k05", 3), .version = tso(t)};
+    kvrpcpb_GetResponse gr;
+    rv = TKV_EREGION;
+    for (int i = 0; i < 100 && rv == TKV_EREGION; i++) {
+        if (i)
+            sim_run(s, 20);
+        rv = direct_cmd(t, lagger, rid, TKV_TXN_GET, &g, &gr, &a);
+    }
+    if (rv != 0)
+        snprintf(why, cap, "KvGet on the new leader failed: %d", rv);
+    else if (!gr.has_error || !gr.error.has_locked || gr.error.locked.lock_version != lock_ts)
+        snprintf(why, cap,
+                 "KvGet(k05) on store %d (leader after catching up by snapshot) did not meet the "
+                 "lock of ts %llu (%s): the snapshot lost it",
+                 lagger, (unsigned long long)lock_ts,
+                 gr.has_error   ? "another KeyError"
+                 : gr.not_found ? "not found"
+                                : "a value");
+    else
+        seen = true;
+    tkv_arena_close(&a);
+out:
+    sim_close(s);
+    si_history_free(t->hist);
+    free(t);
+    return seen;
+}
+
+Test(txn_sim, lock_cf_snapshot_after_split)
+{
+    for (uint64_t seed = 1; seed <= 3; seed++) {
+        char why[256];
+        cr_assert(lock_survives_snapshot(seed, why, sizeof why), "seed %llu: %s",
+                  (unsigned long long)seed, why);
+    }
+}
+
+#ifdef FIU_ENABLE
+/* The old rule (LOCK CF taken by the region's raw bounds): the snapshot
+ * misses k05's lock and the new leader serves the read as if unlocked. */
+Test(txn_sim, lock_cf_raw_bounds_bug_loses_the_lock)
+{
+    fiu_init(0);
+    fiu_enable("raftstore/lock_cf_raw_bounds", 1, NULL, 0);
+    char why[256];
+    bool seen = lock_survives_snapshot(1, why, sizeof why);
+    fiu_disable("raftstore/lock_cf_raw_bounds");
+    cr_assert(!seen, "the lock survived with the raw-bounds rule: the scenario cannot fail");
+    cr_assert(strstr(why, "the snapshot lost it"), "failed otherwise: %s", why);
+    if (getenv("TKV_RS_VERBOSE"))
+        fprintf(stderr, "raw-bounds rule: %s\n", why);
+}
+
+/* The same bug in the multi-region runs: what catches it there (the final
+ * lock check: a replica keeps a lock its region resolved; or the checker). */
+Test(txn_sim, lock_cf_raw_bounds_bug_caught_by_the_region_runs)
+{
+    struct scenario sc = {.name = "bank/regions+confchange/lock_cf_raw_bounds",
+                          .wl = BANK,
+                          .unreliable = true,
+                          .crash = true,
+                          .partitions = true,
+                          .iterations = 2,
+                          .iteration_ms = 1500,
+                          .regions = true,
+                          .confchange = true,
+                          .gc_limit = 40};
+    fiu_init(0);
+    fiu_enable("raftstore/lock_cf_raw_bounds", 1, NULL, 0);
+    bool caught = false;
+    for (int i = 0; i < 10 && !caught; i++) {
+        uint64_t seed = (uint64_t)(i + 1) * 7907u;
+        char err[512];
+        char *report;
+        bool ok = run_one(&sc, seed, err, sizeof err, &report);
+        if (!ok || strstr(err, "left unresolved")) {
+            caught = true;
+            if (getenv("TKV_RS_VERBOSE"))
+                fprintf(stderr, "%s: caught with seed %llu: %s\n%s\n", sc.name,
+                        (unsigned long long)seed, err, ok ? "" : report);
+        }
+        free(report);
+    }
+    fiu_disable("raftstore/lock_cf_raw_bounds");
+    cr_assert(caught, "%s: not caught in 10 seeds", sc.name);
 }
 #endif
 
