@@ -938,7 +938,7 @@ static void confchanger_step(struct sim *s)
     int store = (int)rnd_range(s, 1, (uint64_t)s->o.n_stores);
     struct tkv_rs_peer p = sim_sched_peer_on(s, rid, store);
     if (p.id) {
-        if (v->region.n_peers > 1) {
+        if (v->region.n_peers > TKV_MAX(1u, s->o.confchange_min_peers)) {
             sim_sched_remove_peer(s, rid, p);
             s->n_conf_changes++;
         } else {

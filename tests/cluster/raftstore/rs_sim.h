@@ -53,6 +53,10 @@ struct sim_opts {
     /* keys k with k % cold_mod == 0 are cold: the clients only read them
      * (0: none); a test writes them first */
     uint32_t cold_mod;
+    /* the confchanger removes a peer only from a region with more peers
+     * than this (0: 1, TinyKV's; the txn scenarios keep 3 replicas, as a
+     * scheduler does, away from the two-peer gap of the raftstore README) */
+    uint32_t confchange_min_peers;
 };
 
 /* The mock scheduler (TinyKV's MockSchedulerClient): a region view fed by

@@ -805,8 +805,8 @@ static void handle_answer(struct tclient *c, const struct tkv_txn_cluster_result
         return;
     }
     if (res->rv != 0) {
-        sim_fail(&t->s, "client %d: command %d failed: %d (%s)", c->idx, (int)c->rq->cmd, res->rv,
-                 res->why ? res->why : "");
+        sim_fail(&t->s, "client %d: command %d (phase %d) failed: %d (%s)", c->idx, (int)c->rq->cmd,
+                 (int)c->ph, res->rv, res->why ? res->why : "");
         return;
     }
     switch (c->ph) {
@@ -1204,7 +1204,8 @@ static bool run_one(const struct scenario *sc, uint64_t seed, char *sim_err, siz
                           * on (the split checker never fires at the
                           * default sizes: only the directed splits) */
                          .split = sc->confchange,
-                         .confchange = sc->confchange};
+                         .confchange = sc->confchange,
+                         .confchange_min_peers = 3};
     struct sim_hooks hooks = {.arg = t, .store_event = on_store, .step = on_step};
     sim_init_hooks(&t->s, &o, seed, &hooks);
     struct sim *s = &t->s;
@@ -1268,13 +1269,51 @@ static bool run_one(const struct scenario *sc, uint64_t seed, char *sim_err, siz
         sim_settle(s);
         for (int i = 0; i < 20000 && any_waiting(t) && !s->failed; i++)
             sim_run(s, 1);
-        if (any_waiting(t) && !s->failed)
-            sim_fail(s, "clients still busy 20 s after healing (liveness)");
+        if (any_waiting(t) && !s->failed) {
+            char busy[256];
+            size_t off = 0;
+            for (int i = 0; i < N_CLIENTS && off < sizeof busy - 64; i++)
+                if (t->c[i].ph != PH_IDLE)
+                    off += (size_t)snprintf(busy + off, sizeof busy - off,
+                                            " [client %d: phase %d, region %llu (leader: store %d), waiting %d]", i,
+                                            (int)t->c[i].ph, (unsigned long long)t->c[i].rq_region.id,
+                                            sim_region_leader(s, t->c[i].rq_region.id), (int)t->c[i].waiting);
+            if (getenv("TKV_RS_VERBOSE"))
+                for (int st = 1; st <= s->o.n_stores; st++) {
+                    struct tkv_rs_region_status ps;
+                    if (!sim_store(s, st))
+                        continue;
+                    uint64_t rid = t->c[0].rq_region.id;
+                    for (int i = 0; i < N_CLIENTS; i++)
+                        if (t->c[i].ph != PH_IDLE)
+                            rid = t->c[i].rq_region.id;
+                    tkv_raftstore_region_status(sim_store(s, st), rid, &ps);
+                    fprintf(stderr, "store %d region %llu: exists %d peer %llu term %llu leader %llu applied %llu commit %llu last %llu conf_ver %llu peers:",
+                            st, (unsigned long long)rid, ps.exists, (unsigned long long)ps.peer_id,
+                            (unsigned long long)ps.term, (unsigned long long)ps.leader_peer_id,
+                            (unsigned long long)ps.applied, (unsigned long long)ps.commit,
+                            (unsigned long long)ps.last_index, (unsigned long long)ps.region.epoch.conf_ver);
+                    for (uint32_t k = 0; k < ps.region.n_peers; k++)
+                        fprintf(stderr, " %llu@%llu", (unsigned long long)ps.region.peers[k].id,
+                                (unsigned long long)ps.region.peers[k].store_id);
+                    fprintf(stderr, "\n");
+                }
+            sim_fail(s, "clients still busy 20 s after healing (liveness):%s", busy);
+        }
         for (int r = 0; r < SIM_MAX_REGIONS && sc->confchange && !s->failed; r++)
             for (int i = 0; i < 10000 && s->sched.regions[r].known &&
                             s->sched.regions[r].op != SIM_OP_NONE && !s->failed;
                  i++)
                 sim_run(s, 1);
+    }
+    /* a calm stretch (healed, every store up): the clients must make
+     * progress, across regions, with the regions as the chaos left them */
+    if (!s->failed) {
+        t->clients_on = true;
+        sim_run(s, 600);
+        t->clients_on = false;
+        for (int i = 0; i < 20000 && any_waiting(t) && !s->failed; i++)
+            sim_run(s, 1);
     }
     /* final sweeps after everything settled: every key read, every lock met
      * resolved; then none may be left */
