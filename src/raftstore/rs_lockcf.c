@@ -112,8 +112,7 @@ int rs_delete_region_locks(struct tkv_raftstore *s, const struct tkv_rs_region *
 }
 
 int rs_snapshot_iter_open(struct tkv_engine_snap *snap, enum tkv_cf cf,
-                          const struct tkv_rs_region *rg, struct tkv_engine_iter **it,
-                          bool *filter)
+                          const struct tkv_rs_region *rg, struct tkv_engine_iter **it, bool *filter)
 {
     *filter = cf == TKV_CF_LOCK && !RS_BUG("lock_cf_raw_bounds");
     if (!*filter)

@@ -171,6 +171,7 @@ struct tsim {
     uint64_t n_commit_retries, n_bad_retries;
     uint64_t n_region_errors[TKV_RS_SERVER_BUSY + 1];
     uint64_t n_multi_region_txns; /* committed writes whose keys spanned regions */
+    uint64_t n_stale_peer;        /* requests refused for a stale peer id */
     int last_leader;
     uint64_t last_term;
     bool setup;                    /* the bank's initial transaction: its client does not die */
@@ -462,7 +463,10 @@ static void send_req(struct tclient *c)
         if (r->rg.peers[i].store_id == (uint64_t)target)
             peer = r->rg.peers[i];
     if (target < 1 || target > t->s.o.n_stores || !t->tc[target] || peer.id == 0) {
-        /* down, or not a peer (stale hint): try another one shortly */
+        /* down, or not a peer in the cache: the hinted leader's peer was
+         * added after the region was cached: ask for the region again */
+        if (peer.id == 0)
+            refresh_route(c);
         r->leader = 0;
         c->waiting = false;
         c->next_at = t->s.now + 5;
@@ -504,6 +508,12 @@ static void retry(struct tclient *c, const struct tkv_rs_region_error *e)
 {
     struct tsim *t = c->t;
     struct sim_region *r = cached(c, c->rq_region.id);
+    if (getenv("TKV_TXN_TRACE"))
+        fprintf(stderr,
+                "%llu client %d phase %d region %llu v%llu: retry after %d (leader hint %llu)\n",
+                (unsigned long long)t->s.now, c->idx, (int)c->ph,
+                (unsigned long long)c->rq_region.id, (unsigned long long)c->rq_region.epoch.version,
+                e ? (int)e->kind : -1, e ? (unsigned long long)e->leader.store_id : 0ull);
     if (e && e->kind <= TKV_RS_SERVER_BUSY)
         t->n_region_errors[e->kind]++;
     if (e && e->kind == TKV_RS_NOT_LEADER && e->leader.store_id) {
@@ -802,6 +812,17 @@ static void handle_answer(struct tclient *c, const struct tkv_txn_cluster_result
     struct tsim *t = c->t;
     if (res->rv == TKV_EREGION || res->rv == TKV_ESHUTDOWN) {
         retry(c, res->rv == TKV_EREGION ? res->region_error : NULL);
+        return;
+    }
+    if (res->rv == TKV_EINVAL && res->why && strcmp(res->why, "a key is empty") == 0 &&
+        c->rq->route.len) {
+        /* the raftstore answers a header whose peer id is not the store's
+         * peer of the region (removed and re-added since the route was
+         * cached) with TKV_EINVAL, which the driver reports as an empty key:
+         * a stale route like any other (our keys are never empty) */
+        t->n_stale_peer++;
+        refresh_route(c);
+        retry(c, NULL);
         return;
     }
     if (res->rv != 0) {
@@ -1274,10 +1295,11 @@ static bool run_one(const struct scenario *sc, uint64_t seed, char *sim_err, siz
             size_t off = 0;
             for (int i = 0; i < N_CLIENTS && off < sizeof busy - 64; i++)
                 if (t->c[i].ph != PH_IDLE)
-                    off += (size_t)snprintf(busy + off, sizeof busy - off,
-                                            " [client %d: phase %d, region %llu (leader: store %d), waiting %d]", i,
-                                            (int)t->c[i].ph, (unsigned long long)t->c[i].rq_region.id,
-                                            sim_region_leader(s, t->c[i].rq_region.id), (int)t->c[i].waiting);
+                    off += (size_t)snprintf(
+                        busy + off, sizeof busy - off,
+                        " [client %d: phase %d, region %llu (leader: store %d), waiting %d]", i,
+                        (int)t->c[i].ph, (unsigned long long)t->c[i].rq_region.id,
+                        sim_region_leader(s, t->c[i].rq_region.id), (int)t->c[i].waiting);
             if (getenv("TKV_RS_VERBOSE"))
                 for (int st = 1; st <= s->o.n_stores; st++) {
                     struct tkv_rs_region_status ps;
@@ -1288,11 +1310,14 @@ static bool run_one(const struct scenario *sc, uint64_t seed, char *sim_err, siz
                         if (t->c[i].ph != PH_IDLE)
                             rid = t->c[i].rq_region.id;
                     tkv_raftstore_region_status(sim_store(s, st), rid, &ps);
-                    fprintf(stderr, "store %d region %llu: exists %d peer %llu term %llu leader %llu applied %llu commit %llu last %llu conf_ver %llu peers:",
+                    fprintf(stderr,
+                            "store %d region %llu: exists %d peer %llu term %llu leader %llu "
+                            "applied %llu commit %llu last %llu conf_ver %llu peers:",
                             st, (unsigned long long)rid, ps.exists, (unsigned long long)ps.peer_id,
                             (unsigned long long)ps.term, (unsigned long long)ps.leader_peer_id,
                             (unsigned long long)ps.applied, (unsigned long long)ps.commit,
-                            (unsigned long long)ps.last_index, (unsigned long long)ps.region.epoch.conf_ver);
+                            (unsigned long long)ps.last_index,
+                            (unsigned long long)ps.region.epoch.conf_ver);
                     for (uint32_t k = 0; k < ps.region.n_peers; k++)
                         fprintf(stderr, " %llu@%llu", (unsigned long long)ps.region.peers[k].id,
                                 (unsigned long long)ps.region.peers[k].store_id);
@@ -1351,7 +1376,7 @@ static bool run_one(const struct scenario *sc, uint64_t seed, char *sim_err, siz
                 "%llu abandoned, %llu resolutions, %llu snapshot reads, %llu leader changes, "
                 "%llu retried commits (%llu failed), %d regions, %llu conf changes, region errors: "
                 "%llu NotLeader %llu EpochNotMatch %llu KeyNotInRegion %llu RegionNotFound "
-                "%llu StaleCommand %llu ServerIsBusy\n",
+                "%llu StaleCommand %llu ServerIsBusy, %llu stale peer ids\n",
                 sc->name, (unsigned long long)seed, (unsigned long long)t->n_committed,
                 (unsigned long long)t->n_multi_region_txns, (unsigned long long)t->n_aborted,
                 (unsigned long long)t->n_unknown, (unsigned long long)t->n_abandoned,
@@ -1364,7 +1389,8 @@ static bool run_one(const struct scenario *sc, uint64_t seed, char *sim_err, siz
                 (unsigned long long)t->n_region_errors[TKV_RS_KEY_NOT_IN_REGION],
                 (unsigned long long)t->n_region_errors[TKV_RS_REGION_NOT_FOUND],
                 (unsigned long long)t->n_region_errors[TKV_RS_STALE_COMMAND],
-                (unsigned long long)t->n_region_errors[TKV_RS_SERVER_BUSY]);
+                (unsigned long long)t->n_region_errors[TKV_RS_SERVER_BUSY],
+                (unsigned long long)t->n_stale_peer);
     snprintf(sim_err, cap, "%s", s->failed ? s->err : "");
     bool ok = true;
     *report = NULL;
