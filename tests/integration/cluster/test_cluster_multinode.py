@@ -24,7 +24,9 @@
 #      read: the history is linearizable;
 #   6. kill -9 of every node at once under Raw clients, restart all: the
 #      history stays linearizable, nothing acknowledged is lost, the loaded
-#      keys are all there.
+#      keys are all there (writes in flight at the kill end with libtinykv's
+#      TINYKV_EUNDETERMINED and are "info": may apply at any time, or never;
+#      other failed writes are "fail": surely not applied).
 # Tests that need a feature not in this source tree yet (conf change, split)
 # skip with the reason (clustertest.missing_feature); once the feature is
 # there they assert. The negative controls are test_cluster_negative.py.
@@ -322,14 +324,10 @@ class MultiNode(tkvtest.TkvTestCase):
         self.assertEqual(rc, 0, "the history across the paused leader is not linearizable:\n%s" % report)
 
     def test_6_kill9_of_every_node_loses_nothing_acknowledged(self):
-        # Known bug (issue 10 note, stop 16): libtinykv retries a write whose
-        # first attempt may have been delivered (client_core.c retry on
-        # UNAVAILABLE/DEADLINE_EXCEEDED), so after a kill of every node the
-        # first attempt can apply after a later write: lincheck fails
-        # intermittently. Runs in the long variant until the client is fixed.
-        if ROUNDS < 2 and os.environ.get("TKV_KILLALL") != "1":
-            self.skipTest("known client retry bug (double apply after kill of every node); "
-                          "runs under label long / TKV_KILLALL=1")
+        # Writes in flight at the kill end TINYKV_EUNDETERMINED (libtinykv
+        # never resends a write that may have been applied: a resent one
+        # could apply after a later write) and are recorded "info"; writes
+        # refused while the nodes are down are retried.
         c = self.cluster
         hist = self.path("killall.jsonl")
         clients = mn.RawClients(c, hist, client=2, prefix="ka")
