@@ -103,6 +103,10 @@ enum tkv_rs_error_kind {
     TKV_RS_STALE_COMMAND,     /* retry: the proposal was overwritten / term moved on */
     TKV_RS_STORE_NOT_MATCH,   /* request addressed to another store */
     TKV_RS_SERVER_BUSY,       /* too many requests in flight on the region */
+    TKV_RS_PEER_NOT_MATCH,    /* the header names another peer id than this store's peer of
+                               * the region (removed and re-added since the client cached
+                               * it): a message-only errorpb.Error, as TinyKV's CheckPeerID;
+                               * clients refresh the region and retry */
 };
 
 struct tkv_rs_region_error {

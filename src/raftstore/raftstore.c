@@ -644,7 +644,8 @@ static struct rs_peer *check_request_keys(struct tkv_raftstore *s, const struct 
         return NULL;
     }
     if (h->peer.id && h->peer.id != p->peer_id) {
-        rs_answer(cb, arg, TKV_EINVAL);
+        /* a stale route, not a malformed request: the client retries */
+        rs_answer_kind(cb, arg, TKV_RS_PEER_NOT_MATCH, p, h->region_id);
         return NULL;
     }
     struct tkv_raft_status st;

@@ -2063,6 +2063,12 @@ static void region_error_pb(struct tkv_arena *a, const struct cluster_store *st,
         out->message = tkv_pb_str("stale command");
         out->has_stale_command = true;
         break;
+    case TKV_RS_PEER_NOT_MATCH: /* errorpb has no field for it: TinyKV sends the message only */
+        out->message = tkv_pb_printf(a,
+                                     "mismatch peer id for region %" PRIu64
+                                     ": this store holds another peer of it now",
+                                     e->region_id);
+        break;
     case TKV_RS_STORE_NOT_MATCH:
     default:
         out->message = tkv_pb_printf(a, "store not match: request for store %" PRIu64

@@ -516,6 +516,8 @@ static void retry(struct tclient *c, const struct tkv_rs_region_error *e)
                 e ? (int)e->kind : -1, e ? (unsigned long long)e->leader.store_id : 0ull);
     if (e && e->kind <= TKV_RS_SERVER_BUSY)
         t->n_region_errors[e->kind]++;
+    if (e && e->kind == TKV_RS_PEER_NOT_MATCH)
+        t->n_stale_peer++;
     if (e && e->kind == TKV_RS_NOT_LEADER && e->leader.store_id) {
         if (r)
             r->leader = (int)e->leader.store_id;
@@ -812,17 +814,6 @@ static void handle_answer(struct tclient *c, const struct tkv_txn_cluster_result
     struct tsim *t = c->t;
     if (res->rv == TKV_EREGION || res->rv == TKV_ESHUTDOWN) {
         retry(c, res->rv == TKV_EREGION ? res->region_error : NULL);
-        return;
-    }
-    if (res->rv == TKV_EINVAL && res->why && strcmp(res->why, "a key is empty") == 0 &&
-        c->rq->route.len) {
-        /* the raftstore answers a header whose peer id is not the store's
-         * peer of the region (removed and re-added since the route was
-         * cached) with TKV_EINVAL, which the driver reports as an empty key:
-         * a stale route like any other (our keys are never empty) */
-        t->n_stale_peer++;
-        refresh_route(c);
-        retry(c, NULL);
         return;
     }
     if (res->rv != 0) {

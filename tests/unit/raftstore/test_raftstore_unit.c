@@ -190,6 +190,13 @@ Test(raftstore_requests, region_errors_are_tinykv_exact)
     a = put(&o, h, "cat", "x");
     cr_assert_eq(a.e.kind, TKV_RS_STALE_COMMAND);
 
+    h = hdr(&o);
+    h.peer.id += 100; /* a peer of this store that was removed and re-added */
+    a = put(&o, h, "cat", "x");
+    cr_assert_eq(a.rv, TKV_EREGION, "a stale peer id is a region error (retry), not a bad request");
+    cr_assert_eq(a.e.kind, TKV_RS_PEER_NOT_MATCH);
+    cr_assert_eq(a.e.region_id, 1);
+
     a = put(&o, hdr(&o), "", "x");
     cr_assert_eq(a.rv, TKV_EINVAL, "empty key");
     teardown(&o);
