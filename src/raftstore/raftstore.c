@@ -514,6 +514,24 @@ int tkv_raftstore_bootstrap(struct tkv_raftlog *log, struct tkv_engine *engine, 
 
 /* ------------------------------------------------------------ receive */
 
+/* A sender our region does not list (added by a conf change we have not
+ * applied yet): kept so replies can reach it (rs_queue_msg). */
+static void remember_sender(struct rs_peer *p, struct tkv_rs_peer from)
+{
+    const size_t cap = sizeof(p->senders) / sizeof(p->senders[0]);
+    for (uint32_t i = 0; i < p->n_senders; i++)
+        if (p->senders[i].id == from.id) {
+            p->senders[i] = from;
+            return;
+        }
+    if (p->n_senders < cap) {
+        p->senders[p->n_senders++] = from;
+        return;
+    }
+    p->senders[p->next_sender] = from;
+    p->next_sender = (uint32_t)((p->next_sender + 1) % cap);
+}
+
 void tkv_raftstore_receive(struct tkv_raftstore *s, const struct tkv_rs_msg *m)
 {
     s->stats.msgs_received++;
@@ -531,6 +549,8 @@ void tkv_raftstore_receive(struct tkv_raftstore *s, const struct tkv_rs_msg *m)
     if (!p->initialized && !rs_region_peer_by_id(&p->region, m->from.id) &&
         p->region.n_peers < TKV_RS_MAX_PEERS)
         p->region.peers[p->region.n_peers++] = m->from;
+    else if (p->initialized && !rs_region_peer_by_id(&p->region, m->from.id))
+        remember_sender(p, m->from);
     if (m->msg.type == TKV_RAFT_MSG_SNAPSHOT) {
         /* refuse a snapshot that is corrupt, not for this peer, or older
          * than the region we have (2.10) */
@@ -1283,6 +1303,9 @@ void rs_queue_msg(struct rs_peer *p, const struct tkv_raft_msg *m)
 {
     struct tkv_raftstore *s = p->s;
     const struct tkv_rs_peer *to = rs_region_peer_by_id(&p->region, m->to);
+    for (uint32_t i = 0; !to && i < p->n_senders; i++)
+        if (p->senders[i].id == m->to)
+            to = &p->senders[i];
     if (!to) {
         s->stats.msgs_dropped++;
         return;

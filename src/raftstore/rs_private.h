@@ -199,6 +199,12 @@ struct rs_peer {
      * 0: none. */
     tkv_index held_removal, held_last;
     uint64_t held_probe_tick; /* next store tick to probe the other peer */
+    /* Senders outside our region view (TiKV's peer cache): a follower
+     * that missed the conf change adding a peer must still answer that
+     * peer when it leads, or it never catches up (no answer, no probe, no
+     * snapshot). A small ring, only for addressing replies. */
+    struct tkv_rs_peer senders[4];
+    uint32_t n_senders, next_sender;
     /* the last generated snapshot (rs_snapgen.c), handed to raft while
      * usable: same epoch, and the log still holds the entries after it */
     struct tkv_raft_buf *snap_data;

@@ -41,7 +41,7 @@
 #include "tkv/sched.h"
 
 #ifndef BALANCE_DEFAULT_SEEDS
-#define BALANCE_DEFAULT_SEEDS 4
+#define BALANCE_DEFAULT_SEEDS 6
 #endif
 
 #define N_STORES 6
