@@ -1850,7 +1850,7 @@ Test(txn_sim, lock_cf_raw_bounds_bug_caught_by_the_region_runs)
     fiu_init(0);
     fiu_enable("raftstore/lock_cf_raw_bounds", 1, NULL, 0);
     bool caught = false;
-    for (int i = 0; i < 10 && !caught; i++) {
+    for (int i = 0; i < 40 && !caught; i++) {
         uint64_t seed = (uint64_t)(i + 1) * 7907u;
         char err[512];
         char *report;
@@ -1864,7 +1864,7 @@ Test(txn_sim, lock_cf_raw_bounds_bug_caught_by_the_region_runs)
         free(report);
     }
     fiu_disable("raftstore/lock_cf_raw_bounds");
-    cr_assert(caught, "%s: not caught in 10 seeds", sc.name);
+    cr_assert(caught, "%s: not caught in 40 seeds", sc.name);
 }
 #endif
 
