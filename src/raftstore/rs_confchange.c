@@ -281,18 +281,12 @@ void rs_held_removal_step(struct rs_peer *p)
 
 /* ------------------------------------------------------------ destroy */
 
-static int bound_cmp(const uint8_t *a, uint32_t al, const uint8_t *b, uint32_t bl)
-{
-    int c = memcmp(a, b, TKV_MIN(al, bl));
-    return c ? c : (al > bl) - (al < bl);
-}
-
 /* start-of-range order; end_len 0 = +infinity */
 static int region_start_cmp(const void *x, const void *y)
 {
     const struct tkv_rs_region *a = *(const struct tkv_rs_region *const *)x;
     const struct tkv_rs_region *b = *(const struct tkv_rs_region *const *)y;
-    return bound_cmp(a->start, a->start_len, b->start, b->start_len);
+    return rs_bytes_cmp(a->start, a->start_len, b->start, b->start_len);
 }
 
 /* DEFAULT and WRITE (EncodeKey / raw keys: the raw range is exact); the
@@ -319,8 +313,8 @@ static void delete_unowned(struct tkv_raftstore *s, const struct tkv_rs_region *
         const struct tkv_rs_region *o = &s->peers[i]->region;
         if (!s->peers[i]->initialized || o->id == rg->id)
             continue;
-        bool before_end = rg->end_len == 0 || bound_cmp(o->start, o->start_len, rg->end, rg->end_len) < 0;
-        bool after_start = o->end_len == 0 || bound_cmp(o->end, o->end_len, rg->start, rg->start_len) > 0;
+        bool before_end = rg->end_len == 0 || rs_bytes_cmp(o->start, o->start_len, rg->end, rg->end_len) < 0;
+        bool after_start = o->end_len == 0 || rs_bytes_cmp(o->end, o->end_len, rg->start, rg->start_len) > 0;
         if (before_end && after_start)
             own[n++] = o;
     }
@@ -330,16 +324,16 @@ static void delete_unowned(struct tkv_raftstore *s, const struct tkv_rs_region *
     bool at_end = false;
     for (size_t i = 0; i < n && !at_end; i++) {
         const struct tkv_rs_region *o = own[i];
-        if (bound_cmp(o->start, o->start_len, cur, cur_len) > 0)
+        if (rs_bytes_cmp(o->start, o->start_len, cur, cur_len) > 0)
             delete_range(b, cur, cur_len, o->start, o->start_len);
         if (o->end_len == 0) {
             at_end = true;
-        } else if (bound_cmp(o->end, o->end_len, cur, cur_len) > 0) {
+        } else if (rs_bytes_cmp(o->end, o->end_len, cur, cur_len) > 0) {
             cur = o->end;
             cur_len = o->end_len;
         }
     }
-    if (!at_end && (rg->end_len == 0 || bound_cmp(cur, cur_len, rg->end, rg->end_len) < 0))
+    if (!at_end && (rg->end_len == 0 || rs_bytes_cmp(cur, cur_len, rg->end, rg->end_len) < 0))
         delete_range(b, cur, cur_len, rg->end, rg->end_len);
     tkv_free(own);
 }

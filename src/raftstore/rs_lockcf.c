@@ -31,13 +31,6 @@ bool rs_lock_key_in_region(const struct tkv_rs_region *rg, struct tkv_slice k)
     return rs_key_in_region(rg, k) || tkv_rs_region_contains_txn_key(rg, k);
 }
 
-static int bound_cmp(const uint8_t *a, size_t al, const uint8_t *b, size_t bl)
-{
-    size_t n = TKV_MIN(al, bl);
-    int c = n ? memcmp(a, b, n) : 0;
-    return c ? c : (al > bl) - (al < bl);
-}
-
 /* The data bytes of b's leading complete groups (marker 0xFF: an 8-byte
  * chunk followed by more): a raw key no larger than any k with
  * EncodeBytes(k) >= b (a smaller k differs from it inside those groups,
@@ -61,7 +54,7 @@ void rs_lock_scan_bounds(const struct tkv_rs_region *rg, struct rs_lock_bounds *
     out->lo_len = rg->start_len;
     memcpy(out->lo, rg->start, rg->start_len);
     uint32_t n = decoded_prefix(rg->start, rg->start_len, tmp);
-    if (bound_cmp(tmp, n, out->lo, out->lo_len) < 0) {
+    if (rs_bytes_cmp(tmp, n, out->lo, out->lo_len) < 0) {
         memcpy(out->lo, tmp, n);
         out->lo_len = n;
     }

@@ -5,6 +5,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "tkv/engine.h"
 #include "tkv/mem.h"
@@ -20,6 +21,16 @@
 #else
 #define RS_BUG(name) false
 #endif
+
+/* Order of region bounds and raw keys: bytes, then length (a prefix sorts
+ * first; "" is the smallest). An empty end bound means +infinity: callers
+ * test for it before comparing. */
+static inline int rs_bytes_cmp(const uint8_t *a, size_t al, const uint8_t *b, size_t bl)
+{
+    size_t n = al < bl ? al : bl;
+    int c = n ? memcmp(a, b, n) : 0; /* a or b may be NULL when empty */
+    return c ? c : (al > bl) - (al < bl);
+}
 
 /* Growable byte buffer (aborts on OOM: server layer). */
 struct rs_buf {

@@ -44,27 +44,18 @@ static void put_apply_state(struct tkv_engine_batch *b, uint64_t region_id,
 
 /* ------------------------------------------------------------ ranges */
 
-static int bound_cmp(const uint8_t *a, size_t an, const uint8_t *b, size_t bn)
-{
-    size_t n = TKV_MIN(an, bn);
-    int c = n ? memcmp(a, b, n) : 0;
-    if (c)
-        return c;
-    return an < bn ? -1 : an > bn;
-}
-
 /* split_key strictly inside rg: in the region and not its start. */
 static bool strictly_inside(const struct tkv_rs_region *rg, struct tkv_slice k)
 {
     return k.len > 0 && rs_key_in_region(rg, k) &&
-           bound_cmp(k.ptr, k.len, rg->start, rg->start_len) != 0;
+           rs_bytes_cmp(k.ptr, k.len, rg->start, rg->start_len) != 0;
 }
 
 static bool ranges_overlap(const struct tkv_rs_region *a, const struct tkv_rs_region *b)
 {
     /* [a.start, a.end) and [b.start, b.end); empty end = +infinity */
-    bool a_before_b_end = b->end_len == 0 || bound_cmp(a->start, a->start_len, b->end, b->end_len) < 0;
-    bool b_before_a_end = a->end_len == 0 || bound_cmp(b->start, b->start_len, a->end, a->end_len) < 0;
+    bool a_before_b_end = b->end_len == 0 || rs_bytes_cmp(a->start, a->start_len, b->end, b->end_len) < 0;
+    bool b_before_a_end = a->end_len == 0 || rs_bytes_cmp(b->start, b->start_len, a->end, a->end_len) < 0;
     return a_before_b_end && b_before_a_end;
 }
 
@@ -88,7 +79,7 @@ const struct tkv_rs_region *rs_region_after(const struct tkv_raftstore *s,
     for (size_t i = 0; i < s->n_peers; i++) {
         const struct rs_peer *q = s->peers[i];
         if (q->initialized && q->region.id != rg->id &&
-            bound_cmp(q->region.start, q->region.start_len, rg->end, rg->end_len) == 0)
+            rs_bytes_cmp(q->region.start, q->region.start_len, rg->end, rg->end_len) == 0)
             return &q->region;
     }
     return NULL;
