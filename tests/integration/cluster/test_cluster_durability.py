@@ -61,8 +61,25 @@ class ClusterDurability(tkvtest.TkvTestCase):
             t.join()
         self.assertEqual(errors, [], "writes refused before the kill")
 
+    def serving_leader(self, node, sc, key, timeout=30.0):
+        """(region, leader) once the leader the scheduler names answers a
+        read: right after a restart the scheduler still names the leader of
+        before the kill, and the restarted peer answers NotLeader until it
+        has won its election again."""
+        deadline = time.monotonic() + timeout
+        while True:
+            region, leader = sc.region_with_leader(b"")
+            with tkvtest.channel(node.store_addr(leader.store_id)) as ch:
+                r = raw_get(ch, context(region, leader), key)
+            if not (r.HasField("region_error") and r.region_error.HasField("not_leader")):
+                return region, leader
+            if time.monotonic() > deadline:
+                self.fail("no leader serves %r %.0fs after the restart: %s" %
+                          (key, timeout, r.region_error))
+            time.sleep(0.2)
+
     def check(self, node, sc, state):
-        region, leader = sc.region_with_leader(b"")
+        region, leader = self.serving_leader(node, sc, next(iter(state["sent"])))
         with tkvtest.channel(node.store_addr(leader.store_id)) as ch:
             lost, invented = [], []
             for k in state["sent"]:
