@@ -343,7 +343,22 @@ int rpc_conn_pull(struct rpc_conn *c, const uint8_t **p, size_t *n)
         return c->failed ? TKV_EPROTO : 0;
     c->out.len = c->out.off = 0;
     c->in_engine++;
-    while (c->out.len < RPC_OUT_CHUNK) {
+    if (c->goaway_due) {
+        /* The graceful GOAWAY names the last stream processed NOW, and the
+         * loop below serializes it before returning, so no request can be
+         * received (and handed to a handler) between choosing the id and
+         * the frame leaving: once it is serialized nghttp2 ignores newer
+         * streams, and every older one is served. Chosen earlier (while a
+         * send was in flight), a stream read meanwhile would be handled
+         * AND declared unprocessed to the client, which then resends it
+         * (a write applied twice). */
+        c->goaway_due = false;
+        if (nghttp2_submit_goaway(c->ng, NGHTTP2_FLAG_NONE,
+                                  nghttp2_session_get_last_proc_stream_id(c->ng), NGHTTP2_NO_ERROR,
+                                  NULL, 0) == 0)
+            c->goaway_unsent = true;
+    }
+    while (c->out.len < RPC_OUT_CHUNK || c->goaway_unsent) {
         const uint8_t *d;
         ssize_t r = nghttp2_session_mem_send(c->ng, &d);
         if (r < 0) {
@@ -404,8 +419,7 @@ void rpc_conn_shutdown(struct rpc_conn *c)
     if (c->goaway || c->aborted)
         return;
     c->goaway = true;
-    nghttp2_submit_goaway(c->ng, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(c->ng),
-                          NGHTTP2_NO_ERROR, NULL, 0);
+    c->goaway_due = true; /* submitted by the next rpc_conn_pull: see there */
     rpc_conn_kick(c);
 }
 

@@ -351,6 +351,8 @@ static void ctrl_traffic_sent(struct rpc_conn *c)
 static int on_frame_send(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
 {
     struct rpc_conn *c = ud;
+    if (f->hd.type == NGHTTP2_GOAWAY)
+        c->goaway_unsent = false;
     if (f->hd.type == NGHTTP2_HEADERS || f->hd.type == NGHTTP2_DATA)
         ctrl_traffic_sent(c);
     if (!(f->hd.flags & NGHTTP2_FLAG_END_STREAM))
@@ -417,6 +419,8 @@ static int on_frame_not_send(nghttp2_session *ng, const nghttp2_frame *f, int er
 {
     struct rpc_conn *c = ud;
     (void)err;
+    if (f->hd.type == NGHTTP2_GOAWAY)
+        c->goaway_unsent = false;
     /* A request whose HEADERS never left (GOAWAY received, cancelled before
      * sending): nghttp2 opened no stream, so no close callback comes. */
     if (c->is_server || f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST)

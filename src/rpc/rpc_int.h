@@ -141,6 +141,8 @@ struct rpc_conn {
     bool aborted;
     bool failed;    /* protocol error: close the connection */
     bool goaway;    /* GOAWAY sent or received */
+    bool goaway_due;    /* graceful GOAWAY wanted, submitted by the next pull */
+    bool goaway_unsent; /* submitted, not yet serialized (on_frame_send clears) */
     bool got_frame; /* a valid frame arrived (preface done) */
     uint64_t rx_bytes;
     /* Token bucket for control frames that make us answer (SETTINGS, PING):
@@ -245,7 +247,9 @@ bool rpc_conn_done(const struct rpc_conn *c);
 void rpc_conn_expire(struct rpc_conn *c, uint64_t now);
 /* Earliest call deadline, 0 if none. */
 uint64_t rpc_conn_next_deadline(const struct rpc_conn *c);
-/* Graceful: GOAWAY(last processed stream), in-flight calls may finish. */
+/* Graceful: GOAWAY(last processed stream), in-flight calls may finish.
+ * The frame is submitted by the next rpc_conn_pull, which names the last
+ * stream processed at that moment and serializes it at once. */
 void rpc_conn_shutdown(struct rpc_conn *c);
 /* The connection is going away: every call's owner hears about it now
  * (server on_cancel(why), client on_done(why)); no callback afterwards. */

@@ -626,6 +626,52 @@ Test(rpc_mem, goaway_lets_inflight_finish)
     free(a.resp);
 }
 
+/* Graceful shutdown while a send is in flight: a request read before the
+ * GOAWAY is serialized reaches its handler, so the GOAWAY must name it
+ * (last stream id >= its id) and it must be answered. Were the id chosen
+ * when shutdown was asked (before that read), the client would hear "not
+ * processed" (RFC 9113 6.8) for a request the server handled, and a
+ * client that retries unprocessed writes would apply it twice. */
+Test(rpc_mem, goaway_names_requests_read_before_it_was_serialized)
+{
+    struct result a, b;
+    unary("/test.Echo/Unary", "async:a", 7, 0, &a);
+    pump(); /* stream 1 handled, held */
+    memset(&b, 0, sizeof b);
+    enum tkv_rpc_reach reach_b = TKV_RPC_SENT;
+    cr_assert_eq(tkv_rpc_client_unary_reach(P.cl, "/test.Echo/Unary", "b", 1, 0, unary_cb, &b,
+                                            &reach_b),
+                 0);
+    const uint8_t *cp, *sp;
+    size_t cn, sn;
+    cr_assert_eq(rpc_conn_pull(rpc_client_conn(P.cl), &cp, &cn), 0);
+    cr_assert(cn > 0, "request b not serialized");
+    rpc_conn_ping(P.sc);
+    cr_assert_eq(rpc_conn_pull(P.sc, &sp, &sn), 0);
+    cr_assert(sn > 0, "no server send in flight");
+    rpc_conn_shutdown(P.sc); /* asked while the PING is on its way */
+    uint64_t seen = atomic_load(&echo_stats.messages);
+    cr_assert_eq(rpc_conn_recv(P.sc, cp, cn), 0); /* b arrives before the GOAWAY left */
+    rpc_conn_sent(rpc_client_conn(P.cl));
+    cr_assert_eq(atomic_load(&echo_stats.messages), seen + 1, "b was not handed to its handler");
+    cr_assert_eq(rpc_conn_recv(rpc_client_conn(P.cl), sp, sn), 0);
+    rpc_conn_sent(P.sc);
+    pump();
+    cr_assert(!tkv_rpc_client_usable(P.cl), "client did not see GOAWAY");
+    cr_assert(b.done, "b never completed");
+    cr_assert_eq(b.status, TKV_GRPC_OK,
+                 "b was handled by the server but ended %s (%s): the GOAWAY called it unprocessed",
+                 tkv_grpc_status_name(b.status), b.msg);
+    cr_assert_eq(reach_b, TKV_RPC_ANSWERED);
+    cr_assert_str_eq((char *)b.resp, "b");
+    echo_release(TKV_GRPC_OK);
+    pump();
+    cr_assert_eq(a.status, TKV_GRPC_OK);
+    cr_assert(rpc_conn_done(P.sc), "server does not want to close after GOAWAY + last call");
+    free(a.resp);
+    free(b.resp);
+}
+
 Test(rpc_mem, garbage_fails_the_connection)
 {
     cr_assert_neq(rpc_conn_recv(P.sc, (const uint8_t *)"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 27), 0);
