@@ -664,8 +664,13 @@ static void gr_put(struct tkv_rpc_call *call, struct tkv_slice msg)
     int i = -1;
     if (tkv_pb_decode(kvrpcpb_RawPutRequest_fields, &q, msg.ptr, msg.len,
                       tkv_rpc_call_arena(call)) == 0 &&
-        q.key.len == 5 && ((const char *)q.key.ptr)[0] == 'p')
-        i = atoi((const char *)q.key.ptr + 1) % GR_PUTS; /* "pNNNN": digits only follow */
+        q.key.len == 5 && q.key.ptr[0] == 'p') { /* "pNNNN", not NUL-terminated */
+        i = 0;
+        for (int d = 1; d < 5 && i >= 0; d++)
+            i = q.key.ptr[d] >= '0' && q.key.ptr[d] <= '9' ? i * 10 + (q.key.ptr[d] - '0') : -1;
+        if (i >= GR_PUTS)
+            i = -1;
+    }
     if (i < 0) {
         tkv_rpc_call_finish(call, TKV_GRPC_INVALID_ARGUMENT, "bad request");
         return;
