@@ -376,6 +376,9 @@ struct tkv_raftstore_stats {
     uint64_t msgs_dropped; /* malformed, misaddressed, unroutable, no peer */
     uint64_t proposals, applied_entries, snapshots_generated, snapshots_applied;
     uint64_t compact_logs, ready_turns;
+    /* hard states of a region's only voter that moved only the commit
+     * index, not written on their own (they ride with its next append) */
+    uint64_t commit_only_deferred;
     uint64_t peers_destroyed; /* removed by a conf change, a gc message or a newer peer */
     uint64_t gc_msgs_sent;    /* is_tombstone answers to stale senders */
     /* Snapshot generation: started / abandoned (region changed, peer gone,

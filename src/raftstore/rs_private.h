@@ -235,6 +235,18 @@ struct rs_peer {
     tkv_index log_floor;
     struct tkv_raft_hard_state boot_hs;
     struct rs_split_check split;
+    /* The term and vote of the newest hard state staged in the raft log
+     * (hs_known), and a commit index raft reported since that nobody has
+     * written yet (lazy_commit, 0: none). When this peer is its region's
+     * only voter, a hard state that moves only the commit index is not
+     * staged on its own: the peer recomputes its commit alone after a
+     * restart (st_initial_state takes at least the applied index), so it
+     * rides with the region's next append instead of costing a write +
+     * fdatasync of its own (one per put otherwise). */
+    bool hs_known;
+    tkv_term hs_term;
+    uint64_t hs_vote;
+    tkv_index lazy_commit;
 };
 
 struct rs_persist {
