@@ -407,13 +407,14 @@ def measure(args, bench, systems):
         add("load", s, bench.run(s, leaders[s.kind], "load", "load", ["-c", "8", "-m", "4"]))
     closed = ["-c", str(args.conns), "-m", str(args.depth), "--warmup", str(args.warmup),
               "-D", str(args.duration)]
+    want = set(args.workloads.split(","))
     for rnd in range(1, args.rounds + 1):
-        for w in ("put", "get"):
+        for w in [w for w in ("put", "get") if w in want]:
             for s in systems:
                 log("round %d/%d: %s closed loop on %s" % (rnd, args.rounds, w, s.kind))
                 add(w, s, bench.run(s, s.leader(), w, w, closed + ["--label", "round=%d" % rnd]))
     # Open loop at the same offered load on both: a share of etcd's closed-loop rate.
-    for w in ("put", "get"):
+    for w in [w for w in ("put", "get") if w + "-open" in want]:
         base = [r["ops_per_s"] for r in rows.get((w, "etcd"), [])]
         rate = args.rate if args.rate else args.rate_share * median(base) if base else 1000
         rate = max(10, int(rate))
@@ -424,7 +425,7 @@ def measure(args, bench, systems):
                     s, s.leader(), w, w + "-open",
                     ["-c", str(args.conns), "-m", "32", "--warmup", str(args.warmup), "-D",
                      str(args.duration), "-r", str(rate), "--label", "round=%d" % rnd]))
-    for rnd in range(1, args.rounds + 1):
+    for rnd in range(1, args.rounds + 1 if "put-1" in want else 1):
         for s in systems:
             log("round %d/%d: single put (1 in flight) on %s" % (rnd, args.rounds, s.kind))
             add("put-1", s, bench.run(s, s.leader(), "put", "put-1",
@@ -534,6 +535,8 @@ def report(args, rows, fo, out):
 
     def row(name, tag, f, target_key=None, unit=""):
         e, t = vals(tag, "etcd", f), vals(tag, "tinykv", f)
+        if not e and not t:
+            return
         me, mt = median(e), median(t)
         ratio = mt / me if e and t and me else float("nan")
         tgt, met = "", ""
@@ -599,6 +602,8 @@ def main():
     ap.add_argument("--failover-max", type=int, default=90, help="longest failover waited for (s)")
     ap.add_argument("--failover-deadline-ms", type=int, default=100, help="per-put deadline in the loop")
     ap.add_argument("--no-perf", action="store_true", help="failover only")
+    ap.add_argument("-w", "--workloads", default="put,get,put-open,get-open,put-1",
+                    help="which measurements (default all: put,get,put-open,get-open,put-1)")
     ap.add_argument("--no-failover", action="store_true")
     ap.add_argument("--flamegraph", default="", help="HTML path: profile the tinykv leader under put load")
     ap.add_argument("--etcd-only", action="store_true", help="only the etcd half (tests the harness)")

@@ -34,8 +34,10 @@
  *   - tkv_raftstore_ready() ONCE PER LOOP TURN after the events of the turn:
  *     every region's entries and hard state are staged into the raft log
  *     and one sync barrier is staged after them (ONE group commit per
- *     turn); the turn's messages leave (env.send) only when that barrier
- *     completes; committed entries are applied (data and the region's
+ *     turn); a leader's messages leave (env.send) at once, everyone
+ *     else's only when that barrier completes (votes and acknowledgements
+ *     promise durable state; a leader's own entries count toward the
+ *     commit only once persisted); committed entries are applied (data and the region's
  *     RaftApplyState in one engine batch); clients are answered after the
  *     apply (writes) or once the read index is applied (reads).
  *   - tkv_raftstore_checkpoint_begin()/_done() around an engine checkpoint:

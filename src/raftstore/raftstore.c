@@ -266,7 +266,13 @@ int rs_peer_start_raft(struct rs_peer *p)
         .check_quorum = true,
         .lease_read = true,
     };
-    return tkv_raft_init(&rc, &p->raft);
+    int rv = tkv_raft_init(&rc, &p->raft);
+    if (rv == 0) {
+        struct tkv_raft_status st;
+        tkv_raft_status(p->raft, &st);
+        p->synced_term = st.hs.term; /* read back from the raft log: durable */
+    }
+    return rv;
 }
 
 struct rs_peer *rs_peer_new(struct tkv_raftstore *s, const struct tkv_rs_region *rg,
@@ -1315,6 +1321,19 @@ void rs_queue_msg(struct rs_peer *p, const struct tkv_raft_msg *m)
                             .to = *to,
                             .epoch = p->region.epoch,
                             .msg = *m};
+    /* A leader's messages leave at once: it writes its log in parallel with
+     * its followers (Raft thesis 10.2.1; etcd does the same), safe because
+     * raft counts its own entries toward the commit only at LOG_PERSISTED.
+     * Only in a term its raft log already holds durably: a leader elected
+     * alone (one voter) has not synced its new term yet, and appends sent in
+     * it could outlive a crash that forgets the term, letting it win the
+     * same term again with different entries. Everyone else's wait for this turn's sync (turn_synced): a vote or an
+     * append acknowledgement promises durable state. */
+    if (p->is_leader && m->term && m->term <= p->synced_term) {
+        s->env.send(s->env.ctx, to->store_id, &rm);
+        s->stats.msgs_sent++;
+        return;
+    }
     GROW(s->out, s->n_out, s->cap_out);
     tkv_rs_msg_clone(&s->out[s->n_out++], &rm);
 }
@@ -1395,6 +1414,8 @@ static void handle_update(struct rs_peer *p, const struct tkv_raft_update *up)
                                            .commit = up->hard_state.commit};
         int rv = tkv_raftlog_append(s->env.raftlog, p->region.id, le, up->n_entries,
                                     (up->flags & TKV_RAFT_UPDATE_HARD_STATE) ? &hs : NULL, NULL, NULL);
+        if (up->flags & TKV_RAFT_UPDATE_HARD_STATE)
+            p->staged_term = TKV_MAX(p->staged_term, hs.term);
         if (le != small)
             tkv_free(le);
         if (rv < 0) {
@@ -1439,6 +1460,8 @@ static void turn_synced(void *arg, int rv)
             struct rs_peer *p = rs_peer_get(s, ps->region_id);
             if (!p || p->serial != ps->serial)
                 continue;
+            if (ps->hs_term > p->synced_term)
+                p->synced_term = ps->hs_term;
             struct tkv_raft_event ev;
             if (ps->snap) {
                 ev = (struct tkv_raft_event){.type = TKV_RAFT_EV_SNAPSHOT_PERSISTED};
@@ -1476,6 +1499,7 @@ bool tkv_raftstore_ready(struct tkv_raftstore *s)
     for (size_t i = 0; i < s->n_peers; i++) {
         struct rs_peer *p = s->peers[i];
         p->staged_entries = p->staged_snap = false;
+        p->staged_term = 0;
         /* bounded: each advance hands out at most what accumulated */
         for (int round = 0; p->has_up && round < 8 && !p->destroy_pending; round++) {
             struct tkv_raft_update up = p->up;
@@ -1496,12 +1520,12 @@ bool tkv_raftstore_ready(struct tkv_raftstore *s)
         }
         if (p->has_up)
             s->dirty = true;
-        if (p->staged_entries || p->staged_snap) {
+        if (p->staged_entries || p->staged_snap || p->staged_term > p->synced_term) {
             GROW(t->persist, t->n_persist, cap_persist);
             t->persist[t->n_persist++] = (struct rs_persist){
                 .region_id = p->region.id, .serial = p->serial, .entries = p->staged_entries,
                 .snap = p->staged_snap, .last = p->staged_last, .last_term = p->staged_last_term,
-                .snap_index = p->staged_snap_index};
+                .snap_index = p->staged_snap_index, .hs_term = p->staged_term};
         }
     }
     /* the engine now holds every region's applied state: a snapshot

@@ -199,6 +199,10 @@ struct rs_peer {
     tkv_index staged_last;
     tkv_term staged_last_term;
     tkv_index staged_snap_index;
+    /* term of the hard state staged this turn (0: none), and the highest
+     * term known durable in the raft log: a leader sends before its own
+     * sync only in a term it has persisted (rs_queue_msg) */
+    tkv_term staged_term, synced_term;
     /* set when this peer applied its own removal: the Ready loop destroys
      * it once the update is handled (rs_peer_destroy) */
     bool destroy_pending;
@@ -253,7 +257,7 @@ struct rs_persist {
     uint64_t region_id, serial;
     bool entries, snap;
     tkv_index last, snap_index;
-    tkv_term last_term;
+    tkv_term last_term, hs_term;
 };
 
 /* One turn's group commit: what becomes true / may leave once it is synced. */
