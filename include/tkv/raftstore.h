@@ -32,6 +32,8 @@
  *   - tkv_raftstore_put/_delete/_get() for client requests,
  *   - tkv_raftstore_tick() every cfg.tick_ms,
  *   - tkv_raftstore_ready() ONCE PER LOOP TURN after the events of the turn:
+ *     each region's commands of the turn are proposed together (one raft
+ *     proposal: a write is not proposed before the Ready of its turn);
  *     every region's entries and hard state are staged into the raft log
  *     and one sync barrier is staged after them (ONE group commit per
  *     turn); a leader's messages leave (env.send) at once, everyone

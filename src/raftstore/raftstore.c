@@ -289,6 +289,11 @@ struct rs_peer *rs_peer_new(struct tkv_raftstore *s, const struct tkv_rs_region 
 
 static void peer_fail_all(struct rs_peer *p, int rv)
 {
+    for (size_t i = 0; i < p->n_pend; i++) {
+        tkv_raft_buf_unref(p->pend[i].data);
+        rs_answer(p->pend[i].cb, p->pend[i].arg, rv);
+    }
+    p->n_pend = 0;
     for (size_t i = 0; i < p->n_props; i++)
         rs_answer(p->props[i].cb, p->props[i].arg, rv);
     p->n_props = 0;
@@ -306,6 +311,7 @@ void rs_peer_free(struct rs_peer *p)
     rs_snapgen_peer_free(p);
     rs_split_peer_free(p);
     tkv_free(p->props);
+    tkv_free(p->pend);
     tkv_free(p->reads);
     tkv_free(p);
 }
@@ -555,7 +561,8 @@ void tkv_raftstore_receive(struct tkv_raftstore *s, const struct tkv_rs_msg *m)
     if (!p->initialized && !rs_region_peer_by_id(&p->region, m->from.id) &&
         p->region.n_peers < TKV_RS_MAX_PEERS)
         p->region.peers[p->region.n_peers++] = m->from;
-    else if (p->initialized && !rs_region_peer_by_id(&p->region, m->from.id))
+    else if (p->initialized && m->epoch.conf_ver > p->region.epoch.conf_ver &&
+             !rs_region_peer_by_id(&p->region, m->from.id))
         remember_sender(p, m->from);
     if (m->msg.type == TKV_RAFT_MSG_SNAPSHOT) {
         /* refuse a snapshot that is corrupt, not for this peer, or older
@@ -702,7 +709,7 @@ static struct rs_peer *check_request_keys(struct tkv_raftstore *s, const struct 
             return NULL;
         }
     }
-    if (p->n_props + p->n_reads >= s->cfg.max_pending_per_region) {
+    if (p->n_props + p->n_pend + p->n_reads >= s->cfg.max_pending_per_region) {
         rs_answer_kind(cb, arg, TKV_RS_SERVER_BUSY, p, h->region_id);
         return NULL;
     }
@@ -740,10 +747,9 @@ __attribute__((unused)) static void ignore_answer(void *arg, const struct tkv_rs
     (void)arg, (void)res;
 }
 
-/* Propose the encoded command b (freed here) and remember who to answer. */
+/* Queue the encoded command b (freed here) for this turn's proposal. */
 static void propose_cmd(struct rs_peer *p, struct rs_buf *b, tkv_rs_done_fn cb, void *arg)
 {
-    struct tkv_raftstore *s = p->s;
     struct tkv_raft_buf *d = NULL;
     int rv = tkv_raft_buf_copy(b->p, b->len, &d);
     rs_buf_free(b);
@@ -751,33 +757,62 @@ static void propose_cmd(struct rs_peer *p, struct rs_buf *b, tkv_rs_done_fn cb, 
         rs_answer(cb, arg, rv);
         return;
     }
+    GROW(p->pend, p->n_pend, p->cap_pend);
+    p->pend[p->n_pend++] = (struct rs_pending_prop){.data = d, .cb = cb, .arg = arg};
+    peer_mark_ready(p);
+}
+
+/* Propose every command queued this turn as one raft proposal: raft sends
+ * one append per follower for the batch instead of one per command, which
+ * divides the messages, their encoding and the followers' acknowledgements
+ * by the number of commands a turn carries. */
+static void flush_proposals(struct rs_peer *p)
+{
+    struct tkv_raftstore *s = p->s;
+    size_t n = p->n_pend;
+    struct tkv_raft_buf *small[64];
+    struct tkv_raft_buf **ds = n <= 64 ? small : tkv_xmalloc(n * sizeof(*ds));
+    for (size_t i = 0; i < n; i++)
+        ds[i] = p->pend[i].data;
     struct tkv_raft_event ev = {.type = TKV_RAFT_EV_PROPOSE};
-    ev.u.propose.data = &d;
-    ev.u.propose.n = 1;
-    rv = rs_peer_step(p, &ev);
-    tkv_raft_buf_unref(d);
+    ev.u.propose.data = ds;
+    ev.u.propose.n = n;
+    int rv = rs_peer_step(p, &ev);
+    for (size_t i = 0; i < n; i++)
+        tkv_raft_buf_unref(ds[i]);
+    if (ds != small)
+        tkv_free(ds);
+    struct rs_pending_prop *pend = p->pend;
+    p->n_pend = 0;
     if (rv < 0) {
-        rs_answer_kind(cb, arg, rv == TKV_ENOTLEADER ? TKV_RS_NOT_LEADER : TKV_RS_STALE_COMMAND, p,
-                    p->region.id);
+        for (size_t i = 0; i < n; i++)
+            rs_answer_kind(pend[i].cb, pend[i].arg,
+                           rv == TKV_ENOTLEADER ? TKV_RS_NOT_LEADER : TKV_RS_STALE_COMMAND, p,
+                           p->region.id);
         return;
     }
     struct tkv_raft_status st;
     tkv_raft_status(p->raft, &st);
-    /* Injected bug for the negative controls of the cluster tests
-     * (tests/integration/cluster): answer success as soon as the command is
-     * proposed, before it is committed or applied. A read that follows can
-     * miss the write (stale read) and a leader killed then loses it. */
-    fiu_do_on("raftstore/ack_before_apply", {
-        struct tkv_rs_result ok;
-        memset(&ok, 0, sizeof(ok));
-        cb(arg, &ok);
-        cb = ignore_answer;
-        arg = NULL;
-    });
-    GROW(p->props, p->n_props, p->cap_props);
-    p->props[p->n_props++] =
-        (struct rs_proposal){.index = st.last_index, .term = st.hs.term, .cb = cb, .arg = arg};
-    s->stats.proposals++;
+    tkv_index first = st.last_index - n + 1;
+    for (size_t i = 0; i < n; i++) {
+        tkv_rs_done_fn cb = pend[i].cb;
+        void *arg = pend[i].arg;
+        /* Injected bug for the negative controls of the cluster tests
+         * (tests/integration/cluster): answer success as soon as the command is
+         * proposed, before it is committed or applied. A read that follows can
+         * miss the write (stale read) and a leader killed then loses it. */
+        fiu_do_on("raftstore/ack_before_apply", {
+            struct tkv_rs_result ok;
+            memset(&ok, 0, sizeof(ok));
+            cb(arg, &ok);
+            cb = ignore_answer;
+            arg = NULL;
+        });
+        GROW(p->props, p->n_props, p->cap_props);
+        p->props[p->n_props++] =
+            (struct rs_proposal){.index = first + i, .term = st.hs.term, .cb = cb, .arg = arg};
+        s->stats.proposals++;
+    }
 }
 
 static void propose_write(struct tkv_raftstore *s, const struct tkv_rs_header *h, enum tkv_cf cf,
@@ -1500,6 +1535,8 @@ bool tkv_raftstore_ready(struct tkv_raftstore *s)
         struct rs_peer *p = s->peers[i];
         p->staged_entries = p->staged_snap = false;
         p->staged_term = 0;
+        if (p->n_pend && !p->destroy_pending)
+            flush_proposals(p);
         /* bounded: each advance hands out at most what accumulated */
         for (int round = 0; p->has_up && round < 8 && !p->destroy_pending; round++) {
             struct tkv_raft_update up = p->up;

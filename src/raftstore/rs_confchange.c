@@ -106,7 +106,7 @@ void tkv_raftstore_change_peer(struct tkv_raftstore *s, uint64_t region_id,
             return;
         }
     }
-    if (p->n_props + p->n_reads >= s->cfg.max_pending_per_region) {
+    if (p->n_props + p->n_pend + p->n_reads >= s->cfg.max_pending_per_region) {
         rs_answer_kind(cb, arg, TKV_RS_SERVER_BUSY, p, region_id);
         return;
     }

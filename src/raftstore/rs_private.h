@@ -146,6 +146,15 @@ struct rs_proposal {
     void *arg;
 };
 
+/* A command waiting for this turn's Ready: a turn's commands go to raft as
+ * ONE proposal, so each follower gets one append per turn, not one per
+ * command (tkv_raftstore_ready, flush_proposals). */
+struct rs_pending_prop {
+    struct tkv_raft_buf *data;
+    tkv_rs_done_fn cb;
+    void *arg;
+};
+
 struct rs_read {
     uint64_t ctx;
     tkv_index index; /* 0 until the read state arrived */
@@ -192,6 +201,8 @@ struct rs_peer {
     bool is_leader;
     struct rs_proposal *props;
     size_t n_props, cap_props;
+    struct rs_pending_prop *pend;
+    size_t n_pend, cap_pend;
     struct rs_read *reads;
     size_t n_reads, cap_reads;
     /* what this turn staged in the raft log, reported when it is synced */
@@ -214,10 +225,12 @@ struct rs_peer {
      * 0: none. */
     tkv_index held_removal, held_last;
     uint64_t held_probe_tick; /* next store tick to probe the other peer */
-    /* Senders outside our region view (TiKV's peer cache): a follower
-     * that missed the conf change adding a peer must still answer that
-     * peer when it leads, or it never catches up (no answer, no probe, no
-     * snapshot). A small ring, only for addressing replies. */
+    /* Senders outside our region view with a newer conf_ver than ours
+     * (TiKV's peer cache): a follower that missed the conf change adding
+     * a peer must still answer that peer (its votes, its appends when it
+     * leads), or it never catches up (no answer, no probe, no snapshot).
+     * Senders with an older conf_ver are removed peers: not remembered.
+     * A small ring, only for addressing replies. */
     struct tkv_rs_peer senders[4];
     uint32_t n_senders, next_sender;
     /* the last generated snapshot (rs_snapgen.c), handed to raft while

@@ -133,7 +133,7 @@ void tkv_raftstore_split(struct tkv_raftstore *s, uint64_t region_id,
         rs_answer(cb, arg, TKV_EINVAL);
         return;
     }
-    if (p->n_props + p->n_reads >= s->cfg.max_pending_per_region) {
+    if (p->n_props + p->n_pend + p->n_reads >= s->cfg.max_pending_per_region) {
         rs_answer_kind(cb, arg, TKV_RS_SERVER_BUSY, p, region_id);
         return;
     }

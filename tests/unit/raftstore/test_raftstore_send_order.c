@@ -114,35 +114,79 @@ static void on_put(void *arg, const struct tkv_rs_result *res)
     *(int *)arg = res->rv == 0 ? 1 : -1;
 }
 
+/* Peer 1 campaigns (pre-vote, then vote) and peer 2 grants both, then
+ * accepts the new leader's appends; returns how many sends were seen. */
+static size_t make_leader(struct fx *f)
+{
+    size_t seen = 0;
+    for (int i = 0; i < 200 && !is_leader(f); i++) {
+        tkv_raftstore_tick(f->rs);
+        turn_synced(f);
+        for (; seen < f->n_sent; seen++) {
+            uint32_t t = f->sent[seen].type;
+            if (t == TKV_RAFT_MSG_PRE_VOTE || t == TKV_RAFT_MSG_VOTE)
+                from_peer2(f, (struct tkv_raft_msg){
+                                  .type = t == TKV_RAFT_MSG_VOTE ? TKV_RAFT_MSG_VOTE_RESP
+                                                                 : TKV_RAFT_MSG_PRE_VOTE_RESP,
+                                  .term = f->sent[seen].term});
+        }
+        turn_synced(f);
+    }
+    cr_assert(is_leader(f), "peer 1 never became leader with peer 2's votes");
+    for (int i = 0; i < 5; i++) {
+        turn_synced(f);
+        for (; seen < f->n_sent; seen++)
+            if (f->sent[seen].type == TKV_RAFT_MSG_APPEND)
+                from_peer2(f, (struct tkv_raft_msg){
+                                  .type = TKV_RAFT_MSG_APPEND_RESP, .term = f->sent[seen].term,
+                                  .index = f->sent[seen].index + f->sent[seen].n_entries});
+    }
+    return seen;
+}
+
+/* The puts of one loop turn reach a follower as ONE append carrying all of
+ * them (one message to encode, send and acknowledge), not one per put. */
+Test(raftstore_send_order, a_turns_puts_leave_as_one_append)
+{
+    struct fx f;
+    setup(&f);
+    make_leader(&f);
+    enum { N = 10 };
+    int answered[N] = {0};
+    struct tkv_rs_header h = {.region_id = 1, .peer = {.id = 1, .store_id = 1},
+                              .epoch = f.region.epoch};
+    for (int i = 0; i < N; i++) {
+        char k[2] = {(char)('c' + i), 0};
+        tkv_raftstore_put(f.rs, &h, TKV_CF_DEFAULT, TKV_SLICE(k, 1), TKV_SLICE("v", 1), on_put,
+                          &answered[i]);
+    }
+    size_t before = f.n_sent;
+    tkv_raftstore_ready(f.rs);
+    size_t n_app = 0, n_ent = 0;
+    const struct tkv_raft_msg *app = NULL;
+    for (size_t i = before; i < f.n_sent; i++)
+        if (f.sent[i].type == TKV_RAFT_MSG_APPEND) {
+            n_app++;
+            n_ent += f.sent[i].n_entries;
+            app = &f.sent[i];
+        }
+    cr_assert_eq(n_app, 1, "%d puts of one turn left as %zu appends (%zu entries)", N, n_app,
+                 n_ent);
+    cr_assert_eq(n_ent, N, "the append carries %zu of the turn's %d puts", n_ent, N);
+    from_peer2(&f, (struct tkv_raft_msg){.type = TKV_RAFT_MSG_APPEND_RESP, .term = app->term,
+                                         .index = app->index + app->n_entries});
+    for (int t = 0; t < 5; t++)
+        turn_synced(&f);
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(answered[i], 1, "put %d not answered once committed and applied", i);
+    teardown(&f);
+}
+
 Test(raftstore_send_order, a_leader_sends_its_appends_before_its_own_sync)
 {
     struct fx f;
     setup(&f);
-    /* Peer 1 campaigns (pre-vote, then vote); peer 2 grants both. */
-    size_t seen = 0;
-    for (int i = 0; i < 200 && !is_leader(&f); i++) {
-        tkv_raftstore_tick(f.rs);
-        turn_synced(&f);
-        for (; seen < f.n_sent; seen++) {
-            uint32_t t = f.sent[seen].type;
-            if (t == TKV_RAFT_MSG_PRE_VOTE || t == TKV_RAFT_MSG_VOTE)
-                from_peer2(&f, (struct tkv_raft_msg){
-                                   .type = t == TKV_RAFT_MSG_VOTE ? TKV_RAFT_MSG_VOTE_RESP
-                                                                  : TKV_RAFT_MSG_PRE_VOTE_RESP,
-                                   .term = f.sent[seen].term});
-        }
-        turn_synced(&f);
-    }
-    cr_assert(is_leader(&f), "peer 1 never became leader with peer 2's votes");
-    /* Peer 2 accepts the new leader's appends (its first one probes). */
-    for (int i = 0; i < 5; i++) {
-        turn_synced(&f);
-        for (; seen < f.n_sent; seen++)
-            if (f.sent[seen].type == TKV_RAFT_MSG_APPEND)
-                from_peer2(&f, (struct tkv_raft_msg){
-                                   .type = TKV_RAFT_MSG_APPEND_RESP, .term = f.sent[seen].term,
-                                   .index = f.sent[seen].index + f.sent[seen].n_entries});
-    }
+    make_leader(&f);
 
     /* A put: the turn that stages its entry sends the append at once. */
     int answered = 0;
