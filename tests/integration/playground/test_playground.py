@@ -176,6 +176,20 @@ class PlaygroundTest(unittest.TestCase):
         self.assertEqual([n for n, p in pids.items() if alive(p)], [],
                          "processes left behind after the playground stopped")
 
+    def wait_three_replicas(self, pd_http, timeout=60):
+        deadline = time.monotonic() + timeout
+        regions = None
+        while time.monotonic() < deadline:
+            rc, sout, err = self.ctl("--pd-http", pd_http, "region", "list", "--json")
+            if rc == 0:
+                regions = json.loads(sout)["regions"]
+                if regions and all(len({p["store_id"] for p in r["peers"]}) == 3 and
+                                   not r.get("pending_peers") and r.get("leader")
+                                   for r in regions):
+                    return
+            time.sleep(0.2)
+        self.fail("regions without three replicas %d s after start-up: %s" % (timeout, regions))
+
     def test_cluster_lifecycle(self):
         self.pg = pg = Playground(self.base, free_ports(9))
         pg.start()
@@ -215,7 +229,11 @@ class PlaygroundTest(unittest.TestCase):
         rc, sout, err = self.ctl("--pd", pd, "raw", "get", "hello")
         self.assertEqual((rc, sout), (0, "world\n"), err)
 
-        # a node dies: reported at once, the rest keep running
+        # a node dies: reported at once, the rest keep running. The scheduler
+        # adds the second and third replicas one at a time after start-up;
+        # a region of two voters cannot lose one (no quorum), so the kill
+        # waits until every region has three replicas and none is pending.
+        self.wait_three_replicas(pd_http)
         os.kill(pids["node2"], signal.SIGKILL)
         pg.wait_output("node2 (pid %d, 127.0.0.1:%d) killed by signal 9" %
                        (pids["node2"], pg.node_ports[1]), 20)
