@@ -161,7 +161,10 @@ class Server:
             # test's server (it picked it as a free ephemeral port), and a
             # probe answered by that server would pass for ours.
             bound = self._bound_port()
-            if not bound:
+            # every core listens only once "is serving" is logged: before
+            # it a probe can reach a core that serves while another does not
+            # yet (/readyz answers 503 "core 0 is not serving")
+            if not bound or self._log_field("tinykv-server is serving", "port") is None:
                 time.sleep(0.05)
                 continue
             if not self.port:
