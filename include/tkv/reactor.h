@@ -42,11 +42,35 @@ struct tkv_reactor_group; /* all cores of the process; opaque */
 
 /* ---- group lifecycle (called from the main thread) ---- */
 
+/* How each core's io_uring is set up, cheapest wake-ups first. The reactor
+ * tries the richest mode allowed and falls back one step whenever the
+ * kernel answers EINVAL (an older kernel, a seccomp filter on flags):
+ *   DEFER   IORING_SETUP_DEFER_TASKRUN | SINGLE_ISSUER | TASKRUN_FLAG
+ *           (Linux 6.1): completions are posted only when the core enters
+ *           the kernel to wait or asks for them, so a completion never
+ *           interrupts a running turn and a sleeping core is woken once per
+ *           wait, not once per completion;
+ *   COOP    IORING_SETUP_COOP_TASKRUN | TASKRUN_FLAG (5.19): completion
+ *           work runs at the core's next kernel entry, without an IPI;
+ *   PLAIN   neither (task work interrupts the core as a signal would).
+ * The environment variable TKV_REACTOR_URING=defer|coop|plain caps the
+ * mode for every group of the process (operators, tests of the fallback). */
+enum tkv_uring_setup {
+    TKV_URING_SETUP_AUTO = 0, /* config: the richest the kernel accepts */
+    TKV_URING_SETUP_DEFER = 1,
+    TKV_URING_SETUP_COOP = 2,
+    TKV_URING_SETUP_PLAIN = 3,
+};
+
+/* "defer", "coop", "plain" ("auto" for AUTO, "?" otherwise). Any thread. */
+const char *tkv_uring_setup_name(enum tkv_uring_setup mode);
+
 struct tkv_reactor_config {
     uint32_t n_cores;         /* number of shard threads, >= 1 */
     bool pin;                 /* pin core k to CPU k % online CPUs */
     uint32_t uring_entries;   /* SQ size per core; 0 = default (256) */
     uint32_t xcore_ring_size; /* slots per ordered core pair; 0 = default (1024), power of two */
+    enum tkv_uring_setup uring_setup; /* richest mode to try; 0 = AUTO (= DEFER) */
 };
 
 /* Runs on core `core` inside its thread, before its first loop turn: create
@@ -142,6 +166,7 @@ struct tkv_reactor_stats {
     uint64_t posts_overflowed; /* of which waited in the overflow queue */
     uint64_t wakeups_sent;     /* eventfd writes to sleeping cores */
     uint64_t msgs_run;         /* cross-core messages run on this core */
+    uint32_t uring_setup;      /* enum tkv_uring_setup in effect on this core */
 };
 void tkv_reactor_get_stats(const struct tkv_reactor *r, struct tkv_reactor_stats *out);
 

@@ -244,9 +244,7 @@ static void submit_and_wait(struct tkv_reactor *r)
         can_block = false;
 
     if (!can_block) {
-        int rv = io_uring_submit(&r->ring);
-        if (rv < 0 && rv != -EINTR && rv != -EAGAIN && rv != -EBUSY)
-            TKV_PANIC("io_uring_submit: %s", strerror(-rv));
+        reactor_uring_submit_nowait(r);
         return;
     }
 
@@ -261,8 +259,12 @@ static void submit_and_wait(struct tkv_reactor *r)
         uint64_t d = deadline > now ? deadline - now : 0;
         struct __kernel_timespec ts = {.tv_sec = (long long)(d / 1000000000ull),
                                        .tv_nsec = (long long)(d % 1000000000ull)};
-        rv = d == 0 ? io_uring_submit(&r->ring)
-                    : io_uring_submit_and_wait_timeout(&r->ring, &cqe, 1, &ts, NULL);
+        if (d == 0) {
+            reactor_uring_submit_nowait(r);
+            rv = 0;
+        } else {
+            rv = io_uring_submit_and_wait_timeout(&r->ring, &cqe, 1, &ts, NULL);
+        }
     }
     reactor_wake_end_sleep(r);
     r->sleep_ns += reactor_clock_ns() - slept_at;

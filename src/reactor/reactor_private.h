@@ -88,6 +88,10 @@ struct tkv_reactor {
     uint32_t core, n_cores;
     struct io_uring ring;
     bool ring_ok;
+    /* the mode the ring was created in (enum tkv_uring_setup): DEFER and
+     * COOP rings flag pending completion work in the SQ ring's flags
+     * (IORING_SQ_TASKRUN), which a turn that does not wait must flush */
+    uint32_t uring_setup;
     uint64_t now_ns;
 
     /* SQEs handed to the kernel (or queued) whose CQEs are still due. */
@@ -152,6 +156,7 @@ struct tkv_reactor_group {
     tkv_core_fini_fn fini;
     void *arg;
     struct tkv_reactor_config cfg;
+    enum tkv_uring_setup uring_cap; /* cfg.uring_setup capped by TKV_REACTOR_URING */
 
     _Atomic int stop;        /* an orderly stop was requested */
     _Atomic int first_err;   /* first init error */
@@ -173,7 +178,14 @@ void reactor_hooks_free(struct tkv_reactor *r);
 uint64_t reactor_clock_ns(void);
 
 /* reactor_uring.c */
-int reactor_uring_init(struct tkv_reactor *r, unsigned entries);
+/* Create r's ring on the calling thread (the core's own: DEFER rings accept
+ * submissions and waits only from their creator), in the richest mode up to
+ * `cap` the kernel accepts. */
+int reactor_uring_init(struct tkv_reactor *r, unsigned entries, enum tkv_uring_setup cap);
+/* Submit what is queued without waiting; also enter the kernel when
+ * completion work is pending (DEFER/COOP) so its CQEs are posted for the
+ * next turn's reap even if the core never blocks. */
+void reactor_uring_submit_nowait(struct tkv_reactor *r);
 void reactor_uring_exit(struct tkv_reactor *r);
 struct io_uring_sqe *reactor_sqe(struct tkv_reactor *r);
 unsigned reactor_uring_reap(struct tkv_reactor *r);

@@ -133,7 +133,8 @@ static void *core_main(void *p)
     reactor_tls = r;
     if (g->cfg.pin)
         pin_self(r->core);
-    r->setup_rv = reactor_uring_init(r, g->cfg.uring_entries ? g->cfg.uring_entries : 256);
+    r->setup_rv =
+        reactor_uring_init(r, g->cfg.uring_entries ? g->cfg.uring_entries : 256, g->uring_cap);
     if (r->setup_rv == 0)
         r->setup_rv = reactor_wake_init(r);
 
@@ -176,6 +177,29 @@ static void *core_main(void *p)
     return NULL;
 }
 
+/* cfg's mode, capped by TKV_REACTOR_URING (read once per group start, on the
+ * starting thread). An unknown value is logged and ignored. */
+static enum tkv_uring_setup uring_setup_cap(enum tkv_uring_setup want)
+{
+    const char *env = getenv("TKV_REACTOR_URING");
+    enum tkv_uring_setup cap = TKV_URING_SETUP_AUTO;
+    if (want == TKV_URING_SETUP_AUTO)
+        want = TKV_URING_SETUP_DEFER;
+    if (env == NULL || *env == '\0')
+        return want;
+    if (strcmp(env, "defer") == 0)
+        cap = TKV_URING_SETUP_DEFER;
+    else if (strcmp(env, "coop") == 0)
+        cap = TKV_URING_SETUP_COOP;
+    else if (strcmp(env, "plain") == 0)
+        cap = TKV_URING_SETUP_PLAIN;
+    else
+        TKV_LOG_WARN("TKV_REACTOR_URING ignored (want defer, coop or plain)",
+                     TKV_LF_STR("value", env));
+    /* the higher the enum, the plainer the mode */
+    return cap > want ? cap : want;
+}
+
 int tkv_reactor_group_start(const struct tkv_reactor_config *cfg, tkv_core_init_fn init,
                             tkv_core_fini_fn fini, void *arg, struct tkv_reactor_group **group_out)
 {
@@ -187,12 +211,15 @@ int tkv_reactor_group_start(const struct tkv_reactor_config *cfg, tkv_core_init_
         return TKV_EINVAL;
     if (cfg->uring_entries > 32768)
         return TKV_EINVAL;
+    if (cfg->uring_setup > TKV_URING_SETUP_PLAIN)
+        return TKV_EINVAL;
 
     struct tkv_reactor_group *g = tkv_calloc(1, sizeof(*g));
     if (g == NULL)
         return TKV_ENOMEM;
     g->n = cfg->n_cores;
     g->cfg = *cfg;
+    g->uring_cap = uring_setup_cap(cfg->uring_setup);
     g->init = init;
     g->fini = fini;
     g->arg = arg;

@@ -2,6 +2,7 @@
  * (io_uring_for_each_cqe + one io_uring_cq_advance per batch), short
  * send/write resubmission, linked write+fdatasync, cancellation. */
 #include <errno.h>
+#include <fiu.h>
 #include <string.h>
 
 #include "reactor_private.h"
@@ -26,25 +27,104 @@ static void check_buf(const void *p, size_t len)
 }
 #endif
 
-int reactor_uring_init(struct tkv_reactor *r, unsigned entries)
+const char *tkv_uring_setup_name(enum tkv_uring_setup mode)
 {
+    switch (mode) {
+    case TKV_URING_SETUP_AUTO:
+        return "auto";
+    case TKV_URING_SETUP_DEFER:
+        return "defer";
+    case TKV_URING_SETUP_COOP:
+        return "coop";
+    case TKV_URING_SETUP_PLAIN:
+        return "plain";
+    }
+    return "?";
+}
+
+static unsigned setup_flags(enum tkv_uring_setup mode)
+{
+    switch (mode) {
+    case TKV_URING_SETUP_AUTO:
+    case TKV_URING_SETUP_DEFER:
+        /* DEFER_TASKRUN requires SINGLE_ISSUER; COOP_TASKRUN adds nothing
+         * to it (task work never runs outside io_uring_enter anyway) */
+        return IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_SINGLE_ISSUER |
+               IORING_SETUP_TASKRUN_FLAG;
+    case TKV_URING_SETUP_COOP:
+        return IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG;
+    case TKV_URING_SETUP_PLAIN:
+        break;
+    }
+    return 0;
+}
+
+static int queue_init(unsigned entries, struct io_uring *ring, struct io_uring_params *p,
+                      enum tkv_uring_setup mode)
+{
+    /* Test builds: the kernel refuses a mode's flags with EINVAL, as a
+     * kernel before 6.1 (DEFER) or 5.19 (COOP) does, so the fallback chain
+     * runs for real (tests/unit/reactor/test_setup.c). */
+    bool refuse = false;
+    fiu_do_on("reactor/uring_refuse_defer", refuse |= mode == TKV_URING_SETUP_DEFER);
+    fiu_do_on("reactor/uring_refuse_coop", refuse |= mode == TKV_URING_SETUP_COOP);
+    if (refuse)
+        return -EINVAL;
+    return io_uring_queue_init_params(entries, ring, p);
+}
+
+int reactor_uring_init(struct tkv_reactor *r, unsigned entries, enum tkv_uring_setup cap)
+{
+    enum tkv_uring_setup mode = cap == TKV_URING_SETUP_AUTO ? TKV_URING_SETUP_DEFER : cap;
     struct io_uring_params p;
-    memset(&p, 0, sizeof(p));
-    /* room for bursts of completions (e.g. every connection's recv) */
-    p.flags = IORING_SETUP_CQSIZE;
-    p.cq_entries = entries * 4;
-    int rv = io_uring_queue_init_params(entries, &r->ring, &p);
+    int rv;
+    /* Fall back one mode per EINVAL (an older kernel or a seccomp filter
+     * refusing the flags); other errors (ENOSYS, EPERM, EMFILE, ENOMEM)
+     * are not about the flags and are returned as they are. */
+    for (;;) {
+        memset(&p, 0, sizeof(p));
+        /* room for bursts of completions (e.g. every connection's recv) */
+        p.flags = IORING_SETUP_CQSIZE | setup_flags(mode);
+        p.cq_entries = entries * 4;
+        rv = queue_init(entries, &r->ring, &p, mode);
+        if (rv != -EINVAL || mode == TKV_URING_SETUP_PLAIN)
+            break;
+        mode = (enum tkv_uring_setup)(mode + 1);
+    }
     if (rv == -EINVAL) {
+        /* a kernel without IORING_SETUP_CQSIZE (before 5.5) */
         memset(&p, 0, sizeof(p));
         rv = io_uring_queue_init_params(entries, &r->ring, &p);
     }
     if (rv < 0)
         return rv;
     r->ring_ok = true;
+    r->uring_setup = (uint32_t)mode;
+    r->st.uring_setup = (uint32_t)mode;
+    if (mode != (cap == TKV_URING_SETUP_AUTO ? TKV_URING_SETUP_DEFER : cap))
+        TKV_LOG_INFO("io_uring set-up fell back (kernel refused richer flags)",
+                     TKV_LF_U64("core", r->core), TKV_LF_STR("mode", tkv_uring_setup_name(mode)));
     if (!(p.features & IORING_FEAT_NODROP))
         TKV_LOG_WARN(
             "kernel io_uring lacks IORING_FEAT_NODROP; completions may be lost under load");
     return 0;
+}
+
+void reactor_uring_submit_nowait(struct tkv_reactor *r)
+{
+    int rv;
+    /* IORING_SQ_TASKRUN: completions wait as task work until this thread
+     * enters the kernel with GETEVENTS (DEFER: only then; COOP: at any
+     * kernel entry). IORING_SQ_CQ_OVERFLOW: CQEs wait in the overflow list.
+     * A turn that does not block must flush both, or a core kept busy by
+     * self-re-deferring tasks would never see its I/O complete. */
+    unsigned kflags = IO_URING_READ_ONCE(*r->ring.sq.kflags);
+    if (kflags & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW))
+        rv = io_uring_submit_and_get_events(&r->ring);
+    else
+        rv = io_uring_submit(&r->ring);
+    if (rv < 0 && rv != -EINTR && rv != -EAGAIN && rv != -EBUSY)
+        TKV_PANIC("io_uring_submit: %s", strerror(-rv));
 }
 
 void reactor_uring_exit(struct tkv_reactor *r)
