@@ -34,6 +34,7 @@ Usage: perf/compare.sh [options]
       --rate-share X     open loop at X x etcd's closed-loop rate (default 0.5)
       --data-root DIR    where the data dirs go (default /tmp)
       --no-failover, --no-perf, --etcd-only
+      --perf-stat        count context switches per put of every server process (perf stat)
       --no-cluster       skip tinykv's cluster mode (scheduler + one node, Raft path)
       --h2load           afterwards, cross-check put/get with h2load (neutral client)
       --build-dir DIR    Release build directory (default $TKV_BUILD_DIR or build/release)
@@ -70,7 +71,7 @@ while [ $# -gt 0 ]; do
     --replicas) replicas=$2; shift ;;
     --failover-reps|--failover-configs|--replica-timeout|--flamegraph|--rate-share|--data-root)
       replicas3_args+=("$1" "$2"); shift ;;
-    --no-failover|--no-perf|--etcd-only) replicas3_args+=("$1") ;;
+    --no-failover|--no-perf|--etcd-only|--perf-stat) replicas3_args+=("$1") ;;
     --h2load) do_h2load=1 ;;
     --no-cluster) do_cluster=0 ;;
     --build-dir) build_dir=$(realpath -m "$2"); shift ;;

@@ -366,14 +366,36 @@ class Bench:
                 self.common() + extra)
         for pid in system.pids():
             argv += ["-p", str(pid)]
+        stat = None
+        if self.a.perf_stat and tag == "put" and shutil.which("perf"):
+            # context switches and CPU of every server process (all threads,
+            # io_uring workers included) over the measured window
+            stat = subprocess.Popen(
+                ["perf", "stat", "-x,", "-e", "context-switches,cpu-clock", "--delay",
+                 str(int(self.a.warmup * 1000)), "-p", ",".join(str(p) for p in system.pids()),
+                 "--", "sleep", str(self.a.warmup + self.a.duration)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         with open(self.log, "ab") as lf:
             r = subprocess.run(argv, stdout=subprocess.PIPE, stderr=lf, timeout=900)
+        counts = {}
+        if stat is not None:
+            for line in stat.communicate(timeout=60)[1].decode().splitlines():
+                f = line.split(",")
+                if len(f) > 2 and f[2] in ("context-switches", "cpu-clock"):
+                    try:
+                        counts[f[2]] = float(f[0])
+                    except ValueError:
+                        pass
         lines = [l for l in r.stdout.decode().splitlines() if l.startswith("{")]
         if not lines:
             log("run %s %s %s failed (exit %d, see %s)" % (system.kind, workload, tag, r.returncode, self.log))
             return None
         row = json.loads(lines[-1])
         row["system"], row["tag"] = system.kind, tag
+        if "context-switches" in counts and row.get("ops_per_s"):
+            ops = row["ops_per_s"] * self.a.duration
+            row["ctxsw_per_op"] = counts["context-switches"] / ops
+            row["perf_cpu_us_per_op"] = counts.get("cpu-clock", 0) * 1000 / ops
         with open(self.results, "a") as f:
             f.write(json.dumps(row) + "\n")
         return row
@@ -521,7 +543,8 @@ def failover(args, bench, make_system):
 
 def report(args, rows, fo, out):
     def vals(tag, kind, f):
-        return [f(r) for r in rows.get((tag, kind), []) if r["errors"]["total"] == 0 or tag == "load"]
+        xs = [f(r) for r in rows.get((tag, kind), []) if r["errors"]["total"] == 0 or tag == "load"]
+        return [x for x in xs if x == x]  # NaN: not measured in that run
 
     tput = lambda r: r["ops_per_s"]
     p99 = lambda r: r["lat_us"]["p99"]
@@ -553,6 +576,9 @@ def report(args, rows, fo, out):
     row("put ops/s", "put", tput, "put_throughput")
     row("get ops/s (linearizable)", "get", tput, "get_throughput")
     row("put server CPU us/op (all processes)", "put", cpu, "put_cpu_per_op")
+    if args.perf_stat:
+        row("put context switches/op (all processes, perf stat)", "put",
+            lambda r: r.get("ctxsw_per_op", float("nan")))
     row("get server CPU us/op (all processes)", "get", cpu)
     row("put p99 us, closed loop", "put", p99)
     row("put p99 us, open loop (equal rate)", "put-open", p99, "put_open_p99")
@@ -605,6 +631,8 @@ def main():
     ap.add_argument("-w", "--workloads", default="put,get,put-open,get-open,put-1",
                     help="which measurements (default all: put,get,put-open,get-open,put-1)")
     ap.add_argument("--no-failover", action="store_true")
+    ap.add_argument("--perf-stat", action="store_true",
+                    help="count context switches of every server process during closed-loop puts")
     ap.add_argument("--flamegraph", default="", help="HTML path: profile the tinykv leader under put load")
     ap.add_argument("--etcd-only", action="store_true", help="only the etcd half (tests the harness)")
     ap.add_argument("--data-root", default=tempfile.gettempdir(), help="where the data dirs go (default /tmp)")

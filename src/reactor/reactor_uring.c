@@ -66,6 +66,7 @@ static int queue_init(unsigned entries, struct io_uring *ring, struct io_uring_p
      * kernel before 6.1 (DEFER) or 5.19 (COOP) does, so the fallback chain
      * runs for real (tests/unit/reactor/test_setup.c). */
     bool refuse = false;
+    (void)mode; /* only the failpoints read it */
     fiu_do_on("reactor/uring_refuse_defer", refuse |= mode == TKV_URING_SETUP_DEFER);
     fiu_do_on("reactor/uring_refuse_coop", refuse |= mode == TKV_URING_SETUP_COOP);
     if (refuse)
