@@ -371,7 +371,7 @@ class Bench:
             # context switches and CPU of every server process (all threads,
             # io_uring workers included) over the measured window
             stat = subprocess.Popen(
-                ["perf", "stat", "-x,", "-e", "context-switches,cpu-clock", "--delay",
+                ["perf", "stat", "-x,", "--per-thread", "-e", "context-switches,cpu-clock", "--delay",
                  str(int(self.a.warmup * 1000)), "-p", ",".join(str(p) for p in system.pids()),
                  "--", "sleep", str(self.a.warmup + self.a.duration)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -379,11 +379,17 @@ class Bench:
             r = subprocess.run(argv, stdout=subprocess.PIPE, stderr=lf, timeout=900)
         counts = {}
         if stat is not None:
-            for line in stat.communicate(timeout=60)[1].decode().splitlines():
+            text = stat.communicate(timeout=60)[1].decode()
+            # per thread: "comm-tid,value,unit,event,..."; kept for reading
+            # which threads switch (iou-wrk-* are io_uring's workers)
+            with open(self.results.replace("results.jsonl", "perfstat-%s-%s.txt" % (
+                    system.kind, time.strftime("%H%M%S"))), "w") as f:
+                f.write(text)
+            for line in text.splitlines():
                 f = line.split(",")
-                if len(f) > 2 and f[2] in ("context-switches", "cpu-clock"):
+                if len(f) > 3 and f[3] in ("context-switches", "cpu-clock"):
                     try:
-                        counts[f[2]] = float(f[0])
+                        counts[f[3]] = counts.get(f[3], 0.0) + float(f[1])
                     except ValueError:
                         pass
         lines = [l for l in r.stdout.decode().splitlines() if l.startswith("{")]
