@@ -108,6 +108,14 @@ struct tkv_raftlog_config {
      * header). Larger staged batches are written in several rounds. This is
      * also the window in which recovery treats damage as a torn write. */
     uint32_t max_batch_bytes;
+    /* Leave a new segment's preallocated space as the file system's
+     * unwritten extents instead of writing zeros over it before use. The
+     * default (false) zero-fills every new segment before it is renamed into
+     * place (io_uring, off the loop, in reactor mode), so appends overwrite
+     * already-written blocks and their fdatasync does not also convert
+     * extents and commit the journal. Costs one write of segment_size per
+     * segment. No effect on the in-memory implementation. */
+    bool skip_zero_fill;
 };
 
 /* Where open found corruption. */
@@ -284,6 +292,11 @@ struct tkv_raftlog_stats {
      * log's thread after open: 0 in reactor mode on disk, where the next
      * segment is prepared ahead and purged ones deleted on io_uring */
     uint64_t blocking_file_ops;
+    /* zeros written over new segments (skip_zero_fill unset) since open, and
+     * how many fills were cut short (a switch needed the spare first, or the
+     * loop was stopping): the rest of such a segment stays unwritten extents */
+    uint64_t zero_filled_bytes;
+    uint64_t zero_fills_cut;
     bool failed;             /* fail-stopped after a write/sync error */
 };
 void tkv_raftlog_stats(const struct tkv_raftlog *log, struct tkv_raftlog_stats *out);

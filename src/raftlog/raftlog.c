@@ -1129,6 +1129,7 @@ static int open_common(const struct tkv_raftlog_config *cfg, struct tkv_raftlog_
     log->reactor = cfg->reactor;
     log->segment_size = seg;
     log->max_batch = (uint32_t)mb;
+    log->zero_fill = !cfg->skip_zero_fill;
     if (disk)
         disk->in_use = true;
     else

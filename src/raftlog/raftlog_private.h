@@ -18,7 +18,8 @@
  *   [0,64)  header: magic "TKVRLOG\0", u32 version, u32 header size,
  *           u64 id, u64 segment size, u32 max batch bytes, zero padding,
  *           u32 CRC32C of bytes [0,60) at offset 60.
- *   then batches, then zeros (preallocated, never recycled).
+ *   then batches, then zeros (preallocated and, unless skip_zero_fill,
+ *   written as zeros before use; never recycled).
  * Record: u32 crc, u32 payload length, u8 type, u8[3] zero, u64 region,
  *         payload. crc = CRC32C of bytes [4, 20 + length).
  * Batch: a BATCH record (region 0; payload u64 seq, u32 body bytes, u32
@@ -197,14 +198,22 @@ struct rl_flight {
 
 /* Reactor mode on disk: the next segment is prepared ahead of need on
  * io_uring (raftlog_segment.c), so a segment switch never blocks the loop:
- * openat "<id>.rlog.tmp", fallocate, header write, fsync -> READY; the
+ * openat "<id>.rlog.tmp", fallocate, header write, zero fill (unless
+ * skip_zero_fill: chunks of RL_FILL_CHUNK bytes, each a linked
+ * write+fdatasync, at most RL_FILL_DEPTH in flight), fsync -> READY; the
  * switch renames it to "<id>.rlog" and fsyncs the directory, both on
  * io_uring too. A crash before the rename leaves a .tmp that recovery
  * deletes, as for an interrupted synchronous creation. */
 enum rl_spare_state { RL_SPARE_NONE, RL_SPARE_BUSY, RL_SPARE_READY, RL_SPARE_FAILED };
-enum rl_spare_step { RL_SP_OPEN, RL_SP_ALLOC, RL_SP_HEADER, RL_SP_SYNC, RL_SP_UNLINK };
+enum rl_spare_step { RL_SP_OPEN, RL_SP_ALLOC, RL_SP_HEADER, RL_SP_FILL, RL_SP_SYNC, RL_SP_UNLINK };
 enum rl_rot_step { RL_ROT_IDLE, RL_ROT_ZERO, RL_ROT_RENAME, RL_ROT_DIRSYNC };
 #define RL_NAME_LEN 32
+/* Zero fill: the chunk written (and fdatasynced) at once, and how many
+ * chunks may be in flight. Each chunk is flushed on its own so the disk
+ * never holds a whole segment of dirty zeros to write at the final fsync,
+ * which would queue ahead of the log's own fdatasyncs for that long. */
+#define RL_FILL_CHUNK (1u << 20)
+#define RL_FILL_DEPTH 2
 
 struct rl_spare {
     enum rl_spare_state state;
@@ -216,6 +225,16 @@ struct rl_spare {
     struct iovec iov;
     uint8_t hdr[RL_SEG_HDR];
     char tmp[RL_NAME_LEN], name[RL_NAME_LEN];
+    /* zero fill (RL_SP_FILL): next offset to submit, chunks in flight,
+     * first error, cut short (a switch waits for this spare) */
+    uint64_t fill_next;
+    unsigned fill_inflight;
+    int fill_err;
+    bool fill_cut;
+    bool fill_busy[RL_FILL_DEPTH];
+    struct tkv_io fill_io[RL_FILL_DEPTH];
+    struct iovec fill_iov[RL_FILL_DEPTH];
+    uint8_t *zeros; /* RL_FILL_CHUNK zero bytes, owned while filling */
 };
 
 struct tkv_raftlog {
@@ -235,6 +254,7 @@ struct tkv_raftlog {
 #endif
     uint64_t segment_size;
     uint32_t max_batch;
+    bool zero_fill; /* !cfg->skip_zero_fill: write zeros over new segments */
 
     struct rl_map regions;
     struct rl_seg *segs; /* ascending id; the last is active */
@@ -300,8 +320,9 @@ int raftlog_recover(struct tkv_raftlog *log, struct tkv_raftlog_corruption *wher
 int raftlog_io_open_dir(struct tkv_raftlog *log);
 /* Segment ids present, ascending, in *ids_out (tkv_xmalloc'ed). */
 int raftlog_io_list(struct tkv_raftlog *log, uint64_t **ids_out, size_t *n_out);
-/* Create segment id durably (temp file, header, preallocate, fsync, rename,
- * fsync dir) and append it to log->segs. */
+/* Create segment id durably (temp file, preallocate, header, zero fill
+ * unless skip_zero_fill, fsync, rename, fsync dir) and append it to
+ * log->segs. */
 int raftlog_io_create(struct tkv_raftlog *log, uint64_t id);
 /* Open an existing segment into log->segs (end unknown yet). */
 int raftlog_io_attach(struct tkv_raftlog *log, uint64_t id);

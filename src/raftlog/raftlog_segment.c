@@ -1,12 +1,13 @@
 /* Segment switches off the loop (reactor mode on disk): the next segment is
  * prepared ahead of need with io_uring operations (openat, fallocate,
- * header write, fsync), and the switch itself (zeroing a failed write's
+ * header write, zero fill, fsync), and the switch itself (zeroing a failed write's
  * leftover, rename, directory fsync) is asynchronous too, so rolling to a
  * new segment never blocks the core. Synchronous mode and the memory disk
  * keep raftlog_io_create (no loop to block, or no syscall at all). */
 #include <errno.h>
 #include <fcntl.h>
 #include <fiu.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include "raftlog_private.h"
@@ -35,6 +36,79 @@ static void spare_fail(struct tkv_raftlog *log, int err)
     sp->fd = -1;
     sp->step = RL_SP_UNLINK;
     tkv_reactor_unlinkat(log->reactor, &sp->io, log->dir_op_fd, sp->tmp);
+}
+
+static void spare_sync(struct tkv_raftlog *log)
+{
+    struct rl_spare *sp = &log->spare;
+    sp->step = RL_SP_SYNC;
+    tkv_reactor_fsync(log->reactor, &sp->io, sp->fd, false);
+}
+
+static void fill_done(struct tkv_io *io, int res);
+
+/* The zero fill is worth finishing only while nothing waits for it: a
+ * switch that needs this spare, or a stopping loop, cuts it short (the
+ * rest of the segment stays unwritten extents: correct, slower appends). */
+static bool fill_stop(const struct tkv_raftlog *log)
+{
+    const struct rl_spare *sp = &log->spare;
+    return sp->fill_err != 0 || sp->fill_cut || tkv_reactor_stopping(log->reactor);
+}
+
+/* Keep up to RL_FILL_DEPTH chunks in flight, each a linked write+fdatasync
+ * from the one zero buffer; once none is left in flight, fsync (or fail). */
+static void fill_pump(struct tkv_raftlog *log)
+{
+    struct rl_spare *sp = &log->spare;
+    /* raftlog/zero_fill_stall (tests): the fill makes no progress until a
+     * switch needs the spare, which must then get it without the fill. */
+    if (!fill_stop(log) && fiu_fail("raftlog/zero_fill_stall"))
+        return;
+    for (unsigned i = 0; i < RL_FILL_DEPTH && !fill_stop(log); i++) {
+        if (sp->fill_next >= log->segment_size)
+            break;
+        if (sp->fill_busy[i])
+            continue;
+        size_t n = (size_t)TKV_MIN(log->segment_size - sp->fill_next, (uint64_t)RL_FILL_CHUNK);
+        sp->fill_iov[i].iov_base = sp->zeros;
+        sp->fill_iov[i].iov_len = n;
+        sp->fill_busy[i] = true;
+        sp->fill_inflight++;
+        tkv_io_init(&sp->fill_io[i], fill_done, log);
+        tkv_reactor_write_sync(log->reactor, &sp->fill_io[i], sp->fd, &sp->fill_iov[i], 1,
+                               sp->fill_next);
+        sp->fill_next += n;
+    }
+    if (sp->fill_inflight > 0)
+        return;
+    tkv_free(sp->zeros);
+    sp->zeros = NULL;
+    if (sp->fill_err) {
+        spare_fail(log, sp->fill_err);
+        return;
+    }
+    if (sp->fill_next < log->segment_size)
+        log->st.zero_fills_cut++;
+    spare_sync(log);
+}
+
+static void fill_done(struct tkv_io *io, int res)
+{
+    struct tkv_raftlog *log = io->data;
+    struct rl_spare *sp = &log->spare;
+    sp->fill_busy[io - sp->fill_io] = false;
+    sp->fill_inflight--;
+    if (res < 0) {
+        if (sp->fill_err == 0)
+            sp->fill_err = res;
+    } else {
+        log->st.zero_filled_bytes += (uint64_t)res;
+    }
+    /* The crash tests' kill point: a process killed while the spare is
+     * being filled leaves a .tmp that the next open deletes. */
+    fiu_do_on("raftlog/zero_fill_crash", raise(SIGKILL));
+    fill_pump(log);
 }
 
 static void spare_step_done(struct tkv_io *io, int res)
@@ -71,9 +145,17 @@ static void spare_step_done(struct tkv_io *io, int res)
             spare_fail(log, res);
             return;
         }
-        sp->step = RL_SP_SYNC;
-        tkv_reactor_fsync(log->reactor, &sp->io, sp->fd, false);
+        if (log->zero_fill) {
+            sp->step = RL_SP_FILL;
+            sp->fill_next = RL_SEG_HDR;
+            sp->zeros = tkv_xcalloc(1, RL_FILL_CHUNK);
+            fill_pump(log);
+            return;
+        }
+        spare_sync(log);
         return;
+    case RL_SP_FILL:
+        TKV_PANIC("raft log: zero fill chunks complete through fill_done");
     case RL_SP_SYNC:
         if (res < 0) {
             spare_fail(log, res);
@@ -97,6 +179,10 @@ void raftlog_spare_start(struct tkv_raftlog *log)
     sp->id = id;
     sp->fd = -1;
     sp->err = 0;
+    sp->fill_next = 0;
+    sp->fill_inflight = 0;
+    sp->fill_err = 0;
+    sp->fill_cut = false;
     raftlog_seg_name(sp->tmp, id, true);
     raftlog_seg_name(sp->name, id, false);
     raftlog_seg_header(sp->hdr, id, log->segment_size, log->max_batch);
@@ -194,6 +280,13 @@ int raftlog_rotate_async(struct tkv_raftlog *log)
         raftlog_spare_start(log);
         return sp->state == RL_SPARE_FAILED ? raftlog_rotate_async(log) : 1;
     case RL_SPARE_BUSY:
+        /* This batch waits for the spare: no point finishing its zero fill
+         * first (fill_pump stops after the chunks in flight). */
+        if (sp->step == RL_SP_FILL && !sp->fill_cut) {
+            sp->fill_cut = true;
+            if (sp->fill_inflight == 0)
+                fill_pump(log); /* a stalled fill (test failpoint) */
+        }
         return 1;
     case RL_SPARE_FAILED: {
         /* Reported to the batch that needed it; the next switch tries a
@@ -224,8 +317,12 @@ int raftlog_rotate_async(struct tkv_raftlog *log)
 
 bool raftlog_spare_idle(const struct tkv_raftlog *log)
 {
-    return log->spare.state != RL_SPARE_BUSY && log->rot_step == RL_ROT_IDLE &&
-           !log->del_busy;
+    const struct rl_spare *sp = &log->spare;
+    /* A fill with nothing in flight (stalled by the test failpoint) has
+     * nothing the kernel still uses: close may remove the spare. */
+    bool spare_quiet = sp->state != RL_SPARE_BUSY ||
+                       (sp->step == RL_SP_FILL && sp->fill_inflight == 0);
+    return spare_quiet && log->rot_step == RL_ROT_IDLE && !log->del_busy;
 }
 
 bool raftlog_async_files(const struct tkv_raftlog *log)
@@ -311,6 +408,8 @@ void raftlog_spare_close(struct tkv_raftlog *log)
     }
     tkv_free(log->rot_zeros);
     log->rot_zeros = NULL;
+    tkv_free(sp->zeros);
+    sp->zeros = NULL;
     sp->state = RL_SPARE_NONE;
 }
 
