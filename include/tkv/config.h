@@ -205,6 +205,9 @@ struct tkv_server_config {
         uint64_t pd_store_heartbeat_tick_interval_ms;
         uint64_t snap_mgr_gc_tick_interval_ms;
         uint64_t snap_generate_bytes_per_turn; /* raftstore cfg.snap_gen_budget */
+        /* zero-fill new raft log segments before use (the raft log's
+         * tkv_raftlog_config.skip_zero_fill is its negation) */
+        bool raft_log_zero_fill;
     } raftstore;
     struct {
         uint64_t region_max_size;

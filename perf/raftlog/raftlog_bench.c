@@ -5,7 +5,9 @@
  * WiredTiger table whose log is synced per commit, plus the raw fdatasync
  * rate of the disk. See README.md.
  *   tkv-raftlog-bench [--dir D] [--seconds S] [--regions 1,100,10000]
- *                     [--only raw|raftlog|pwrite|wt] */
+ *                     [--only raw|raftlog|pwrite|wt|fill] [--reps N]
+ * --only fill: appends into zero-filled (prewritten) against fallocated
+ * (unwritten-extent) space, raw and through the raft log, with the ratio. */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -31,7 +33,8 @@ static struct {
     int regions[8];
     int n_regions;
     const char *only;
-} O = {"/tmp", 2.0, {1, 100, 10000}, 3, NULL};
+    int reps;
+} O = {"/tmp", 2.0, {1, 100, 10000}, 3, NULL, 3};
 
 static uint8_t payload[ENTRY];
 
@@ -73,6 +76,7 @@ static double lat_pct(struct lat *l, double p)
 
 struct result {
     double entries_s, syncs_s, p50_us, p99_us;
+    double bytes_s; /* raftlog: batch bytes written per second */
 };
 
 static void finish(struct lat *l, uint64_t entries, uint64_t syncs, uint64_t ns,
@@ -258,6 +262,11 @@ static struct {
     struct lat lat;
     struct tkv_raftlog_stats st;
     const char *dir;
+    bool skip_fill; /* tkv_raftlog_config.skip_zero_fill */
+    uint64_t open_ns;  /* tkv_raftlog_open: segment 1 created (and filled) */
+    uint64_t spare_ns; /* from open until the spare segment was prepared */
+    uint64_t t_open;
+    struct tkv_timer idle_timer;
     atomic_int finished;
 } B;
 
@@ -308,15 +317,31 @@ static void b_start(void *arg)
     }
 }
 
+/* The timed run starts once the spare segment is prepared (its zero fill
+ * would otherwise compete with the first second of appends): steady state,
+ * where a spare is filled once per segment_size of appends. */
+static void b_wait_idle(struct tkv_timer *t)
+{
+    if (!tkv_raftlog_idle(B.log)) {
+        tkv_timer_start(tkv_reactor_self(), t, 1000 * 1000);
+        return;
+    }
+    B.spare_ns = now_ns() - B.t_open;
+    b_start(NULL);
+}
+
 static int b_init(struct tkv_reactor *r, uint32_t core, void *arg)
 {
     (void)core;
     (void)arg;
-    struct tkv_raftlog_config cfg = {.dir = B.dir, .reactor = r};
+    struct tkv_raftlog_config cfg = {.dir = B.dir, .reactor = r, .skip_zero_fill = B.skip_fill};
+    B.t_open = now_ns();
     int rv = tkv_raftlog_open(&cfg, &B.log, NULL);
     if (rv != 0)
         return rv;
-    tkv_reactor_defer(r, b_start, NULL);
+    B.open_ns = now_ns() - B.t_open;
+    tkv_timer_init(&B.idle_timer, b_wait_idle, NULL);
+    tkv_timer_start(r, &B.idle_timer, 0);
     return 0;
 }
 
@@ -328,12 +353,13 @@ static void b_fini(struct tkv_reactor *r, uint32_t core, void *arg)
     tkv_raftlog_close(B.log);
 }
 
-static void bench_raftlog(int regions, struct result *res)
+static void bench_raftlog(int regions, bool skip_fill, struct result *res)
 {
     char dir[512];
     mkpath(dir, sizeof(dir), "raftlog");
     memset(&B, 0, sizeof(B));
     B.dir = dir;
+    B.skip_fill = skip_fill;
     B.n = regions;
     B.regs = tkv_xcalloc((size_t)regions, sizeof(*B.regs));
     for (int k = 0; k < regions; k++)
@@ -355,8 +381,180 @@ static void bench_raftlog(int regions, struct result *res)
         exit(1);
     }
     finish(&B.lat, B.entries, B.st.batches, t1 - B.t0, res);
+    res->bytes_s = (double)B.st.bytes_written * 1e9 / (double)(t1 - B.t0);
     tkv_free(B.regs);
     rmrf(dir);
+}
+
+/* ---- zero fill: appends into prewritten vs fallocated space ----
+ * The raft log writes zeros over every new segment before use
+ * (src/raftlog/README.md "Zero fill") so that appends overwrite written
+ * blocks: appending into fallocate's unwritten extents makes each
+ * fdatasync also convert the extent and commit the journal.
+ * raw: `len`-byte appends at consecutive offsets, each followed by
+ * fdatasync, into two files of FILL_FILE bytes: one fallocate'd only, one
+ * fallocate'd and then written with zeros and fsynced. The two alternate in
+ * blocks of FILL_BLOCK appends so both see the same disk noise.
+ * raftlog: the log itself, skip_zero_fill off against on, runs alternating. */
+
+#define FILL_FILE (256ull << 20)
+#define FILL_BLOCK 50
+
+struct fill_side {
+    int fd;
+    uint64_t off, n, ns;
+    struct lat l;
+};
+
+static void fill_prepare(struct fill_side *f, const char *path, bool prewrite)
+{
+    memset(f, 0, sizeof(*f));
+    f->fd = open(path, O_CREAT | O_RDWR | O_TRUNC, 0644);
+    if (f->fd < 0 || fallocate(f->fd, 0, 0, (off_t)FILL_FILE) != 0) {
+        perror("fill: prepare");
+        exit(1);
+    }
+    if (prewrite) {
+        uint8_t *z = tkv_xcalloc(1, 1 << 20);
+        for (uint64_t off = 0; off < FILL_FILE; off += 1 << 20)
+            if (pwrite(f->fd, z, 1 << 20, (off_t)off) != 1 << 20) {
+                perror("fill: zero");
+                exit(1);
+            }
+        tkv_free(z);
+    }
+    if (fsync(f->fd) != 0) {
+        perror("fill: fsync");
+        exit(1);
+    }
+}
+
+/* FILL_BLOCK appends; false once the file is full. */
+static bool fill_block(struct fill_side *f, const uint8_t *buf, size_t len)
+{
+    for (int i = 0; i < FILL_BLOCK; i++) {
+        if (f->off + len > FILL_FILE)
+            return false;
+        uint64_t t = now_ns();
+        if (pwrite(f->fd, buf, len, (off_t)f->off) != (ssize_t)len || fdatasync(f->fd) != 0) {
+            perror("fill: append");
+            exit(1);
+        }
+        uint64_t d = now_ns() - t;
+        lat_add(&f->l, d);
+        f->ns += d;
+        f->n++;
+        f->off += len;
+    }
+    return true;
+}
+
+static void fill_row(const char *what, const char *size, const struct result *fa,
+                     const struct result *pre, double ratio_rate, double ratio_p50)
+{
+    printf("%-8s %-12s %10.0f %9.1f %9.1f  %10.0f %9.1f %9.1f   %6.2fx %6.2fx\n", what, size,
+           fa->entries_s, fa->p50_us, fa->p99_us, pre->entries_s, pre->p50_us, pre->p99_us,
+           ratio_rate, ratio_p50);
+    fflush(stdout);
+}
+
+static void bench_fill_raw(size_t len)
+{
+    char dir[512], pa[600], pb[600];
+    mkpath(dir, sizeof(dir), "fill");
+    snprintf(pa, sizeof(pa), "%s/fallocated", dir);
+    snprintf(pb, sizeof(pb), "%s/prewritten", dir);
+    struct fill_side fa, pre;
+    fill_prepare(&fa, pa, false);
+    fill_prepare(&pre, pb, true);
+    uint8_t *buf = tkv_xmalloc(len);
+    memset(buf, 0x5a, len);
+    uint64_t budget = (uint64_t)(2 * O.seconds * 1e9);
+    while (fa.ns + pre.ns < budget && fill_block(&fa, buf, len) && fill_block(&pre, buf, len)) {
+    }
+    struct result ra, rp;
+    double fa_rate = (double)fa.n * 1e9 / (double)fa.ns, pre_rate = (double)pre.n * 1e9 / (double)pre.ns;
+    finish(&fa.l, fa.n, fa.n, fa.ns, &ra);
+    finish(&pre.l, pre.n, pre.n, pre.ns, &rp);
+    char what[32];
+    snprintf(what, sizeof(what), "%zu B", len);
+    fill_row("raw", what, &ra, &rp, pre_rate / fa_rate, ra.p50_us / rp.p50_us);
+    tkv_free(buf);
+    close(fa.fd);
+    close(pre.fd);
+    rmrf(dir);
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof(*v), cmp_double);
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+static void bench_fill_raftlog(int regions)
+{
+    enum { MAX_REPS = 32 };
+    int reps = O.reps < 1 ? 1 : O.reps > MAX_REPS ? MAX_REPS : O.reps;
+    double rate[2][MAX_REPS], p50[2][MAX_REPS], p99[2][MAX_REPS], rr[MAX_REPS], rp[MAX_REPS];
+    double open_ms[2][MAX_REPS], spare_ms[2][MAX_REPS], bytes_s[2][MAX_REPS];
+    for (int i = 0; i < reps; i++) {
+        struct result r[2];
+        /* alternate which goes first, so drift hits both alike */
+        for (int k = 0; k < 2; k++) {
+            int side = (i + k) % 2; /* 0 = fallocated (skip_zero_fill), 1 = zero-filled */
+            bench_raftlog(regions, side == 0, &r[side]);
+            open_ms[side][i] = (double)B.open_ns / 1e6;
+            spare_ms[side][i] = (double)B.spare_ns / 1e6;
+            bytes_s[side][i] = r[side].bytes_s;
+        }
+        for (int side = 0; side < 2; side++) {
+            rate[side][i] = r[side].entries_s;
+            p50[side][i] = r[side].p50_us;
+            p99[side][i] = r[side].p99_us;
+        }
+        rr[i] = r[1].entries_s / r[0].entries_s;
+        rp[i] = r[0].p50_us / r[1].p50_us;
+    }
+    struct result m[2];
+    for (int side = 0; side < 2; side++)
+        m[side] = (struct result){.entries_s = median(rate[side], reps),
+                                  .p50_us = median(p50[side], reps),
+                                  .p99_us = median(p99[side], reps)};
+    char what[32];
+    snprintf(what, sizeof(what), "%d regions", regions);
+    fill_row("raftlog", what, &m[0], &m[1], median(rr, reps), median(rp, reps));
+    double seg_mb = 64.0; /* the default segment_size the runs use */
+    printf("  open (segment 1) %.0f ms filled / %.0f ms fallocated only; spare ready after "
+           "%.0f / %.0f ms; log written at %.2f MB/s filled: a %.0f MiB segment lasts %.0f s\n",
+           median(open_ms[1], reps), median(open_ms[0], reps), median(spare_ms[1], reps),
+           median(spare_ms[0], reps), median(bytes_s[1], reps) / 1e6, seg_mb,
+           seg_mb * 1048576.0 / median(bytes_s[1], reps));
+}
+
+static void bench_fill(void)
+{
+    printf("zero fill: appends into fallocated (unwritten extents) vs prewritten (zero-filled) "
+           "space\n"
+           "raw: %.1f s per side, alternating blocks of %d append+fdatasync; raftlog: "
+           "median of %d alternating runs of %.1f s (entries/s, append-to-durable latency)\n",
+           O.seconds, FILL_BLOCK, O.reps, O.seconds);
+    printf("%-8s %-12s %10s %9s %9s  %10s %9s %9s   %7s %7s\n", "", "", "fallocated", "",
+           "", "prewritten", "", "", "ratio", "");
+    printf("%-8s %-12s %10s %9s %9s  %10s %9s %9s   %7s %7s\n", "what", "append", "per s",
+           "p50 us", "p99 us", "per s", "p50 us", "p99 us", "rate", "p50");
+    static const size_t sizes[] = {256, 4096, 16384};
+    for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++)
+        bench_fill_raw(sizes[i]);
+    for (int i = 0; i < O.n_regions; i++)
+        bench_fill_raftlog(O.regions[i]);
+    printf("ratio: prewritten/fallocated appends per second, and fallocated/prewritten p50 "
+           "latency (> 1: the zero fill helps)\n");
 }
 
 static void parse(int argc, char **argv)
@@ -368,6 +566,9 @@ static void parse(int argc, char **argv)
             i++;
         } else if (strcmp(a, "--seconds") == 0 && v) {
             O.seconds = atof(v);
+            i++;
+        } else if (strcmp(a, "--reps") == 0 && v) {
+            O.reps = atoi(v);
             i++;
         } else if (strcmp(a, "--only") == 0 && v) {
             O.only = v;
@@ -383,7 +584,7 @@ static void parse(int argc, char **argv)
         } else {
             fprintf(stderr,
                     "usage: %s [--dir D] [--seconds S] [--regions 1,100,10000] "
-                    "[--only raw|raftlog|pwrite|wt]\n",
+                    "[--only raw|raftlog|pwrite|wt|fill] [--reps N]\n",
                     argv[0]);
             exit(2);
         }
@@ -407,6 +608,10 @@ int main(int argc, char **argv)
     parse(argc, argv);
     memset(payload, 0x5a, sizeof(payload));
     printf("dir %s, %.1f s per run, %d-byte entries, one core\n", O.dir, O.seconds, ENTRY);
+    if (O.only != NULL && strcmp(O.only, "fill") == 0) {
+        bench_fill();
+        return 0;
+    }
     double raw = 0, raw_new = 0;
     if (want("raw")) {
         raw_new = bench_raw(false);
@@ -421,7 +626,7 @@ int main(int argc, char **argv)
         int R = O.regions[i];
         struct result rl = {0}, pw = {0}, wt = {0};
         if (want("raftlog")) {
-            bench_raftlog(R, &rl);
+            bench_raftlog(R, false, &rl);
             row("raftlog", R, &rl);
         }
         if (want("pwrite")) {

@@ -61,6 +61,7 @@ static const struct config_key server_keys[] = {
      F(raftstore.snap_mgr_gc_tick_interval_ms), 1, DAY_MS, 0},
     {"raftstore.snap-generate-bytes-per-turn", CONFIG_K_SIZE,
      F(raftstore.snap_generate_bytes_per_turn), KiB, GiB, 0},
+    {"raftstore.raft-log-zero-fill", CONFIG_K_BOOL, F(raftstore.raft_log_zero_fill), 0, 0, 0},
     {"coprocessor.region-max-size", CONFIG_K_SIZE, F(coprocessor.region_max_size), KiB, 1024 * GiB,
      0},
     {"coprocessor.region-split-size", CONFIG_K_SIZE, F(coprocessor.region_split_size), KiB,
@@ -153,6 +154,7 @@ void tkv_config_defaults(struct tkv_server_config *cfg)
     cfg->raftstore.pd_store_heartbeat_tick_interval_ms = 10000;
     cfg->raftstore.snap_mgr_gc_tick_interval_ms = 60000;
     cfg->raftstore.snap_generate_bytes_per_turn = MiB;
+    cfg->raftstore.raft_log_zero_fill = true;
     cfg->coprocessor.region_max_size = 144 * MiB;
     cfg->coprocessor.region_split_size = 96 * MiB;
     cfg->action = TKV_CONFIG_RUN;

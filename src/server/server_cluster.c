@@ -587,7 +587,8 @@ static int open_raftlog_sync(struct cluster_store *st, struct tkv_raftlog **out)
     char dir[sizeof(st->dir) + 8];
     struct tkv_raftlog_corruption where = {0};
     snprintf(dir, sizeof(dir), "%s/raft", st->dir);
-    struct tkv_raftlog_config lc = {.dir = dir};
+    struct tkv_raftlog_config lc = {
+        .dir = dir, .skip_zero_fill = !st->node->cfg.raftstore.raft_log_zero_fill};
     int rv = tkv_raftlog_open(&lc, out, &where);
     if (rv == TKV_ECORRUPT)
         TKV_LOG_ERROR("the raft log is corrupt", TKV_LF_STR("path", where.path),
@@ -1897,7 +1898,8 @@ int server_cluster_core_init(struct tkv_reactor *r, struct server_core *c,
     char dir[sizeof(st->dir) + 8];
     struct tkv_raftlog_corruption where = {0};
     snprintf(dir, sizeof(dir), "%s/raft", st->dir);
-    struct tkv_raftlog_config lc = {.dir = dir, .reactor = r};
+    struct tkv_raftlog_config lc = {.dir = dir, .reactor = r,
+                                    .skip_zero_fill = !st->node->cfg.raftstore.raft_log_zero_fill};
     rv = tkv_raftlog_open(&lc, &st->log, &where);
     if (rv) {
         TKV_LOG_ERROR("cannot open the raft log", TKV_LF_STR("dir", dir), TKV_LF_ERR(rv));
