@@ -1362,9 +1362,16 @@ void rs_queue_msg(struct rs_peer *p, const struct tkv_raft_msg *m)
      * Only in a term its raft log already holds durably: a leader elected
      * alone (one voter) has not synced its new term yet, and appends sent in
      * it could outlive a crash that forgets the term, letting it win the
-     * same term again with different entries. Everyone else's wait for this turn's sync (turn_synced): a vote or an
-     * append acknowledgement promises durable state. */
-    if (p->is_leader && m->term && m->term <= p->synced_term) {
+     * same term again with different entries. Not in a region of two
+     * voters: the commit index these messages carry may not be durable
+     * here yet, and a peer leaving a region of two goes as soon as it sees
+     * its removal committed (rs_held_removal_step); if we then crashed
+     * before our sync, we would restart below that commit, still counting
+     * the departed peer, and never win an election again. Everyone else's
+     * messages wait for this turn's sync (turn_synced): a vote or an append
+     * acknowledgement promises durable state. */
+    if (p->is_leader && m->term && m->term <= p->synced_term && p->region.n_peers > 2 &&
+        !RS_BUG("two_voters_send_early")) {
         s->env.send(s->env.ctx, to->store_id, &rm);
         s->stats.msgs_sent++;
         return;

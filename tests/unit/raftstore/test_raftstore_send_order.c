@@ -4,8 +4,11 @@
  * waits for its own persistence); a follower's append acknowledgement
  * leaves only after the sync that made the entries durable (an early one
  * would let a leader commit what a crash can lose), and the leader does not
- * count its own unsynced copy toward the commit. One store on the
- * in-memory raft log; peer 2 on store 2 is played by the test. */
+ * count its own unsynced copy toward the commit; in a region of two voters
+ * the leader's messages too wait for its sync (the commit index they carry
+ * must be durable: a peer leaving a region of two goes once it sees its
+ * removal committed). One store on the in-memory raft log; peer 2 on store
+ * 2 is played by the test, peer 3 on store 3 (three voters) stays silent. */
 #include <criterion/criterion.h>
 #include <string.h>
 
@@ -28,7 +31,9 @@ struct fx {
 static void record_send(void *ctx, uint64_t to_store, const struct tkv_rs_msg *m)
 {
     struct fx *f = ctx;
-    cr_assert_eq(to_store, 2, "a message to store %lu", (unsigned long)to_store);
+    cr_assert(to_store == 2 || to_store == 3, "a message to store %lu", (unsigned long)to_store);
+    if (to_store != 2)
+        return; /* peer 3 stays silent */
     cr_assert_lt(f->n_sent, MAX_SENT);
     f->sent[f->n_sent] = m->msg;
     f->sent[f->n_sent].entries = NULL;
@@ -36,8 +41,9 @@ static void record_send(void *ctx, uint64_t to_store, const struct tkv_rs_msg *m
     f->n_sent++;
 }
 
-/* Region 1 [b, m) with peer 1 on store 1 (ours) and peer 2 on store 2. */
-static void setup(struct fx *f)
+/* Region 1 [b, m) with peer 1 on store 1 (ours), peer 2 on store 2 and,
+ * with three voters, peer 3 on store 3. */
+static void setup_voters(struct fx *f, uint32_t voters)
 {
     memset(f, 0, sizeof(*f));
     f->disk = tkv_raftlog_memdisk_new();
@@ -50,9 +56,11 @@ static void setup(struct fx *f)
     rg->start_len = 1;
     rg->end[0] = 'm';
     rg->end_len = 1;
-    rg->n_peers = 2;
+    rg->n_peers = voters;
     rg->peers[0] = (struct tkv_rs_peer){.id = 1, .store_id = 1};
     rg->peers[1] = (struct tkv_rs_peer){.id = 2, .store_id = 2};
+    if (voters == 3)
+        rg->peers[2] = (struct tkv_rs_peer){.id = 3, .store_id = 3};
     struct tkv_raftlog_config lc = {.segment_size = 1u << 20};
     struct tkv_raftlog *log;
     cr_assert_eq(tkv_raftlog_open_mem(&lc, f->disk, &log, NULL), 0);
@@ -64,6 +72,11 @@ static void setup(struct fx *f)
     struct tkv_raftstore_env env = {.ctx = f, .send = record_send, .raftlog = f->log,
                                     .engine = f->engine};
     cr_assert_eq(tkv_raftstore_open(&cfg, &env, &f->rs), 0);
+}
+
+static void setup(struct fx *f)
+{
+    setup_voters(f, 3);
 }
 
 static void teardown(struct fx *f)
@@ -200,7 +213,7 @@ Test(raftstore_send_order, a_leader_sends_its_appends_before_its_own_sync)
     cr_assert_not_null(app, "the leader's append waited for its own log sync (%zu sent)",
                        f.n_sent - before);
     /* Peer 2 acknowledges; the leader's own copy is not durable yet, so
-     * nothing commits (a quorum of 2 needs both). */
+     * nothing commits (a quorum of 2 of 3 needs the leader's copy too). */
     tkv_index last = app->index + app->n_entries;
     from_peer2(&f, (struct tkv_raft_msg){.type = TKV_RAFT_MSG_APPEND_RESP, .term = app->term,
                                          .index = last});
@@ -252,5 +265,34 @@ Test(raftstore_send_order, a_follower_acknowledges_only_after_its_sync)
     cr_assert(!resp->reject, "append rejected (hint %lu): the bootstrap log is not at 5/5",
               (unsigned long)resp->reject_hint);
     cr_assert_eq(resp->index, last + 1);
+    teardown(&f);
+}
+
+/* A region of two voters: the leader's append waits for its own sync, so
+ * the commit index any message carries is durable on the leader first. */
+Test(raftstore_send_order, a_leader_of_two_voters_sends_only_after_its_sync)
+{
+    struct fx f;
+    setup_voters(&f, 2);
+    make_leader(&f);
+    int answered = 0;
+    struct tkv_rs_header h = {.region_id = 1, .peer = {.id = 1, .store_id = 1},
+                              .epoch = f.region.epoch};
+    tkv_raftstore_put(f.rs, &h, TKV_CF_DEFAULT, TKV_SLICE("c", 1), TKV_SLICE("v", 1), on_put,
+                      &answered);
+    size_t before = f.n_sent;
+    tkv_raftstore_ready(f.rs); /* staged, NOT synced */
+    cr_assert_null(find_sent(&f, before, TKV_RAFT_MSG_APPEND),
+                   "a leader of two voters sent its append before its own log sync (a peer "
+                   "leaving the region could see a commit index a crash of the leader forgets)");
+    cr_assert_eq(tkv_raftlog_flush(f.log), 0);
+    turn_synced(&f);
+    const struct tkv_raft_msg *app = find_sent(&f, before, TKV_RAFT_MSG_APPEND);
+    cr_assert_not_null(app, "no append after the leader's sync");
+    from_peer2(&f, (struct tkv_raft_msg){.type = TKV_RAFT_MSG_APPEND_RESP, .term = app->term,
+                                         .index = app->index + app->n_entries});
+    for (int i = 0; i < 5 && !answered; i++)
+        turn_synced(&f);
+    cr_assert_eq(answered, 1, "the put was not answered once both copies were durable");
     teardown(&f);
 }
