@@ -77,12 +77,17 @@ class Scheduler:
 
     def start(self, port=None, prefix=None, env=None):
         self.port = port or self.port or free_port()
+        # the kernel may hand the just-closed client port out again: a peer
+        # URL on the client port makes the scheduler refuse to start
+        peer_port = free_port()
+        while peer_port == self.port:
+            peer_port = free_port()
         self.n_starts += 1
         self.log_path = os.path.join(self.base_dir, "sched-%d.log" % self.n_starts)
         self.log_file = open(self.log_path, "wb")
         args = (_die_with_parent_prefix() + list(prefix if prefix is not None else self.prefix) +
                 [sched_bin(), "--client-urls", "http://" + self.addr,
-                 "--peer-urls", "http://127.0.0.1:%d" % free_port(),
+                 "--peer-urls", "http://127.0.0.1:%d" % peer_port,
                  "--data-dir", self.data_dir, "--name", "it",
                  # the status port is picked by the server (never the default 2381:
                  # other tests run at the same time); read it with status_port()
