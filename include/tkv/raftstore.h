@@ -179,6 +179,13 @@ struct tkv_raftstore_env {
     void (*ask_split)(void *ctx, const struct tkv_rs_region *region, struct tkv_slice split_key);
     void (*region_changed)(void *ctx, const struct tkv_rs_region *region,
                            const struct tkv_rs_region *right, bool removed);
+    /* request_checkpoint (may be NULL): the store has raft log work waiting
+     * for an engine checkpoint that begins after now (a snapshot applied, a
+     * peer destroyed: README "Durability"); the host should run one soon
+     * instead of at its regular interval (tkv_raftstore_checkpoint_begin,
+     * the engine checkpoint off the core, then _done). Same rules as the
+     * hooks above: no synchronous call back into the raftstore. */
+    void (*request_checkpoint)(void *ctx);
 };
 
 struct tkv_raftstore_config {
@@ -251,7 +258,13 @@ bool tkv_raftstore_ready(struct tkv_raftstore *s);
 /* Checkpoint protocol: _begin captures each region's applied index (the
  * engine writes up to it are committed); after the engine checkpoint that
  * started after _begin completes, _done makes those indexes durable, lets
- * the raft log drop below them and purges the raft log. */
+ * the raft log drop below them and purges the raft log. _done also runs
+ * the raft log work that waited for a checkpoint covering an engine write
+ * (every engine write made before the last _begin): the compaction to an
+ * applied snapshot (the peer's update is held until then), the removal of
+ * a destroyed peer's region. The store itself never calls
+ * tkv_engine_checkpoint (no stall on the core): a checkpoint that failed is
+ * simply not followed by _done; the next _begin covers everything. */
 void tkv_raftstore_checkpoint_begin(struct tkv_raftstore *s);
 void tkv_raftstore_checkpoint_done(struct tkv_raftstore *s);
 
@@ -385,6 +398,10 @@ struct tkv_raftstore_stats {
     uint64_t commit_only_deferred;
     uint64_t peers_destroyed; /* removed by a conf change, a gc message or a newer peer */
     uint64_t gc_msgs_sent;    /* is_tombstone answers to stale senders */
+    /* Raft log work waiting for an engine checkpoint (README
+     * "Durability"): env.request_checkpoint calls, and the snapshot
+     * compactions / region removals run from _done once covered. */
+    uint64_t ckpt_requests, ckpt_waits_done;
     /* Snapshot generation: started / abandoned (region changed, peer gone,
      * leadership lost) / completed is snapshots_generated; turns that read
      * data, bytes read (budget units) and the most one turn read; the

@@ -328,9 +328,12 @@ static tkv_index safe_to_drop(void *arg, tkv_region_id region)
 {
     struct tkv_raftstore *s = arg;
     struct rs_peer *p = rs_peer_get(s, region);
-    if (!p)
-        return UINT64_MAX;
-    return p->durable_applied;
+    if (p)
+        return p->durable_applied;
+    /* a destroyed peer whose Tombstone is not checkpointed yet: a crash
+     * brings the region back, replaying from here */
+    const struct rs_removal *rm = rs_removal_get(s, region);
+    return rm ? rm->durable_applied : UINT64_MAX;
 }
 
 static int load_region(struct tkv_raftstore *s, struct tkv_slice key, struct tkv_slice val)
@@ -360,9 +363,18 @@ static int load_region(struct tkv_raftstore *s, struct tkv_slice key, struct tkv
     p->durable_applied = a.applied;
     p->ckpt_applied = a.applied;
     /* The engine may hold a snapshot whose raft log compaction was not
-     * synced before a crash: redo it (the snapshot is the truncation). */
+     * synced before a crash (the checkpoint that released it completed,
+     * the compaction's group commit did not): redo it (the snapshot is the
+     * truncation). The old log may end before the snapshot, or hold an
+     * entry at its index from another history (another term): then what
+     * follows it can never commit either and goes too. */
     struct tkv_raftlog *log = s->env.raftlog;
-    if (tkv_raftlog_last_index(log, rg.id) < a.applied) {
+    tkv_term log_term = 0;
+    bool other_history = a.truncated_index == a.applied && a.applied > TKV_RAFT_INIT_INDEX &&
+                         tkv_raftlog_last_index(log, rg.id) >= a.applied &&
+                         tkv_raftlog_term(log, rg.id, a.applied, &log_term) == 0 &&
+                         log_term != a.truncated_term;
+    if (tkv_raftlog_last_index(log, rg.id) < a.applied || other_history) {
         if (a.truncated_index != a.applied) {
             TKV_LOG_ERROR("raft log behind the applied index", TKV_LF_U64("region_id", rg.id));
             tkv_free(p);
@@ -375,7 +387,9 @@ static int load_region(struct tkv_raftstore *s, struct tkv_slice key, struct tkv
             h.vote = 0;
         }
         h.commit = a.applied;
-        rv = tkv_raftlog_compact(log, rg.id, a.applied, a.truncated_term, NULL, NULL);
+        rv = other_history ? tkv_raftlog_truncate(log, rg.id, a.applied + 1, NULL, NULL) : 0;
+        if (rv == 0)
+            rv = tkv_raftlog_compact(log, rg.id, a.applied, a.truncated_term, NULL, NULL);
         if (rv == 0)
             rv = tkv_raftlog_append(log, rg.id, NULL, 0, &h, NULL, NULL);
         /* raft reads the durable view: the repair must be written first
@@ -477,6 +491,7 @@ void tkv_raftstore_close(struct tkv_raftstore *s)
         rs_peer_free(s->peers[i]);
     rs_snapgen_close(s);
     tkv_free(s->peers);
+    tkv_free(s->removals); /* redone at open (rs_tombstone_cleanup) */
     tkv_free(s->split_notes);
     tkv_engine_session_close(s->sess);
     tkv_free(s);
@@ -1282,10 +1297,12 @@ static bool snapshot_skip_lock(void *ctx, struct tkv_slice key)
 }
 
 /* Install a snapshot into the engine atomically (old range data out, the
- * snapshot's data, region and apply state in), make that durable with a
- * checkpoint, then stage the raft log truncation. A crash between the two
- * is repaired at open (load_region). */
-static void apply_snapshot(struct rs_peer *p, const struct tkv_raft_snapshot *sn)
+ * snapshot's data, region and apply state in: one batch). Not durable
+ * until a checkpoint covers it: the raft log compaction to the snapshot
+ * waits for that (handle_update), so a crash meanwhile finds the engine
+ * and the raft log both as before the snapshot (the leader sends another
+ * one). */
+static void install_snapshot(struct rs_peer *p, const struct tkv_raft_snapshot *sn)
 {
     struct tkv_raftstore *s = p->s;
     struct tkv_rs_region rg;
@@ -1323,14 +1340,6 @@ static void apply_snapshot(struct rs_peer *p, const struct tkv_raft_snapshot *sn
     tkv_engine_batch_close(&b);
     if (rv < 0)
         rs_fatal_engine(rv);
-    tkv_raftstore_checkpoint_begin(s);
-    rv = tkv_engine_checkpoint(s->env.engine);
-    if (rv < 0)
-        rs_fatal_engine(rv);
-    tkv_raftstore_checkpoint_done(s);
-    (void)tkv_raftlog_compact(s->env.raftlog, p->region.id, sn->index, sn->term, NULL, NULL);
-    p->staged_snap = true;
-    p->staged_snap_index = sn->index;
     s->stats.snapshots_applied++;
     p->split.size_known = false;
     /* requests against the old state are void */
@@ -1431,7 +1440,10 @@ static const struct tkv_raft_update *hard_state_to_write(struct rs_peer *p,
     return up;
 }
 
-static void handle_update(struct rs_peer *p, const struct tkv_raft_update *up)
+/* Handle one update; false: it is held (a snapshot waiting for its
+ * checkpoint, see rs_peer.ckpt_wait), not to be advanced yet: called again
+ * with the same update once the checkpoint is done. */
+static bool handle_update(struct rs_peer *p, const struct tkv_raft_update *up)
 {
     struct tkv_raftstore *s = p->s;
     if (up->flags & TKV_RAFT_UPDATE_SOFT_STATE) {
@@ -1441,8 +1453,27 @@ static void handle_update(struct rs_peer *p, const struct tkv_raft_update *up)
     struct tkv_raft_update local;
     up = hard_state_to_write(p, up, &local);
     /* 1. persistence, staged into this turn's group commit */
-    if (up->snapshot)
-        apply_snapshot(p, up->snapshot);
+    if (up->snapshot) {
+        const struct tkv_raft_snapshot *sn = up->snapshot;
+        if (!p->snap_in_engine) {
+            install_snapshot(p, sn);
+            p->snap_in_engine = true;
+            /* The raft log must not forget what the engine's durable (old)
+             * state replays from before a checkpoint holds the snapshot:
+             * the rest of this update waits for one that begins after the
+             * write (no checkpoint on the core). */
+            if (!RS_BUG("snapshot_log_compacted_before_checkpoint")) {
+                p->ckpt_wait = true;
+                p->ckpt_wait_seq = rs_ckpt_wait_begin(s);
+            }
+        }
+        if (p->ckpt_wait)
+            return false;
+        p->snap_in_engine = false;
+        (void)tkv_raftlog_compact(s->env.raftlog, p->region.id, sn->index, sn->term, NULL, NULL);
+        p->staged_snap = true;
+        p->staged_snap_index = sn->index;
+    }
     if (up->n_entries || (up->flags & TKV_RAFT_UPDATE_HARD_STATE)) {
         struct tkv_raftlog_entry small[32];
         struct tkv_raftlog_entry *le = up->n_entries <= 32 ? small : tkv_xmalloc(up->n_entries * sizeof(*le));
@@ -1483,6 +1514,7 @@ static void handle_update(struct rs_peer *p, const struct tkv_raft_update *up)
                 p->reads[k].index = TKV_MAX(up->read_states[i].index, 1);
     /* 4. answer */
     serve_reads(p);
+    return true;
 }
 
 static void turn_synced(void *arg, int rv)
@@ -1545,9 +1577,11 @@ bool tkv_raftstore_ready(struct tkv_raftstore *s)
         if (p->n_pend && !p->destroy_pending)
             flush_proposals(p);
         /* bounded: each advance hands out at most what accumulated */
-        for (int round = 0; p->has_up && round < 8 && !p->destroy_pending; round++) {
+        for (int round = 0; p->has_up && round < 8 && !p->destroy_pending && !p->ckpt_wait;
+             round++) {
             struct tkv_raft_update up = p->up;
-            handle_update(p, &up);
+            if (!handle_update(p, &up))
+                break; /* held for a checkpoint: not advanced */
             tkv_raft_advance(p->raft, &p->up);
             p->has_up = p->up.flags != 0;
         }
@@ -1562,7 +1596,7 @@ bool tkv_raftstore_ready(struct tkv_raftstore *s)
             i--;
             continue;
         }
-        if (p->has_up)
+        if (p->has_up && !p->ckpt_wait) /* a held update waits for _done, not for us */
             s->dirty = true;
         if (p->staged_entries || p->staged_snap || p->staged_term > p->synced_term) {
             GROW(t->persist, t->n_persist, cap_persist);
@@ -1599,15 +1633,58 @@ bool tkv_raftstore_ready(struct tkv_raftstore *s)
 
 void tkv_raftstore_checkpoint_begin(struct tkv_raftstore *s)
 {
+    s->ckpt_begun++;
     for (size_t i = 0; i < s->n_peers; i++)
         s->peers[i]->ckpt_applied = s->peers[i]->apply.applied;
 }
 
+uint64_t rs_ckpt_wait_begin(struct tkv_raftstore *s)
+{
+    s->stats.ckpt_requests++;
+    if (s->env.request_checkpoint)
+        s->env.request_checkpoint(s->env.ctx);
+    return s->ckpt_begun + 1;
+}
+
+struct rs_removal *rs_removal_get(const struct tkv_raftstore *s, uint64_t region_id)
+{
+    for (size_t i = 0; i < s->n_removals; i++)
+        if (s->removals[i].region_id == region_id)
+            return &s->removals[i];
+    return NULL;
+}
+
 void tkv_raftstore_checkpoint_done(struct tkv_raftstore *s)
 {
-    for (size_t i = 0; i < s->n_peers; i++)
-        if (s->peers[i]->initialized)
-            s->peers[i]->durable_applied = s->peers[i]->ckpt_applied;
+    for (size_t i = 0; i < s->n_peers; i++) {
+        struct rs_peer *p = s->peers[i];
+        if (p->initialized)
+            p->durable_applied = p->ckpt_applied;
+        if (p->ckpt_wait && s->ckpt_begun >= p->ckpt_wait_seq) {
+            /* the snapshot is durable in the engine: the held update goes
+             * on at the next Ready (raft log compaction, then the rest) */
+            p->ckpt_wait = false;
+            s->dirty = true;
+            s->stats.ckpt_waits_done++;
+        }
+    }
+    /* destroyed peers whose Tombstone is now durable: the raft log may
+     * forget them (staged; written with the next group commit) */
+    size_t keep = 0;
+    for (size_t i = 0; i < s->n_removals; i++) {
+        struct rs_removal rm = s->removals[i];
+        if (s->ckpt_begun < rm.seq) {
+            s->removals[keep++] = rm;
+            continue;
+        }
+        if (tkv_raftlog_remove_region(s->env.raftlog, rm.region_id, NULL, NULL) < 0) {
+            TKV_LOG_FATAL("raft log region removal failed", TKV_LF_U64("region_id", rm.region_id));
+            abort();
+        }
+        s->dirty = true;
+        s->stats.ckpt_waits_done++;
+    }
+    s->n_removals = keep;
     (void)tkv_raftlog_purge(s->env.raftlog);
 }
 

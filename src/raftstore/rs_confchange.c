@@ -376,12 +376,15 @@ void rs_peer_destroy(struct rs_peer *p)
         }
     }
     fail_pending(p);
+    bool log_now = true;
     if (p->initialized) {
         /* One engine batch: the data, the apply state, the Tombstone (with
          * the region as we last knew it: messages from its epoch or older
-         * are stale). Made durable before the raft log goes, so a crash
-         * never leaves a live region state without its log; a crash
-         * before the checkpoint replays the removal from the log. */
+         * are stale). Durable only with the next checkpoint, and the raft
+         * log forgets the region only then (tkv_raftstore_checkpoint_done),
+         * so a crash never leaves a live region state without its log; a
+         * crash before the checkpoint brings the region back, which
+         * replays the removal from the log (or is told again). */
         struct tkv_engine_batch b;
         tkv_engine_batch_init(&b);
         delete_unowned(s, &rg, &b);
@@ -404,13 +407,17 @@ void rs_peer_destroy(struct rs_peer *p)
         tkv_engine_batch_close(&b);
         if (rv < 0)
             rs_fatal_engine(rv);
-        tkv_raftstore_checkpoint_begin(s);
-        rv = tkv_engine_checkpoint(s->env.engine);
-        if (rv < 0)
-            rs_fatal_engine(rv);
-        tkv_raftstore_checkpoint_done(s);
+        if (!RS_BUG("destroy_log_removed_before_checkpoint")) {
+            GROW(s->removals, s->n_removals, s->cap_removals);
+            s->removals[s->n_removals++] = (struct rs_removal){
+                .region_id = rg.id, .durable_applied = p->durable_applied};
+            s->removals[s->n_removals - 1].seq = rs_ckpt_wait_begin(s);
+            log_now = false;
+        }
     }
-    if (tkv_raftlog_remove_region(s->env.raftlog, rg.id, NULL, NULL) < 0) {
+    /* an uninitialized peer has nothing in the engine: only its hard state
+     * goes */
+    if (log_now && tkv_raftlog_remove_region(s->env.raftlog, rg.id, NULL, NULL) < 0) {
         TKV_LOG_FATAL("raft log region removal failed", TKV_LF_U64("region_id", rg.id));
         abort();
     }
@@ -523,7 +530,8 @@ struct rs_peer *rs_route_msg(struct tkv_raftstore *s, const struct tkv_rs_msg *m
     }
     /* (2.14's range overlap: a snapshot overlapping another region of the
      * store is refused on receive, see rs_split.c) */
-    if (!is_initial_msg(&m->msg) || raftlog_has_region(s, m->region_id))
+    if (!is_initial_msg(&m->msg) || raftlog_has_region(s, m->region_id) ||
+        rs_removal_get(s, m->region_id))
         return dropped(s);
     struct tkv_rs_region rg;
     memset(&rg, 0, sizeof(rg));

@@ -214,6 +214,16 @@ struct rs_peer {
      * term known durable in the raft log: a leader sends before its own
      * sync only in a term it has persisted (rs_queue_msg) */
     tkv_term staged_term, synced_term;
+    /* A snapshot of the outstanding update is in the engine (one batch,
+     * not durable yet); the rest of the update (the raft log compaction to
+     * it, entries, hard state, messages) is held, not advanced, until a
+     * checkpoint that began after that write completes: _done releases it
+     * once the store's ckpt_begun reached ckpt_wait_seq (rs_ckpt_wait_begin). A
+     * crash meanwhile finds the engine and the raft log as before the
+     * snapshot. snap_in_engine: the write is done (the update's second
+     * pass stages the compaction). */
+    bool snap_in_engine, ckpt_wait;
+    uint64_t ckpt_wait_seq;
     /* set when this peer applied its own removal: the Ready loop destroys
      * it once the update is handled (rs_peer_destroy) */
     bool destroy_pending;
@@ -300,12 +310,36 @@ struct tkv_raftstore {
     struct rs_split_note *split_notes;
     size_t n_split_notes, cap_split_notes;
     uint64_t split_scan_budget; /* bytes the split checker may still read this tick */
+    /* Checkpoints: _begin calls so far; the engine writes made before the
+     * latest _begin are what a _done covers. */
+    uint64_t ckpt_begun;
+    /* destroyed peers whose raft log region removal waits for a covering
+     * checkpoint (rs_confchange.c) */
+    struct rs_removal *removals;
+    size_t n_removals, cap_removals;
     /* the one snapshot generation in flight (rs_snapgen.c), NULL if none */
     struct rs_snapgen *gen;
     uint64_t snap_req_seq;
 };
 
+/* A destroyed initialized peer: its Tombstone is in the engine, its raft
+ * log region stays until a checkpoint that began after that write (seq:
+ * the store's ckpt_begun then) completes; meanwhile the raft log keeps what
+ * a crash (which brings the live region back) replays from, and no new
+ * peer of the region is created. */
+struct rs_removal {
+    uint64_t region_id;
+    uint64_t seq;
+    tkv_index durable_applied; /* the safe-to-drop answer meanwhile */
+};
+
 /* ---- helpers of raftstore.c used by the multi-raft files ---- */
+/* Raft log work for an engine write made now waits for the checkpoint
+ * after the next _begin: returns the ckpt_begun value that _done must find
+ * reached, and asks the host for that checkpoint (env.request_checkpoint). */
+uint64_t rs_ckpt_wait_begin(struct tkv_raftstore *s);
+/* The pending removal of region_id, NULL if none. */
+struct rs_removal *rs_removal_get(const struct tkv_raftstore *s, uint64_t region_id);
 struct rs_peer *rs_peer_get(const struct tkv_raftstore *s, uint64_t region_id);
 const struct tkv_rs_peer *rs_region_peer_by_id(const struct tkv_rs_region *rg, uint64_t id);
 const struct tkv_rs_peer *rs_region_peer_on_store(const struct tkv_rs_region *rg,

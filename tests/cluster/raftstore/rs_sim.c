@@ -25,6 +25,13 @@ struct sim_store {
     struct tkv_engine *engine;
     struct tkv_raftstore *rs;
     uint64_t next_tick, next_ckpt, restart_at;
+    /* A background checkpoint (the host's helper thread): begun and the
+     * engine's image taken at one ms, _done reported at ckpt_done_at (0:
+     * none in flight); a crash in between loses the _done. ckpt_wanted:
+     * env.request_checkpoint asked for one before the regular interval. */
+    uint64_t ckpt_done_at;
+    bool ckpt_wanted;
+    uint64_t seen_destroyed; /* stats.peers_destroyed at the last turn */
     uint64_t next_hb; /* next scheduler heartbeat of the regions it leads */
     bool hb_due;      /* a region changed: heartbeat at once */
 };
@@ -308,6 +315,12 @@ static void env_region_changed(void *ctx, const struct tkv_rs_region *region,
         dir_update(st->sim, right);
 }
 
+static void env_request_checkpoint(void *ctx)
+{
+    struct sim_store *st = ctx;
+    st->ckpt_wanted = true; /* begun by step_ms after the stores' turns */
+}
+
 static void env_ask_split(void *ctx, const struct tkv_rs_region *region, struct tkv_slice key)
 {
     struct sim_store *st = ctx;
@@ -379,7 +392,8 @@ static void store_open(struct sim *s, struct sim_store *st)
                                        .snap_gen_budget = s->o.snap_gen_budget};
     struct tkv_raftstore_env env = {.ctx = st, .now_ms = env_now, .send = env_send,
                                     .raftlog = st->log, .engine = st->engine,
-                                    .region_changed = env_region_changed};
+                                    .region_changed = env_region_changed,
+                                    .request_checkpoint = env_request_checkpoint};
     if (s->o.split)
         env.ask_split = env_ask_split;
     rv = tkv_raftstore_open(&cfg, &env, &st->rs);
@@ -394,6 +408,9 @@ static void store_open(struct sim *s, struct sim_store *st)
         s->hooks.store_event(s->hooks.arg, st->id, SIM_STORE_OPENED, st->rs);
     st->next_tick = s->now + rnd_range(s, 1, TICK_MS);
     st->next_ckpt = s->now + rnd_range(s, 20, 100);
+    st->ckpt_done_at = 0;
+    st->ckpt_wanted = false;
+    st->seen_destroyed = 0;
 }
 
 struct tkv_raftstore *sim_store(struct sim *s, int store)
@@ -446,25 +463,63 @@ static void store_process(struct sim *s, struct sim_store *st)
         }
         if (after.snap_gen_started > before.snap_gen_started)
             snap_record(s, st, after.snap_gen_last_region, after.snap_gen_last_index);
+        bool crash_now = false;
         if (s->o.crash_on_snapshot == st->id && after.snapshots_applied > before.snapshots_applied) {
             s->o.crash_on_snapshot = 0;
+            crash_now = true;
+        }
+        /* (a gc message destroys on receive, before this turn) */
+        if (s->o.crash_on_destroy == st->id && after.peers_destroyed > st->seen_destroyed) {
+            s->o.crash_on_destroy = 0;
+            crash_now = true;
+        }
+        st->seen_destroyed = after.peers_destroyed;
+        if (tkv_raftlog_flush(st->log) < 0)
+            sim_fail(s, "store %d: raft log flush failed", st->id);
+        if (crash_now) {
+            /* after the turn's group commit, before any checkpoint */
+            sim_crash(s, st->id);
+            return;
+        }
+        (void)more;
+    }
+}
+
+/* The host's checkpoint, as server_cluster.c runs it: _begin on the core,
+ * the engine checkpoint on a helper thread (its image is taken now: writes
+ * after this ms are not in it), _done on the core 1-40 ms later. What the
+ * raftstore stages in the raft log at _done (a snapshot's compaction, a
+ * destroyed region's removal) waits for a crash-free window until then. */
+static void store_checkpoint(struct sim *s, struct sim_store *st)
+{
+    if (st->ckpt_done_at) {
+        if (s->now < st->ckpt_done_at)
+            return;
+        struct tkv_raftstore_stats before, after;
+        tkv_raftstore_stats(st->rs, &before);
+        st->ckpt_done_at = 0;
+        tkv_raftstore_checkpoint_done(st->rs);
+        tkv_raftstore_stats(st->rs, &after);
+        if (s->o.crash_on_snapshot_release == st->id &&
+            after.ckpt_waits_done > before.ckpt_waits_done && after.snapshots_applied) {
+            /* the released snapshot's compaction is staged by this
+             * crash's last Ready turn and never synced */
+            s->o.crash_on_snapshot_release = 0;
             sim_crash(s, st->id);
             return;
         }
         if (tkv_raftlog_flush(st->log) < 0)
             sim_fail(s, "store %d: raft log flush failed", st->id);
-        (void)more;
+        return;
     }
-}
-
-static void store_checkpoint(struct sim *s, struct sim_store *st)
-{
+    if ((s->now < st->next_ckpt && !st->ckpt_wanted) || s->ckpt_held_store == st->id)
+        return;
+    st->ckpt_wanted = false;
+    st->next_ckpt = s->now + rnd_range(s, 20, 150);
     tkv_raftstore_checkpoint_begin(st->rs);
     if (tkv_engine_checkpoint(st->engine) < 0)
         sim_fail(s, "store %d: checkpoint failed", st->id);
-    tkv_raftstore_checkpoint_done(st->rs);
-    if (tkv_raftlog_flush(st->log) < 0)
-        sim_fail(s, "store %d: raft log flush failed", st->id);
+    st->ckpt_done_at = s->now + rnd_range(s, 1, 40);
 }
 
 int sim_leader(struct sim *s)
@@ -980,10 +1035,8 @@ static void step_ms(struct sim *s)
         if (!st->alive)
             continue;
         store_process(s, st);
-        if (s->now >= st->next_ckpt) {
+        if (st->alive)
             store_checkpoint(s, st);
-            st->next_ckpt = s->now + rnd_range(s, 20, 150);
-        }
     }
 }
 

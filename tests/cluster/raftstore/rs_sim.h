@@ -2,7 +2,9 @@
  * thread on the in-memory raft log and engine, virtual time in ms, a
  * seeded network that drops, delays (reorders) and duplicates messages,
  * partitions, crashes that lose the raft log's unsynced tail and every
- * engine write after the last checkpoint, an in-process mock scheduler
+ * engine write after the last checkpoint (checkpoints run in the
+ * background: _begin, then _done 1-40 ms later, or early on the store's
+ * env.request_checkpoint), an in-process mock scheduler
  * (bootstrap + leader lookup), and clients whose histories are checked for
  * linearizability
  * (tests/lib/lincheck.h). */
@@ -31,9 +33,13 @@ struct sim_opts {
     int n_keys;
     bool inject_stale_read; /* test hook: reads skip ReadIndex (rs_sim.c) */
     bool inject_early_ack;  /* test hook: writes acknowledged before commit */
-    /* crash this store in the loop turn in which it applies a snapshot,
-     * before the turn's raft log sync (the truncation is lost) */
-    int crash_on_snapshot;
+    /* crash this store in the loop turn in which it applies a snapshot to
+     * its engine / destroys an initialized peer, after the turn's raft log
+     * sync and before any checkpoint (the engine write is lost) */
+    int crash_on_snapshot, crash_on_destroy;
+    /* crash this store right after the checkpoint _done that released an
+     * applied snapshot, before the raft log compaction it staged is synced */
+    int crash_on_snapshot_release;
     /* split (3B): the checker runs with these sizes (bytes), the mock
      * scheduler answers ask_split; values are padded to value_len bytes */
     bool split;
@@ -133,6 +139,9 @@ struct sim {
     struct sim_ask *asks;
     size_t n_asks, cap_asks;
     uint64_t n_splits; /* split proposals answered 0 */
+    /* test hook: no checkpoint begins on this store (0: none), so what
+     * waits for one (a snapshot's compaction, a removal) stays pending */
+    int ckpt_held_store;
     /* messages of this region to this store are dropped (0: none) */
     uint64_t blocked_region;
     int blocked_store;

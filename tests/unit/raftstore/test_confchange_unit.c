@@ -25,6 +25,7 @@ struct node {
     struct tkv_raftstore *rs;
     int changed, removed; /* env.region_changed calls */
     uint64_t last_conf_ver;
+    bool ckpt_wanted; /* env.request_checkpoint: the next turn checkpoints */
 };
 
 struct qmsg {
@@ -80,6 +81,22 @@ static void on_region_changed(void *ctx, const struct tkv_rs_region *rg,
     nd->last_conf_ver = rg->epoch.conf_ver;
 }
 
+static void on_request_checkpoint(void *ctx)
+{
+    struct node *nd = ctx;
+    nd->ckpt_wanted = true;
+}
+
+/* The host's checkpoint (server_cluster.c runs the middle step on its
+ * helper thread). */
+static void node_checkpoint(struct node *nd)
+{
+    nd->ckpt_wanted = false;
+    tkv_raftstore_checkpoint_begin(nd->rs);
+    cr_assert_eq(tkv_engine_checkpoint(nd->engine), 0);
+    tkv_raftstore_checkpoint_done(nd->rs);
+}
+
 static void node_open(struct node *nd)
 {
     struct tkv_raftlog_config lc = {.segment_size = 1u << 20};
@@ -87,7 +104,9 @@ static void node_open(struct node *nd)
     struct tkv_raftstore_config cfg = {.store_id = (uint64_t)nd->id, .election_tick = 10,
                                        .heartbeat_tick = 2, .seed = 7};
     struct tkv_raftstore_env env = {.ctx = nd, .send = net_send, .raftlog = nd->log,
-                                    .engine = nd->engine, .region_changed = on_region_changed};
+                                    .engine = nd->engine, .region_changed = on_region_changed,
+                                    .request_checkpoint = on_request_checkpoint};
+    nd->ckpt_wanted = false;
     cr_assert_eq(tkv_raftstore_open(&cfg, &env, &nd->rs), 0);
     nd->alive = true;
 }
@@ -129,6 +148,8 @@ static void turn(struct net *net, int ticks)
             for (int k = 0; k < 3; k++) {
                 tkv_raftstore_ready(nd->rs);
                 cr_assert_eq(tkv_raftlog_flush(nd->log), 0);
+                if (k == 0 && nd->ckpt_wanted)
+                    node_checkpoint(nd);
             }
         }
     }
