@@ -161,6 +161,12 @@ struct cluster_store {
     struct tkv_reactor_hook ready_hook;
     bool hook_added;
     struct tkv_timer tick_timer, kick_timer, hb_timer, store_hb_timer;
+    /* env.request_checkpoint: the raftstore has raft log work waiting for a
+     * checkpoint (a snapshot applied, a peer destroyed); ckpt_timer begins
+     * one at once and polls the thread's answer every CLUSTER_CKPT_POLL_MS
+     * until a checkpoint begun after the request is done (ckpt_urgent). */
+    struct tkv_timer ckpt_timer;
+    bool ckpt_wanted, ckpt_urgent;
     uint64_t last_ckpt_ms;
     uint64_t n_ckpts, n_ckpt_failures;
     struct tkv_rpc_client *sched;
@@ -1115,6 +1121,7 @@ static void ckpt_step(struct cluster_store *st)
         if (rv == 0) {
             tkv_raftstore_checkpoint_done(st->rs);
             st->n_ckpts++;
+            st->ckpt_urgent = false;
         } else {
             /* Nothing is lost: the raft log keeps every entry above the
              * last good checkpoint. Retry at the next interval. */
@@ -1122,13 +1129,40 @@ static void ckpt_step(struct cluster_store *st)
             TKV_LOG_ERROR("engine checkpoint failed", TKV_LF_U64("store_id", st->store_id),
                           TKV_LF_ERR(rv));
         }
+        /* a failed one leaves ckpt_urgent set: the next one (at the
+         * interval) still has work waiting for it */
         atomic_store_explicit(&st->ckpt_state, CKPT_IDLE, memory_order_release);
-    } else if (state == CKPT_IDLE && now - st->last_ckpt_ms >= CLUSTER_CKPT_INTERVAL_MS) {
+    } else if (state == CKPT_IDLE &&
+               (st->ckpt_wanted || now - st->last_ckpt_ms >= CLUSTER_CKPT_INTERVAL_MS)) {
         st->last_ckpt_ms = now;
+        st->ckpt_urgent = st->ckpt_urgent || st->ckpt_wanted;
+        st->ckpt_wanted = false;
         tkv_raftstore_checkpoint_begin(st->rs);
         atomic_store_explicit(&st->ckpt_state, CKPT_REQUESTED, memory_order_release);
         ckpt_wake(cluster_of(st->node));
     }
+}
+
+/* Early checkpoints (env.request_checkpoint): begin now rather than at
+ * the interval, then look for the thread's answer every poll period (a
+ * tick may be a second) until the requested checkpoint is done. */
+static void on_ckpt_timer(struct tkv_timer *t)
+{
+    struct cluster_store *st = t->data;
+    if (!st->rs || st->stopping)
+        return;
+    ckpt_step(st);
+    if (st->ckpt_wanted || st->ckpt_urgent)
+        tkv_timer_start(st->r, t, CLUSTER_CKPT_POLL_MS * 1000000ull);
+}
+
+static void env_request_checkpoint(void *ctx)
+{
+    struct cluster_store *st = ctx;
+    st->ckpt_wanted = true;
+    /* inside the raftstore's ready: the timer calls back on a later turn */
+    if (!st->stopping && !tkv_timer_armed(&st->ckpt_timer))
+        tkv_timer_start(st->r, &st->ckpt_timer, 0);
 }
 
 static void on_tick(struct tkv_timer *t)
@@ -1758,6 +1792,7 @@ static void store_on_stop(void *arg)
     struct cluster_store *st = arg;
     st->stopping = true;
     tkv_timer_stop(st->r, &st->tick_timer);
+    tkv_timer_stop(st->r, &st->ckpt_timer);
     tkv_timer_stop(st->r, &st->hb_timer);
     tkv_timer_stop(st->r, &st->store_hb_timer);
     tkv_timer_stop(st->r, &st->split_timer);
@@ -1884,6 +1919,7 @@ int server_cluster_core_init(struct tkv_reactor *r, struct server_core *c,
     tkv_arena_init(&st->arena, 0);
     tkv_timer_init(&st->tick_timer, on_tick, st);
     tkv_timer_init(&st->kick_timer, on_kick, st);
+    tkv_timer_init(&st->ckpt_timer, on_ckpt_timer, st);
     tkv_timer_init(&st->hb_timer, on_region_hb, st);
     tkv_timer_init(&st->store_hb_timer, on_store_hb, st);
     tkv_timer_init(&st->split_timer, on_split_timer, st);
@@ -1908,7 +1944,8 @@ int server_cluster_core_init(struct tkv_reactor *r, struct server_core *c,
     struct tkv_raftstore_env env = {.ctx = st, .now_ms = env_now_ms, .send = cluster_send,
                                     .raftlog = st->log, .engine = st->engine,
                                     .ask_split = env_ask_split,
-                                    .region_changed = env_region_changed};
+                                    .region_changed = env_region_changed,
+                                    .request_checkpoint = env_request_checkpoint};
     struct tkv_raftstore_config rc;
     rs_config(node, st, &rc);
     rv = tkv_raftstore_open(&rc, &env, &st->rs);
