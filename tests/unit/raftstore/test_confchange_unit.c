@@ -39,6 +39,7 @@ struct net {
     struct qmsg *q;
     size_t nq, cap;
     bool cut[MAXN + 1]; /* isolated stores */
+    bool manual_ckpt;   /* turn() does not answer env.request_checkpoint */
 };
 
 struct answer {
@@ -148,7 +149,7 @@ static void turn(struct net *net, int ticks)
             for (int k = 0; k < 3; k++) {
                 tkv_raftstore_ready(nd->rs);
                 cr_assert_eq(tkv_raftlog_flush(nd->log), 0);
-                if (k == 0 && nd->ckpt_wanted)
+                if (k == 0 && nd->ckpt_wanted && !net->manual_ckpt)
                     node_checkpoint(nd);
             }
         }
@@ -385,6 +386,55 @@ Test(conf_change, a_removed_peer_leaves_a_tombstone_that_survives_restart)
     struct tkv_rs_region_status st = status(&net, 3);
     cr_assert(st.exists && st.peer_id == 7 && st.region.epoch.conf_ver == 0,
               "re-added peer not created uninitialized");
+    teardown(&net);
+}
+
+/* The store never checkpoints on its core: destroying the peer writes the
+ * Tombstone and asks the host for a checkpoint; the raft log keeps the
+ * region until the host's checkpoint is done (a crash before it revives
+ * the region, which replays its removal), then forgets it. */
+Test(conf_change, a_destroyed_peer_leaves_the_raft_log_at_the_hosts_checkpoint)
+{
+    struct net net;
+    setup(&net, 3);
+    cr_assert_eq(put(&net, 1, "k1", "v1").rv, 0);
+    turn(&net, 5);
+    net.manual_ckpt = true;
+    struct answer a;
+    change(&net, 1, TKV_RS_REMOVE_PEER, pr(3, 3), NULL, &a);
+    wait_answer(&net, &a);
+    cr_assert_eq(a.rv, 0);
+    for (int i = 0; i < 100 && status(&net, 3).exists; i++)
+        turn(&net, 1);
+    struct node *n3 = &net.nodes[3];
+    cr_assert(!status(&net, 3).exists, "the removed peer is still there");
+    cr_assert(!engine_has(&net, 3, "k1"), "the Tombstone batch was not written");
+    cr_assert(n3->ckpt_wanted && stats(&net, 3).ckpt_requests == 1,
+              "no early checkpoint asked for");
+    cr_assert_gt(tkv_raftlog_last_index(n3->log, 1), 0,
+                 "the raft log forgot the region before a checkpoint covered its Tombstone");
+    /* a crash now: the Tombstone was never checkpointed (not on the core
+     * either), the region comes back and replays its removal */
+    node_crash(n3);
+    node_open(n3);
+    cr_assert(status(&net, 3).exists, "the Tombstone survived the crash: checkpointed on the core");
+    for (int i = 0; i < 100 && status(&net, 3).exists; i++)
+        turn(&net, 1);
+    cr_assert(!status(&net, 3).exists, "the revived peer did not replay its removal");
+    cr_assert_eq(stats(&net, 3).ckpt_waits_done, 0);
+    /* the host's checkpoint, begun after the write, covers it */
+    tkv_raftstore_checkpoint_begin(n3->rs);
+    cr_assert_eq(tkv_engine_checkpoint(n3->engine), 0);
+    n3->ckpt_wanted = false;
+    tkv_raftstore_checkpoint_done(n3->rs);
+    turn(&net, 2);
+    cr_assert_eq(stats(&net, 3).ckpt_waits_done, 1, "the removal did not run at _done");
+    cr_assert_eq(tkv_raftlog_last_index(n3->log, 1), 0, "raft log not removed");
+    cr_assert_eq(tkv_raftlog_first_index(n3->log, 1), 1, "raft log not removed");
+    node_crash(n3);
+    node_open(n3);
+    cr_assert(!status(&net, 3).exists, "a checkpointed Tombstone came back to life");
+    cr_assert(!engine_has(&net, 3, "k1"));
     teardown(&net);
 }
 
