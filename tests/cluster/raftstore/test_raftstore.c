@@ -275,7 +275,7 @@ static void snapshot_crash_before_checkpoint(uint64_t seed, char *err, size_t ca
     if (!err[0]) {
         sim_restart(&s, 1);
         if (s.failed)
-            snprintf(err, cap, "restart after the crash failed: %s", s.err);
+            snprintf(err, cap, "restart after the crash failed: %.180s", s.err);
     }
     if (!err[0]) {
         struct tkv_rs_region_status st;
@@ -288,7 +288,7 @@ static void snapshot_crash_before_checkpoint(uint64_t seed, char *err, size_t ca
         sim_run(&s, 500);
         char v[16];
         if (s.failed)
-            snprintf(err, cap, "%s", s.err);
+            snprintf(err, cap, "%.180s", s.err);
         else if (sim_engine_get(&s, 1, TKV_CF_DEFAULT, "k59", v, sizeof(v)) != 0)
             snprintf(err, cap, "store 1 never caught up after the crash");
     }
@@ -321,7 +321,7 @@ Test(raftstore_2c, snapshot_crash_after_its_checkpoint_before_log_truncation)
     cr_assert_eq(sim_engine_get(&s, 1, TKV_CF_DEFAULT, "k59", v, sizeof(v)), 0,
                  "the checkpointed snapshot was lost");
     sim_restart(&s, 1);
-    cr_assert(!s.failed, "restart after the crash failed: %s", s.err);
+    cr_assert(!s.failed, "restart after the crash failed: %.180s", s.err);
     snap_scenario_end(&s);
     sim_close(&s);
 }
@@ -380,7 +380,7 @@ static void destroy_crash_before_checkpoint(uint64_t seed, char *err, size_t cap
     err[0] = 0;
     struct tkv_rs_peer p3 = sim_sched_peer_on(&s, 1, 3);
     if (!p3.id || sim_must_remove_peer(&s, 1, p3, 5000) != 0)
-        snprintf(err, cap, "removing store 3's peer failed: %s", s.err);
+        snprintf(err, cap, "removing store 3's peer failed: %.180s", s.err);
     for (int i = 0; i < 2000 && !err[0] && s.o.crash_on_destroy && !s.failed; i++)
         sim_run(&s, 1);
     if (!err[0] && (s.o.crash_on_destroy || sim_store(&s, 3)))
@@ -388,7 +388,7 @@ static void destroy_crash_before_checkpoint(uint64_t seed, char *err, size_t cap
     if (!err[0]) {
         sim_restart(&s, 3);
         if (s.failed)
-            snprintf(err, cap, "restart after the crash failed: %s", s.err);
+            snprintf(err, cap, "restart after the crash failed: %.180s", s.err);
     }
     struct tkv_rs_region_status st;
     if (!err[0]) {
@@ -400,7 +400,7 @@ static void destroy_crash_before_checkpoint(uint64_t seed, char *err, size_t cap
         sim_run(&s, 1000);
         tkv_raftstore_region_status(sim_store(&s, 3), 1, &st);
         if (s.failed)
-            snprintf(err, cap, "%s", s.err);
+            snprintf(err, cap, "%.180s", s.err);
         else if (st.exists)
             snprintf(err, cap, "store 3 did not destroy its peer again after the restart");
     }
@@ -410,7 +410,7 @@ static void destroy_crash_before_checkpoint(uint64_t seed, char *err, size_t cap
         sim_restart(&s, 3);
         tkv_raftstore_region_status(sim_store(&s, 3), 1, &st);
         if (s.failed)
-            snprintf(err, cap, "second restart failed: %s", s.err);
+            snprintf(err, cap, "second restart failed: %.180s", s.err);
         else if (st.exists)
             snprintf(err, cap, "the destroyed peer came back after a checkpointed removal");
     }
@@ -419,7 +419,7 @@ static void destroy_crash_before_checkpoint(uint64_t seed, char *err, size_t cap
         sim_run(&s, 1100);
         sim_final_check(&s);
         if (s.failed)
-            snprintf(err, cap, "%s", s.err);
+            snprintf(err, cap, "%.180s", s.err);
     }
     sim_close(&s);
 }
@@ -445,7 +445,7 @@ Test(raftstore_2c, readded_peer_waits_for_the_removal_checkpoint)
     struct tkv_rs_peer p3 = sim_sched_peer_on(&s, 1, 3);
     cr_assert(p3.id);
     s.ckpt_held_store = 3;
-    cr_assert_eq(sim_must_remove_peer(&s, 1, p3, 5000), 0, "%s", s.err);
+    cr_assert_eq(sim_must_remove_peer(&s, 1, p3, 5000), 0, "%.180s", s.err);
     sim_run(&s, 300);
     struct tkv_rs_region_status st;
     tkv_raftstore_region_status(sim_store(&s, 3), 1, &st);
@@ -461,11 +461,11 @@ Test(raftstore_2c, readded_peer_waits_for_the_removal_checkpoint)
         tkv_raftstore_region_status(sim_store(&s, 3), 1, &st);
     }
     cr_assert(st.exists && st.peer_id == np.id, "the re-added peer never came to store 3");
-    cr_assert_eq(sim_must_transfer_leader(&s, 1, 3, 5000), 0, "store 3 cannot lead: %s", s.err);
+    cr_assert_eq(sim_must_transfer_leader(&s, 1, 3, 5000), 0, "store 3 cannot lead: %.180s", s.err);
     sim_clients(&s, false);
     sim_run(&s, 1100);
     sim_final_check(&s);
-    cr_assert(!s.failed, "%s", s.err);
+    cr_assert(!s.failed, "%.180s", s.err);
     tkv_raftstore_region_status(sim_store(&s, 3), 1, &st);
     cr_assert(st.is_leader, "final reads were not served by store 3");
     sim_close(&s);
