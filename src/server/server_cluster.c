@@ -46,6 +46,10 @@
  * drop segments (the safe-to-drop hook answers the applied index the last
  * completed checkpoint captured). */
 #define CLUSTER_CKPT_INTERVAL_MS 5000
+/* While raft log work waits for a requested checkpoint (a snapshot
+ * applied, a peer destroyed), the core looks for its answer this often
+ * rather than at its next tick (ckpt_timer). */
+#define CLUSTER_CKPT_POLL_MS 10
 /* How often the checkpoint thread refreshes disk capacity for store
  * heartbeats; between refreshes it sleeps until a core asks for a
  * checkpoint (ckpt_wake_fd), so an idle or busy node pays no 10 ms polling
